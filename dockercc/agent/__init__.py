@@ -1,0 +1,1 @@
+"""The dockercc runner that lives inside each agent container (``python -m dockercc.agent``)."""

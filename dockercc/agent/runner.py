@@ -1,0 +1,482 @@
+"""The runner inside each container: Redis <-> the Claude Code CLI's stdin/stdout.
+
+Life of a runner:
+
+1. connect to Redis, register the container (``{p}pool:container:{id}``, status ``warm``) and
+   heartbeat every ``healthIntervalMs``;
+2. wait for an assignment on ``{p}pool:assign:{id}`` (warm containers have no session baked
+   in); an assignment names the session and the CLI's arguments;
+3. start ``claude --input-format stream-json --output-format stream-json --verbose ...``;
+   relay input (BLMOVE into ``:input:processing``, removed only once written to the CLI),
+   every stdout line as an envelope (buffer + publish, pipelined), results, state, control
+   (interrupt / stop) and MCP messages for the host bridge;
+4. if the CLI dies, report an error event and restart it with ``--resume``;
+5. on ``stop`` (or SIGTERM) close the CLI's stdin, mark the state ``stopped`` and exit.
+
+Needs only ``redis`` (and the pure ``dockercc.protocol``) at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..protocol import control
+from ..protocol.envelope import encode_envelope, runner_event
+from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
+
+log = logging.getLogger("dockercc.agent")
+
+BASE_ARGS = ["--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+LINE_LIMIT = 256 * 1024 * 1024  # longest stdout line the runner relays
+STDERR_TAIL_LINES = 40
+MAX_RESTARTS = 3
+
+PipeOp = Callable[[Any], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class RunnerSettings:
+    """Taken from the container's environment (``DOCKERCC_*``)."""
+
+    redis_url: str
+    container: str
+    prefix: str = "clawdbot:cc:"
+    health_interval_ms: int = 10_000
+    claude_bin: str = "claude"
+    mcp_timeout_s: float = 300.0
+    workdir: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            redis_url=env.get("DOCKERCC_REDIS_URL") or env.get("REDIS_URL", "redis://localhost:6379"),
+            container=validate_id(env.get("DOCKERCC_CONTAINER", ""), "container id"),
+            prefix=env.get("DOCKERCC_KEY_PREFIX", "clawdbot:cc:"),
+            health_interval_ms=int(env.get("DOCKERCC_HEALTH_INTERVAL_MS", "10000")),
+            claude_bin=env.get("DOCKERCC_CLAUDE_BIN", "claude"),
+            mcp_timeout_s=float(env.get("DOCKERCC_MCP_TIMEOUT_S", "300")),
+            workdir=env.get("DOCKERCC_WORKDIR") or None,
+        )
+
+
+@dataclass
+class Assignment:
+    session: str
+    agent: str = "main"
+    args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Assignment:
+        obj = json.loads(raw)
+        return cls(session=validate_id(obj["session"]), agent=validate_id(obj.get("agent") or "main", "agent name"),
+                   args=[str(a) for a in obj.get("args") or []])
+
+
+class Runner:
+    def __init__(self, settings: RunnerSettings) -> None:
+        self.s = settings
+        self.pool_keys = PoolKeys(settings.prefix)
+        self.r: aioredis.Redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.keys: SessionKeys | None = None
+        self.assignment: Assignment | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stdin_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.queue: asyncio.Queue[tuple[bytes | None, list[PipeOp]]] = asyncio.Queue()
+        self.seq = 0
+        self.turns = 0
+        self.cost = 0.0
+        self.claude_session_id = ""
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.skipped_lines = 0
+        self.busy = False
+        self.restarts = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def emit(self, line: bytes | str, *ops: PipeOp) -> None:
+        """Queue one event line (and pipeline ops that go with it) for the writer."""
+        data = line.encode() if isinstance(line, str) else line
+        self.queue.put_nowait((data, list(ops)))
+
+    def emit_ops(self, *ops: PipeOp) -> None:
+        self.queue.put_nowait((None, list(ops)))
+
+    def set_state(self, **fields: Any) -> PipeOp:
+        assert self.keys is not None
+        key = self.keys.state
+        mapping = {k: str(v) for k, v in fields.items()}
+        return lambda pipe: pipe.hset(key, mapping=mapping)
+
+    # -- main ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        ckey = self.pool_keys.container_state(self.s.container)
+        await self.r.hset(ckey, mapping={"status": "warm", "heartbeat": now_ms(),
+                                         "started": now_ms(), "pid": os.getpid()})
+        self._spawn(self.heartbeat_loop())
+        try:
+            assignment = await self.wait_assignment()
+            if assignment is None:
+                return 0
+            return await self.serve(assignment)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.r.hset(ckey, mapping={"status": "stopped", "heartbeat": now_ms()})
+                await self.r.expire(ckey, 60)
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.r.aclose()
+
+    async def wait_assignment(self) -> Assignment | None:
+        key = self.pool_keys.assign(self.s.container)
+        while not self.stopping.is_set():
+            item = await self.r.blpop([key], timeout=1)
+            if item is None:
+                continue
+            try:
+                return Assignment.decode(item[1])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("bad assignment ignored: %s", exc)
+        return None
+
+    async def serve(self, a: Assignment) -> int:
+        self.assignment = a
+        self.keys = keys = SessionKeys(a.session, self.s.prefix)
+        last = await self.r.lindex(keys.output_buffer, -1)
+        if last:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.seq = int(json.loads(last)["seq"])
+        prev = await self.r.hgetall(keys.state)
+        self.claude_session_id = (prev.get(b"claude_session_id") or b"").decode()
+        self.turns = int(prev.get(b"turns") or 0)
+        self.cost = float(prev.get(b"cost_usd") or 0.0)
+        await self.r.hset(self.pool_keys.container_state(self.s.container),
+                          mapping={"status": "busy", "session": a.session})
+        writer = self._spawn(self.writer_loop())
+        self.emit_ops(self.set_state(status="starting", container=self.s.container,
+                                     agent=a.agent, heartbeat=now_ms(), turns=self.turns,
+                                     cost_usd=self.cost, started=now_ms(), error=""))
+        control_task = self._spawn(self.control_loop())
+        code = 0
+        try:
+            while not self.stopping.is_set():
+                code = await self.run_cli(a)
+                if self.stopping.is_set():
+                    break
+                self.restarts += 1
+                tail = "\n".join(self.stderr_tail)
+                self.emit(runner_event("error", error="cli_exited", exit_code=code,
+                                       restart=self.restarts <= MAX_RESTARTS,
+                                       stderr_tail=tail[-4000:]),
+                          self.set_state(status="restarting" if self.restarts <= MAX_RESTARTS
+                                         else "failed", error=f"cli exited with {code}"))
+                if self.restarts > MAX_RESTARTS:
+                    code = code or 1
+                    break
+                await asyncio.sleep(min(2.0, 0.2 * self.restarts))
+        finally:
+            control_task.cancel()
+            self.emit_ops(self.set_state(status="stopped" if code == 0 or self.stopping.is_set()
+                                         else "failed", heartbeat=now_ms()))
+            self.queue.put_nowait((b"", []))  # writer sentinel
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 10)
+        return 0 if self.stopping.is_set() else code
+
+    def cli_argv(self, a: Assignment) -> list[str]:
+        args = list(a.args)
+        if self.claude_session_id and self.restarts:
+            # the CLI died: continue the same conversation
+            if "--resume" in args:
+                i = args.index("--resume")
+                del args[i:i + 2]
+            args += ["--resume", self.claude_session_id]
+        return [self.s.claude_bin, *BASE_ARGS, *args]
+
+    async def run_cli(self, a: Assignment) -> int:
+        assert self.keys is not None
+        argv = self.cli_argv(a)
+        self.stderr_tail.clear()
+        try:
+            self.proc = proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT, cwd=self.s.workdir,
+                start_new_session=True)
+        except OSError as exc:
+            self.stderr_tail.append(f"cannot start {argv[0]}: {exc}")
+            return 127
+        self.emit(runner_event("started", container=self.s.container, pid=proc.pid,
+                               restarts=self.restarts),
+                  self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms()))
+        await self.write_stdin(control.initialize_request(control.new_request_id()))
+        tasks = [self._spawn(self.stdout_loop(proc)), self._spawn(self.stderr_loop(proc)),
+                 self._spawn(self.input_loop())]
+        stop_wait = self._spawn(self.stopping.wait())
+        exit_wait = self._spawn(proc.wait())
+        await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
+        tasks[2].cancel()  # stop taking input before anything else
+        if self.stopping.is_set() and proc.returncode is None:
+            with contextlib.suppress(Exception):
+                proc.stdin and proc.stdin.close()  # type: ignore[func-returns-value]
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        stop_wait.cancel()
+        # let stdout drain fully before reporting
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(tasks[0], tasks[1]), 10)
+        self.proc = None
+        return proc.returncode if proc.returncode is not None else -1
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def write_stdin(self, line: str | bytes) -> bool:
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return False
+        data = line.encode() if isinstance(line, str) else line
+        async with self.stdin_lock:
+            try:
+                proc.stdin.write(data.rstrip(b"\n") + b"\n")
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError, RuntimeError):
+                return False
+        return True
+
+    async def input_loop(self) -> None:
+        keys = self.keys
+        assert keys is not None
+        # inputs a previous runner took but never handed to the CLI come first
+        for item in await self.r.lrange(keys.processing, 0, -1):
+            if not await self.deliver(item):
+                return
+        while True:
+            item = await self.r.blmove(keys.input, keys.processing, 1, "LEFT", "RIGHT")
+            if item is None:
+                continue
+            if not await self.deliver(item):
+                return
+
+    async def deliver(self, item: bytes) -> bool:
+        keys = self.keys
+        assert keys is not None
+        try:
+            line = json.loads(item)["line"]
+        except (ValueError, KeyError, TypeError):
+            line = None
+        if line is not None and not await self.write_stdin(line):
+            return False  # stays in :processing for the next CLI / runner
+        await self.r.lrem(keys.processing, 1, item)
+        if line is not None:
+            self.busy = True
+            self.emit_ops(self.set_state(status="busy", last_input=now_ms()))
+        return True
+
+    async def stdout_loop(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # longer than LINE_LIMIT: drop it, say so
+                self.skipped_lines += 1
+                self.emit(runner_event("warning", warning="line_too_long", limit=LINE_LIMIT))
+                continue
+            if not line:
+                return
+            self.handle_line(line)
+
+    def handle_line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line.startswith(b"{"):
+            if line:
+                self.skipped_lines += 1
+                self.stderr_tail.append("stdout: " + line[:500].decode(errors="replace"))
+            return
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            self.skipped_lines += 1
+            return
+        if not isinstance(obj, dict):
+            return
+        ops: list[PipeOp] = []
+        kind = obj.get("type")
+        if kind == "result":
+            self.busy = False
+            self.turns += 1
+            cost = obj.get("total_cost_usd")
+            if isinstance(cost, int | float):
+                self.cost += float(cost)
+            if isinstance(obj.get("session_id"), str):
+                self.claude_session_id = obj["session_id"]
+            result_key = self.keys.result  # type: ignore[union-attr]
+            ops.append(lambda pipe, v=line: pipe.set(result_key, v))
+            ops.append(self.set_state(status="idle", turns=self.turns,
+                                      cost_usd=round(self.cost, 6),
+                                      last_result=now_ms(), claude_session_id=self.claude_session_id,
+                                      last_subtype=obj.get("subtype", ""),
+                                      last_is_error=int(bool(obj.get("is_error")))))
+        elif kind == "system" and obj.get("subtype") == "init":
+            sid = obj.get("session_id")
+            if isinstance(sid, str):
+                self.claude_session_id = sid
+            ops.append(self.set_state(claude_session_id=self.claude_session_id,
+                                      model=obj.get("model") or ""))
+        elif kind == "control_request":
+            req = obj.get("request") or {}
+            if isinstance(req, dict) and req.get("subtype") == "mcp_message":
+                self._spawn(self.relay_mcp(obj.get("request_id", ""), req))
+            elif isinstance(req, dict) and req.get("subtype") == "can_use_tool":
+                # no interactive approver in a container: the session's permission mode rules
+                self._spawn(self.write_stdin(control.control_error(
+                    obj.get("request_id", ""), "no interactive permission prompt in dockercc")))
+        self.emit(line, *ops)
+
+    async def stderr_loop(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while True:
+            try:
+                line = await proc.stderr.readline()
+            except ValueError:
+                continue
+            if not line:
+                return
+            self.stderr_tail.append(line.decode(errors="replace").rstrip()[:2000])
+
+    async def writer_loop(self) -> None:
+        """Pipelines queued envelopes and state updates: one round trip per batch."""
+        keys = self.keys
+        assert keys is not None
+        done = False
+        while not done:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < 512:
+                batch.append(self.queue.get_nowait())
+            pipe = self.r.pipeline(transaction=False)
+            pushed = False
+            ts = now_ms()
+            for data, ops in batch:
+                if data == b"":
+                    done = True
+                    continue
+                for op in ops:
+                    op(pipe)
+                if data is not None:
+                    self.seq += 1
+                    env = encode_envelope(self.seq, ts, data)
+                    pipe.rpush(keys.output_buffer, env)
+                    pipe.publish(keys.output, env)
+                    pushed = True
+            if pushed:
+                pipe.ltrim(keys.output_buffer, -OUTPUT_BUFFER_MAX, -1)
+            for attempt in range(50):
+                try:
+                    await pipe.execute()
+                    break
+                except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                    log.warning("redis write failed (%s), retrying", exc)
+                    await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
+
+    async def control_loop(self) -> None:
+        assert self.keys is not None
+        while True:
+            try:
+                pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.keys.control)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    try:
+                        cmd = json.loads(msg["data"])
+                    except ValueError:
+                        continue
+                    await self.on_control(cmd if isinstance(cmd, dict) else {})
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+                await asyncio.sleep(0.5)
+
+    async def on_control(self, cmd: dict[str, Any]) -> None:
+        kind = cmd.get("type")
+        if kind == "interrupt":
+            await self.write_stdin(control.interrupt_request(
+                str(cmd.get("request_id") or control.new_request_id())))
+        elif kind == "stop":
+            self.stopping.set()
+
+    async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
+        """Hand one MCP message to the host bridge and its reply back to the CLI."""
+        keys = self.keys
+        assert keys is not None
+        message = request.get("message") or {}
+        payload = json.dumps({"request_id": request_id, "server_name": request.get("server_name"),
+                              "message": message, "ts": now_ms()}, ensure_ascii=False)
+        reply_key = keys.mcp_reply(request_id)
+        await self.r.rpush(keys.mcp_requests, payload)
+        item = await self.r.blpop([reply_key], timeout=self.s.mcp_timeout_s)
+        if item is None:
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
+                "code": -32001, "message": f"host tool bridge did not answer in "
+                                           f"{self.s.mcp_timeout_s:.0f}s (is the pool's owner running?)"}}
+        else:
+            try:
+                reply = json.loads(item[1])
+            except ValueError:
+                reply = {"jsonrpc": "2.0", "id": message.get("id"),
+                         "error": {"code": -32603, "message": "bad reply from host bridge"}}
+        await self.write_stdin(control.mcp_response(request_id, reply))
+
+    async def heartbeat_loop(self) -> None:
+        ckey = self.pool_keys.container_state(self.s.container)
+        interval = max(0.05, self.s.health_interval_ms / 1000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                pipe = self.r.pipeline(transaction=False)
+                pipe.hset(ckey, "heartbeat", now_ms())
+                if self.keys is not None:
+                    pipe.hset(self.keys.state, "heartbeat", now_ms())
+                await pipe.execute()
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("DOCKERCC_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s dockercc-agent %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    settings = RunnerSettings.from_env()
+    return asyncio.run(Runner(settings).run())

@@ -1,0 +1,102 @@
+"""One error tree for the whole SDK, rooted at :class:`DockerCCError`.
+
+Every error says what went wrong and, where it can, what to do about it. Errors never carry
+secrets: messages are built from redacted values only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .protocol.messages import ResultMessage
+
+__all__ = [
+    "DockerCCError",
+    "ConfigError",
+    "InvalidSessionId",
+    "TransportError",
+    "PoolError",
+    "PoolExhausted",
+    "StartupTimeout",
+    "ContainerLost",
+    "ImageError",
+    "AgentError",
+    "ToolError",
+    "ProviderUnavailable",
+    "DeadlockError",
+    "SessionClosed",
+]
+
+
+class DockerCCError(Exception):
+    """Base of every error raised by dockercc."""
+
+
+class ConfigError(DockerCCError, ValueError):
+    """Configuration is invalid. ``problems`` lists ``(path, value, allowed)`` for each bad key."""
+
+    def __init__(self, message: str, problems: list[tuple[str, Any, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[str, Any, str]] = problems or []
+
+
+class InvalidSessionId(DockerCCError, ValueError):
+    """A session id (or agent name) is not safe to use in a Redis key or a container name."""
+
+
+class TransportError(DockerCCError):
+    """Redis could not be reached or answered unexpectedly."""
+
+
+class PoolError(DockerCCError):
+    """The container pool could not provide a container."""
+
+
+class PoolExhausted(PoolError):
+    """A claim waited for a free slot longer than the acquire timeout allows."""
+
+    def __init__(self, message: str, *, limit: str, counts: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.counts = counts or {}
+
+
+class StartupTimeout(PoolError):
+    """A container did not report ready within ``startupMs``."""
+
+
+class ContainerLost(PoolError):
+    """A container died, stopped heartbeating or was removed while it served a session."""
+
+
+class ImageError(DockerCCError):
+    """The agent image is missing or could not be built."""
+
+
+class AgentError(DockerCCError):
+    """The agent finished a turn with an error. ``result`` is the CLI's result message."""
+
+    def __init__(self, message: str, result: ResultMessage | Any | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ToolError(DockerCCError):
+    """A host tool failed or was called with bad arguments."""
+
+
+class ProviderUnavailable(DockerCCError):
+    """No provider in the fallback chain could serve the request."""
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or {}
+
+
+class DeadlockError(DockerCCError, RuntimeError):
+    """A sync call was made from the facade's own event-loop thread, where it would hang."""
+
+
+class SessionClosed(DockerCCError):
+    """The session was closed; open a new one (or resume it) to go on."""

@@ -1,0 +1,59 @@
+"""Output envelopes: what the runner writes to ``{p}{session}:output`` and ``:output_buffer``.
+
+An envelope is ``{"seq": N, "ts": MS, "event": {...}}``. ``seq`` increases strictly per
+session (across runner restarts), ``ts`` is the runner's clock in ms, ``event`` is one CLI
+stdout message as the CLI wrote it, or a runner event (``{"type": "dockercc", ...}``).
+
+The runner builds envelopes by string concatenation around the CLI's own line, so the hot
+path never re-encodes the CLI's JSON. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+RUNNER_EVENT_TYPE = "dockercc"
+"""``type`` of events the runner itself emits (errors, lifecycle), next to the CLI's own."""
+
+
+def encode_envelope(seq: int, ts_ms: int, event_json: str | bytes) -> bytes:
+    """Wrap one already-encoded JSON event (a CLI stdout line) without re-encoding it."""
+    if isinstance(event_json, str):
+        event_json = event_json.encode()
+    return b'{"seq":%d,"ts":%d,"event":%s}' % (seq, ts_ms, event_json.strip())
+
+
+def runner_event(subtype: str, **fields: Any) -> str:
+    """A runner event, e.g. ``runner_event("error", error="cli_exited", exit_code=1)``."""
+    return json.dumps({"type": RUNNER_EVENT_TYPE, "subtype": subtype, **fields},
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope; ``event`` is the raw dict (parse it with ``parse_message``)."""
+
+    seq: int
+    ts: int
+    event: dict[str, Any]
+
+    @classmethod
+    def decode(cls, data: str | bytes) -> Envelope | None:
+        """Decode one envelope; ``None`` for anything that is not a well-formed envelope."""
+        try:
+            obj = json.loads(data)
+            seq = obj["seq"]
+            event = obj["event"]
+            if not isinstance(seq, int) or not isinstance(event, dict):
+                return None
+            ts = obj.get("ts", 0)
+            return cls(seq=seq, ts=ts if isinstance(ts, int) else 0, event=event)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    @property
+    def type(self) -> str:
+        t = self.event.get("type")
+        return t if isinstance(t, str) else ""
