@@ -150,9 +150,10 @@ class RedisTransport:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue
-                    env = Envelope.decode(msg["data"])
-                    if env is None or env.seq <= last:
+                    decoded = Envelope.decode(msg["data"])
+                    if decoded is None or decoded.seq <= last:
                         continue
+                    env = decoded
                     if env.seq > last + 1:
                         # a gap (e.g. a reconnect of the publisher): fill it from the buffer
                         for missed in await self.buffered(session, last):

@@ -178,7 +178,8 @@ class Runner:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 self.seq = int(json.loads(last)["seq"])
         prev = await self.r.hgetall(keys.state)
-        self.claude_session_id = (prev.get(b"claude_session_id") or b"").decode()
+        sid: Any = prev.get(b"claude_session_id") or b""
+        self.claude_session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
         self.turns = int(prev.get(b"turns") or 0)
         self.cost = float(prev.get(b"cost_usd") or 0.0)
         await self.r.hset(self.pool_keys.container_state(self.s.container),
@@ -285,13 +286,13 @@ class Runner:
             if not await self.deliver(item):
                 return
         while True:
-            item = await self.r.blmove(keys.input, keys.processing, 1, "LEFT", "RIGHT")
-            if item is None:
+            taken = await self.r.blmove(keys.input, keys.processing, 1, "LEFT", "RIGHT")
+            if taken is None:
                 continue
-            if not await self.deliver(item):
+            if not await self.deliver(taken):
                 return
 
-    async def deliver(self, item: bytes) -> bool:
+    async def deliver(self, item: Any) -> bool:
         keys = self.keys
         assert keys is not None
         try:
@@ -344,7 +345,8 @@ class Runner:
             if isinstance(obj.get("session_id"), str):
                 self.claude_session_id = obj["session_id"]
             result_key = self.keys.result  # type: ignore[union-attr]
-            ops.append(lambda pipe, v=line: pipe.set(result_key, v))
+            result_line = line
+            ops.append(lambda pipe: pipe.set(result_key, result_line))
             ops.append(self.set_state(status="idle", turns=self.turns,
                                       cost_usd=round(self.cost, 6),
                                       last_result=now_ms(), claude_session_id=self.claude_session_id,

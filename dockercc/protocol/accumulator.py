@@ -1,0 +1,365 @@
+"""Assemble one turn's answer from the CLI's messages. Pure: no I/O.
+
+The CLI reports the same content twice when run with ``--include-partial-messages``: first
+as ``stream_event`` deltas, then as complete ``assistant`` messages with the same message id
+(often one ``assistant`` line per content block, all sharing that id). The rule here:
+
+* if any stream content (``content_block_start`` / ``content_block_delta``) was seen for a
+  message id, the ``assistant`` copies of that id add no text or thinking (their tool calls
+  are still merged by tool-use id, and fill in inputs the deltas did not complete);
+* otherwise (no partial messages, as in ``-p`` runs without the flag) text, thinking and
+  tool calls come from the ``assistant`` messages.
+
+Text blocks of one message are joined as they are (``""``); text of different messages is
+separated by a blank line (``"\\n\\n"``). :meth:`TurnAccumulator.add` returns exactly the text
+it appended, so ``"".join(add(m) for m in turn) == acc.text`` (handy for live rendering).
+
+Messages of sub-agents (``parent_tool_use_id`` set) are ignored unless
+``include_subagents=True``. Messages after the turn's ``result`` are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .messages import (
+    AssistantMessage,
+    ContentBlockDeltaEvent,
+    ContentBlockStartEvent,
+    ContentBlockStopEvent,
+    InputJsonDelta,
+    Message,
+    MessageDeltaEvent,
+    MessageStartEvent,
+    ResultMessage,
+    StreamEvent,
+    SystemMessage,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolUseBlock,
+    UserMessage,
+)
+
+__all__ = ["ToolCall", "ToolResult", "TurnAccumulator"]
+
+MESSAGE_SEPARATOR = "\n\n"
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One tool call of the model. ``input`` is ``{}`` until it is known in full; while it
+    streams, ``partial_json`` holds the JSON text received so far."""
+
+    id: str
+    name: str
+    input: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    parent_tool_use_id: str | None = None
+    partial_json: str = ""
+    complete: bool = False
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """The result of one tool call, as the CLI gave it back to the model. ``structured`` is
+    the user line's ``tool_use_result`` (e.g. Bash's stdout/stderr), when there is one."""
+
+    tool_use_id: str
+    content: Any = None
+    is_error: bool = False
+    structured: Any = None
+
+
+class _MsgState:
+    __slots__ = ("streamed",)
+
+    def __init__(self) -> None:
+        self.streamed = False
+
+
+class _BlockState:
+    __slots__ = ("kind", "tool_id", "partial")
+
+    def __init__(self, kind: str, tool_id: str | None = None) -> None:
+        self.kind = kind
+        self.tool_id = tool_id
+        self.partial: list[str] = []
+
+
+def _parse_input(text: str) -> dict[str, Any] | None:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except Exception:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class TurnAccumulator:
+    """Feed it the messages of one turn with :meth:`add`; read ``text``, ``thinking``,
+    ``tool_calls``, ``tool_results`` and ``result``. ``done`` turns true at the ``result``."""
+
+    def __init__(self, *, include_subagents: bool = False) -> None:
+        self.include_subagents = include_subagents
+        self.result: ResultMessage | None = None
+        self.tool_results: dict[str, ToolResult] = {}
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.stop_reason: str | None = None
+        self.aborted = False
+        self.message_ids: list[str] = []
+        self._msgs: dict[str, _MsgState] = {}
+        self._blocks: dict[tuple[str, int], _BlockState] = {}
+        self._current: dict[str | None, str] = {}  # parent_tool_use_id -> streaming message id
+        self._tools: dict[str, ToolCall] = {}
+        self._text_parts: list[str] = []
+        self._text_msg: str | None = None
+        self._text_cache: str | None = ""
+        self._thinking_parts: list[str] = []
+        self._thinking_msg: str | None = None
+        self._anon = 0
+
+    # ------------------------------------------------------------------------- results
+
+    @property
+    def done(self) -> bool:
+        """True once the turn's ``result`` message was added."""
+        return self.result is not None
+
+    @property
+    def text(self) -> str:
+        """All assistant text of the turn, each piece counted once."""
+        if self._text_cache is None:
+            self._text_cache = "".join(self._text_parts)
+        return self._text_cache
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self._thinking_parts)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Tool calls in the order they started."""
+        return list(self._tools.values())
+
+    @property
+    def is_error(self) -> bool | None:
+        """The result's ``is_error`` (``None`` before the result)."""
+        return None if self.result is None else self.result.is_error
+
+    @property
+    def subtype(self) -> str | None:
+        return None if self.result is None else self.result.subtype
+
+    # ------------------------------------------------------------------------- feeding
+
+    def extend(self, messages: Iterable[Message]) -> str:
+        """:meth:`add` each message; return all text appended."""
+        return "".join([self.add(m) for m in messages])
+
+    def add(self, msg: Message) -> str:
+        """Take one message of the turn; return the assistant text it appended ("" if none)."""
+        if self.result is not None:
+            return ""
+        if isinstance(msg, StreamEvent):
+            if self._skip_parent(msg.parent_tool_use_id):
+                return ""
+            return self._on_stream(msg)
+        if isinstance(msg, AssistantMessage):
+            if self._skip_parent(msg.parent_tool_use_id):
+                return ""
+            return self._on_assistant(msg)
+        if isinstance(msg, UserMessage):
+            if not self._skip_parent(msg.parent_tool_use_id):
+                self._on_user(msg)
+            return ""
+        if isinstance(msg, ResultMessage):
+            self._on_result(msg)
+            return ""
+        if isinstance(msg, SystemMessage) and msg.subtype == "init":
+            self.session_id = msg.session_id or self.session_id
+            self.model = msg.model or self.model
+        return ""
+
+    # ------------------------------------------------------------------------- internals
+
+    def _skip_parent(self, parent: str | None) -> bool:
+        return parent is not None and not self.include_subagents
+
+    def _anon_id(self, prefix: str) -> str:
+        self._anon += 1
+        return f"{prefix}{self._anon}"
+
+    def _msg(self, message_id: str) -> _MsgState:
+        state = self._msgs.get(message_id)
+        if state is None:
+            state = self._msgs[message_id] = _MsgState()
+            self.message_ids.append(message_id)
+        return state
+
+    def _add_text(self, message_id: str, text: str) -> str:
+        if not text:
+            return ""
+        if self._text_parts and self._text_msg != message_id:
+            text = MESSAGE_SEPARATOR + text
+        self._text_msg = message_id
+        self._text_parts.append(text)
+        self._text_cache = None
+        return text
+
+    def _add_thinking(self, message_id: str, text: str) -> None:
+        if not text:
+            return
+        if self._thinking_parts and self._thinking_msg != message_id:
+            text = MESSAGE_SEPARATOR + text
+        self._thinking_msg = message_id
+        self._thinking_parts.append(text)
+
+    def _add_tool(self, block: ToolUseBlock, message_id: str, parent: str | None) -> str:
+        tool_id = block.id or self._anon_id("toolu_anon_")
+        call = self._tools.get(tool_id)
+        if call is None:
+            call = ToolCall(
+                id=tool_id,
+                name=block.name,
+                input=dict(block.input),
+                message_id=message_id,
+                parent_tool_use_id=parent,
+                complete=bool(block.input),
+            )
+            self._tools[tool_id] = call
+            return tool_id
+        if not call.name and block.name:
+            call.name = block.name
+        if not call.complete and block.input:
+            call.input = dict(block.input)
+            call.complete = True
+        return tool_id
+
+    def _stream_message_id(self, ev: StreamEvent) -> str:
+        parent = ev.parent_tool_use_id
+        event = ev.event
+        if isinstance(event, MessageStartEvent):
+            message_id = event.message.id or ev.api_message_id or self._anon_id("stream_")
+            self._current[parent] = message_id
+            return message_id
+        if ev.api_message_id:
+            return ev.api_message_id
+        current = self._current.get(parent)
+        if current is None:
+            current = self._current[parent] = self._anon_id("stream_")
+        return current
+
+    def _on_stream(self, ev: StreamEvent) -> str:
+        event = ev.event
+        if isinstance(event, dict):
+            return ""
+        message_id = self._stream_message_id(ev)
+        if isinstance(event, MessageStartEvent):
+            self._msg(message_id)
+            if event.message.model:
+                self.model = event.message.model
+            return ""
+        if isinstance(event, ContentBlockStartEvent):
+            self._msg(message_id).streamed = True
+            block = event.content_block
+            key = (message_id, event.index)
+            if isinstance(block, TextBlock):
+                self._blocks[key] = _BlockState("text")
+                return self._add_text(message_id, block.text)
+            if isinstance(block, ToolUseBlock):
+                tool_id = self._add_tool(block, message_id, ev.parent_tool_use_id)
+                self._blocks[key] = _BlockState("tool_use", tool_id)
+                return ""
+            if isinstance(block, ThinkingBlock):
+                self._blocks[key] = _BlockState("thinking")
+                self._add_thinking(message_id, block.thinking)
+                return ""
+            kind = block.get("type") if isinstance(block, dict) else None
+            self._blocks[key] = _BlockState(kind if isinstance(kind, str) else "unknown")
+            return ""
+        if isinstance(event, ContentBlockDeltaEvent):
+            self._msg(message_id).streamed = True
+            delta = event.delta
+            if isinstance(delta, TextDelta):
+                return self._add_text(message_id, delta.text)
+            if isinstance(delta, ThinkingDelta):
+                self._add_thinking(message_id, delta.thinking)
+                return ""
+            if isinstance(delta, InputJsonDelta):
+                key = (message_id, event.index)
+                state = self._blocks.get(key)
+                if state is None:
+                    state = self._blocks[key] = _BlockState("tool_use")
+                state.partial.append(delta.partial_json)
+                if state.tool_id is not None:
+                    call = self._tools.get(state.tool_id)
+                    if call is not None and not call.complete:
+                        call.partial_json += delta.partial_json
+            return ""
+        if isinstance(event, ContentBlockStopEvent):
+            state = self._blocks.get((message_id, event.index))
+            if state is not None and state.tool_id is not None:
+                self._finish_tool(state.tool_id)
+            return ""
+        if isinstance(event, MessageDeltaEvent):
+            if event.delta.stop_reason:
+                self.stop_reason = event.delta.stop_reason
+            return ""
+        return ""
+
+    def _finish_tool(self, tool_id: str) -> None:
+        call = self._tools.get(tool_id)
+        if call is None or call.complete:
+            return
+        parsed = _parse_input(call.partial_json)
+        if parsed is not None:
+            call.input = parsed
+            call.complete = True
+
+    def _on_assistant(self, msg: AssistantMessage) -> str:
+        message_id = msg.message.id or self._anon_id("assistant_")
+        state = self._msg(message_id)
+        if msg.aborted:
+            self.aborted = True
+        if msg.message.model:
+            self.model = msg.message.model
+        if msg.message.stop_reason:
+            self.stop_reason = msg.message.stop_reason
+        added: list[str] = []
+        for block in msg.message.blocks:
+            if isinstance(block, ToolUseBlock):
+                self._add_tool(block, message_id, msg.parent_tool_use_id)
+            elif state.streamed:
+                continue
+            elif isinstance(block, TextBlock):
+                added.append(self._add_text(message_id, block.text))
+            elif isinstance(block, ThinkingBlock):
+                self._add_thinking(message_id, block.thinking)
+        return "".join(added)
+
+    def _on_user(self, msg: UserMessage) -> None:
+        results = msg.tool_results
+        structured = msg.tool_use_result if len(results) == 1 else None
+        for block in results:
+            self.tool_results[block.tool_use_id] = ToolResult(
+                tool_use_id=block.tool_use_id,
+                content=block.content,
+                is_error=bool(block.is_error),
+                structured=structured,
+            )
+
+    def _on_result(self, msg: ResultMessage) -> None:
+        for tool_id in list(self._tools):
+            self._finish_tool(tool_id)
+        self.result = msg
+        if msg.session_id:
+            self.session_id = msg.session_id
+        if msg.stop_reason:
+            self.stop_reason = msg.stop_reason
