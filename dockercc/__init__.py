@@ -1,1 +1,119 @@
-"""dockercc."""
+"""dockercc: Claude Code agents in hardened, pooled Docker containers, from Python and Jupyter.
+
+    from dockercc import Pool
+
+    with Pool() as pool:
+        with pool.session() as s:
+            for event in s.stream("hello"):
+                ...
+
+The async core is :class:`AsyncPool` / :class:`AsyncSession`; :class:`Pool` /
+:class:`Session` are its sync facade (usable in scripts, threads and notebooks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AgentError,
+    ConfigError,
+    ContainerLost,
+    DeadlockError,
+    DockerCCError,
+    ImageError,
+    InvalidSessionId,
+    PoolError,
+    PoolExhausted,
+    ProviderUnavailable,
+    SessionClosed,
+    StartupTimeout,
+    ToolError,
+    TransportError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncPool": ".client",
+    "aquery": ".client",
+    "AsyncSession": ".session",
+    "Pool": ".sync",
+    "Session": ".sync",
+    "query": ".sync",
+    "DockerCCConfig": ".config",
+    "load_config": ".config",
+    "tool": ".bridge",
+    "Tool": ".bridge",
+    "PoolStats": ".pool.manager",
+    "Event": ".events",
+    "SystemInit": ".events",
+    "SystemEvent": ".events",
+    "TextDelta": ".events",
+    "ThinkingDelta": ".events",
+    "ToolUse": ".events",
+    "ToolResult": ".events",
+    "AssistantMessage": ".events",
+    "UserMessage": ".events",
+    "Result": ".events",
+    "ErrorEvent": ".events",
+    "RawEvent": ".events",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bridge import Tool, tool
+    from .client import AsyncPool, aquery
+    from .config import DockerCCConfig, load_config
+    from .events import (
+        AssistantMessage,
+        ErrorEvent,
+        Event,
+        RawEvent,
+        Result,
+        SystemEvent,
+        SystemInit,
+        TextDelta,
+        ThinkingDelta,
+        ToolResult,
+        ToolUse,
+        UserMessage,
+    )
+    from .pool.manager import PoolStats
+    from .session import AsyncSession
+    from .sync import Pool, Session, query
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier parts on first use (``import dockercc`` stays cheap)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dockercc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext dockercc``."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+__all__ = [
+    "AsyncPool", "AsyncSession", "Pool", "Session", "DockerCCConfig", "load_config", "tool",
+    "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
+    "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
+    "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
+    "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
+    "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
+    "SessionClosed",
+]

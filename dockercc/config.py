@@ -430,6 +430,14 @@ class RedisConfig(_Model):
         ),
     )
     key_prefix: str = Field(DEFAULT_PREFIX, min_length=1, **_doc("Key prefix for all Redis keys"))
+    container_url: RedisUrl | None = Field(
+        None,
+        **_doc(
+            "Redis URL as the runners inside containers see it",
+            allowed=_REDIS_URL_ALLOWED,
+            default_doc="`url`, with localhost mapped to the Docker host",
+        ),
+    )
 
     def url_secret(self) -> str:
         """The real URL, password included: pass it to the Redis client, never log it."""

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -126,7 +126,7 @@ class RedisTransport:
         return out
 
     async def events(self, session: str, after_seq: int = 0, *,
-                     reconnect_timeout: float = 30.0) -> AsyncIterator[Envelope]:
+                     reconnect_timeout: float = 30.0) -> AsyncGenerator[Envelope, None]:
         """Every envelope of the session with ``seq > after_seq``, in order, forever.
 
         Subscribes before it replays the buffer and dedupes by seq, so nothing falls in the
@@ -184,7 +184,7 @@ class RedisTransport:
 
     async def state(self, session: str) -> dict[str, str]:
         raw = await self._call(self.client.hgetall, self.keys(session).state)
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {as_str(k): as_str(v) for k, v in raw.items()}
 
     async def result(self, session: str) -> dict[str, Any] | None:
         raw = await self._call(self.client.get, self.keys(session).result)
@@ -222,5 +222,5 @@ class RedisTransport:
             raise TransportError(f"Redis at {self.url}: {exc}") from exc
 
 
-def _s(value: Any) -> str:
+def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -214,7 +214,11 @@ def test_redacted_dump_uses_camel_case_and_seed_defaults() -> None:
         "acquireTimeoutMs": 60000,
     }
     assert dump["resources"] == {"memory": "4g", "cpus": 2, "pidsLimit": 256}
-    assert dump["redis"] == {"url": "redis://localhost:6379", "keyPrefix": "clawdbot:cc:"}
+    assert dump["redis"] == {
+        "url": "redis://localhost:6379",
+        "keyPrefix": "clawdbot:cc:",
+        "containerUrl": None,
+    }
     assert dump["docker"]["capDrop"] == ["ALL"]
     assert dump["docker"]["securityOpts"] == ["no-new-privileges"]
     assert dump["historyMax"] == 1000

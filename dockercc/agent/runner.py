@@ -24,11 +24,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -79,15 +82,50 @@ class RunnerSettings:
 
 @dataclass
 class Assignment:
+    """What the host tells a runner when it hands it a session."""
+
     session: str
     agent: str = "main"
     args: list[str] = field(default_factory=list)
+    history_max: int = 1000
+    restore_from: str | None = None  # dockercc session whose CLI transcript to restore
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
         obj = json.loads(raw)
-        return cls(session=validate_id(obj["session"]), agent=validate_id(obj.get("agent") or "main", "agent name"),
-                   args=[str(a) for a in obj.get("args") or []])
+        restore = obj.get("restore_from")
+        return cls(session=validate_id(obj["session"]),
+                   agent=validate_id(obj.get("agent") or "main", "agent name"),
+                   args=[str(a) for a in obj.get("args") or []],
+                   history_max=int(obj.get("history_max", 1000)),
+                   restore_from=validate_id(restore) if restore else None)
+
+
+TRANSCRIPT_MAX = 32 * 1024 * 1024
+
+
+def claude_home() -> Path:
+    return Path(os.environ.get("HOME", "/home/agent")) / ".claude"
+
+
+def find_transcript(claude_session_id: str) -> Path | None:
+    """The CLI's own transcript of a conversation (``~/.claude/projects/*/<id>.jsonl``)."""
+    if not claude_session_id or "/" in claude_session_id:
+        return None
+    for path in (claude_home() / "projects").glob(f"*/{claude_session_id}.jsonl"):
+        return path
+    return None
+
+
+def install_credentials(env: dict[str, str] | None = None) -> None:
+    """Copy a mounted (read-only) Claude credentials file into the agent's home."""
+    src = (env or os.environ).get("DOCKERCC_CREDENTIALS_FILE")
+    if not src or not os.path.isfile(src):
+        return
+    dest = claude_home() / ".credentials.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    dest.chmod(0o600)
 
 
 class Runner:
@@ -110,6 +148,9 @@ class Runner:
         self.busy = False
         self.restarts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._turn_prompt = ""
+        self._turn_text: list[str] = []
+        self._turn_tools: list[dict[str, Any]] = []
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -184,6 +225,9 @@ class Runner:
         self.cost = float(prev.get(b"cost_usd") or 0.0)
         await self.r.hset(self.pool_keys.container_state(self.s.container),
                           mapping={"status": "busy", "session": a.session})
+        install_credentials()
+        if a.restore_from:
+            await self.restore_transcript(a.restore_from)
         writer = self._spawn(self.writer_loop())
         self.emit_ops(self.set_state(status="starting", container=self.s.container,
                                      agent=a.agent, heartbeat=now_ms(), turns=self.turns,
@@ -304,6 +348,7 @@ class Runner:
         await self.r.lrem(keys.processing, 1, item)
         if line is not None:
             self.busy = True
+            self._turn_prompt = prompt_text(line) or self._turn_prompt
             self.emit_ops(self.set_state(status="busy", last_input=now_ms()))
         return True
 
@@ -347,6 +392,8 @@ class Runner:
             result_key = self.keys.result  # type: ignore[union-attr]
             result_line = line
             ops.append(lambda pipe: pipe.set(result_key, result_line))
+            ops.append(self.history_op(obj))
+            self._spawn(self.save_transcript())
             ops.append(self.set_state(status="idle", turns=self.turns,
                                       cost_usd=round(self.cost, 6),
                                       last_result=now_ms(), claude_session_id=self.claude_session_id,
@@ -358,6 +405,15 @@ class Runner:
                 self.claude_session_id = sid
             ops.append(self.set_state(claude_session_id=self.claude_session_id,
                                       model=obj.get("model") or ""))
+        elif kind == "assistant" and not obj.get("parent_tool_use_id"):
+            for block in (obj.get("message") or {}).get("content") or []:
+                if not isinstance(block, dict):
+                    continue
+                if block.get("type") == "text" and isinstance(block.get("text"), str):
+                    self._turn_text.append(block["text"])
+                elif block.get("type") == "tool_use":
+                    self._turn_tools.append({"id": block.get("id"), "name": block.get("name"),
+                                             "input": _clip(block.get("input"))})
         elif kind == "control_request":
             req = obj.get("request") or {}
             if isinstance(req, dict) and req.get("subtype") == "mcp_message":
@@ -367,6 +423,58 @@ class Runner:
                 self._spawn(self.write_stdin(control.control_error(
                     obj.get("request_id", ""), "no interactive permission prompt in dockercc")))
         self.emit(line, *ops)
+
+    def history_op(self, result: dict[str, Any]) -> PipeOp:
+        """One history entry per turn: prompt, assistant text, tool calls, outcome."""
+        assert self.keys is not None and self.assignment is not None
+        text = result.get("result") if isinstance(result.get("result"), str) else ""
+        entry = json.dumps({
+            "ts": now_ms(), "turn": self.turns, "prompt": self._turn_prompt,
+            "text": text or "\n\n".join(self._turn_text), "tool_calls": self._turn_tools,
+            "is_error": bool(result.get("is_error")), "subtype": result.get("subtype"),
+            "cost_usd": result.get("total_cost_usd"), "duration_ms": result.get("duration_ms"),
+        }, ensure_ascii=False)
+        self._turn_prompt, self._turn_text, self._turn_tools = "", [], []
+        key, keep = self.keys.history, self.assignment.history_max
+
+        def op(pipe: Any) -> None:
+            if keep > 0:
+                pipe.rpush(key, entry)
+                pipe.ltrim(key, -keep, -1)
+        return op
+
+    async def save_transcript(self) -> None:
+        """Keep the CLI's transcript in Redis so the session can resume in a new container."""
+        path = find_transcript(self.claude_session_id)
+        if path is None or self.keys is None:
+            return
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return
+        if len(data) > TRANSCRIPT_MAX:
+            return
+        rel = path.relative_to(claude_home()).as_posix()
+        blob = json.dumps({"path": rel, "claude_session_id": self.claude_session_id}).encode()
+        await self.r.hset(self.keys.transcript, mapping={
+            "meta": blob, "data": await asyncio.to_thread(zlib.compress, data, 6)})
+
+    async def restore_transcript(self, source: str) -> None:
+        keys = SessionKeys(source, self.s.prefix)
+        raw: dict[Any, Any] = await self.r.hgetall(keys.transcript)
+        if not raw.get(b"meta") or not raw.get(b"data"):
+            return
+        try:
+            meta = json.loads(raw[b"meta"])
+            rel = Path(meta["path"])
+            if rel.is_absolute() or ".." in rel.parts:
+                return
+            dest = claude_home() / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(zlib.decompress(raw[b"data"]))
+            self.claude_session_id = str(meta.get("claude_session_id") or "")
+        except (ValueError, KeyError, OSError, zlib.error) as exc:
+            log.warning("could not restore transcript of %s: %s", source, exc)
 
     async def stderr_loop(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -474,6 +582,26 @@ class Runner:
                 await pipe.execute()
             except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+
+def prompt_text(line: str) -> str:
+    """The text of a user stdin line (for history)."""
+    try:
+        obj = json.loads(line)
+        content = obj["message"]["content"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(b.get("text", "") for b in content
+                         if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def _clip(value: Any, limit: int = 4000) -> Any:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return value if len(text) <= limit else text[:limit] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:

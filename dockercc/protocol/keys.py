@@ -62,11 +62,6 @@ class SessionKeys:
         return f"{self.base}:output_buffer"
 
     @property
-    def seq(self) -> str:
-        """Counter behind the envelopes' ``seq`` (survives a runner restart)."""
-        return f"{self.base}:seq"
-
-    @property
     def state(self) -> str:
         return f"{self.base}:state"
 
@@ -89,7 +84,13 @@ class SessionKeys:
 
     @property
     def history(self) -> str:
+        """List: one JSON entry per turn (prompt, text, tool calls, outcome), bounded."""
         return f"{self.base}:history"
+
+    @property
+    def transcript(self) -> str:
+        """Hash: the CLI's own transcript (compressed), for resuming in a new container."""
+        return f"{self.base}:transcript"
 
     def all(self) -> list[str]:
         """Every fixed key of this session (for cleanup)."""
@@ -97,11 +98,13 @@ class SessionKeys:
             self.input,
             self.processing,
             self.output_buffer,
-            self.seq,
             self.state,
             self.result,
             self.mcp_requests,
             self.history,
+            self.transcript,
+            self.control,
+            self.output,
         ]
 
 

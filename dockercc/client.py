@@ -1,0 +1,188 @@
+"""AsyncPool: the async entry point — a container pool plus the sessions that use it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .bridge import Tool, ToolRegistry
+from .bridge import tool as make_tool
+from .config import DockerCCConfig, resolve_config
+from .events import Result
+from .pool.backend import Backend
+from .pool.manager import ContainerPool, PoolStats
+from .pool.spec import spec_for
+from .session import AsyncSession, EventCallback, SessionOptions
+from .transport import RedisTransport
+
+ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
+
+MAX_PROMPT_BYTES = 8 * 1024 * 1024
+
+
+class AsyncPool:
+    """A pool of agent containers and its sessions.
+
+    ``config`` is ``None`` (defaults + environment + discovered YAML), a
+    :class:`DockerCCConfig`, a path to a YAML file, or a dict of overrides.
+    ``tools`` (``@tool`` functions) are offered to every session's agent over MCP.
+    """
+
+    def __init__(self, config: ConfigLike = None, *, tools: Iterable[Any] = (),
+                 env: dict[str, str] | None = None, backend: Backend | None = None,
+                 on_event: EventCallback | None = None,
+                 max_prompt_bytes: int = MAX_PROMPT_BYTES) -> None:
+        self.config = resolve_config(config)
+        self.env = env
+        self.on_event = on_event
+        self.max_prompt_bytes = max_prompt_bytes
+        self.transport = RedisTransport(self.config.redis.url_secret(),
+                                        self.config.redis.key_prefix)
+        self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
+        self.tools = ToolRegistry(tools)
+        self.sessions_key = f"{self.config.redis.key_prefix}sessions"
+        self._sessions: dict[str, AsyncSession] = {}
+        self._started = False
+        self._closed = False
+        self._start_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return (f"AsyncPool(redis={self.transport.url!r}, image={self.config.image!r}, "
+                f"sessions={len(self._sessions)})")
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def start(self) -> AsyncPool:
+        """Connect, reap what dead owners left, and warm ``minWarm`` containers."""
+        if self._started:
+            return self
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return self
+            if self.config.pool.min_warm:
+                self.containers.register_spec(spec_for(self.config, "main", env=self.env),
+                                              warm=self.config.pool.min_warm)
+            await self.containers.start()
+            self._started = True
+        return self
+
+    async def warm(self, agent: str = "main", count: int | None = None, *,
+                   wait: bool = True, timeout: float = 120) -> None:
+        """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``."""
+        await self.start()
+        target = count if count is not None else max(1, self.config.pool.min_warm)
+        self.containers.register_spec(spec_for(self.config, agent, env=self.env), warm=target)
+        await self.containers.top_up()
+        if wait:
+            await self.containers.wait_warm(timeout=timeout)
+
+    async def close(self) -> None:
+        """Close every session of this pool and remove the containers it owns."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*(s.close() for s in list(self._sessions.values())),
+                             return_exceptions=True)
+        await self.containers.close()
+        await self.transport.close()
+
+    async def __aenter__(self) -> AsyncPool:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def session(self, agent: str = "main", *, model: str | None = None,
+                system_prompt: str | None = None, append_system_prompt: str | None = None,
+                permission_mode: str | None = None, allowed_tools: list[str] | None = None,
+                disallowed_tools: list[str] | None = None, tools: Iterable[Any] = (),
+                workspace: str | os.PathLike[str] | None = None, resume: str | None = None,
+                env: dict[str, str] | None = None, max_turns: int | None = None,
+                session_id: str | None = None, on_event: EventCallback | None = None,
+                include_partial_messages: bool = True, parent: str | None = None,
+                ) -> AsyncSession:
+        """A new session (its container is claimed on first use or ``async with``)."""
+        options = SessionOptions(
+            agent=agent, model=model, system_prompt=system_prompt,
+            append_system_prompt=append_system_prompt, permission_mode=permission_mode,
+            allowed_tools=allowed_tools, disallowed_tools=disallowed_tools, tools=list(tools),
+            workspace=str(Path(workspace).resolve()) if workspace else None, resume=resume,
+            env=env, max_turns=max_turns, include_partial_messages=include_partial_messages,
+            parent=parent)
+        s = AsyncSession(self, options, session_id=session_id, on_event=on_event)
+        if s.id in self._sessions:
+            raise ValueError(f"session {s.id!r} is already open in this pool")
+        self._sessions[s.id] = s
+        return s
+
+    def _forget(self, session: AsyncSession) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+
+    def get(self, session_id: str) -> AsyncSession | None:
+        """An open session of this pool by id."""
+        return self._sessions.get(session_id)
+
+    @property
+    def open_sessions(self) -> list[AsyncSession]:
+        return list(self._sessions.values())
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """Every open session in the shared registry (all processes), with its state."""
+        r = self.transport.client
+        out = []
+        for sid, raw in (await r.hgetall(self.sessions_key)).items():
+            sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
+            record = json.loads(raw)
+            record["id"] = sid_s
+            record["state"] = await self.transport.state(sid_s)
+            out.append(record)
+        return out
+
+    def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """Register a host tool for every session (usable as ``@pool.tool``)."""
+        def register(f: Callable[..., Any]) -> Tool[Any, Any]:
+            t = f if isinstance(f, Tool) else make_tool(f, **kwargs) if kwargs else make_tool(f)
+            self.tools.add(t)
+            return t
+        return register(fn) if fn is not None else register
+
+    async def stats(self) -> PoolStats:
+        return await self.containers.stats()
+
+    async def ask(self, prompt: str, **options: Any) -> Result:
+        """One prompt in a fresh session, closed afterwards."""
+        timeout = options.pop("timeout", None)
+        async with self.session(**options) as s:
+            return await s.ask(prompt, timeout=timeout)
+
+
+async def aquery(prompt: str, *, config: ConfigLike = None, **options: Any) -> Result:
+    """One-shot: a pool, a session, one prompt, the :class:`Result`; everything cleaned up."""
+    async with AsyncPool(config) as pool:
+        return await pool.ask(prompt, **options)
+
+
+def install_sigterm_cleanup(pool: AsyncPool) -> None:
+    """On SIGTERM, close the pool (removing its containers) before the process exits."""
+    loop = asyncio.get_running_loop()
+
+    def on_term() -> None:
+        async def shutdown() -> None:
+            with contextlib.suppress(Exception):
+                await pool.close()
+            raise SystemExit(143)
+        loop.create_task(shutdown())
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, on_term)

@@ -1,0 +1,222 @@
+"""The seam between the pool and whatever runs containers.
+
+:class:`Backend` is what the pool needs (create/start, stop, remove, list, inspect);
+:class:`DockerBackend` implements it with the docker SDK. A Kubernetes backend can follow
+without touching sessions. Docker calls are blocking, so they run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ImageError, PoolError
+from .spec import CREDENTIALS_MOUNT, SOCKET_DIR, ContainerSpec
+
+log = logging.getLogger("dockercc.pool")
+
+LABEL = "clawdbot.docker-cc"
+"""The seed's label: every container dockercc makes has ``clawdbot.docker-cc=1``."""
+
+
+@dataclass
+class ContainerInfo:
+    """What the pool needs to know about one container."""
+
+    id: str
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    running: bool = False
+    status: str = ""
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+
+
+class Backend(Protocol):
+    async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
+                     env: dict[str, str]) -> str: ...
+
+    async def stop(self, name: str, timeout: float = 5) -> None: ...
+
+    async def remove(self, name: str) -> None: ...
+
+    async def inspect(self, name: str) -> ContainerInfo | None: ...
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class DockerBackend:
+    """Containers on a Docker engine (the local one by default)."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self.base_url = base_url
+        self._client: Any = None
+        self._networks_checked: set[str] = set()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = (docker.DockerClient(base_url=self.base_url, timeout=60)
+                                if self.base_url else docker.from_env(timeout=60))
+            except Exception as exc:
+                raise PoolError(f"cannot reach the Docker engine ({exc}); is dockerd running?") from exc
+        return self._client
+
+    async def ping(self) -> None:
+        try:
+            await asyncio.to_thread(self.client.ping)
+        except PoolError:
+            raise
+        except Exception as exc:
+            raise PoolError(f"cannot reach the Docker engine ({exc}); is dockerd running?") from exc
+
+    def _ensure_network(self, name: str) -> None:
+        import docker.errors
+
+        if name in ("host", "none", "bridge", "default") or name.startswith("container:"):
+            return
+        if name in self._networks_checked:
+            return
+        try:
+            self.client.networks.get(name)
+        except docker.errors.NotFound:
+            log.info("creating Docker network %s", name)
+            with contextlib.suppress(docker.errors.APIError):  # created concurrently
+                self.client.networks.create(name, driver="bridge",
+                                            labels={LABEL: "1"})
+        self._networks_checked.add(name)
+
+    def _create(self, spec: ContainerSpec, name: str, labels: dict[str, str],
+                env: dict[str, str]) -> str:
+        import docker.errors
+        from docker.types import Mount
+
+        self._ensure_network(spec.network)
+        mounts: list[Any] = []
+        binds = list(spec.binds)
+        socket = spec.redis_socket()
+        if socket:
+            mounts.append(Mount(target=f"{SOCKET_DIR}/{socket.rsplit('/', 1)[-1]}",
+                                source=socket, type="bind"))
+        if spec.credentials_file:
+            mounts.append(Mount(target=CREDENTIALS_MOUNT, source=spec.credentials_file,
+                                type="bind", read_only=True))
+        uid = spec.user.split(":")[0]
+        gid = spec.user.split(":")[1] if ":" in spec.user else uid
+        tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
+        kwargs: dict[str, Any] = dict(
+            image=spec.image, name=name, detach=True, labels=labels, environment=env,
+            user=spec.user, network_mode=spec.network if spec.network in ("host", "none")
+            else None, network=None if spec.network in ("host", "none") else spec.network,
+            mem_limit=spec.memory, memswap_limit=spec.memory,
+            nano_cpus=int(spec.cpus * 1e9), pids_limit=spec.pids_limit,
+            cap_drop=list(spec.cap_drop), security_opt=list(spec.security_opts),
+            read_only=spec.read_only, init=False, volumes=binds or None, mounts=mounts or None,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
+                   "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts},
+            stop_signal="SIGTERM",
+        )
+        if spec.network not in ("host", "none"):
+            kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
+        if spec.command:
+            kwargs["command"] = list(spec.command)
+        try:
+            container = self.client.containers.run(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageError(f"image {spec.image!r} not found; build it with "
+                             f"`dockercc image build` (or pull it)") from exc
+        except docker.errors.APIError as exc:
+            raise PoolError(f"creating container {name} failed: {exc.explanation or exc}") from exc
+        return str(container.id)
+
+    async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
+                     env: dict[str, str]) -> str:
+        return await asyncio.to_thread(self._create, spec, name, labels, env)
+
+    def _remove(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+
+    async def remove(self, name: str) -> None:
+        await asyncio.to_thread(self._remove, name)
+
+    async def rename(self, old: str, new: str) -> None:
+        await asyncio.to_thread(self.client.api.rename, old, new)
+
+    def _stop(self, name: str, timeout: float) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.stop(name, timeout=int(timeout))
+
+    async def stop(self, name: str, timeout: float = 5) -> None:
+        await asyncio.to_thread(self._stop, name, timeout)
+
+    @staticmethod
+    def _info(attrs: dict[str, Any]) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        if isinstance(state, str):  # the list endpoint gives a string
+            return ContainerInfo(id=attrs.get("Id", ""),
+                                 name=(attrs.get("Names") or ["/"])[0].lstrip("/"),
+                                 labels=attrs.get("Labels") or {}, running=state == "running",
+                                 status=state)
+        return ContainerInfo(
+            id=attrs.get("Id", ""), name=str(attrs.get("Name", "")).lstrip("/"),
+            labels=(attrs.get("Config") or {}).get("Labels") or {},
+            running=bool(state.get("Running")), status=str(state.get("Status", "")),
+            exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""))
+
+    def _inspect(self, name: str) -> ContainerInfo | None:
+        import docker.errors
+
+        try:
+            return self._info(self.client.api.inspect_container(name))
+        except docker.errors.NotFound:
+            return None
+
+    async def inspect(self, name: str) -> ContainerInfo | None:
+        return await asyncio.to_thread(self._inspect, name)
+
+    def _list(self, labels: dict[str, str] | None) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in (labels or {LABEL: "1"}).items()]}
+        return [self._info(c) for c in self.client.api.containers(all=True, filters=filters)]
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[ContainerInfo]:
+        return await asyncio.to_thread(self._list, labels)
+
+    def _logs(self, name: str, tail: int) -> str:
+        import docker.errors
+
+        try:
+            data = self.client.api.logs(name, tail=tail)
+        except docker.errors.NotFound:
+            return ""
+        return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+    async def logs(self, name: str, tail: int = 200) -> str:
+        return await asyncio.to_thread(self._logs, name, tail)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(client.close)

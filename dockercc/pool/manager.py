@@ -1,0 +1,639 @@
+"""The container pool: warm sets, fair limits, health, reaping and shared state in Redis.
+
+Many processes (and later machines) may run a :class:`ContainerPool` on the same Redis and
+Docker engine: the registry and every claim live in Redis (see :mod:`.registry`), so they
+never hand out one container twice and together respect ``maxTotal``.
+
+Each process is an *owner*: it heartbeats ``pool:owners``, watches the containers it owns
+(the ones it created and not handed over, and the ones it claimed), replaces lost ones,
+reaps idle ones and tops up its warm sets. At start it removes containers whose owner stopped
+heartbeating (a process that was SIGKILLed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..config import DockerCCConfig
+from ..errors import ContainerLost, PoolError, PoolExhausted, StartupTimeout
+from ..protocol.envelope import encode_envelope, runner_event
+from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..transport import RedisTransport, as_str, now_ms
+from .backend import LABEL, Backend, ContainerInfo, DockerBackend
+from .registry import (
+    CLAIM,
+    MARK_WARM,
+    RESERVE_WARM,
+    RETIRE_WARM,
+    ContainerRecord,
+    RegistryKeys,
+)
+from .spec import ContainerSpec, runner_env
+
+log = logging.getLogger("dockercc.pool")
+
+LostCallback = Callable[[str, str], Awaitable[None] | None]
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+class PoolStats(BaseModel):
+    """Counts and figures for ``status`` and the health endpoint."""
+
+    owner: str
+    total: int = 0
+    warm: int = 0
+    busy: int = 0
+    creating: int = 0
+    stopping: int = 0
+    owned: int = 0
+    waiting: int = 0
+    claims: int = 0
+    warm_claims: int = 0
+    cold_claims: int = 0
+    waits: int = 0
+    exhausted: int = 0
+    replacements: int = 0
+    lost: int = 0
+    reaped: int = 0
+    recycled: int = 0
+    startup_failures: int = 0
+    claim_latency_ms: dict[str, int] = Field(default_factory=dict,
+                                             description="histogram: bucket upper bound -> count")
+    claim_p50_ms: float | None = None
+    claim_p99_ms: float | None = None
+    per_agent: dict[str, int] = Field(default_factory=dict)
+    limits: dict[str, int] = Field(default_factory=dict)
+
+
+@dataclass
+class Lease:
+    """A container handed to one session."""
+
+    container: str
+    name: str
+    warm: bool
+    spec: str
+    claim_ms: float
+
+
+def _new_id() -> str:
+    return secrets.token_hex(6)
+
+
+class ContainerPool:
+    """Async pool of agent containers, shared through Redis."""
+
+    def __init__(self, config: DockerCCConfig, transport: RedisTransport, *,
+                 backend: Backend | None = None, owner: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.transport = transport
+        self.backend: Backend = backend or DockerBackend(config.docker.base_url)
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.pk = transport.pool_keys
+        self.rk = RegistryKeys(self.pk)
+        self._env = env
+        self._specs: dict[str, ContainerSpec] = {}
+        self._warm_specs: dict[str, int] = {}
+        self._monitor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._lost_callbacks: list[LostCallback] = []
+        self._counters: Counter[str] = Counter()
+        self._latencies: list[float] = []
+        self._started = False
+        self._closed = False
+        r = transport.client
+        self._claim = r.register_script(CLAIM)
+        self._reserve_warm = r.register_script(RESERVE_WARM)
+        self._mark_warm = r.register_script(MARK_WARM)
+        self._retire_warm = r.register_script(RETIRE_WARM)
+
+    # -- settings --------------------------------------------------------------------------
+
+    @property
+    def interval_s(self) -> float:
+        return self.config.timeouts.health_interval_ms / 1000
+
+    @property
+    def stale_ms(self) -> int:
+        t = self.config.timeouts
+        return t.health_interval_ms * t.stale_after_misses
+
+    @property
+    def labels_base(self) -> dict[str, str]:
+        return {LABEL: "1", f"{LABEL}.prefix": self.transport.prefix}
+
+    def on_lost(self, callback: LostCallback) -> None:
+        """``callback(session, reason)`` runs when a busy container is lost."""
+        self._lost_callbacks.append(callback)
+
+    def register_spec(self, spec: ContainerSpec, *, warm: int | None = None) -> str:
+        """Make a spec known (and keep ``warm`` containers of it ready; default minWarm)."""
+        key = spec.key()
+        self._specs[key] = spec
+        if warm is not None:
+            self._warm_specs[key] = warm
+        return key
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.transport.ping()
+        await self.backend.ping()
+        await self._heartbeat_owner()
+        await self.reconcile()
+        self._started = True
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="dockercc-pool-monitor")
+        await self.top_up()
+
+    async def close(self) -> None:
+        """Remove every container this process owns and leave the registry clean."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(BaseException):
+                await self._monitor
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        records = await self.records()
+        await asyncio.gather(*(self._destroy(rec) for rec in records if rec.owner == self.owner),
+                             return_exceptions=True)
+        with contextlib.suppress(Exception):
+            r = self.transport.client
+            await r.hdel(self.pk.owners, self.owner)
+            if not await r.hlen(self.pk.containers):
+                await r.delete(self.pk.containers, self.pk.owners, self.rk.counter,
+                               self.pk.queue, self.rk.tickets)
+                async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
+                    await r.delete(key)
+        with contextlib.suppress(Exception):
+            await self.backend.close()
+
+    async def _heartbeat_owner(self) -> None:
+        await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
+
+    # -- registry --------------------------------------------------------------------------
+
+    async def records(self) -> list[ContainerRecord]:
+        raw = await self.transport.client.hgetall(self.pk.containers)
+        out = []
+        for value in raw.values():
+            rec = ContainerRecord.decode(value)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    async def record(self, container: str) -> ContainerRecord | None:
+        raw = await self.transport.client.hget(self.pk.containers, container)
+        return ContainerRecord.decode(raw) if raw else None
+
+    async def _update(self, rec: ContainerRecord) -> None:
+        await self.transport.client.hset(self.pk.containers, rec.id, rec.encode())
+
+    async def _notify(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.client.publish(self.rk.events, "released")
+        self._wake.set()
+
+    # -- claim / release -------------------------------------------------------------------
+
+    async def claim(self, *, session: str, agent: str, spec: ContainerSpec,
+                    assignment: dict[str, Any], timeout: float | None = None) -> Lease:
+        """Hand a container to ``session``; waits in a fair queue at a limit.
+
+        Raises :class:`PoolExhausted` (naming the limit and the counts) when no container
+        frees within ``timeout`` (default ``acquireTimeoutMs``), :class:`StartupTimeout` when a
+        new container does not come up within ``startupMs``.
+        """
+        if self._closed:
+            raise PoolError("the pool is closed")
+        await self.start()
+        t0 = time.monotonic()
+        key = self.register_spec(spec)
+        limit_s = self.config.pool.acquire_timeout_ms / 1000 if timeout is None else timeout
+        deadline = t0 + limit_s
+        ticket = f"{self.owner}:{_new_id()}"
+        attempts = 0
+        waited = False
+        while True:
+            new_id = _new_id()
+            name = f"{self.config.docker.container_prefix}{session}"
+            res = await self._claim(
+                keys=[self.pk.containers, self.pk.queue, self.rk.tickets, self.rk.counter],
+                args=[self.rk.warm_prefix, key, agent, session, self.config.pool.max_total,
+                      self.config.pool.max_per_agent, self.owner, now_ms(), new_id, ticket,
+                      now_ms() + int(max(3 * self.interval_s, 5) * 1000), name])
+            kind = res[0].decode()
+            if kind == "wait":
+                if not waited:
+                    waited = True
+                    self._counters["waits"] += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    await self.transport.client.zrem(self.pk.queue, ticket)
+                    await self.transport.client.hdel(self.rk.tickets, ticket)
+                    self._counters["exhausted"] += 1
+                    limit = res[1].decode()
+                    limit = "maxTotal" if limit == "queue" else limit
+                    total, mine = int(res[2]), int(res[3])
+                    raise PoolExhausted(
+                        f"no container for session {session!r} (agent {agent!r}) within "
+                        f"{limit_s:.1f}s: {limit} reached (total {total}/"
+                        f"{self.config.pool.max_total}, agent {mine}/"
+                        f"{self.config.pool.max_per_agent}); close sessions or raise the limit",
+                        limit=limit, counts={"total": total, "agent": mine,
+                                             "maxTotal": self.config.pool.max_total,
+                                             "maxPerAgent": self.config.pool.max_per_agent})
+                await self._wait_for_release(min(remaining, 0.25))
+                continue
+            container = res[1].decode()
+            try:
+                if kind == "warm":
+                    await self.transport.assign(container, assignment)
+                    lease = Lease(container, res[2].decode(), True, key,
+                                  (time.monotonic() - t0) * 1000)
+                    await self._confirm_started(session, container, warm=True)
+                    self._spawn(self._rename(res[2].decode(), name, container))
+                else:
+                    if kind == "evict":
+                        old = await self.record(res[2].decode())
+                        if old is not None:
+                            await self._destroy(old)
+                    await self.transport.assign(container, assignment)
+                    await self._create(container, spec, name=name, agent=agent, session=session)
+                    lease = Lease(container, name, False, key, (time.monotonic() - t0) * 1000)
+                    await self._confirm_started(session, container, warm=False)
+            except (StartupTimeout, ContainerLost) as exc:
+                attempts += 1
+                rec = await self.record(container)
+                if rec is not None:
+                    await self._destroy(rec)
+                self._counters["startup_failures"] += 1
+                if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
+                    raise
+                continue
+            except BaseException:
+                rec = await self.record(container)
+                if rec is not None:
+                    await self._destroy(rec)
+                raise
+            self._counters["claims"] += 1
+            self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
+            self._latencies.append(lease.claim_ms)
+            if len(self._latencies) > 10000:
+                del self._latencies[:5000]
+            self._spawn(self.top_up())
+            return lease
+
+    async def _wait_for_release(self, timeout: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _confirm_started(self, session: str, container: str, *, warm: bool) -> None:
+        """Wait until the runner has taken the session (its state names this container)."""
+        keys = SessionKeys(session, self.transport.prefix)
+        limit = self.config.timeouts.startup_ms / 1000
+        deadline = time.monotonic() + limit
+        r = self.transport.client
+        delay = 0.002
+        while time.monotonic() < deadline:
+            owner = await r.hget(keys.state, "container")
+            if owner is not None and as_str(owner) == container:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            if not warm and delay >= 0.05:
+                info = await self.backend.inspect(
+                    f"{self.config.docker.container_prefix}{session}")
+                if info is not None and not info.running and info.status in ("exited", "dead"):
+                    raise ContainerLost(f"container for {session!r} exited during start-up "
+                                        f"(exit code {info.exit_code})")
+        raise StartupTimeout(
+            f"container {container} did not take session {session!r} within {limit:.1f}s "
+            "(startupMs); check `docker logs` of the container and the image")
+
+    async def _rename(self, old: str, new: str, container: str) -> None:
+        """Warm containers get the session's name, so ``docker logs clawdbot-cc-<session>``
+        works as the seed says."""
+        if old == new:
+            return
+        rename = getattr(self.backend, "rename", None)
+        if rename is None:
+            return
+        try:
+            await rename(old, new)
+        except Exception as exc:  # a stale container of that name: keep the warm name
+            log.debug("rename %s -> %s skipped: %s", old, new, exc)
+            return
+        rec = await self.record(container)
+        if rec is not None:
+            rec.name = new
+            await self._update(rec)
+
+    async def _create(self, container: str, spec: ContainerSpec, *, name: str, agent: str = "",
+                      session: str = "") -> None:
+        labels = {**self.labels_base, f"{LABEL}.owner": self.owner,
+                  f"{LABEL}.container": container, f"{LABEL}.spec": spec.key(),
+                  f"{LABEL}.agent": agent, f"{LABEL}.session": session}
+        env = runner_env(spec, container=container, prefix=self.transport.prefix,
+                         health_interval_ms=self.config.timeouts.health_interval_ms)
+        await self.backend.create(spec, name=name, labels=labels, env=env)
+
+    async def release(self, container: str, *, reason: str = "closed") -> None:
+        """Remove a container and free its slot."""
+        rec = await self.record(container)
+        if rec is not None:
+            await self._destroy(rec)
+
+    async def _destroy(self, rec: ContainerRecord) -> None:
+        r = self.transport.client
+        if rec.status == "warm":
+            await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
+                                    args=[rec.id])
+        try:
+            # by label, not name: a warm container may be renamed for its session meanwhile
+            found = await self.backend.list({**self.labels_base, f"{LABEL}.container": rec.id})
+            for name in {i.name for i in found} or {rec.name}:
+                await self.backend.remove(name)
+        except Exception as exc:
+            log.warning("removing %s failed: %s", rec.name, exc)
+        pipe = r.pipeline(transaction=False)
+        pipe.hdel(self.pk.containers, rec.id)
+        pipe.lrem(self.rk.warm_prefix + rec.spec, 0, rec.id)
+        pipe.delete(self.pk.container_state(rec.id), self.pk.assign(rec.id))
+        await pipe.execute()
+        await self._notify()
+
+    # -- warm sets -------------------------------------------------------------------------
+
+    def _warm_targets(self) -> dict[str, int]:
+        return {k: v for k, v in self._warm_specs.items() if v > 0}
+
+    async def top_up(self) -> None:
+        """Start warm containers until every warm set has its target."""
+        if self._closed:
+            return
+        for key, target in self._warm_targets().items():
+            spec = self._specs[key]
+            created = []
+            while True:
+                new_id = _new_id()
+                name = f"{self.config.docker.container_prefix}warm-{new_id}"
+                got = await self._reserve_warm(
+                    keys=[self.pk.containers, self.pk.queue],
+                    args=[key, self.config.pool.max_total, target, self.owner, now_ms(), new_id,
+                          name])
+                if not got:
+                    break
+                created.append(self._spawn(self._start_warm(new_id, name, spec, key)))
+            if created:
+                await asyncio.gather(*created, return_exceptions=True)
+
+    async def _start_warm(self, container: str, name: str, spec: ContainerSpec, key: str) -> None:
+        try:
+            await self._create(container, spec, name=name)
+            deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
+            ckey = self.pk.container_state(container)
+            r = self.transport.client
+            while time.monotonic() < deadline:
+                if await r.hget(ckey, "status") is not None:
+                    if await self._mark_warm(keys=[self.pk.containers, self.rk.warm_prefix + key],
+                                             args=[container, now_ms()]):
+                        await self._notify()
+                    return
+                await asyncio.sleep(0.02)
+            raise StartupTimeout(f"warm container {name} did not report ready in time")
+        except Exception as exc:
+            log.warning("warm container %s failed: %s", name, exc)
+            self._counters["startup_failures"] += 1
+            rec = await self.record(container)
+            if rec is not None:
+                await self._destroy(rec)
+
+    async def wait_warm(self, count: int | None = None, timeout: float = 60) -> None:
+        """Wait until the warm sets hold ``count`` (default their targets) ready containers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = await self.records()
+            ready = Counter(r.spec for r in records if r.status == "warm")
+            targets = self._warm_targets()
+            if all(ready[k] >= (count if count is not None else v) for k, v in targets.items()):
+                return
+            if time.monotonic() > deadline:
+                raise StartupTimeout(f"warm pool not ready within {timeout:.0f}s: {dict(ready)}")
+            await asyncio.sleep(0.05)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _monitor_loop(self) -> None:
+        events = self.transport._new_client().pubsub(ignore_subscribe_messages=True)
+        try:
+            await events.subscribe(self.rk.events)
+        except Exception:
+            events = None  # type: ignore[assignment]
+        next_check = 0.0
+        while True:
+            try:
+                timeout = max(0.01, next_check - time.monotonic())
+                if events is not None:
+                    msg = await events.get_message(timeout=min(timeout, 1.0))
+                    if msg is not None:
+                        self._wake.set()
+                else:
+                    await asyncio.sleep(min(timeout, 1.0))
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.interval_s
+                    await self.check()
+            except asyncio.CancelledError:
+                if events is not None:
+                    with contextlib.suppress(Exception):
+                        await events.aclose()
+                raise
+            except Exception as exc:
+                log.warning("pool monitor: %s", exc)
+                await asyncio.sleep(min(self.interval_s, 1.0))
+
+    async def check(self) -> None:
+        """One health pass: heartbeats, lost containers, idle reaping, max age, top-up."""
+        await self._heartbeat_owner()
+        r = self.transport.client
+        records = [rec for rec in await self.records() if rec.owner == self.owner]
+        if not records:
+            await self.top_up()
+            return
+        infos = {i.name: i for i in await self.backend.list(self.labels_base)}
+        now = now_ms()
+        warm_by_spec: dict[str, list[ContainerRecord]] = {}
+        t = self.config.timeouts
+        for rec in records:
+            if rec.status in ("creating", "stopping"):
+                if rec.status == "creating" and now - rec.created > t.startup_ms * 2:
+                    await self._destroy(rec)
+                continue
+            info = infos.get(rec.name)
+            hb_raw = await r.hget(self.pk.container_state(rec.id), "heartbeat")
+            heartbeat = int(hb_raw) if hb_raw else 0
+            dead = info is None or not info.running
+            stale = heartbeat and now - heartbeat > self.stale_ms
+            if dead or stale:
+                reason = self._lost_reason(info, stale=bool(stale))
+                await self._lost(rec, reason)
+                continue
+            if rec.status == "warm":
+                warm_by_spec.setdefault(rec.spec, []).append(rec)
+            elif rec.status == "busy" and now - rec.created > t.max_age_ms and rec.session:
+                state = await r.hget(SessionKeys(rec.session, self.transport.prefix).state,
+                                     "status")
+                if state is not None and as_str(state) == "idle":
+                    self._counters["recycled"] += 1
+                    await self._park(rec, "maxAgeMs")
+        for key, warm in warm_by_spec.items():
+            target = self._warm_specs.get(key, 0)
+            warm.sort(key=lambda x: x.created)
+            extra = len(warm) - target
+            for rec in warm:
+                age = now - rec.created
+                idle = now - (rec.ready or rec.created)
+                if age > t.max_age_ms or (extra > 0 and idle > t.idle_ms):
+                    if await self._retire_warm(keys=[self.pk.containers,
+                                                     self.rk.warm_prefix + rec.spec],
+                                               args=[rec.id]):
+                        self._counters["reaped" if age <= t.max_age_ms else "recycled"] += 1
+                        extra -= 1
+                        rec.status = "stopping"
+                        await self._destroy(rec)
+        await self.top_up()
+
+    @staticmethod
+    def _lost_reason(info: ContainerInfo | None, *, stale: bool) -> str:
+        if info is None:
+            return "container removed"
+        if info.oom_killed:
+            return "out of memory (killed by the memory limit)"
+        if not info.running:
+            return f"container {info.status or 'stopped'} (exit code {info.exit_code})"
+        if stale:
+            return "heartbeat stale"
+        return "unknown"
+
+    async def _lost(self, rec: ContainerRecord, reason: str) -> None:
+        self._counters["lost"] += 1
+        log.warning("container %s lost: %s", rec.name, reason)
+        if rec.session and rec.status == "busy":
+            await self.report_error(rec.session, "container_lost",
+                                    f"container {rec.name} lost: {reason}", container=rec.id)
+            for cb in self._lost_callbacks:
+                with contextlib.suppress(Exception):
+                    res = cb(rec.session, reason)
+                    if asyncio.iscoroutine(res):
+                        await res
+        await self._destroy(rec)
+        self._counters["replacements"] += 1
+
+    async def _park(self, rec: ContainerRecord, reason: str) -> None:
+        """Take an idle session's container away; the session resumes in a new one."""
+        keys = SessionKeys(rec.session, self.transport.prefix)
+        await self.transport.client.hset(keys.state, mapping={"status": "parked",
+                                                              "parked_reason": reason})
+        await self.transport.send_control(rec.session, "stop")
+        await self._destroy(rec)
+
+    async def report_error(self, session: str, error: str, message: str, **fields: Any) -> None:
+        """Write an error event into a session's output (when its runner cannot)."""
+        keys = SessionKeys(session, self.transport.prefix)
+        r = self.transport.client
+        last = await r.lindex(keys.output_buffer, -1)
+        seq = 0
+        if last:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                seq = int(json.loads(last)["seq"])
+        env = encode_envelope(seq + 1, now_ms(), runner_event(
+            "error", error=error, message=message, restart=False, **fields))
+        pipe = r.pipeline(transaction=False)
+        pipe.rpush(keys.output_buffer, env)
+        pipe.ltrim(keys.output_buffer, -OUTPUT_BUFFER_MAX, -1)
+        pipe.publish(keys.output, env)
+        pipe.hset(keys.state, mapping={"status": "lost", "error": message})
+        await pipe.execute()
+
+    async def reconcile(self) -> int:
+        """Remove containers (and registry entries) whose owner stopped heartbeating."""
+        r = self.transport.client
+        owners = {as_str(k): int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
+        now = now_ms()
+        alive = {o for o, hb in owners.items() if now - hb <= max(self.stale_ms, 1000)}
+        alive.add(self.owner)
+        removed = 0
+        infos = await self.backend.list(self.labels_base)
+        records = {rec.id: rec for rec in await self.records()}
+        for info in infos:
+            cid = info.labels.get(f"{LABEL}.container", "")
+            rec = records.get(cid)
+            owner = rec.owner if rec else info.labels.get(f"{LABEL}.owner", "")
+            if owner not in alive:
+                await self.backend.remove(info.name)
+                removed += 1
+        names = {i.name for i in infos}
+        for rec in records.values():
+            labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)
+            if rec.owner not in alive or (rec.status != "creating" and not labelled
+                                          and rec.name not in names):
+                await self._destroy(rec)
+        for owner in owners:
+            if owner not in alive:
+                await r.hdel(self.pk.owners, owner)
+        return removed
+
+    async def stats(self) -> PoolStats:
+        records = await self.records()
+        status = Counter(r.status for r in records)
+        lat = sorted(self._latencies)
+        hist: dict[str, int] = {}
+        for b in LATENCY_BUCKETS_MS:
+            hist[str(b)] = sum(1 for x in lat if x <= b)
+        hist["+Inf"] = len(lat)
+        return PoolStats(
+            owner=self.owner, total=len(records), warm=status["warm"], busy=status["busy"],
+            creating=status["creating"], stopping=status["stopping"],
+            owned=sum(1 for r in records if r.owner == self.owner),
+            waiting=int(await self.transport.client.zcard(self.pk.queue)),
+            claims=self._counters["claims"], warm_claims=self._counters["warm_claims"],
+            cold_claims=self._counters["cold_claims"], waits=self._counters["waits"],
+            exhausted=self._counters["exhausted"], replacements=self._counters["replacements"],
+            lost=self._counters["lost"], reaped=self._counters["reaped"],
+            recycled=self._counters["recycled"],
+            startup_failures=self._counters["startup_failures"], claim_latency_ms=hist,
+            claim_p50_ms=lat[len(lat) // 2] if lat else None,
+            claim_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+            per_agent=dict(Counter(r.agent for r in records if r.agent)),
+            limits={"maxTotal": self.config.pool.max_total,
+                    "maxPerAgent": self.config.pool.max_per_agent,
+                    "minWarm": self.config.pool.min_warm})

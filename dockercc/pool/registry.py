@@ -1,0 +1,220 @@
+"""The pool's shared registry in Redis; every decision that must be atomic is one Lua script.
+
+Keys (under the prefix, see :class:`dockercc.protocol.keys.PoolKeys`):
+
+- ``pool:containers`` Hash: pool container id -> JSON record (name, spec, agent, session,
+  status ``creating|warm|busy|stopping``, owner, created, warm flag).
+- ``pool:warm:{spec}`` List: ids of warm containers of one spec; claimed with LPOP inside
+  the claim script, so two processes never get the same container.
+- ``pool:queue`` Sorted set + ``pool:tickets`` Hash: waiting claims in arrival order
+  (a fair queue); tickets expire unless their waiter refreshes them.
+- ``pool:owners`` Hash: owner (process) id -> last heartbeat ms.
+- ``pool:events`` Pub/Sub: "released" notices that wake waiters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..protocol.keys import PoolKeys
+
+CLAIM = r"""
+local containers, queue, tickets, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local warm_prefix = ARGV[1]
+local spec, agent, session = ARGV[2], ARGV[3], ARGV[4]
+local max_total, max_per_agent = tonumber(ARGV[5]), tonumber(ARGV[6])
+local owner, now, new_id, ticket = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local ticket_deadline, name = tonumber(ARGV[11]), ARGV[12]
+
+-- drop tickets whose waiter went away
+local tk = redis.call('HGETALL', tickets)
+for i = 1, #tk, 2 do
+  local t = cjson.decode(tk[i+1])
+  if t.deadline < now then
+    redis.call('HDEL', tickets, tk[i]); redis.call('ZREM', queue, tk[i])
+  end
+end
+
+local all = redis.call('HGETALL', containers)
+local total = 0
+local per_agent = {}
+local other_warm = nil
+for i = 1, #all, 2 do
+  local rec = cjson.decode(all[i+1])
+  total = total + 1
+  if rec.agent ~= nil and rec.agent ~= '' then
+    per_agent[rec.agent] = (per_agent[rec.agent] or 0) + 1
+  end
+  if rec.status == 'warm' and rec.spec ~= spec and other_warm == nil then
+    other_warm = rec
+  end
+end
+local mine = per_agent[agent] or 0
+
+local function wait(limit)
+  if redis.call('ZSCORE', queue, ticket) == false then
+    redis.call('ZADD', queue, redis.call('INCR', counter), ticket)
+  end
+  redis.call('HSET', tickets, ticket, cjson.encode({agent=agent, deadline=ticket_deadline}))
+  return {'wait', limit, tostring(total), tostring(mine)}
+end
+
+if mine >= max_per_agent then return wait('maxPerAgent') end
+
+-- fairness: an older waiter that could be served goes first
+local my_score = redis.call('ZSCORE', queue, ticket)
+local older
+if my_score == false then
+  older = redis.call('ZRANGE', queue, 0, -1)
+else
+  older = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. my_score)
+end
+for _, t in ipairs(older) do
+  local raw = redis.call('HGET', tickets, t)
+  if raw then
+    local info = cjson.decode(raw)
+    if (per_agent[info.agent] or 0) < max_per_agent then return wait('queue') end
+  end
+end
+
+local function served(kind, id, extra)
+  redis.call('ZREM', queue, ticket); redis.call('HDEL', tickets, ticket)
+  return {kind, id, extra or ''}
+end
+
+-- a warm container of this spec
+while true do
+  local id = redis.call('LPOP', warm_prefix .. spec)
+  if not id then break end
+  local raw = redis.call('HGET', containers, id)
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec.status == 'warm' then
+      rec.status = 'busy'; rec.agent = agent; rec.session = session; rec.owner = owner
+      rec.claimed = now
+      redis.call('HSET', containers, id, cjson.encode(rec))
+      return served('warm', id, rec.name)
+    end
+  end
+end
+
+local function reserve()
+  local rec = {id=new_id, name=name, spec=spec, agent=agent, session=session,
+               status='creating', owner=owner, created=now, claimed=now, warm=false}
+  redis.call('HSET', containers, new_id, cjson.encode(rec))
+end
+
+if total < max_total then
+  reserve()
+  return served('cold', new_id, '')
+end
+
+-- full, but a warm container of another spec can make room
+if other_warm ~= nil then
+  other_warm.status = 'stopping'
+  redis.call('HSET', containers, other_warm.id, cjson.encode(other_warm))
+  redis.call('LREM', warm_prefix .. other_warm.spec, 0, other_warm.id)
+  reserve()
+  return served('evict', new_id, other_warm.id)
+end
+return wait('maxTotal')
+"""
+
+RESERVE_WARM = r"""
+local containers, queue = KEYS[1], KEYS[2]
+local spec, max_total, min_warm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local owner, now, new_id, name = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+if redis.call('ZCARD', queue) > 0 then return false end
+local all = redis.call('HGETALL', containers)
+local total, warm = 0, 0
+for i = 1, #all, 2 do
+  local rec = cjson.decode(all[i+1])
+  total = total + 1
+  if rec.spec == spec and rec.warm and (rec.status == 'warm' or rec.status == 'creating') then
+    warm = warm + 1
+  end
+end
+if warm >= min_warm or total >= max_total then return false end
+local rec = {id=new_id, name=name, spec=spec, agent='', session='', status='creating',
+             owner=owner, created=now, warm=true}
+redis.call('HSET', containers, new_id, cjson.encode(rec))
+return new_id
+"""
+
+MARK_WARM = r"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec.status ~= 'creating' then return 0 end
+rec.status = 'warm'; rec.ready = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+# take a warm container out of service (idle reaping, max age) unless someone claimed it
+RETIRE_WARM = r"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec.status ~= 'warm' then return 0 end
+rec.status = 'stopping'
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+return 1
+"""
+
+
+@dataclass
+class ContainerRecord:
+    """One container in the shared registry."""
+
+    id: str
+    name: str
+    spec: str
+    status: str
+    owner: str
+    created: int
+    agent: str = ""
+    session: str = ""
+    warm: bool = False
+    claimed: int = 0
+    ready: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> ContainerRecord | None:
+        try:
+            obj = json.loads(raw)
+            known = {k: obj.pop(k) for k in list(obj) if k in cls.__dataclass_fields__}
+            return cls(**known, extra=obj)
+        except (ValueError, TypeError):
+            return None
+
+    def encode(self) -> str:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return json.dumps({**extra, **data})
+
+
+@dataclass(frozen=True)
+class RegistryKeys:
+    keys: PoolKeys
+
+    @property
+    def tickets(self) -> str:
+        return f"{self.keys.prefix}pool:tickets"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.keys.prefix}pool:ticket_seq"
+
+    @property
+    def events(self) -> str:
+        return f"{self.keys.prefix}pool:events"
+
+    @property
+    def warm_prefix(self) -> str:
+        return f"{self.keys.prefix}pool:warm:"

@@ -1,0 +1,126 @@
+"""What a container is made of (:class:`ContainerSpec`) and the key that groups warm sets.
+
+Two sessions can share a warm set only when everything baked in at create time is equal:
+image, resources, network, binds, security options and environment. The spec key is a short
+hash over all of it; environment *values* enter only as a hash, never in clear, so secrets
+stay out of labels and Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import AgentConfig, DockerCCConfig, container_env
+
+CONTAINER_HOME = "/home/agent"
+CREDENTIALS_MOUNT = "/run/dockercc/credentials.json"
+SOCKET_DIR = "/run/dockercc/redis"
+
+
+class ContainerSpec(BaseModel):
+    """Everything a container is created with. ``env`` holds real values: never log it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    memory: str = "4g"
+    cpus: float = 2.0
+    pids_limit: int = 256
+    network: str = "clawdbot-net"
+    cap_drop: tuple[str, ...] = ("ALL",)
+    security_opts: tuple[str, ...] = ("no-new-privileges",)
+    binds: tuple[str, ...] = ()
+    read_only: bool = True
+    user: str = "1000:1000"
+    env: dict[str, str] = Field(default_factory=dict, repr=False)
+    redis_url: str = Field("redis://localhost:6379", repr=False)
+    credentials_file: str | None = None
+    command: tuple[str, ...] | None = None
+    tmpfs_size: str = "1g"
+
+    def key(self) -> str:
+        """Short stable hash of the spec (secrets enter only hashed)."""
+        public = self.model_dump(exclude={"env", "redis_url"})
+        env_digest = hashlib.sha256(json.dumps(sorted(self.env.items())).encode()).hexdigest()
+        url_digest = hashlib.sha256(self.redis_url.encode()).hexdigest()
+        blob = json.dumps([public, env_digest, url_digest], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def redis_socket(self) -> str | None:
+        """Host path of the Redis unix socket, when the runners reach Redis through one."""
+        if self.redis_url.startswith("unix://"):
+            return urlsplit(self.redis_url).path
+        return None
+
+
+def runner_redis_url(config: DockerCCConfig) -> str:
+    """The Redis URL as the runner inside a container sees it.
+
+    ``redis.containerUrl`` wins. With ``network: host`` the host's URL works as is. A unix
+    socket is bind-mounted into the container. Otherwise ``localhost`` becomes
+    ``host.docker.internal`` (mapped to the host gateway when the container is created).
+    """
+    if config.redis.container_url is not None:
+        return config.redis.container_url.get_secret_value()
+    url = config.redis.url_secret()
+    if url.startswith("unix://") or config.docker.network == "host":
+        return url
+    parts = urlsplit(url)
+    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        netloc = parts.netloc.replace(parts.hostname, "host.docker.internal", 1)
+        if parts.hostname == "::1":
+            netloc = parts.netloc.replace("[::1]", "host.docker.internal", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
+             env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None,
+             image: str | None = None) -> ContainerSpec:
+    """The spec of an agent's containers under ``config``."""
+    agent_config = config.agent(agent) if isinstance(agent, str) else agent
+    values = container_env(config, agent_config, env)
+    if extra_env:
+        values.update(extra_env)
+    creds = config.credentials.credentials_file
+    return ContainerSpec(
+        image=image or agent_config.image or config.image,
+        memory=config.resources.memory,
+        cpus=config.resources.cpus,
+        pids_limit=config.resources.pids_limit,
+        network=config.docker.network,
+        cap_drop=tuple(config.docker.cap_drop),
+        security_opts=tuple(config.docker.security_opts),
+        binds=tuple(config.docker.binds or ()),
+        read_only=config.docker.read_only,
+        user=config.docker.user,
+        env=values,
+        redis_url=runner_redis_url(config),
+        credentials_file=str(creds) if creds else None,
+    )
+
+
+def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
+               health_interval_ms: int) -> dict[str, str]:
+    """The container's full environment: the spec's env plus the runner's settings."""
+    url = spec.redis_url
+    socket = spec.redis_socket()
+    if socket:
+        url = f"unix://{SOCKET_DIR}/{socket.rsplit('/', 1)[-1]}"
+    env: dict[str, Any] = {
+        **spec.env,
+        "DOCKERCC_REDIS_URL": url,
+        "DOCKERCC_CONTAINER": container,
+        "DOCKERCC_KEY_PREFIX": prefix,
+        "DOCKERCC_HEALTH_INTERVAL_MS": str(health_interval_ms),
+        "DOCKERCC_WORKDIR": "/workspace",
+        "HOME": CONTAINER_HOME,
+    }
+    if spec.credentials_file:
+        env["DOCKERCC_CREDENTIALS_FILE"] = CREDENTIALS_MOUNT
+    return {k: str(v) for k, v in env.items()}

@@ -1,0 +1,430 @@
+"""AsyncSession: one conversation with one agent, in its own container.
+
+A session claims a container from the pool on first use, hands its runner the CLI's
+arguments, and from then on talks to it only through Redis: prompts go to
+``{p}{id}:input``, events come back from ``{p}{id}:output`` (replayed from the buffer, so a
+reader never misses one), interrupts go to ``{p}{id}:control``. Host tools answer the CLI's
+MCP requests through ``{p}{id}:mcp:requests``.
+
+If the container is lost (killed, out of memory, stale heartbeat) the running turn raises
+:class:`~dockercc.errors.ContainerLost`; the next prompt transparently gets a new container
+that resumes the same Claude conversation. The same path serves ``resume=`` after close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .bridge import HostBridge, Tool, ToolRegistry
+from .errors import AgentError, ContainerLost, SessionClosed, TransportError
+from .events import ErrorEvent, Event, EventMapper, Result
+from .pool.manager import Lease
+from .pool.spec import ContainerSpec, spec_for
+from .protocol import control
+from .protocol.cli import MCP_SERVER_NAME, build_cli_args
+from .protocol.keys import validate_id
+from .transport import as_str, now_ms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import AsyncPool
+
+log = logging.getLogger("dockercc.session")
+
+EventCallback = Callable[[Event], Awaitable[None] | None]
+RESUME_TTL_S = 7 * 24 * 3600
+"""How long a closed session's state, history and transcript stay resumable."""
+
+
+class SessionOptions(BaseModel):
+    """Per-session options; ``None`` means "the agent's configured value"."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    agent: str = "main"
+    model: str | None = None
+    system_prompt: str | None = None
+    append_system_prompt: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    tools: list[Any] = Field(default_factory=list)
+    workspace: str | None = None
+    resume: str | None = None
+    env: dict[str, str] | None = Field(default=None, repr=False)
+    max_turns: int | None = None
+    include_partial_messages: bool = True
+    parent: str | None = None
+
+
+class AsyncSession:
+    """One agent conversation. Use ``async with pool.session() as s`` or call :meth:`close`."""
+
+    def __init__(self, pool: AsyncPool, options: SessionOptions, *,
+                 session_id: str | None = None, on_event: EventCallback | None = None) -> None:
+        self.pool = pool
+        self.options = options
+        self.id = validate_id(session_id or f"s-{uuid.uuid4().hex[:12]}")
+        self.agent = validate_id(options.agent, "agent name")
+        self.agent_config = pool.config.agent(self.agent)
+        self.on_event = on_event
+        self.lease: Lease | None = None
+        self.closed = False
+        self.last_seq = 0
+        self.claude_session_id: str | None = None
+        self.mapper = EventMapper(self.id)
+        self._lock = asyncio.Lock()
+        self._relay: asyncio.Task[None] | None = None
+        self._bridge: HostBridge | None = None
+        self._tools = self._tool_registry()
+        self._restore_from: str | None = None
+        self._resume_id: str | None = None
+        self._turn_open = False
+        self._interrupted = False
+
+    def __repr__(self) -> str:
+        container = self.lease.name if self.lease else None
+        return (f"AsyncSession(id={self.id!r}, agent={self.agent!r}, container={container!r}, "
+                f"closed={self.closed})")
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _tool_registry(self) -> ToolRegistry:
+        registry = ToolRegistry(self.pool.tools)
+        for item in self.options.tools:
+            if isinstance(item, Tool) and item.name in registry:
+                continue
+            registry.add(item)
+        allow = self.agent_config.tools
+        if allow is not None:
+            registry = ToolRegistry([t for t in registry if t.name in set(allow)])
+        return registry
+
+    @property
+    def tools(self) -> list[str]:
+        return self._tools.names()
+
+    def spec(self) -> ContainerSpec:
+        binds = []
+        if self.options.workspace:
+            binds.append(f"{self.options.workspace}:/workspace:rw")
+        spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
+                        extra_env=self.options.env)
+        if binds:
+            spec = spec.model_copy(update={"binds": (*spec.binds, *binds)})
+        return spec
+
+    def cli_args(self) -> list[str]:
+        o, a = self.options, self.agent_config
+        return build_cli_args(
+            model=o.model or a.model,
+            system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
+            append_system_prompt=o.append_system_prompt or a.append_system_prompt,
+            permission_mode=o.permission_mode or a.permission_mode,
+            allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
+            disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
+                              else a.disallowed_tools),
+            max_turns=o.max_turns or a.max_turns,
+            resume=self._resume_id,
+            mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
+            include_partial_messages=o.include_partial_messages)
+
+    async def _resolve_resume(self, resume: str) -> None:
+        """``resume`` is a dockercc session id (or a Claude session id we know)."""
+        t = self.pool.transport
+        state: dict[str, str] = {}
+        with contextlib.suppress(Exception):
+            state = await t.state(validate_id(resume))
+        if state.get("claude_session_id"):
+            self._restore_from = resume
+            self._resume_id = state["claude_session_id"]
+            return
+        owner = await t.client.hget(f"{t.prefix}claude_sessions", resume)
+        if owner is not None:
+            self._restore_from = as_str(owner)
+            self._resume_id = resume
+            return
+        raise SessionClosed(f"nothing to resume: no session {resume!r} in Redis (closed "
+                            f"sessions stay resumable for {RESUME_TTL_S // 86400} days)")
+
+    async def start(self) -> AsyncSession:
+        """Claim a container and hand it this session (done on first use anyway)."""
+        async with self._lock:
+            await self._ensure_container()
+        return self
+
+    async def _ensure_container(self) -> None:
+        if self.closed:
+            raise SessionClosed(f"session {self.id!r} is closed; open a new one or resume it "
+                                f"with pool.session(resume={self.id!r})")
+        if self.lease is not None:
+            state = await self.pool.transport.client.hget(self.keys.state, "status")
+            if state is None or as_str(state) not in ("lost", "parked", "stopped", "failed"):
+                return
+            # the container went away: continue the conversation in a new one
+            await self.pool.containers.release(self.lease.container)
+            self.lease = None
+        await self.pool.start()
+        if self.options.resume and self._resume_id is None:
+            await self._resolve_resume(self.options.resume)
+        elif self.claude_session_id is None:
+            await self._refresh_claude_id()
+        if self.claude_session_id and self._resume_id != self.claude_session_id:
+            self._resume_id = self.claude_session_id
+            self._restore_from = self.id
+        if len(self._tools) and self._relay is None:
+            self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
+            self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
+        assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
+                      "history_max": self.pool.config.history_max,
+                      "restore_from": self._restore_from}
+        await self._register()
+        self.lease = await self.pool.containers.claim(
+            session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment)
+        await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
+                                              f"{self.lease.claim_ms:.1f}")
+
+    async def _refresh_claude_id(self) -> None:
+        raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
+        if raw:
+            self.claude_session_id = as_str(raw)
+
+    async def _register(self) -> None:
+        record = {"agent": self.agent, "owner": self.pool.containers.owner,
+                  "created": now_ms(), "parent": self.options.parent or ""}
+        await self.pool.transport.client.hset(self.pool.sessions_key, self.id,
+                                              json.dumps(record))
+
+    @property
+    def keys(self) -> Any:
+        return self.pool.transport.keys(self.id)
+
+    # -- MCP relay -------------------------------------------------------------------------
+
+    async def _relay_loop(self) -> None:
+        """Answer the CLI's MCP messages (relayed by the runner) with the host bridge."""
+        r = self.pool.transport._new_client()
+        keys = self.keys
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    item = await r.blpop([keys.mcp_requests], timeout=1)
+                except (OSError, ConnectionError, TransportError) as exc:
+                    log.warning("MCP relay for %s: %s", self.id, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                except Exception as exc:  # redis errors
+                    log.warning("MCP relay for %s: %s", self.id, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if item is None:
+                    continue
+                task = asyncio.create_task(self._answer(r, item[1]))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        finally:
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await r.aclose()
+
+    async def _answer(self, r: Any, raw: Any) -> None:
+        try:
+            req = json.loads(raw)
+            request_id = str(req["request_id"])
+            message = req.get("message") or {}
+        except (ValueError, KeyError, TypeError):
+            return
+        assert self._bridge is not None
+        reply = await self._bridge.handle(message)
+        key = self.keys.mcp_reply(request_id)
+        pipe = r.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
+        pipe.expire(key, 600)
+        await pipe.execute()
+
+    # -- conversation ----------------------------------------------------------------------
+
+    async def send(self, prompt: str | list[dict[str, Any]]) -> str:
+        """Queue a prompt (text or content blocks); returns the input id. Read the reply with
+        :meth:`receive`."""
+        if isinstance(prompt, str) and not prompt.strip():
+            raise ValueError("the prompt is empty")
+        line = control.user_message(prompt)
+        if len(line) > self.pool.max_prompt_bytes:
+            raise ValueError(f"the prompt is {len(line)} bytes; the limit is "
+                             f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
+        async with self._lock:
+            await self._ensure_container()
+            self._turn_open = True
+            self._interrupted = False
+            return await self.pool.transport.send_input(self.id, line)
+
+    async def receive(self, *, timeout: float | None = None) -> AsyncIterator[Event]:
+        """Events of the current turn, up to and including its :class:`Result`.
+
+        Raises :class:`ContainerLost` if the container dies mid-turn (the next prompt
+        resumes in a new one) and ``TimeoutError`` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stream = self.pool.transport.events(self.id, self.last_seq)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"no result from session {self.id!r} within {timeout}s")
+                try:
+                    envelope = await asyncio.wait_for(anext(stream), remaining)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"no result from session {self.id!r} within {timeout}s") from None
+                self.last_seq = envelope.seq
+                for event in self.mapper.map(envelope):
+                    await self._dispatch(event)
+                    if isinstance(event, ErrorEvent) and not event.restart:
+                        self._turn_open = False
+                        raise ContainerLost(event.message or f"session {self.id}: {event.error}")
+                    if isinstance(event, ErrorEvent) and self._turn_open:
+                        self._turn_open = False
+                        raise ContainerLost(
+                            f"the CLI of session {self.id!r} died mid-turn and was restarted; "
+                            f"the turn was lost: {event.message}")
+                    yield event
+                    if isinstance(event, Result):
+                        self._turn_open = False
+                        if event.session_id:
+                            self.claude_session_id = event.session_id
+                        return
+        finally:
+            await stream.aclose()
+
+    async def _dispatch(self, event: Event) -> None:
+        for cb in (self.on_event, self.pool.on_event):
+            if cb is None:
+                continue
+            try:
+                res = cb(event)
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception:
+                log.exception("on_event callback failed")
+
+    async def stream(self, prompt: str | list[dict[str, Any]], *,
+                     timeout: float | None = None) -> AsyncIterator[Event]:
+        """Send ``prompt`` and yield the turn's events, ending with its :class:`Result`."""
+        await self.send(prompt)
+        async for event in self.receive(timeout=timeout):
+            yield event
+
+    async def ask(self, prompt: str | list[dict[str, Any]], *, timeout: float | None = None,
+                  check: bool = True) -> Result:
+        """Send ``prompt`` and return the turn's :class:`Result`.
+
+        With ``check`` a failed turn raises :class:`AgentError` (carrying the result); a
+        turn you interrupted returns its result.
+        """
+        result: Result | None = None
+        async for event in self.stream(prompt, timeout=timeout):
+            if isinstance(event, Result):
+                result = event
+        if result is None:
+            raise AgentError(f"session {self.id!r} ended the turn without a result")
+        if check and not result.ok and not (result.interrupted and self._interrupted):
+            result.raise_for_error()
+        return result
+
+    async def interrupt(self) -> None:
+        """Stop the current turn; the session stays usable."""
+        self._interrupted = True
+        if self.lease is not None:
+            await self.pool.transport.send_control(self.id, "interrupt",
+                                                   request_id=control.new_request_id())
+
+    async def drain(self, timeout: float = 10) -> Result | None:
+        """Read the current turn to its end (after an interrupt); None if it did not end."""
+        if not self._turn_open:
+            return None
+        result = None
+        with contextlib.suppress(TimeoutError, ContainerLost):
+            async for event in self.receive(timeout=timeout):
+                if isinstance(event, Result):
+                    result = event
+        return result
+
+    async def history(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+        """This session's turns (prompt, text, tool calls, outcome), oldest first."""
+        end = -1 if count is None else start + count - 1
+        raw = await self.pool.transport.client.lrange(self.keys.history, start, end)
+        return [json.loads(x) for x in raw]
+
+    async def state(self) -> dict[str, str]:
+        return await self.pool.transport.state(self.id)
+
+    # -- end -------------------------------------------------------------------------------
+
+    async def close(self, *, forget: bool = False) -> None:
+        """Stop the agent and remove its container. The conversation stays resumable
+        (``pool.session(resume=id)``) for 7 days unless ``forget``."""
+        if self.closed:
+            return
+        self.closed = True
+        t = self.pool.transport
+        if self._relay is not None:
+            self._relay.cancel()
+            with contextlib.suppress(BaseException):
+                await self._relay
+        if self._bridge is not None:
+            with contextlib.suppress(Exception):
+                await self._bridge.aclose()
+        try:
+            if self.lease is not None:
+                with contextlib.suppress(Exception):
+                    await t.send_control(self.id, "stop")
+                    await self._wait_stopped(3.0)
+                await self.pool.containers.release(self.lease.container)
+                self.lease = None
+            await self._refresh_claude_id()
+            r = t.client
+            await r.hdel(self.pool.sessions_key, self.id)
+            if forget:
+                await t.delete_session(self.id)
+                if self.claude_session_id:
+                    await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
+                return
+            await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
+            pipe = r.pipeline(transaction=False)
+            pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
+            for key in (self.keys.state, self.keys.history, self.keys.result,
+                        self.keys.transcript):
+                pipe.expire(key, RESUME_TTL_S)
+            if self.claude_session_id:
+                pipe.hset(f"{t.prefix}claude_sessions", self.claude_session_id, self.id)
+            await pipe.execute()
+        finally:
+            self.pool._forget(self)
+
+    async def _wait_stopped(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = await self.pool.transport.client.hget(self.keys.state, "status")
+            if status is not None and as_str(status) in ("stopped", "failed", "lost"):
+                return
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+

@@ -1,0 +1,196 @@
+"""The sync facade: :class:`Pool` and :class:`Session` run the async core on the portal.
+
+They hold no logic of their own: every method submits the matching AsyncPool/AsyncSession
+call to the process's background loop (see :mod:`dockercc._portal`). Ctrl-C during
+:meth:`Session.stream` or :meth:`Session.ask` interrupts the agent, waits for the turn to
+end (so the session stays usable), then raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import signal
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._portal import portal
+from .client import AsyncPool, ConfigLike
+from .events import Event, Result
+from .pool.manager import PoolStats
+from .session import AsyncSession
+
+_open_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_sigterm_installed = False
+
+
+def _install_exit_cleanup() -> None:
+    """Close open pools at exit and on SIGTERM (their containers are removed)."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_installed = True
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            def on_term(signum: int, frame: Any) -> None:
+                raise SystemExit(128 + signum)
+            signal.signal(signal.SIGTERM, on_term)
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    for pool in list(_open_pools):
+        with contextlib.suppress(BaseException):
+            pool.close()
+
+
+class Session:
+    """Sync twin of :class:`~dockercc.session.AsyncSession`."""
+
+    def __init__(self, inner: AsyncSession) -> None:
+        self._inner = inner
+
+    @property
+    def aio(self) -> AsyncSession:
+        """The async session behind this one."""
+        return self._inner
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def agent(self) -> str:
+        return self._inner.agent
+
+    @property
+    def claude_session_id(self) -> str | None:
+        return self._inner.claude_session_id
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def __repr__(self) -> str:
+        return repr(self._inner).replace("AsyncSession", "Session", 1)
+
+    def start(self) -> Session:
+        portal().run(self._inner.start())
+        return self
+
+    def send(self, prompt: str | list[dict[str, Any]]) -> str:
+        return portal().run(self._inner.send(prompt))
+
+    def receive(self, *, timeout: float | None = None) -> Iterator[Event]:
+        return self._guarded(portal().iterate(self._inner.receive(timeout=timeout)))
+
+    def stream(self, prompt: str | list[dict[str, Any]], *,
+               timeout: float | None = None) -> Iterator[Event]:
+        return self._guarded(portal().iterate(self._inner.stream(prompt, timeout=timeout)))
+
+    def _guarded(self, events: Iterator[Event]) -> Iterator[Event]:
+        try:
+            yield from events
+        except KeyboardInterrupt:
+            self._on_ctrl_c()
+            raise
+
+    def ask(self, prompt: str | list[dict[str, Any]], *, timeout: float | None = None,
+            check: bool = True) -> Result:
+        try:
+            return portal().run(self._inner.ask(prompt, timeout=timeout, check=check))
+        except KeyboardInterrupt:
+            self._on_ctrl_c()
+            raise
+
+    def _on_ctrl_c(self) -> None:
+        p = portal()
+        with contextlib.suppress(BaseException):
+            p.run(self._inner.interrupt(), timeout=10)
+            p.run(self._inner.drain(timeout=15), timeout=20)
+
+    def interrupt(self) -> None:
+        portal().run(self._inner.interrupt())
+
+    def history(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+        return portal().run(self._inner.history(start, count))
+
+    def state(self) -> dict[str, str]:
+        return portal().run(self._inner.state())
+
+    def close(self, *, forget: bool = False) -> None:
+        portal().run(self._inner.close(forget=forget))
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Pool:
+    """Sync twin of :class:`~dockercc.client.AsyncPool`."""
+
+    def __init__(self, config: ConfigLike = None, **kwargs: Any) -> None:
+        async def make() -> AsyncPool:
+            return AsyncPool(config, **kwargs)
+
+        self._inner = portal().run(make())
+        _open_pools.add(self)
+        _install_exit_cleanup()
+
+    @property
+    def aio(self) -> AsyncPool:
+        """The async pool behind this one."""
+        return self._inner
+
+    @property
+    def config(self) -> Any:
+        return self._inner.config
+
+    def __repr__(self) -> str:
+        return repr(self._inner).replace("AsyncPool", "Pool", 1)
+
+    def start(self) -> Pool:
+        portal().run(self._inner.start())
+        return self
+
+    def session(self, agent: str = "main", **options: Any) -> Session:
+        async def make() -> AsyncSession:
+            return self._inner.session(agent, **options)
+
+        return Session(portal().run(make()))
+
+    def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        return self._inner.tool(fn, **kwargs)
+
+    def warm(self, agent: str = "main", count: int | None = None, *, wait: bool = True,
+             timeout: float = 120) -> None:
+        portal().run(self._inner.warm(agent, count, wait=wait, timeout=timeout))
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return portal().run(self._inner.sessions())
+
+    def stats(self) -> PoolStats:
+        return portal().run(self._inner.stats())
+
+    def ask(self, prompt: str, **options: Any) -> Result:
+        return portal().run(self._inner.ask(prompt, **options))
+
+    def close(self) -> None:
+        portal().run(self._inner.close())
+        _open_pools.discard(self)
+
+    def __enter__(self) -> Pool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def query(prompt: str, *, config: ConfigLike = None, **options: Any) -> Result:
+    """One-shot convenience: a pool, a session, one prompt, the :class:`Result`."""
+    with Pool(config) as pool:
+        return pool.ask(prompt, **options)
