@@ -1,27 +1,22 @@
 """The public, typed events of a dockercc session: what ``Session.stream()`` yields.
 
-The CLI's stdout lines reach the host wrapped in envelopes (:class:`~dockercc.protocol.Envelope`).
-One :class:`EventMapper` per session turns each envelope into zero or more events:
+The CLI's stdout lines reach the host wrapped in envelopes
+(:class:`~dockercc.protocol.Envelope`). One :class:`EventMapper` per session turns each
+envelope into zero or more events:
 
-==========================================  ===========================================
-wire                                        event(s)
-==========================================  ===========================================
-``system`` ``init``                         :class:`SystemInit`
-other ``system`` subtypes                   :class:`SystemEvent`
-``stream_event`` text / thinking deltas     :class:`TextDelta` / :class:`ThinkingDelta`
-``stream_event`` tool_use block             :class:`ToolUse`, once its input is complete
-other ``stream_event`` (message_start, ...)  nothing (they still feed the turn's state)
-``assistant``                               :class:`AssistantMessage` (+ :class:`TextDelta`,
-                                            :class:`ThinkingDelta`, :class:`ToolUse` for the
-                                            content that was *not* streamed before)
-``user`` with ``tool_result`` blocks        one :class:`ToolResult` per block
-other ``user`` lines                        :class:`UserMessage`
-``result``                                  :class:`Result`
-``control_request`` / ``control_response``  nothing (internal)
-``dockercc`` ``error`` (runner / pool)      :class:`ErrorEvent`
-``dockercc`` ``started`` / ``warning`` ...  :class:`SystemEvent` (``"dockercc.started"``, ...)
-anything else, or anything malformed        :class:`RawEvent`
-==========================================  ===========================================
+* ``system`` ``init`` -> :class:`SystemInit`; other ``system`` lines -> :class:`SystemEvent`
+* ``stream_event`` text / thinking deltas -> :class:`TextDelta` / :class:`ThinkingDelta`
+* a ``tool_use`` block -> :class:`ToolUse`, once, as soon as its input is complete
+* other ``stream_event`` lines (message_start, ...) -> nothing (they feed the turn's state)
+* ``assistant`` -> :class:`AssistantMessage` (plus :class:`TextDelta` / :class:`ThinkingDelta`
+  for content that was *not* streamed before, so text is never reported twice)
+* ``user`` with ``tool_result`` blocks -> one :class:`ToolResult` per block; other ``user``
+  lines -> :class:`UserMessage`
+* ``result`` -> :class:`Result`
+* ``control_request`` / ``control_response`` -> nothing (internal)
+* runner / pool ``dockercc`` ``error`` -> :class:`ErrorEvent`; other ``dockercc`` events
+  -> :class:`SystemEvent` with subtype ``"dockercc.started"``, ``"dockercc.warning"``, ...
+* anything else, or anything malformed -> :class:`RawEvent`
 
 So a consumer can render a turn from :class:`TextDelta`, :class:`ToolUse` and
 :class:`ToolResult` alone, with or without ``--include-partial-messages``:

@@ -175,16 +175,18 @@ def image_hash(client: Any, tag: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def build_image(tag: str = DEFAULT_TAG, *, base_image: str = DEFAULT_BASE,
+def build_image(tag: str = DEFAULT_TAG, *, base_image: str | None = None,
                 ca_bundle: str | Path | None = None,
                 claude_version: str = CLAUDE_CODE_VERSION, force: bool = False,
                 docker_url: str | None = None, progress: Progress | None = None) -> str:
     """Build the agent image unless an identical one (same content hash) exists.
 
-    Returns the content hash. ``ca_bundle`` is a PEM file added to the build so npm can
-    reach the registry through a TLS-intercepting proxy (``$DOCKERCC_CA_BUNDLE`` by default).
+    Returns the content hash. ``base_image`` defaults to ``$DOCKERCC_BASE_IMAGE`` or the
+    public Node.js image. ``ca_bundle`` is a PEM file added to the build so npm can reach
+    the registry through a TLS-intercepting proxy (``$DOCKERCC_CA_BUNDLE`` by default).
     """
     say = progress or (lambda _msg: None)
+    base_image = base_image or os.environ.get("DOCKERCC_BASE_IMAGE") or DEFAULT_BASE
     client = _docker_client(docker_url)
     ca_bundle = ca_bundle or os.environ.get("DOCKERCC_CA_BUNDLE") or None
     with tempfile.TemporaryDirectory(prefix="dockercc-build-") as tmp:

@@ -308,6 +308,22 @@ async def test_image_tool_over_bridge() -> None:
     assert base64.b64decode(block["data"]) == PNG
 
 
+async def test_tool_output_passthrough_and_invalid_content() -> None:
+    @tool
+    def custom() -> ToolOutput:
+        return ToolOutput(content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
+
+    @tool
+    def broken() -> ToolOutput:
+        return ToolOutput(content=[{"type": "no-such-block"}])
+
+    async with HostBridge([custom, broken]) as bridge:
+        ok = await bridge.handle(_call("custom", {}))
+        assert _text(ok) == "a\nb"
+        bad = await bridge.handle(_call("broken", {}, request_id=3))
+        assert bad["result"]["isError"] is True and "invalid MCP content" in _text(bad)
+
+
 async def test_sync_tool_mutates_host_state_in_worker_thread() -> None:
     state: dict[str, Any] = {"count": 0, "items": []}
     seen_threads: list[int] = []

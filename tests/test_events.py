@@ -197,9 +197,6 @@ def test_interrupt_then_second_turn() -> None:
     assert first.terminal_reason == "aborted_streaming"
     assert first.text == "one two three "
     assert first.errors and "ede_diagnostic" in first.errors[0]
-    with pytest.raises(AgentError) as info:
-        first.raise_for_error()
-    assert info.value.result is first
     assert second.ok and not second.interrupted
     assert second.text == "(end of scenario slow)"
     assert second.raise_for_error() is second
@@ -207,6 +204,9 @@ def test_interrupt_then_second_turn() -> None:
     cut = events.index(first)
     assert text_of(events[:cut]) == first.text
     assert text_of(events[cut:]) == second.text
+    with pytest.raises(AgentError) as info:
+        first.raise_for_error()
+    assert info.value.result == first
     (note,) = of(events, UserMessage)
     assert note.text == "[Request interrupted by user]"
     aborted = [m for m in of(events, AssistantMessage) if m.aborted]
@@ -456,10 +456,10 @@ def test_unknown_and_malformed_lines_become_raw_events() -> None:
         stream({"type": "ping"}),
     ]
     events = run(lines)
-    assert all(isinstance(e, RawEvent) for e in events)
-    assert [(e.seq, e.wire_type) for e in events] == [
-        (1, "rate_limit_event"), (2, ""), (3, "result"), (4, "assistant"), (5, "stream_event")]
     raws = of(events, RawEvent)
+    assert raws == events
+    assert [(e.seq, e.wire_type) for e in raws] == [
+        (1, "rate_limit_event"), (2, ""), (3, "result"), (4, "assistant"), (5, "stream_event")]
     assert "unknown" in raws[0].reason and "malformed" in raws[2].reason
     assert events[0].raw is lines[0]
 

@@ -3,12 +3,19 @@
 ``@tool`` wraps a function as a :class:`Tool` (JSON Schema from type hints, description from
 the docstring); :class:`HostBridge` answers the CLI's relayed MCP JSON-RPC messages with an
 MCP server (the ``mcp`` SDK's low-level ``Server``) backed by those tools.
+
+The ``mcp`` SDK is slow to import, so :mod:`.server` loads on first use of ``HostBridge``;
+``from dockercc.bridge import tool`` stays cheap.
 """
 
 from __future__ import annotations
 
-from .server import ACK, BRIDGE_CLOSED, REQUEST_CANCELLED, HostBridge
+from typing import TYPE_CHECKING, Any
+
 from .tools import DEFAULT_TIMEOUT, TOOL_NAME_PATTERN, Tool, ToolOutput, ToolRegistry, tool
+
+if TYPE_CHECKING:
+    from .server import ACK, BRIDGE_CLOSED, REQUEST_CANCELLED, HostBridge
 
 __all__ = [
     "ACK",
@@ -22,3 +29,13 @@ __all__ = [
     "ToolRegistry",
     "tool",
 ]
+
+_LAZY = frozenset({"ACK", "BRIDGE_CLOSED", "REQUEST_CANCELLED", "HostBridge"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -180,7 +180,12 @@ class HostBridge:
         self, ctx: ServerRequestContext[Any, Any], params: mt.CallToolRequestParams
     ) -> mt.CallToolResult:
         output = await self.call_tool(params.name, params.arguments)
-        return mt.CallToolResult.model_validate(output.to_dict(), by_name=False)
+        try:
+            return mt.CallToolResult.model_validate(output.to_dict(), by_name=False)
+        except ValidationError as exc:
+            return mt.CallToolResult(is_error=True, content=[mt.TextContent(
+                type="text", text=f"tool {params.name} returned invalid MCP content: "
+                                  f"{_short_validation_error(exc)}")])
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None) -> ToolOutput:
         """Call a tool by name as the MCP path does (allowlist applied); never raises."""

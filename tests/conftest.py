@@ -1,0 +1,187 @@
+"""Shared fixtures: a real Redis server, a real Docker engine with the agent image, and the
+scripted Messages API. Nothing is mocked: when something is missing the tests FAIL with what
+to do (``bash .ci/run`` sets all of it up)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockercc.pool.backend import LABEL
+
+RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328"
+IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a random loopback port (and a unix socket)."""
+
+    def __init__(self, tmp: Path, *, appendonly: bool = False) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server; "
+                        "bash .ci/run does it)")
+        self.port = free_port()
+        self.dir = tmp
+        self.socket = str(tmp / "redis.sock")
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--unixsocket", self.socket, "--unixsocketperm", "777",
+                "--dir", str(self.dir), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, check=True).stdout
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"no Docker engine ({exc}); start dockerd (bash .ci/run does it)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client: Any) -> str:
+    """The agent image, (re)built from this checkout when its content hash changed."""
+    from dockercc.image import build_image
+
+    # same inputs as `dockercc image build` in .ci/run ($DOCKERCC_BASE_IMAGE,
+    # $DOCKERCC_CA_BUNDLE), so this is a cache hit there and a rebuild after code changes
+    build_image(IMAGE)
+    return IMAGE
+
+
+@pytest.fixture
+def api() -> Iterator[Any]:
+    from dockercc.testing import ScriptedAPI
+
+    with ScriptedAPI() as server:
+        yield server
+
+
+def labelled_containers(docker_client: Any) -> list[str]:
+    return [c.name for c in docker_client.containers.list(all=True,
+                                                           filters={"label": f"{LABEL}=1"})]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses Docker must leave no dockercc container behind."""
+    if "docker_client" not in request.fixturenames and "agent_image" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("docker_client")
+    before = set(labelled_containers(client))
+    yield
+    deadline = time.monotonic() + 10
+    left: set[str] = set()
+    while time.monotonic() < deadline:
+        left = set(labelled_containers(client)) - before
+        if not left:
+            break
+        time.sleep(0.2)
+    for name in left:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert not left, f"test leaked containers: {sorted(left)}"
+
+
+@pytest.fixture
+def prefix(redis_server: RedisServer) -> Iterator[str]:
+    """A fresh key prefix; the test must leave no key under it (checked afterwards)."""
+    p = f"t{uuid.uuid4().hex[:8]}:"
+    yield p
+    left = redis_server.keys(f"{p}*")
+    if left:
+        redis_server.cli("eval", "for _,k in ipairs(redis.call('keys', ARGV[1])) do "
+                         "redis.call('del', k) end", "0", f"{p}*")
+    # closed sessions stay resumable on purpose (state, history, result, transcript);
+    # anything else left behind is a leak
+    leaked = [k for k in left if not k.endswith(RETAINED)]
+    assert not leaked, f"test leaked Redis keys: {sorted(leaked)}"
+
+
+@pytest.fixture
+def make_config(redis_server: RedisServer, api: Any, agent_image: str,
+                prefix: str) -> Callable[..., dict[str, Any]]:
+    """Config for a pool on the test Redis, host network, and the scripted API."""
+
+    def make(**overrides: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "image": agent_image,
+            "redis": {"url": redis_server.url, "keyPrefix": prefix},
+            "docker": {"network": "host"},
+            "credentials": {"baseUrl": api.url, "apiKey": "sk-ant-scripted-test"},
+            "resources": {"memory": "1g", "cpus": 1},
+            "timeouts": {"healthIntervalMs": 1000, "startupMs": 30000},
+            "pool": {"acquireTimeoutMs": 60000},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        return cfg
+
+    return make

@@ -1,0 +1,180 @@
+"""The spine: Python -> Redis -> container -> real Claude Code CLI -> Redis -> Python.
+
+Real Docker, real Redis, the real CLI 2.1.328 in the agent image, the scripted Messages API.
+These tests drive the seed's Redis keys directly (RPUSH input, read output / output_buffer /
+state / result) with a container the pool started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from dockercc.client import AsyncPool
+from dockercc.protocol import control
+from dockercc.protocol.envelope import Envelope
+from dockercc.testing import text, tool_use
+
+pytestmark = pytest.mark.docker
+
+
+async def turn(pool: AsyncPool, session: str, prompt: str, after: int = 0,
+               timeout: float = 60) -> list[Envelope]:
+    """RPUSH a prompt to the seed's input key; collect envelopes until the result."""
+    t = pool.transport
+    await t.send_input(session, control.user_message(prompt))
+    out: list[Envelope] = []
+
+    async def collect() -> None:
+        async for env in t.events(session, after):
+            out.append(env)
+            if env.event.get("type") == "result":
+                return
+
+    await asyncio.wait_for(collect(), timeout)
+    return out
+
+
+def types(envs: list[Envelope]) -> list[str]:
+    return [e.event.get("type", "") for e in envs]
+
+
+async def test_prompt_streams_deltas_and_result_through_redis(make_config: Any, api: Any,
+                                                              redis_server: Any) -> None:
+    api.script(text("héllo wörld ✓ — 你好 🚀"))
+    async with AsyncPool(make_config()) as pool:
+        async with pool.session(session_id="spine-1") as s:
+            envs = await turn(pool, s.id, "say hi ✓")
+            seqs = [e.seq for e in envs]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            deltas = [e.event["event"]["delta"]["text"] for e in envs
+                      if e.event.get("type") == "stream_event"
+                      and e.event["event"].get("type") == "content_block_delta"]
+            assert len(deltas) >= 3, "the reply must stream in several deltas"
+            assert "".join(deltas) == "héllo wörld ✓ — 你好 🚀"
+            result = envs[-1].event
+            assert result["subtype"] == "success" and result["is_error"] is False
+            assert result["result"] == "héllo wörld ✓ — 你好 🚀"
+            # the seed's other keys
+            stored = await pool.transport.result(s.id)
+            assert stored is not None and stored["result"] == result["result"]
+            # unicode reached the model intact
+            assert api.message_requests[-1].last_user_text == "say hi ✓"
+
+            # the seed's troubleshooting commands, verbatim (plus the test server's port)
+            prefix = pool.config.redis.key_prefix
+            state = redis_server.cli("hgetall", f"{prefix}{s.id}:state").splitlines()
+            fields = dict(zip(state[::2], state[1::2], strict=False))
+            assert fields["status"] == "idle"
+            assert fields["container"] == s.lease.container  # type: ignore[union-attr]
+            assert int(fields["heartbeat"]) > 0
+            assert fields["claude_session_id"] == result["session_id"]
+            buffered = redis_server.cli("lrange", f"{prefix}{s.id}:output_buffer", "0", "-1")
+            lines = [json.loads(x) for x in buffered.splitlines() if x.strip()]
+            assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+            assert lines[-1]["event"]["type"] == "result"
+        await s.close(forget=True)
+
+
+async def test_bash_runs_inside_the_container_as_uid_1000(make_config: Any, api: Any) -> None:
+    api.script(tool_use("Bash", {"command": "echo hi-from-bash && id -u && hostname"}),
+               text("ran it"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        result = await s.ask("run it")
+        assert result.text == "ran it"
+        tool_output = api.message_requests[-1].tool_result_text
+        assert "hi-from-bash" in tool_output
+        assert "\n1000\n" in tool_output + "\n", tool_output
+        await s.close(forget=True)
+
+
+async def test_interrupt_mid_stream_then_second_turn(make_config: Any, api: Any) -> None:
+    api.on("count slowly", text("one two three four five six seven eight nine ten",
+                                delay=0.3))
+    api.on("second turn", text("second answer"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session()
+        await s.send("count slowly")
+        deltas = 0
+        result = None
+        async for ev in s.receive(timeout=60):
+            if type(ev).__name__ == "TextDelta":
+                deltas += 1
+                if deltas == 2:
+                    await s.interrupt()
+            if type(ev).__name__ == "Result":
+                result = ev
+        assert result is not None
+        assert result.interrupted and result.subtype == "error_during_execution"
+        assert deltas < 10
+        again = await s.ask("second turn", timeout=60)
+        assert again.text == "second answer" and again.ok
+        await s.close(forget=True)
+
+
+async def test_host_mcp_tool_listed_and_called(make_config: Any, api: Any) -> None:
+    from dockercc import tool
+
+    calls: list[str] = []
+
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up in the host's table."""
+        calls.append(key)
+        return f"value-of-{key}"
+
+    api.script(tool_use("mcp__host__lookup", {"key": "alpha"}), text("found it"))
+    async with AsyncPool(make_config(), tools=[lookup]) as pool:
+        s = pool.session()
+        events = [ev async for ev in s.stream("look up alpha", timeout=60)]
+        init = next(ev for ev in events if type(ev).__name__ == "SystemInit")
+        assert "mcp__host__lookup" in init.tools  # type: ignore[attr-defined]
+        assert calls == ["alpha"]
+        # the tool's answer reached the model in the next API request
+        assert "value-of-alpha" in api.message_requests[-1].tool_result_text
+        result = events[-1]
+        assert type(result).__name__ == "Result" and result.text == "found it"  # type: ignore[attr-defined]
+        await s.close(forget=True)
+
+
+async def test_five_megabyte_tool_output_does_not_break_the_stream(make_config: Any,
+                                                                    api: Any) -> None:
+    cmd = "head -c 5000000 /dev/zero | tr '\\0' 'x'; echo; echo END-OF-BIG"
+    api.script(tool_use("Bash", {"command": cmd}), text("big done ✓"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        result = await s.ask("make a big output", timeout=120)
+        assert result.text == "big done ✓"
+        # the next turn still works
+        api.script(text("still fine"))
+        assert (await s.ask("and now?", timeout=60)).text == "still fine"
+        await s.close(forget=True)
+
+
+async def test_input_taken_by_a_dead_runner_is_delivered_after_restart(
+        make_config: Any, api: Any) -> None:
+    """A runner that BLMOVEd an input into :input:processing and died before writing it to
+    the CLI loses nothing: the next runner for the session delivers it first."""
+    api.on("lost prompt", text("recovered"))
+    async with AsyncPool(make_config()) as pool:
+        t = pool.transport
+        sid = "spine-recover"
+        keys = t.keys(sid)
+        await t.send_input(sid, control.user_message("the lost prompt"))
+        # what a runner does before it dies: the input is now only in :processing
+        moved = await t.client.lmove(keys.input, keys.processing, "LEFT", "RIGHT")
+        assert moved is not None and await t.client.llen(keys.input) == 0
+        s = pool.session(session_id=sid)
+        await s.start()
+        result = None
+        async for ev in s.receive(timeout=60):
+            if type(ev).__name__ == "Result":
+                result = ev
+        assert result is not None and result.text == "recovered"
+        assert await t.client.llen(keys.processing) == 0
+        assert any(r.last_user_text == "the lost prompt" for r in api.message_requests)
+        await s.close(forget=True)
