@@ -98,7 +98,12 @@ class AsyncSession:
     # -- set-up ----------------------------------------------------------------------------
 
     def _tool_registry(self) -> ToolRegistry:
-        registry = ToolRegistry(self.pool.tools)
+        from .builtins import builtin_tools
+
+        registry = ToolRegistry(builtin_tools(self.pool, self))
+        for item in self.pool.tools:
+            if item.name not in registry:
+                registry.add(item)
         for item in self.options.tools:
             if isinstance(item, Tool) and item.name in registry:
                 continue

@@ -38,7 +38,7 @@ from dockercc.protocol import (
     parse_message,
 )
 
-FIXTURES = Path("/work/shared/fixtures/claude-code-2.1.328")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 SESSION = "sess-1"
 
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="CLI fixtures not available")

@@ -1,4 +1,4 @@
-"""The protocol layer against the real CLI 2.1.328 transcripts in /work/shared/fixtures."""
+"""The protocol layer against the real CLI 2.1.328 transcripts in ../shared/fixtures."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from dockercc.protocol import (
     user_message_dict,
 )
 
-FIXTURES = Path("/work/shared/fixtures/claude-code-2.1.328")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="CLI fixtures not available")
 
