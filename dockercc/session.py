@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -95,6 +96,23 @@ class AsyncSession:
         return (f"AsyncSession(id={self.id!r}, agent={self.agent!r}, container={container!r}, "
                 f"closed={self.closed})")
 
+    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/html"]
+
+    def _repr_markdown_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/markdown"]
+
     # -- set-up ----------------------------------------------------------------------------
 
     def _tool_registry(self) -> ToolRegistry:
@@ -117,6 +135,11 @@ class AsyncSession:
     def tools(self) -> list[str]:
         return self._tools.names()
 
+    @property
+    def turn_open(self) -> bool:
+        """True from :meth:`send` until the turn's Result (or a loss) has been received."""
+        return self._turn_open
+
     def spec(self) -> ContainerSpec:
         binds = []
         if self.options.workspace:
@@ -126,6 +149,18 @@ class AsyncSession:
         if binds:
             spec = spec.model_copy(update={"binds": (*spec.binds, *binds)})
         return spec
+
+    def tool_manifest(self) -> list[dict[str, Any]]:
+        """The session's host tools as MCP ``tools/list`` entries."""
+        return [t.to_mcp() for t in self._tools]
+
+    def prestart(self) -> dict[str, Any]:
+        """What a warm container pre-starts for sessions like this one: the CLI arguments
+        and the host tools its runner answers the CLI's start-up ``tools/list`` with (see
+        :class:`dockercc.agent.runner.Prestart`)."""
+        tools = self.tool_manifest()
+        return {"args": self.cli_args(), "tools": tools, "tools_digest": tools_digest(tools),
+                "server": MCP_SERVER_NAME}
 
     def cli_args(self) -> list[str]:
         o, a = self.options, self.agent_config
@@ -190,10 +225,16 @@ class AsyncSession:
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
         assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
                       "history_max": self.pool.config.history_max,
-                      "restore_from": self._restore_from}
+                      "restore_from": self._restore_from,
+                      "tools_digest": tools_digest(self.tool_manifest())}
         await self._register()
-        self.lease = await self.pool.containers.claim(
-            session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment)
+        try:
+            self.lease = await self.pool.containers.claim(
+                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
+            raise
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
 
@@ -384,6 +425,10 @@ class AsyncSession:
         if self.closed:
             return
         self.closed = True
+        from .builtins import on_session_close
+
+        with contextlib.suppress(Exception):
+            await on_session_close(self)  # closes the sessions it spawned
         t = self.pool.transport
         if self._relay is not None:
             self._relay.cancel()
@@ -433,3 +478,14 @@ class AsyncSession:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+
+def tools_digest(tools: list[dict[str, Any]]) -> str:
+    """A short digest of MCP tool definitions (a warm CLI's tools vs a session's)."""
+    blob = json.dumps(tools, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_prestart(pool: AsyncPool, agent: str = "main") -> dict[str, Any]:
+    """The pre-start of ``agent``'s warm containers: a default session's arguments and tools
+    (the session object is only built, never started)."""
+    return AsyncSession(pool, SessionOptions(agent=agent)).prestart()

@@ -121,24 +121,41 @@ def api() -> Iterator[Any]:
         yield server
 
 
-def labelled_containers(docker_client: Any) -> list[str]:
-    return [c.name for c in docker_client.containers.list(all=True,
-                                                           filters={"label": f"{LABEL}=1"})]
+TEST_PREFIXES: set[str] = set()
+"""Key prefixes the running test uses (``prefix`` fixture, or added by the test itself): the
+leak check looks only at containers labelled with them, so it never touches containers of
+tests that other processes run at the same time."""
+
+
+def labelled_containers(docker_client: Any, prefixes: set[str] | None = None) -> list[str]:
+    found = docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    if prefixes:
+        found = [c for c in found if c.labels.get(f"{LABEL}.prefix") in prefixes]
+    return [c.name for c in found]
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test that uses Docker must leave no dockercc container behind."""
+    """Every test that uses Docker must leave no dockercc container behind (only its own are
+    counted when it has a key prefix, so parallel runs don't blame each other)."""
     if "docker_client" not in request.fixturenames and "agent_image" not in request.fixturenames:
         yield
         return
     client = request.getfixturevalue("docker_client")
-    before = set(labelled_containers(client))
+    own = request.getfixturevalue("prefix") if "prefix" in request.fixturenames else None
+
+    def current() -> set[str]:
+        if own is None:
+            return set(labelled_containers(client))
+        return {c.name for c in client.containers.list(
+            all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.prefix={own}"]})}
+
+    before = current()
     yield
     deadline = time.monotonic() + 10
     left: set[str] = set()
     while time.monotonic() < deadline:
-        left = set(labelled_containers(client)) - before
+        left = current() - before
         if not left:
             break
         time.sleep(0.2)
@@ -151,6 +168,7 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
 def prefix(redis_server: RedisServer) -> Iterator[str]:
     """A fresh key prefix; the test must leave no key under it (checked afterwards)."""
     p = f"t{uuid.uuid4().hex[:8]}:"
+    TEST_PREFIXES.add(p)
     yield p
     left = redis_server.keys(f"{p}*")
     if left:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -43,11 +44,31 @@ from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_i
 log = logging.getLogger("dockercc.agent")
 
 BASE_ARGS = ["--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+FAST_PREFIXES = (b'{"type":"stream_event"', b'{"type":"user"')
+"""Lines that start so need no parsing: the runner keeps no state from them."""
 LINE_LIMIT = 256 * 1024 * 1024  # longest stdout line the runner relays
 STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
 
 PipeOp = Callable[[Any], None]
+REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError)
+"""What a Redis outage (or restart) raises; loops that meet it wait and go on."""
+
+APPEND_ENVELOPES = """
+-- KEYS: output_buffer, output channel; ARGV: first seq, buffer max, envelopes...
+-- idempotent: a batch whose first seq the buffer already reached was written before
+local last = redis.call('LINDEX', KEYS[1], -1)
+if last then
+  local seq = tonumber(string.match(last, '^{"seq":(%d+)'))
+  if seq and seq >= tonumber(ARGV[1]) then return 0 end
+end
+for i = 3, #ARGV do
+  redis.call('RPUSH', KEYS[1], ARGV[i])
+  redis.call('PUBLISH', KEYS[2], ARGV[i])
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+return 1
+"""
 
 
 def now_ms() -> int:
@@ -62,14 +83,16 @@ class RunnerSettings:
     container: str
     prefix: str = "clawdbot:cc:"
     health_interval_ms: int = 10_000
-    claude_bin: str = "claude"
+    claude_bin: str = "claude"  # shell words: a wrapper (e.g. "nice -n 5 claude") works
     mcp_timeout_s: float = 300.0
     workdir: str | None = None
+    prestart: Prestart | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
         env = dict(os.environ if env is None else env)
         return cls(
+            prestart=Prestart.decode(env.get("DOCKERCC_PRESTART", "")),
             redis_url=env.get("DOCKERCC_REDIS_URL") or env.get("REDIS_URL", "redis://localhost:6379"),
             container=validate_id(env.get("DOCKERCC_CONTAINER", ""), "container id"),
             prefix=env.get("DOCKERCC_KEY_PREFIX", "clawdbot:cc:"),
@@ -81,6 +104,38 @@ class RunnerSettings:
 
 
 @dataclass
+class Prestart:
+    """A CLI to start in a warm container before any session claims it (``DOCKERCC_PRESTART``).
+
+    ``args`` are the agent's default session arguments; ``tools`` the host MCP tools known to
+    the pool (what the runner answers the CLI's start-up ``tools/list`` with, since no host
+    bridge exists before the claim) and ``tools_digest`` their digest, compared with the
+    assignment's: equal args reuse the running CLI, different tools get a ``list_changed``.
+    """
+
+    args: list[str]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tools_digest: str = ""
+    server: str = "host"
+    prime: bool = True  # warm the CLI's first-turn code paths (get_context_usage) pre-claim
+
+    @classmethod
+    def decode(cls, raw: str) -> Prestart | None:
+        if not raw:
+            return None
+        try:
+            obj = json.loads(raw)
+            return cls(args=[str(a) for a in obj["args"]],
+                       tools=[t for t in obj.get("tools") or [] if isinstance(t, dict)],
+                       tools_digest=str(obj.get("tools_digest") or ""),
+                       server=str(obj.get("server") or "host"),
+                       prime=bool(obj.get("prime", True)))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("DOCKERCC_PRESTART ignored: %s", exc)
+            return None
+
+
+@dataclass
 class Assignment:
     """What the host tells a runner when it hands it a session."""
 
@@ -89,6 +144,7 @@ class Assignment:
     args: list[str] = field(default_factory=list)
     history_max: int = 1000
     restore_from: str | None = None  # dockercc session whose CLI transcript to restore
+    tools_digest: str = ""  # digest of the session's host tools (see Prestart)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -98,7 +154,8 @@ class Assignment:
                    agent=validate_id(obj.get("agent") or "main", "agent name"),
                    args=[str(a) for a in obj.get("args") or []],
                    history_max=int(obj.get("history_max", 1000)),
-                   restore_from=validate_id(restore) if restore else None)
+                   restore_from=validate_id(restore) if restore else None,
+                   tools_digest=str(obj.get("tools_digest") or ""))
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -151,6 +208,13 @@ class Runner:
         self._turn_prompt = ""
         self._turn_text: list[str] = []
         self._turn_tools: list[dict[str, Any]] = []
+        # pre-started CLI (warm containers): its reader tasks, pending pre-claim control
+        # requests, and the gate that holds input while a tools refresh is under way
+        self._io_tasks: list[asyncio.Task[Any]] = []
+        self._control_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.prestarted = False
+        self.tools_ready = asyncio.Event()
+        self.tools_ready.set()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -182,8 +246,12 @@ class Runner:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
         ckey = self.pool_keys.container_state(self.s.container)
+        if self.s.prestart is not None:
+            # before registering: the pool counts the container warm once it is listed here
+            await self.prestart_cli(self.s.prestart)
         await self.r.hset(ckey, mapping={"status": "warm", "heartbeat": now_ms(),
-                                         "started": now_ms(), "pid": os.getpid()})
+                                         "started": now_ms(), "pid": os.getpid(),
+                                         "prestarted": int(self.prestarted)})
         self._spawn(self.heartbeat_loop())
         try:
             assignment = await self.wait_assignment()
@@ -191,6 +259,9 @@ class Runner:
                 return 0
             return await self.serve(assignment)
         finally:
+            if self.proc is not None and self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
             with contextlib.suppress(Exception):
                 await self.r.hset(ckey, mapping={"status": "stopped", "heartbeat": now_ms()})
                 await self.r.expire(ckey, 60)
@@ -261,36 +332,177 @@ class Runner:
 
     def cli_argv(self, a: Assignment) -> list[str]:
         args = list(a.args)
+        if "--resume" in args:
+            i = args.index("--resume")
+            wanted = args[i + 1] if i + 1 < len(args) else ""
+            if find_transcript(wanted) is None:
+                # nothing to resume from (the turn before was lost): start afresh, say so
+                del args[i:i + 2]
+                self.emit(runner_event("warning", warning="resume_unavailable",
+                                       claude_session_id=wanted))
         if self.claude_session_id and self.restarts:
             # the CLI died: continue the same conversation
             if "--resume" in args:
                 i = args.index("--resume")
                 del args[i:i + 2]
             args += ["--resume", self.claude_session_id]
-        return [self.s.claude_bin, *BASE_ARGS, *args]
+        return [*shlex.split(self.s.claude_bin), *BASE_ARGS, *args]
 
-    async def run_cli(self, a: Assignment) -> int:
-        assert self.keys is not None
-        argv = self.cli_argv(a)
-        self.stderr_tail.clear()
+    async def _spawn_cli(self, argv: list[str]) -> asyncio.subprocess.Process | None:
+        """Start the CLI and its stdout/stderr readers (``self._io_tasks``)."""
         try:
-            self.proc = proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT, cwd=self.s.workdir,
                 start_new_session=True)
         except OSError as exc:
             self.stderr_tail.append(f"cannot start {argv[0]}: {exc}")
-            return 127
+            return None
+        self.proc = proc
+        self._io_tasks = [self._spawn(self.stdout_loop(proc)), self._spawn(self.stderr_loop(proc))]
+        return proc
+
+    # -- pre-started CLI (warm containers) -------------------------------------------------
+
+    async def prestart_cli(self, pre: Prestart, timeout: float = 30.0) -> None:
+        """Start the CLI with the agent's default arguments before any session exists.
+
+        The CLI's start-up work (process and module load, settings, migrations, the MCP
+        handshake, which the runner answers itself with ``pre.tools``) then happens while the
+        container waits in the warm set; ``prime`` also runs ``get_context_usage``, which
+        builds the system prompt and tool schemas the first turn would otherwise build.
+        Nothing the CLI prints before the claim reaches any session. Any failure here only
+        means the claim starts the CLI as a cold container would.
+        """
+        install_credentials()
+        proc = await self._spawn_cli([*shlex.split(self.s.claude_bin), *BASE_ARGS, *pre.args])
+        if proc is None:
+            log.warning("pre-start failed: %s", self.stderr_tail[-1] if self.stderr_tail else "")
+            return
+        self.prestarted = True
+        requests = ["initialize", *(["get_context_usage"] if pre.prime else [])]
+        deadline = time.monotonic() + timeout
+        for name in requests:
+            rid = control.new_request_id()
+            waiter = asyncio.get_running_loop().create_future()
+            self._control_waiters[rid] = waiter
+            exited = self._spawn(proc.wait())
+            try:
+                line = (control.initialize_request(rid) if name == "initialize"
+                        else control.control_request(rid, name))
+                if not await self.write_stdin(line):
+                    break
+                await asyncio.wait({waiter, exited}, timeout=max(0.1, deadline - time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exited.cancel()
+                self._control_waiters.pop(rid, None)
+            if not waiter.done():
+                log.warning("pre-started CLI did not answer %s (exit code %s)", name,
+                            proc.returncode)
+                break
+        if proc.returncode is not None:
+            log.warning("pre-started CLI exited with %s: %s", proc.returncode,
+                        " | ".join(list(self.stderr_tail)[-3:]))
+            self.prestarted = False
+            self.proc = None
+
+    async def adopt_prestarted(self, a: Assignment) -> asyncio.subprocess.Process | None:
+        """The pre-started CLI if it can serve ``a`` as it runs (same arguments), else None
+        (and a pre-started CLI with other arguments is stopped)."""
+        proc, pre = self.proc, self.s.prestart
+        if proc is None or pre is None or not self.prestarted:
+            return None
+        self.prestarted = False
+        if proc.returncode is None and not self.restarts and a.args == pre.args:
+            if not a.tools_digest or a.tools_digest != pre.tools_digest:
+                await self.refresh_tools(pre.server)
+            return proc
+        log.info("pre-started CLI not reusable (other arguments); starting a new one")
+        with contextlib.suppress(Exception):
+            proc.stdin and proc.stdin.close()  # type: ignore[func-returns-value]
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._io_tasks), 5)
+        self.proc = None
+        return None
+
+    async def refresh_tools(self, server: str) -> None:
+        """The session's tools differ from the pool's: tell the CLI (``list_changed``) and
+        hold input until it has listed them again through the session's bridge."""
+        self.tools_ready.clear()
+        note = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        if not await self.write_stdin(control.control_request(
+                control.new_request_id(), "mcp_message", server_name=server, message=note)):
+            self.tools_ready.set()
+
+    def handle_preclaim(self, line: bytes) -> None:
+        """A line from the pre-started CLI before the claim: answer or drop it."""
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        if kind == "control_response":
+            resp = obj.get("response") or {}
+            waiter = self._control_waiters.get(str(resp.get("request_id", "")))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(resp)
+        elif kind == "control_request":
+            req = obj.get("request") or {}
+            rid = str(obj.get("request_id", ""))
+            if isinstance(req, dict) and req.get("subtype") == "mcp_message":
+                reply = self.preclaim_mcp(req.get("message") or {})
+                self._spawn(self.write_stdin(control.mcp_response(rid, reply)))
+            else:
+                self._spawn(self.write_stdin(control.control_error(
+                    rid, "no session yet (pre-started CLI)")))
+
+    def preclaim_mcp(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The host MCP server's start-up answers, given by the runner from the pool's tools."""
+        pre = self.s.prestart
+        assert pre is not None
+        method, mid = message.get("method"), message.get("id")
+        if mid is None:  # a notification
+            return {"jsonrpc": "2.0", "id": None, "result": {}}
+        if method == "initialize":
+            params = message.get("params") or {}
+            return {"jsonrpc": "2.0", "id": mid, "result": {
+                "protocolVersion": params.get("protocolVersion") or "2025-06-18",
+                "capabilities": {"tools": {"listChanged": True}},
+                "serverInfo": {"name": pre.server, "version": "1"}}}
+        if method == "tools/list":
+            return {"jsonrpc": "2.0", "id": mid, "result": {"tools": pre.tools}}
+        if method == "ping":
+            return {"jsonrpc": "2.0", "id": mid, "result": {}}
+        return {"jsonrpc": "2.0", "id": mid, "error": {
+            "code": -32002, "message": f"{method} needs a session (the CLI is not claimed yet)"}}
+
+    async def run_cli(self, a: Assignment) -> int:
+        assert self.keys is not None
+        proc = await self.adopt_prestarted(a)
+        adopted = proc is not None
+        if proc is None:
+            argv = self.cli_argv(a)
+            self.stderr_tail.clear()
+            proc = await self._spawn_cli(argv)
+            if proc is None:
+                return 127
         self.emit(runner_event("started", container=self.s.container, pid=proc.pid,
-                               restarts=self.restarts),
-                  self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms()))
-        await self.write_stdin(control.initialize_request(control.new_request_id()))
-        tasks = [self._spawn(self.stdout_loop(proc)), self._spawn(self.stderr_loop(proc)),
-                 self._spawn(self.input_loop())]
+                               restarts=self.restarts, prestarted=adopted),
+                  self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms(),
+                                 prestarted=int(adopted)))
+        if not adopted:
+            await self.write_stdin(control.initialize_request(control.new_request_id()))
+        tasks = [*self._io_tasks, self._spawn(self.input_loop())]
         stop_wait = self._spawn(self.stopping.wait())
         exit_wait = self._spawn(proc.wait())
         await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
-        tasks[2].cancel()  # stop taking input before anything else
+        tasks[-1].cancel()  # stop taking input before anything else
         if self.stopping.is_set() and proc.returncode is None:
             with contextlib.suppress(Exception):
                 proc.stdin and proc.stdin.close()  # type: ignore[func-returns-value]
@@ -303,7 +515,7 @@ class Runner:
         stop_wait.cancel()
         # let stdout drain fully before reporting
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(tasks[0], tasks[1]), 10)
+            await asyncio.wait_for(asyncio.gather(*tasks[:-1]), 10)
         self.proc = None
         return proc.returncode if proc.returncode is not None else -1
 
@@ -325,16 +537,26 @@ class Runner:
     async def input_loop(self) -> None:
         keys = self.keys
         assert keys is not None
-        # inputs a previous runner took but never handed to the CLI come first
-        for item in await self.r.lrange(keys.processing, 0, -1):
-            if not await self.deliver(item):
-                return
+        if not self.tools_ready.is_set():  # a tools refresh of a pre-started CLI
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tools_ready.wait(), 10)
+            self.tools_ready.set()
         while True:
-            taken = await self.r.blmove(keys.input, keys.processing, 1, "LEFT", "RIGHT")
-            if taken is None:
-                continue
-            if not await self.deliver(taken):
-                return
+            try:
+                # inputs a previous runner took but never handed to the CLI come first (and
+                # after a Redis outage: one whose BLMOVE happened but whose reply was lost)
+                for item in await self.r.lrange(keys.processing, 0, -1):
+                    if not await self.deliver(item):
+                        return
+                while True:
+                    taken = await self.r.blmove(keys.input, keys.processing, 1, "LEFT", "RIGHT")
+                    if taken is None:
+                        continue
+                    if not await self.deliver(taken):
+                        return
+            except REDIS_DOWN as exc:
+                log.warning("reading input failed (%s), retrying", exc)
+                await asyncio.sleep(0.2)
 
     async def deliver(self, item: Any) -> bool:
         keys = self.keys
@@ -345,7 +567,13 @@ class Runner:
             line = None
         if line is not None and not await self.write_stdin(line):
             return False  # stays in :processing for the next CLI / runner
-        await self.r.lrem(keys.processing, 1, item)
+        while True:  # the CLI has it: it must leave :processing, or it would be sent again
+            try:
+                await self.r.lrem(keys.processing, 1, item)
+                break
+            except REDIS_DOWN as exc:
+                log.warning("acknowledging input failed (%s), retrying", exc)
+                await asyncio.sleep(0.2)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
@@ -367,6 +595,13 @@ class Runner:
 
     def handle_line(self, line: bytes) -> None:
         line = line.strip()
+        if line.startswith(FAST_PREFIXES) and self.keys is not None:
+            # the bulk of a turn (deltas, tool results): relayed as is, never parsed
+            self.queue.put_nowait((line, []))
+            return
+        if self.keys is None:  # the pre-started CLI, before any session claimed it
+            self.handle_preclaim(line)
+            return
         if not line.startswith(b"{"):
             if line:
                 self.skipped_lines += 1
@@ -456,8 +691,14 @@ class Runner:
             return
         rel = path.relative_to(claude_home()).as_posix()
         blob = json.dumps({"path": rel, "claude_session_id": self.claude_session_id}).encode()
-        await self.r.hset(self.keys.transcript, mapping={
-            "meta": blob, "data": await asyncio.to_thread(zlib.compress, data, 6)})
+        packed = await asyncio.to_thread(zlib.compress, data, 6)
+        for attempt in range(1, 31):  # a Redis restart must not cost the resumable transcript
+            try:
+                await self.r.hset(self.keys.transcript, mapping={"meta": blob, "data": packed})
+                return
+            except REDIS_DOWN as exc:
+                log.warning("saving the transcript failed (%s), retrying", exc)
+                await asyncio.sleep(min(1.0, 0.1 * attempt))
 
     async def restore_transcript(self, source: str) -> None:
         keys = SessionKeys(source, self.s.prefix)
@@ -496,30 +737,36 @@ class Runner:
             batch = [await self.queue.get()]
             while not self.queue.empty() and len(batch) < 512:
                 batch.append(self.queue.get_nowait())
-            pipe = self.r.pipeline(transaction=False)
-            pushed = False
+            ops: list[PipeOp] = []
+            envs: list[bytes] = []
             ts = now_ms()
-            for data, ops in batch:
+            for data, item_ops in batch:
                 if data == b"":
                     done = True
                     continue
-                for op in ops:
-                    op(pipe)
+                ops.extend(item_ops)
                 if data is not None:
                     self.seq += 1
-                    env = encode_envelope(self.seq, ts, data)
-                    pipe.rpush(keys.output_buffer, env)
-                    pipe.publish(keys.output, env)
-                    pushed = True
-            if pushed:
-                pipe.ltrim(keys.output_buffer, -OUTPUT_BUFFER_MAX, -1)
-            for attempt in range(50):
+                    envs.append(encode_envelope(self.seq, ts, data))
+            # One MULTI per batch, rebuilt for every attempt (redis-py empties a pipeline
+            # that failed, so re-executing it would silently drop the batch: a seq gap).
+            # APPEND_ENVELOPES skips envelopes the buffer already has, so a retry after a
+            # lost reply (Redis restart) never duplicates a seq either.
+            attempt = 0
+            while True:
+                pipe = self.r.pipeline(transaction=True)
+                for op in ops:
+                    op(pipe)
+                if envs:
+                    pipe.eval(APPEND_ENVELOPES, 2, keys.output_buffer, keys.output,
+                              self.seq - len(envs) + 1, OUTPUT_BUFFER_MAX, *envs)
                 try:
                     await pipe.execute()
                     break
-                except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                except REDIS_DOWN as exc:
+                    attempt += 1
                     log.warning("redis write failed (%s), retrying", exc)
-                    await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
+                    await asyncio.sleep(min(1.0, 0.05 * attempt))
 
     async def control_loop(self) -> None:
         assert self.keys is not None
@@ -568,6 +815,8 @@ class Runner:
                 reply = {"jsonrpc": "2.0", "id": message.get("id"),
                          "error": {"code": -32603, "message": "bad reply from host bridge"}}
         await self.write_stdin(control.mcp_response(request_id, reply))
+        if message.get("method") == "tools/list":
+            self.tools_ready.set()
 
     async def heartbeat_loop(self) -> None:
         ckey = self.pool_keys.container_state(self.s.container)

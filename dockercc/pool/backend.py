@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -132,7 +133,12 @@ class DockerBackend:
         if spec.command:
             kwargs["command"] = list(spec.command)
         try:
-            container = self.client.containers.run(**kwargs)
+            try:
+                container = self.client.containers.run(**kwargs)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or not self._clear_stale_name(name, labels):
+                    raise
+                container = self.client.containers.run(**kwargs)
         except docker.errors.ImageNotFound as exc:
             raise ImageError(f"image {spec.image!r} not found; build it with "
                              f"`dockercc image build` (or pull it)") from exc
@@ -143,6 +149,28 @@ class DockerBackend:
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
                      env: dict[str, str]) -> str:
         return await asyncio.to_thread(self._create, spec, name, labels, env)
+
+    def _clear_stale_name(self, name: str, labels: dict[str, str]) -> bool:
+        """A session's previous container (lost or parked, its removal still under way) holds
+        the name: remove it if it is ours (same pool prefix) and wait until it is gone."""
+        import docker.errors
+
+        prefix_label = f"{LABEL}.prefix"
+        try:
+            old = self.client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return True
+        old_labels = (old.get("Config") or {}).get("Labels") or {}
+        if old_labels.get(LABEL) != "1" or old_labels.get(prefix_label) != labels.get(prefix_label):
+            return False
+        self._remove(name)
+        for _ in range(100):
+            try:
+                self.client.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return True
+            time.sleep(0.1)
+        return False
 
     def _remove(self, name: str) -> None:
         import docker.errors

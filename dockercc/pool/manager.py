@@ -108,6 +108,7 @@ class ContainerPool:
         self._env = env
         self._specs: dict[str, ContainerSpec] = {}
         self._warm_specs: dict[str, int] = {}
+        self._prestart: dict[str, dict[str, Any]] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -141,12 +142,19 @@ class ContainerPool:
         """``callback(session, reason)`` runs when a busy container is lost."""
         self._lost_callbacks.append(callback)
 
-    def register_spec(self, spec: ContainerSpec, *, warm: int | None = None) -> str:
-        """Make a spec known (and keep ``warm`` containers of it ready; default minWarm)."""
+    def register_spec(self, spec: ContainerSpec, *, warm: int | None = None,
+                      prestart: dict[str, Any] | None = None) -> str:
+        """Make a spec known (and keep ``warm`` containers of it ready; default minWarm).
+
+        ``prestart`` (``{"args", "tools", "tools_digest"}``: the agent's default session)
+        makes warm containers of this spec start their CLI before the claim.
+        """
         key = spec.key()
         self._specs[key] = spec
         if warm is not None:
             self._warm_specs[key] = warm
+        if prestart is not None:
+            self._prestart[key] = prestart
         return key
 
     # -- life ------------------------------------------------------------------------------
@@ -284,6 +292,10 @@ class ContainerPool:
                     await self._create(container, spec, name=name, agent=agent, session=session)
                     lease = Lease(container, name, False, key, (time.monotonic() - t0) * 1000)
                     await self._confirm_started(session, container, warm=False)
+                    rec = await self.record(container)
+                    if rec is not None and rec.status == "creating":
+                        rec.status = "busy"
+                        await self._update(rec)
             except (StartupTimeout, ContainerLost) as exc:
                 attempts += 1
                 rec = await self.record(container)
@@ -353,12 +365,13 @@ class ContainerPool:
             await self._update(rec)
 
     async def _create(self, container: str, spec: ContainerSpec, *, name: str, agent: str = "",
-                      session: str = "") -> None:
+                      session: str = "", prestart: dict[str, Any] | None = None) -> None:
         labels = {**self.labels_base, f"{LABEL}.owner": self.owner,
                   f"{LABEL}.container": container, f"{LABEL}.spec": spec.key(),
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
-                         health_interval_ms=self.config.timeouts.health_interval_ms)
+                         health_interval_ms=self.config.timeouts.health_interval_ms,
+                         prestart=prestart)
         await self.backend.create(spec, name=name, labels=labels, env=env)
 
     async def release(self, container: str, *, reason: str = "closed") -> None:
@@ -413,7 +426,7 @@ class ContainerPool:
 
     async def _start_warm(self, container: str, name: str, spec: ContainerSpec, key: str) -> None:
         try:
-            await self._create(container, spec, name=name)
+            await self._create(container, spec, name=name, prestart=self._prestart.get(key))
             deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
             ckey = self.pk.container_state(container)
             r = self.transport.client
@@ -561,10 +574,10 @@ class ContainerPool:
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
         """Take an idle session's container away; the session resumes in a new one."""
         keys = SessionKeys(rec.session, self.transport.prefix)
-        await self.transport.client.hset(keys.state, mapping={"status": "parked",
-                                                              "parked_reason": reason})
         await self.transport.send_control(rec.session, "stop")
         await self._destroy(rec)
+        await self.transport.client.hset(keys.state, mapping={"status": "parked",
+                                                              "parked_reason": reason})
 
     async def report_error(self, session: str, error: str, message: str, **fields: Any) -> None:
         """Write an error event into a session's output (when its runner cannot)."""

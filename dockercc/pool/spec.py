@@ -106,8 +106,15 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
 
 
 def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
-               health_interval_ms: int) -> dict[str, str]:
-    """The container's full environment: the spec's env plus the runner's settings."""
+               health_interval_ms: int, prestart: dict[str, Any] | None = None) -> dict[str, str]:
+    """The container's full environment: the spec's env plus the runner's settings.
+
+    ``prestart`` (warm containers) makes the runner start the CLI before the claim with
+    ``prestart["args"]`` and answer its start-up MCP ``tools/list`` with
+    ``prestart["tools"]`` (see :class:`dockercc.agent.runner.Prestart`). It is not part of
+    the spec key: a session whose arguments differ still takes the container (the runner
+    restarts the CLI).
+    """
     url = spec.redis_url
     socket = spec.redis_socket()
     if socket:
@@ -123,4 +130,6 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
     }
     if spec.credentials_file:
         env["DOCKERCC_CREDENTIALS_FILE"] = CREDENTIALS_MOUNT
+    if prestart is not None and not spec.command:
+        env["DOCKERCC_PRESTART"] = json.dumps(prestart, separators=(",", ":"))
     return {k: str(v) for k, v in env.items()}

@@ -1,0 +1,415 @@
+"""The container pool against a real Docker engine and a real Redis.
+
+Pool-mechanics tests that don't need a model run the real runner with ``cat`` standing in for
+the CLI (``DOCKERCC_CLAUDE_BIN``), so twenty containers fit on a 2-core machine; everything
+else (Docker, Redis, the runner, the claim protocol) is the real thing. Tests that need the
+CLI use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from dockercc.client import AsyncPool
+from dockercc.errors import ContainerLost, PoolExhausted, StartupTimeout
+from dockercc.pool.backend import LABEL
+from dockercc.testing import text
+
+pytestmark = pytest.mark.docker
+
+# the runner appends the CLI's arguments; `sh -c 'exec cat'` takes them as $0.. and ignores them
+CAT = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}
+
+
+def pool_containers(docker_client: Any, prefix: str) -> list[Any]:
+    return docker_client.containers.list(
+        all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.prefix={prefix}"]})
+
+
+class ContainerCounter:
+    """Samples how many of the pool's containers exist, in the background."""
+
+    def __init__(self, docker_client: Any, prefix: str) -> None:
+        self.client, self.prefix = docker_client, prefix
+        self.max = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            n = len(await asyncio.to_thread(pool_containers, self.client, self.prefix))
+            self.max = max(self.max, n)
+            await asyncio.sleep(0.05)
+
+    def __enter__(self) -> ContainerCounter:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def assert_not_in_redis(pool: AsyncPool, prefix: str, secret: str) -> None:
+    """No key or value under the prefix holds ``secret`` (compressed transcripts inflated)."""
+    import zlib
+
+    r = pool.transport.client
+    needle = secret.encode()
+    async for key in r.scan_iter(match=f"{prefix}*"):
+        assert needle not in key
+        kind = (await r.type(key)).decode()
+        if kind == "hash":
+            values = list((await r.hgetall(key)).values())
+        elif kind == "list":
+            values = await r.lrange(key, 0, -1)
+        elif kind == "string":
+            values = [await r.get(key)]
+        elif kind == "zset":
+            values = await r.zrange(key, 0, -1)
+        else:
+            values = list(await r.smembers(key))
+        for value in values:
+            with contextlib.suppress(zlib.error):
+                value = zlib.decompress(value)
+            assert needle not in value, f"secret found in {key!r}"
+
+
+async def claim_only(pool: AsyncPool, session: str, agent: str = "main", **kw: Any) -> Any:
+    s = pool.session(agent, session_id=session, env=CAT, **kw)
+    await s.start()
+    return s
+
+
+async def test_min_warm_is_reached_and_held_after_claims(make_config: Any, docker_client: Any,
+                                                         prefix: str) -> None:
+    cfg = make_config(pool={"minWarm": 2, "maxTotal": 6},
+                      docker={"network": "host", "env": CAT})
+    async with AsyncPool(cfg) as pool:
+        await pool.containers.wait_warm(timeout=90)
+        stats = await pool.stats()
+        assert stats.warm == 2
+        sessions = [pool.session(session_id=f"warm-{i}") for i in range(3)]
+        for s in sessions:
+            await s.start()
+        assert [s.lease.warm for s in sessions[:2]] == [True, True]  # type: ignore[union-attr]
+        # topped up again after the claims
+        await pool.containers.wait_warm(timeout=90)
+        stats = await pool.stats()
+        assert stats.warm == 2 and stats.busy == 3 and stats.warm_claims >= 2
+        # a claimed warm container carries the session's name (seed: docker logs clawdbot-cc-<s>)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            names = {c.name for c in pool_containers(docker_client, prefix)}
+            if all(f"clawdbot-cc-{s.id}" in names for s in sessions):
+                break
+            await asyncio.sleep(0.2)
+        assert all(f"clawdbot-cc-{s.id}" in names for s in sessions), names
+        for s in sessions:
+            await s.close(forget=True)
+    assert pool_containers(docker_client, prefix) == []
+
+
+async def test_twenty_claims_with_max_total_five_are_served_in_order(
+        make_config: Any, docker_client: Any, prefix: str) -> None:
+    cfg = make_config(pool={"maxTotal": 5, "maxPerAgent": 20, "acquireTimeoutMs": 180000})
+    served: list[int] = []
+    async with AsyncPool(cfg) as pool:
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(i * 0.05)  # arrival order = i
+            s = await claim_only(pool, f"c{i:02d}")
+            served.append(i)
+            await asyncio.sleep(0.3)
+            await s.close(forget=True)
+
+        with ContainerCounter(docker_client, prefix) as counter:
+            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(20))), 300)
+        assert sorted(served) == list(range(20)), "every claim served, none lost"
+        assert counter.max <= 5, f"saw {counter.max} containers with maxTotal 5"
+        displacement = max(abs(pos - i) for pos, i in enumerate(served))
+        assert displacement <= 5, f"served out of arrival order: {served}"
+        stats = await pool.stats()
+        assert stats.waits >= 10 and stats.claims == 20
+    assert pool_containers(docker_client, prefix) == []
+
+
+async def test_max_per_agent_holds_and_exhaustion_names_the_limit(
+        make_config: Any, docker_client: Any) -> None:
+    cfg = make_config(pool={"maxTotal": 6, "maxPerAgent": 2, "acquireTimeoutMs": 1500},
+                      agents={"main": {}, "helper": {}})
+    async with AsyncPool(cfg) as pool:
+        a = [await claim_only(pool, f"a{i}", "main") for i in range(2)]
+        b = [await claim_only(pool, f"b{i}", "helper") for i in range(2)]
+        t0 = time.monotonic()
+        third = pool.session("main", session_id="a-third", env=CAT)
+        with pytest.raises(PoolExhausted) as info:
+            await third.start()
+        assert time.monotonic() - t0 >= 1.4, "waits for the acquire timeout before giving up"
+        assert info.value.limit == "maxPerAgent"
+        assert info.value.counts["agent"] == 2
+        assert "maxPerAgent" in str(info.value)
+        stats = await pool.stats()
+        assert stats.per_agent == {"main": 2, "helper": 2}
+        # a freed slot of that agent is taken by the next claim
+        await a[0].close(forget=True)
+        a.append(await claim_only(pool, "a-again", "main"))
+        for s in [*a[1:], *b, third]:
+            await s.close(forget=True)
+
+
+async def test_claims_beyond_max_total_wait_for_a_release(make_config: Any) -> None:
+    cfg = make_config(pool={"maxTotal": 1, "acquireTimeoutMs": 30000})
+    async with AsyncPool(cfg) as pool:
+        first = await claim_only(pool, "first")
+        waiter = asyncio.create_task(claim_only(pool, "second"))
+        await asyncio.sleep(1.0)
+        assert not waiter.done(), "the second claim must queue, not fail"
+        await first.close(forget=True)
+        second = await asyncio.wait_for(waiter, 60)
+        assert second.lease is not None
+        await second.close(forget=True)
+
+
+SHARED_SCRIPT = textwrap.dedent("""
+    import asyncio, json, sys
+    from dockercc.client import AsyncPool
+
+    async def main():
+        cfg = json.loads(sys.argv[1])
+        async with AsyncPool(cfg) as pool:
+            got = []
+            async def one(i):
+                s = pool.session(session_id=f"p2-{i}",
+                                 env={"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"})
+                await s.start()
+                got.append(s.lease.container)
+                await asyncio.sleep(0.5)
+                await s.close(forget=True)
+            await asyncio.gather(*(one(i) for i in range(6)))
+            print(json.dumps(got), flush=True)
+
+    asyncio.run(main())
+""")
+
+
+async def test_two_processes_share_one_pool(make_config: Any, docker_client: Any,
+                                            prefix: str) -> None:
+    cfg = make_config(pool={"maxTotal": 4, "minWarm": 2, "acquireTimeoutMs": 180000},
+                      docker={"network": "host", "env": CAT})
+    async with AsyncPool(cfg) as pool:
+        await pool.containers.wait_warm(timeout=90)
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SHARED_SCRIPT, json.dumps(cfg),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        mine: list[str] = []
+
+        async def one(i: int) -> None:
+            s = pool.session(session_id=f"p1-{i}")
+            await s.start()
+            assert s.lease is not None
+            mine.append(s.lease.container)
+            await asyncio.sleep(0.5)
+            await s.close(forget=True)
+
+        with ContainerCounter(docker_client, prefix) as counter:
+            await asyncio.gather(*(one(i) for i in range(6)))
+            out, err = await asyncio.wait_for(other.communicate(), 300)
+        assert other.returncode == 0, err.decode()[-2000:]
+        theirs = json.loads(out.decode().strip().splitlines()[-1])
+        assert len(mine) == 6 and len(theirs) == 6
+        both = mine + theirs
+        assert len(set(both)) == len(both), "a container was handed out twice"
+        assert counter.max <= 4, f"{counter.max} containers with maxTotal 4 across 2 processes"
+
+
+async def test_killed_busy_container_is_detected_replaced_and_reported(
+        make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
+    interval_ms = 500
+    cfg = make_config(pool={"minWarm": 1}, timeouts={"healthIntervalMs": interval_ms})
+    api.on("slow", text(" ".join(["word"] * 60), delay=0.2))
+    api.on("after", text("resumed fine"))
+    async with AsyncPool(cfg) as pool:
+        await pool.containers.wait_warm(timeout=90)
+        s = pool.session(session_id="victim")
+        await s.send("slow please")
+        name: str | None = None
+        killed_at = 0.0
+        with pytest.raises(ContainerLost) as info:
+            async for ev in s.receive(timeout=60):
+                if type(ev).__name__ == "TextDelta" and name is None:
+                    assert s.lease is not None
+                    name = s.lease.name
+                    victim, = docker_client.containers.list(filters={
+                        "label": f"{LABEL}.container={s.lease.container}"})
+                    victim.kill()
+                    killed_at = time.monotonic()
+        detected = time.monotonic() - killed_at
+        assert detected <= 3 * interval_ms / 1000 + 1.0, f"detected after {detected:.2f}s"
+        assert "lost" in str(info.value)
+        # replaced: the lost container is removed, the warm set topped up, and the session
+        # goes on in a new container
+        deadline = time.monotonic() + 30
+        while (await pool.stats()).replacements < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        stats = await pool.stats()
+        assert stats.lost >= 1 and stats.replacements >= 1
+        await pool.containers.wait_warm(timeout=90)
+        result = await s.ask("after the loss", timeout=90)
+        assert result.text == "resumed fine"
+        await s.close(forget=True)
+
+
+async def test_idle_warm_containers_are_reaped_down_to_min_warm(
+        make_config: Any, docker_client: Any, prefix: str) -> None:
+    cfg = make_config(pool={"minWarm": 1}, timeouts={"healthIntervalMs": 300, "idleMs": 1500},
+                      docker={"network": "host", "env": CAT})
+    async with AsyncPool(cfg) as pool:
+        await pool.warm(count=3, timeout=90)
+        assert (await pool.stats()).warm == 3
+        await pool.warm(count=1, wait=False)
+        deadline = time.monotonic() + 20
+        while (await pool.stats()).warm > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        while len(pool_containers(docker_client, prefix)) > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        stats = await pool.stats()
+        assert stats.warm == 1 and stats.reaped == 2
+        assert len(pool_containers(docker_client, prefix)) == 1
+
+
+async def test_max_age_recycles_warm_containers(make_config: Any, docker_client: Any,
+                                                prefix: str) -> None:
+    cfg = make_config(pool={"minWarm": 1}, timeouts={"healthIntervalMs": 300, "maxAgeMs": 2500},
+                      docker={"network": "host", "env": CAT})
+    async with AsyncPool(cfg) as pool:
+        await pool.containers.wait_warm(timeout=90)
+        before = {r.id for r in await pool.containers.records()}
+        deadline = time.monotonic() + 40
+        after: set[str] = set()
+        while time.monotonic() < deadline:
+            after = {r.id for r in await pool.containers.records() if r.status == "warm"}
+            if after and not after & before:
+                break
+            await asyncio.sleep(0.2)
+        assert after and not after & before, "the old warm container was replaced"
+        assert (await pool.stats()).recycled >= 1
+
+
+async def test_max_age_recycles_a_busy_container_only_when_idle(
+        make_config: Any, api: Any, docker_client: Any) -> None:
+    cfg = make_config(timeouts={"healthIntervalMs": 300, "maxAgeMs": 4000})
+    api.on("first", text("one"))
+    api.on("slow", text(" ".join(["tick"] * 30), delay=0.2))
+    api.on("second", text("two"))
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(session_id="aging")
+        assert (await s.ask("first turn", timeout=60)).text == "one"
+        assert s.lease is not None
+        first_container = s.lease.container
+        # a turn that runs past maxAgeMs is never cut short
+        slow = await s.ask("slow turn", timeout=60)
+        assert slow.ok and slow.text.count("tick") == 30
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if (await s.state()).get("status") == "parked":
+                break
+            await asyncio.sleep(0.2)
+        assert (await s.state()).get("status") == "parked", "idle busy container recycled"
+        assert (await pool.stats()).recycled >= 1
+        # the conversation continues in a fresh container
+        assert (await s.ask("second turn", timeout=90)).text == "two"
+        assert s.lease.container != first_container
+        prior = api.message_requests[-1].messages
+        assert any("first turn" in json.dumps(m) for m in prior), "resumed with its history"
+        await s.close(forget=True)
+
+
+async def test_startup_timeout_removes_the_container(make_config: Any, docker_client: Any,
+                                                    agent_image: str, prefix: str) -> None:
+    tag = "dockercc-test/never-ready:latest"
+    docker_client.images.build(
+        fileobj=__import__("io").BytesIO(
+            f'FROM {agent_image}\nCMD ["sleep", "3600"]\n'.encode()), tag=tag, rm=True)
+    try:
+        cfg = make_config(image=tag, timeouts={"startupMs": 2000, "healthIntervalMs": 500})
+        async with AsyncPool(cfg) as pool:
+            t0 = time.monotonic()
+            with pytest.raises(StartupTimeout) as info:
+                await pool.session(session_id="never").start()
+            assert time.monotonic() - t0 < 15
+            assert "startupMs" in str(info.value)
+            assert pool_containers(docker_client, prefix) == []
+            assert (await pool.stats()).total == 0
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+KILLED_OWNER = textwrap.dedent("""
+    import asyncio, json, sys
+    from dockercc.client import AsyncPool
+
+    async def main():
+        pool = AsyncPool(json.loads(sys.argv[1]))
+        await pool.start()
+        await pool.containers.wait_warm(timeout=90)
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+async def test_sigkilled_owner_leaves_containers_the_next_start_reaps(
+        make_config: Any, docker_client: Any, prefix: str) -> None:
+    cfg = make_config(pool={"minWarm": 2}, timeouts={"healthIntervalMs": 300},
+                      docker={"network": "host", "env": CAT})
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_OWNER, json.dumps(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+        assert line.strip() == b"ready", proc.stderr.read().decode() if proc.stderr else ""
+        assert len(pool_containers(docker_client, prefix)) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    await asyncio.sleep(1.5)  # its heartbeat goes stale (3 x 300 ms)
+    assert len(pool_containers(docker_client, prefix)) == 2, "SIGKILL leaves them behind"
+    async with AsyncPool(make_config(timeouts={"healthIntervalMs": 300})) as pool:
+        assert pool_containers(docker_client, prefix) == []
+        assert (await pool.stats()).total == 0
+
+
+async def test_canary_oauth_token_reaches_the_cli_and_nowhere_else(
+        make_config: Any, api: Any, docker_client: Any, redis_server: Any, prefix: str,
+        caplog: Any) -> None:
+    canary = "sk-ant-oat01-CANARY-" + os.urandom(6).hex()
+    cfg = make_config(credentials={"baseUrl": api.url, "apiKey": None, "oauthToken": canary})
+    api.script(text("authorised"))
+    caplog.set_level("DEBUG")
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(session_id="canary")
+        assert (await s.ask("hi", timeout=60)).text == "authorised"
+        assert any(r.headers.get("authorization") == f"Bearer {canary}"
+                   for r in api.message_requests)
+        for c in pool_containers(docker_client, prefix):
+            assert canary not in json.dumps(c.labels)
+            assert canary not in c.logs().decode(errors="replace")
+        await assert_not_in_redis(pool, prefix, canary)
+        for obj in (pool, s, pool.config, pool.transport):
+            assert canary not in repr(obj) and canary not in str(obj)
+        assert canary not in caplog.text
+        await s.close(forget=True)
