@@ -39,11 +39,19 @@ def _install_exit_cleanup() -> None:
             signal.signal(signal.SIGTERM, on_term)
 
 
-@atexit.register
 def _close_open_pools() -> None:
     for pool in list(_open_pools):
         with contextlib.suppress(BaseException):
             pool.close()
+
+
+# Run before interpreter shutdown stops thread pools (the Docker calls need one): threading's
+# own exit hooks run before atexit's, newest first. Fall back to atexit where it is missing.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_close_open_pools)
+else:  # pragma: no cover
+    atexit.register(_close_open_pools)
 
 
 class Session:
@@ -75,6 +83,23 @@ class Session:
 
     def __repr__(self) -> str:
         return repr(self._inner).replace("AsyncSession", "Session", 1)
+
+    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/html"]
+
+    def _repr_markdown_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/markdown"]
 
     def start(self) -> Session:
         portal().run(self._inner.start())
@@ -153,6 +178,23 @@ class Pool:
     def __repr__(self) -> str:
         return repr(self._inner).replace("AsyncPool", "Pool", 1)
 
+    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/html"]
+
+    def _repr_markdown_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/markdown"]
+
     def start(self) -> Pool:
         portal().run(self._inner.start())
         return self
@@ -165,6 +207,11 @@ class Pool:
 
     def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self._inner.tool(fn, **kwargs)
+
+    def channel(self, name: str, handler: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """Register a ``message`` channel (see :meth:`AsyncPool.channel`); handlers run on
+        the background loop's thread."""
+        return self._inner.channel(name, handler, **kwargs)
 
     def warm(self, agent: str = "main", count: int | None = None, *, wait: bool = True,
              timeout: float = 120) -> None:

@@ -24,7 +24,7 @@ import pytest
 from dockercc.client import AsyncPool
 from dockercc.errors import ContainerLost, PoolExhausted, StartupTimeout
 from dockercc.pool.backend import LABEL
-from dockercc.testing import text
+from dockercc.testing import text, tool_use
 
 pytestmark = pytest.mark.docker
 
@@ -412,4 +412,56 @@ async def test_canary_oauth_token_reaches_the_cli_and_nowhere_else(
         for obj in (pool, s, pool.config, pool.transport):
             assert canary not in repr(obj) and canary not in str(obj)
         assert canary not in caplog.text
+        await s.close(forget=True)
+
+
+SIGTERMED_OWNER = textwrap.dedent("""
+    import json, sys, time
+    from dockercc import Pool
+
+    pool = Pool(json.loads(sys.argv[1]))
+    pool.start()
+    pool.warm(count=2)
+    print("ready", flush=True)
+    time.sleep(3600)
+""")
+
+
+async def test_sigterm_closes_the_pool_and_removes_its_containers(
+        make_config: Any, docker_client: Any, prefix: str) -> None:
+    cfg = make_config(docker={"network": "host", "env": CAT})
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERMED_OWNER, json.dumps(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+        assert line.strip() == b"ready"
+        assert len(pool_containers(docker_client, prefix)) == 2
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert pool_containers(docker_client, prefix) == [], "SIGTERM must clean up"
+
+
+async def test_credentials_file_is_mounted_read_only_and_copied_home(
+        make_config: Any, api: Any, tmp_path: Any) -> None:
+    creds = tmp_path / "credentials.json"
+    creds.write_text('{"claudeAiOauth": {"accessToken": "test-not-a-real-token"}}')
+    cfg = make_config(credentials={"baseUrl": api.url, "apiKey": "sk-ant-scripted-test",
+                                   "credentialsFile": str(creds)})
+    api.script(tool_use("Bash", {"command": "stat -c %a ~/.claude/.credentials.json; "
+                                            "md5sum < ~/.claude/.credentials.json; "
+                                            "touch /run/dockercc/credentials.json || echo RO"}),
+               text("checked"))
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        assert (await s.ask("check the credentials", timeout=60)).text == "checked"
+        out = api.message_requests[-1].tool_result_text
+        import hashlib
+
+        assert "600" in out
+        assert hashlib.md5(creds.read_bytes()).hexdigest() in out
+        assert "RO" in out, "the mounted file is read-only"
         await s.close(forget=True)

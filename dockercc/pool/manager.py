@@ -117,6 +117,8 @@ class ContainerPool:
         self._latencies: list[float] = []
         self._started = False
         self._closed = False
+        self._checked_ms = 0  # when the last health pass looked at the heartbeats
+        self._grace_until = 0  # no "heartbeat stale" verdicts before this (ms)
         r = transport.client
         self._claim = r.register_script(CLAIM)
         self._reserve_warm = r.register_script(RESERVE_WARM)
@@ -502,20 +504,30 @@ class ContainerPool:
         if not records:
             await self.top_up()
             return
-        infos = {i.name: i for i in await self.backend.list(self.labels_base)}
+        listed = await self.backend.list(self.labels_base)
+        infos = {i.name: i for i in listed}
+        by_id = {i.labels.get(f"{LABEL}.container", ""): i for i in listed}
         now = now_ms()
         warm_by_spec: dict[str, list[ContainerRecord]] = {}
         t = self.config.timeouts
+        if self._checked_ms and now - self._checked_ms > 2 * t.health_interval_ms:
+            # we could not look for a while (Redis restarting, a stalled loop): whatever kept
+            # us away may have kept the heartbeats away too; give them one window to resume
+            self._grace_until = now + self.stale_ms
+        self._checked_ms = now
         for rec in records:
             if rec.status in ("creating", "stopping"):
                 if rec.status == "creating" and now - rec.created > t.startup_ms * 2:
                     await self._destroy(rec)
                 continue
-            info = infos.get(rec.name)
+            info = infos.get(rec.name) or by_id.get(rec.id)
+            if info is None or not info.running:
+                # double-check before declaring a loss (a list can race a rename)
+                info = await self.backend.inspect(rec.name) or info
             hb_raw = await r.hget(self.pk.container_state(rec.id), "heartbeat")
             heartbeat = int(hb_raw) if hb_raw else 0
             dead = info is None or not info.running
-            stale = heartbeat and now - heartbeat > self.stale_ms
+            stale = heartbeat and now - heartbeat > self.stale_ms and now >= self._grace_until
             if dead or stale:
                 reason = self._lost_reason(info, stale=bool(stale))
                 await self._lost(rec, reason)
@@ -560,15 +572,28 @@ class ContainerPool:
     async def _lost(self, rec: ContainerRecord, reason: str) -> None:
         self._counters["lost"] += 1
         log.warning("container %s lost: %s", rec.name, reason)
+        # gone for good before the session hears of it: a runner that only looks dead (stale
+        # heartbeat) must not take a prompt sent after the loss
+        await self._destroy(rec)
         if rec.session and rec.status == "busy":
+            # the caller hears "turn lost, send again" (ContainerLost): prompts the lost
+            # container never started must not run later on top of the one sent again
+            keys = SessionKeys(rec.session, self.transport.prefix)
+            async with self.transport.client.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.input)
+                pipe.llen(keys.processing)
+                pipe.delete(keys.input, keys.processing)
+                waiting, taken, _ = await pipe.execute()
+            dropped = int(waiting) + int(taken)
+            note = f"; {dropped} prompt(s) not yet answered were dropped" if dropped else ""
             await self.report_error(rec.session, "container_lost",
-                                    f"container {rec.name} lost: {reason}", container=rec.id)
+                                    f"container {rec.name} lost: {reason}{note}",
+                                    container=rec.id, dropped=dropped)
             for cb in self._lost_callbacks:
                 with contextlib.suppress(Exception):
                     res = cb(rec.session, reason)
                     if asyncio.iscoroutine(res):
                         await res
-        await self._destroy(rec)
         self._counters["replacements"] += 1
 
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
