@@ -178,3 +178,55 @@ async def test_input_taken_by_a_dead_runner_is_delivered_after_restart(
         assert await t.client.llen(keys.processing) == 0
         assert any(r.last_user_text == "the lost prompt" for r in api.message_requests)
         await s.close(forget=True)
+
+
+async def test_cli_death_is_reported_and_the_cli_restarts_with_resume(
+        make_config: Any, api: Any, docker_client: Any) -> None:
+    from dockercc.errors import ContainerLost
+    from dockercc.pool.backend import LABEL
+
+    api.on("remember", text("noted: heron"))
+    api.on("slow", text(" ".join(["tick"] * 40), delay=0.2))
+    api.on("which bird", text("it was heron"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session()
+        await s.ask("remember heron", timeout=60)
+        assert s.lease is not None
+        container, = docker_client.containers.list(
+            filters={"label": f"{LABEL}.container={s.lease.container}"})
+        await s.send("slow count")
+        killed = False
+        with pytest.raises(ContainerLost) as info:
+            async for ev in s.receive(timeout=60):
+                if type(ev).__name__ == "TextDelta" and not killed:
+                    killed = True
+                    container.exec_run(["pkill", "-KILL", "-f", "claude"], user="1000")
+        assert "restarted" in str(info.value)
+        errors = [e.event for e in await pool.transport.buffered(s.id)
+                  if e.event.get("type") == "dockercc" and e.event.get("subtype") == "error"]
+        assert errors and errors[-1]["error"] == "cli_exited" and errors[-1]["restart"] is True
+        assert "stderr_tail" in errors[-1]
+        # same container, new CLI process, same conversation
+        r = await s.ask("which bird was it?", timeout=60)
+        assert r.text == "it was heron"
+        assert "remember heron" in json.dumps(api.message_requests[-1].messages)
+        assert s.lease.container == container.labels[f"{LABEL}.container"]
+        await s.close(forget=True)
+
+
+async def test_runner_reaches_redis_over_a_unix_socket_with_no_network(
+        make_config: Any, redis_server: Any, docker_client: Any, prefix: str) -> None:
+    """Containers that need no network use ``network: none`` and a bind-mounted socket."""
+    cfg = make_config(redis={"url": f"unix://{redis_server.socket}", "keyPrefix": prefix},
+                      docker={"network": "none",
+                              "env": {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}})
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(session_id="sock")
+        await s.start()
+        state = await pool.transport.state(s.id)
+        assert state["container"] == s.lease.container  # type: ignore[union-attr]
+        from dockercc.pool.backend import LABEL
+
+        c, = docker_client.containers.list(filters={"label": f"{LABEL}.prefix={prefix}"})
+        assert c.attrs["HostConfig"]["NetworkMode"] == "none"
+        await s.close(forget=True)
