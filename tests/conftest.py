@@ -142,13 +142,15 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     client = request.getfixturevalue("docker_client")
+    TEST_PREFIXES.clear()
     own = request.getfixturevalue("prefix") if "prefix" in request.fixturenames else None
 
     def current() -> set[str]:
-        if own is None:
+        # the test's prefixes: the fixture's, or ones the test registered in TEST_PREFIXES
+        mine = {own} if own is not None else set(TEST_PREFIXES)
+        if not mine:
             return set(labelled_containers(client))
-        return {c.name for c in client.containers.list(
-            all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.prefix={own}"]})}
+        return set(labelled_containers(client, mine))
 
     before = current()
     yield

@@ -33,8 +33,15 @@ CAT = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}
 
 
 def pool_containers(docker_client: Any, prefix: str) -> list[Any]:
-    return docker_client.containers.list(
-        all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.prefix={prefix}"]})
+    import docker.errors
+
+    for _ in range(10):  # list() inspects each one: retry when one vanishes meanwhile
+        try:
+            return list(docker_client.containers.list(
+                all=True, filters={"label": [f"{LABEL}=1", f"{LABEL}.prefix={prefix}"]}))
+        except docker.errors.NotFound:
+            time.sleep(0.1)
+    raise AssertionError("containers kept vanishing while listing them")
 
 
 class ContainerCounter:

@@ -117,6 +117,7 @@ class ContainerPool:
         self._latencies: list[float] = []
         self._started = False
         self._closed = False
+        self.instance = ""
         self._checked_ms = 0  # when the last health pass looked at the heartbeats
         self._grace_until = 0  # no "heartbeat stale" verdicts before this (ms)
         r = transport.client
@@ -138,7 +139,18 @@ class ContainerPool:
 
     @property
     def labels_base(self) -> dict[str, str]:
-        return {LABEL: "1", f"{LABEL}.prefix": self.transport.prefix}
+        """Labels that select this pool's containers: the seed's label, the key prefix and
+        the Redis instance (two Redis servers with one prefix on one engine stay apart)."""
+        labels = {LABEL: "1", f"{LABEL}.prefix": self.transport.prefix}
+        if self.instance:
+            labels[f"{LABEL}.instance"] = self.instance
+        return labels
+
+    async def _load_instance(self) -> None:
+        """The pool's identity in this Redis (made by the first pool that starts on it)."""
+        r = self.transport.client
+        await r.set(self.pk.instance, secrets.token_hex(8), nx=True)
+        self.instance = as_str(await r.get(self.pk.instance))
 
     def on_lost(self, callback: LostCallback) -> None:
         """``callback(session, reason)`` runs when a busy container is lost."""
@@ -166,6 +178,7 @@ class ContainerPool:
             return
         await self.transport.ping()
         await self.backend.ping()
+        await self._load_instance()
         await self._heartbeat_owner()
         await self.reconcile()
         self._started = True
@@ -194,6 +207,7 @@ class ContainerPool:
             await r.hdel(self.pk.owners, self.owner)
             if not await r.hlen(self.pk.containers):
                 await r.delete(self.pk.containers, self.pk.owners, self.rk.counter,
+                               self.pk.instance,
                                self.pk.queue, self.rk.tickets)
                 async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
                     await r.delete(key)
@@ -376,6 +390,13 @@ class ContainerPool:
                          prestart=prestart)
         await self.backend.create(spec, name=name, labels=labels, env=env)
 
+    async def retiring(self, container: str) -> None:
+        """Its session is about to stop this container on purpose: its exit is no loss."""
+        rec = await self.record(container)
+        if rec is not None and rec.status == "busy":
+            rec.status = "stopping"
+            await self._update(rec)
+
     async def release(self, container: str, *, reason: str = "closed") -> None:
         """Remove a container and free its slot."""
         rec = await self.record(container)
@@ -513,7 +534,7 @@ class ContainerPool:
         if self._checked_ms and now - self._checked_ms > 2 * t.health_interval_ms:
             # we could not look for a while (Redis restarting, a stalled loop): whatever kept
             # us away may have kept the heartbeats away too; give them one window to resume
-            self._grace_until = now + self.stale_ms
+            self._grace_until = now + self.stale_ms + 2 * t.health_interval_ms
         self._checked_ms = now
         for rec in records:
             if rec.status in ("creating", "stopping"):
@@ -570,6 +591,9 @@ class ContainerPool:
         return "unknown"
 
     async def _lost(self, rec: ContainerRecord, reason: str) -> None:
+        now = await self.record(rec.id)
+        if now is None or now.status == "stopping":
+            return  # its session released it meanwhile: an exit on purpose, not a loss
         self._counters["lost"] += 1
         log.warning("container %s lost: %s", rec.name, reason)
         # gone for good before the session hears of it: a runner that only looks dead (stale
@@ -625,6 +649,8 @@ class ContainerPool:
     async def reconcile(self) -> int:
         """Remove containers (and registry entries) whose owner stopped heartbeating."""
         r = self.transport.client
+        if not self.instance:
+            await self._load_instance()
         owners = {as_str(k): int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
         now = now_ms()
         alive = {o for o, hb in owners.items() if now - hb <= max(self.stale_ms, 1000)}

@@ -132,6 +132,11 @@ class PoolKeys:
         return f"{self.prefix}pool:container:{container}"
 
     @property
+    def instance(self) -> str:
+        """String: this Redis's pool identity, put on every container as a label."""
+        return f"{self.prefix}pool:instance"
+
+    @property
     def owners(self) -> str:
         """Hash: pool owner id -> last heartbeat (ms)."""
         return f"{self.prefix}pool:owners"
