@@ -128,10 +128,11 @@ tests that other processes run at the same time."""
 
 
 def labelled_containers(docker_client: Any, prefixes: set[str] | None = None) -> list[str]:
-    found = docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    # the low-level list: no per-container inspect that races a removal
+    found = docker_client.api.containers(all=True, filters={"label": f"{LABEL}=1"})
     if prefixes:
-        found = [c for c in found if c.labels.get(f"{LABEL}.prefix") in prefixes]
-    return [c.name for c in found]
+        found = [c for c in found if (c.get("Labels") or {}).get(f"{LABEL}.prefix") in prefixes]
+    return [c["Names"][0].lstrip("/") for c in found]
 
 
 @pytest.fixture(autouse=True)
