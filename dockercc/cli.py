@@ -1,10 +1,20 @@
-"""The ``dockercc`` command (click + rich): image builds, the offline demo, status, gc."""
+"""The ``dockercc`` command (click + rich).
+
+``status`` (health; non-zero when unhealthy), ``run PROMPT`` (through the fallback chain),
+``sessions``, ``logs SESSION``, ``interrupt SESSION``, ``gc``, ``serve`` (the gateway with the
+health endpoint), ``image build|base`` and ``demo``. ``--config FILE`` (before the command)
+picks a configuration file; otherwise the usual discovery and ``DOCKERCC_*`` variables apply.
+
+Exit codes: 0 success, 1 a failure or an unhealthy deployment, 2 bad usage or configuration.
+Human output goes to stderr except what a command produces (``run``'s answer, ``--json``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -28,8 +38,14 @@ def _console() -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dockercc")
-def main() -> None:
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Configuration file (seed-shaped or standalone dockercc.yaml) "
+                   "[default: discovery, see docs/configuration.md]")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
     """Run Claude Code agents in hardened, pooled Docker containers."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
 
 
 # -- image ---------------------------------------------------------------------------------
@@ -111,7 +127,11 @@ def embedded_redis() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="dockercc-redis-") as tmp:
         proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                # own session: a Ctrl-C to the caller's process group (or a
+                                # Jupyter kernel interrupt) must not kill Redis before the
+                                # pool has cleaned up through it
+                                start_new_session=True)
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -192,6 +212,471 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
                 "CLAUDE_CODE_OAUTH_TOKEN to talk to Claude."))
             notes.append("offline: replies scripted by dockercc.testing.ScriptedAPI")
         asyncio.run(run(redis_url, api))
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+
+def _load_config(ctx: click.Context, **overrides: Any) -> Any:
+    """The configuration (``--config`` or discovery); exit 2 with every problem if invalid."""
+    from .config import load_config
+    from .errors import ConfigError
+
+    path = (ctx.find_root().obj or {}).get("config_path")
+    try:
+        return load_config(path, **overrides)
+    except ConfigError as exc:
+        _console().print(f"[red]configuration error:[/red] {_esc(exc)}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:
+        _console().print(f"[red]configuration error:[/red] {_esc(exc)}", highlight=False)
+        sys.exit(2)
+
+
+def _esc(value: object) -> str:
+    """``value`` as text that rich prints literally (no markup)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _console().print(f"[red]error:[/red] {_esc(message)}", highlight=False)
+    sys.exit(code)
+
+
+def _session_id(value: str) -> str:
+    from .errors import InvalidSessionId
+    from .protocol.keys import validate_id
+
+    try:
+        return validate_id(value)
+    except InvalidSessionId as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _age(ms: int | float | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _run_async(coro: Any) -> Any:
+    """Run a coroutine; dockercc errors become a clean message and exit 1."""
+    from .errors import ConfigError, DockerCCError
+
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except DockerCCError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _print_event(event: Any, out: Any, err: Any) -> None:
+    """Render one event: answer text to ``out``, everything else (dim) to ``err``."""
+    from .events import ErrorEvent, Result, TextDelta, ToolResult, ToolUse
+
+    if isinstance(event, TextDelta):
+        if event.parent_tool_use_id is None:
+            out.write(event.text)
+            out.flush()
+    elif isinstance(event, ToolUse):
+        err.print(f"\n[cyan]tool[/cyan] {_esc(event.name)} {_esc(json.dumps(event.input)[:300])}",
+                  highlight=False, markup=True)
+    elif isinstance(event, ToolResult):
+        mark = "[red]error[/red]" if event.is_error else "[cyan]->[/cyan]"
+        err.print(f"{mark} {_esc(repr(event.text[:300]))}", highlight=False)
+    elif isinstance(event, ErrorEvent):
+        err.print(f"[red]{_esc(event.error)}[/red] {_esc(event.message)}", highlight=False)
+    elif isinstance(event, Result):
+        if not event.text.endswith("\n"):
+            out.write("\n")
+            out.flush()
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the health report as JSON")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 120),
+              help="Seconds to wait for Redis and Docker")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, timeout: float) -> None:
+    """Health: Redis ping, Docker, pool counts, each container's state and heartbeat age.
+
+    Exits 1 when the deployment is not healthy (Redis or Docker down, a stopped container,
+    a stale heartbeat, an orphan, ...)."""
+    from .health import collect_health
+
+    config = _load_config(ctx)
+    report = asyncio.run(collect_health(config, timeout=timeout))
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        _print_report(report)
+    sys.exit(0 if report.healthy else 1)
+
+
+def _print_report(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    colour = {"ok": "green", "degraded": "yellow", "down": "red"}[report.status]
+    out.print(f"dockercc {report.version}: [bold {colour}]{report.status}[/bold {colour}]")
+
+    def line(name: str, check: Any) -> None:
+        mark = "[green]ok[/green]" if check.ok else "[red]down[/red]"
+        took = f" ({check.latency_ms:.1f} ms)" if check.latency_ms is not None else ""
+        out.print(f"  {name:<7}{mark} {_esc(check.detail)}{took}", highlight=False)
+
+    line("redis", report.redis)
+    out.print(_esc(f"         {report.redis.url} prefix {report.redis.key_prefix}"),
+              highlight=False)
+    line("docker", report.docker)
+    if report.pool is not None:
+        p = report.pool
+        out.print(f"  pool   {p.total} containers ({p.warm} warm, {p.busy} busy, {p.creating} "
+                  f"starting, {p.stopping} stopping), {p.sessions} sessions, {p.waiting} "
+                  f"waiting, {p.owners} owner processes; limits {p.limits}", highlight=False)
+    if report.containers:
+        table = Table(show_edge=False, pad_edge=False)
+        for col in ("container", "status", "docker", "agent", "session", "heartbeat", "age",
+                    "problem"):
+            table.add_column(col, overflow="fold")  # names in full, even when narrow
+        for c in report.containers:
+            table.add_row(_esc(c.name), c.status, c.docker_state or "?", _esc(c.agent or "-"),
+                          _esc(c.session or "-"), _age(c.heartbeat_age_ms), _age(c.age_ms),
+                          f"[red]{_esc(c.problem)}[/red]" if c.problem else "")
+        out.print(table)
+    for problem in report.problems:
+        out.print(f"  [red]problem:[/red] {_esc(problem)}", highlight=False)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--agent", default="main", show_default=True, help="Configured agent to run as")
+@click.option("--provider", "providers", multiple=True, metavar="PROVIDER/MODEL",
+              help="Chain entry to use instead of model.primary/fallbacks (repeat for a chain)")
+@click.option("--permission-mode", default=None, help="CLI permission mode for this run")
+@click.option("--system-prompt", default=None)
+@click.option("--workspace", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Directory mounted as /workspace (the local CLI's working directory)")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds to wait for the answer")
+@click.option("--json", "as_json", is_flag=True, help="Print every event as a JSON line")
+@click.pass_context
+def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
+        permission_mode: str | None, system_prompt: str | None, workspace: str | None,
+        timeout: float | None, as_json: bool) -> None:
+    """Ask PROMPT ('-' reads stdin) and stream the answer to the terminal.
+
+    Goes through the fallback chain (model.primary, then model.fallbacks): the footer says
+    which provider answered and why others were passed over. Exits 1 if the turn failed."""
+    from .config import PERMISSION_MODES
+    from .events import Result
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise click.BadParameter("the prompt is empty", param_hint="PROMPT")
+    if permission_mode is not None and permission_mode not in PERMISSION_MODES:
+        raise click.BadParameter(f"use one of {', '.join(PERMISSION_MODES)}",
+                                 param_hint="--permission-mode")
+    config = _load_config(ctx)
+    err = _console()
+    # the footer reports every provider passed over; no log lines for the same
+    logging.getLogger("dockercc.providers").setLevel(logging.ERROR)
+
+    async def go() -> Result | None:
+        from .providers import ProviderChain
+
+        result: Result | None = None
+        async with ProviderChain(config, refs=list(providers) or None) as chain:
+            async with chain.session(agent, permission_mode=permission_mode,
+                                     system_prompt=system_prompt,
+                                     workspace=str(workspace) if workspace else None) as s:
+                async for event in s.stream(prompt, timeout=timeout):
+                    if as_json:
+                        click.echo(event.model_dump_json())
+                    else:
+                        _print_event(event, sys.stdout, err)
+                    if isinstance(event, Result):
+                        result = event
+        return result
+
+    result = _run_async(go())
+    if result is None:
+        _fail("the turn ended without a result")
+        return
+    for name, why in result.fallback_reasons.items():
+        err.print(f"[yellow]passed over[/yellow] {_esc(name)}: {_esc(why)}", highlight=False)
+    cost = f", ${result.cost_usd:.5f}" if result.cost_usd is not None else ""
+    err.print(f"[dim]{_esc(result.provider)}: {result.subtype}, {result.duration_ms} ms{cost}[/dim]",
+              highlight=False)
+    sys.exit(0 if result.ok else 1)
+
+
+# -- sessions / logs / interrupt ---------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sessions(ctx: click.Context, as_json: bool) -> None:
+    """Open sessions of every process sharing this pool (the Redis registry)."""
+    from .transport import RedisTransport, now_ms
+
+    config = _load_config(ctx)
+
+    async def go() -> list[dict[str, Any]]:
+        t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
+        try:
+            await t.ping()
+            raw = await t.client.hgetall(f"{t.prefix}sessions")
+            out = []
+            for key, value in sorted(raw.items()):
+                sid = key.decode() if isinstance(key, bytes) else str(key)
+                try:
+                    record = json.loads(value)
+                except ValueError:
+                    record = {}
+                state = await t.state(sid)
+                hb = state.get("heartbeat")
+                out.append({
+                    "id": sid, "agent": record.get("agent", ""), "owner": record.get("owner", ""),
+                    "parent": record.get("parent") or None, "created": record.get("created"),
+                    "status": state.get("status", "?"), "container": state.get("container"),
+                    "heartbeat_age_ms": now_ms() - int(hb) if hb and hb.isdigit() else None,
+                    "turns": int(state.get("turns") or 0),
+                    "cost_usd": float(state.get("cost_usd") or 0.0),
+                    "model": state.get("model") or None,
+                })
+            return out
+        finally:
+            await t.close()
+
+    rows: list[dict[str, Any]] = _run_async(go())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        _console().print("no open sessions")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("session", "agent", "status", "heartbeat", "turns", "cost", "owner"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["id"], r["agent"], r["status"], _age(r["heartbeat_age_ms"]),
+                      str(r["turns"]), f"${r['cost_usd']:.4f}", r["owner"])
+    Console().print(table)
+
+
+@main.command()
+@click.argument("session")
+@click.option("--raw", is_flag=True, help="Print the envelopes as stored (JSON lines)")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (Ctrl-C stops)")
+@click.option("--container", "container_logs", is_flag=True,
+              help="Print the session container's own log (docker logs) instead")
+@click.option("--tail", default=200, show_default=True, type=click.IntRange(1),
+              help="Lines of the container log (with --container)")
+@click.pass_context
+def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_logs: bool,
+         tail: int) -> None:
+    """A session's output: its buffered events (the seed's output_buffer), rendered."""
+    from .events import EventMapper
+    from .transport import RedisTransport
+
+    session = _session_id(session)
+    config = _load_config(ctx)
+    err = _console()
+
+    async def from_docker() -> None:
+        from .pool.backend import DockerBackend
+
+        t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
+        backend = DockerBackend(config.docker.base_url)
+        try:
+            names = [f"{config.docker.container_prefix}{session}"]
+            with contextlib.suppress(Exception):
+                container = (await t.state(session)).get("container")
+                if container:
+                    rec = await t.client.hget(t.pool_keys.containers, container)
+                    if rec:
+                        names.insert(0, json.loads(rec)["name"])
+            for name in names:
+                if await backend.inspect(name) is not None:
+                    sys.stdout.write(await backend.logs(name, tail))
+                    sys.stdout.flush()
+                    return
+            _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
+        finally:
+            await backend.close()
+            await t.close()
+
+    async def from_redis() -> None:
+        t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
+        mapper = EventMapper(session)
+        try:
+            await t.ping()
+            buffered = await t.buffered(session)
+            state = await t.state(session)
+            if not buffered and not state:
+                _fail(f"no session {session!r} under the key prefix {t.prefix!r}")
+            last = 0
+            for env in buffered:
+                last = env.seq
+                _emit(env, mapper)
+            if follow:
+                async for env in t.events(session, last):
+                    _emit(env, mapper)
+        finally:
+            await t.close()
+
+    def _emit(env: Any, mapper: EventMapper) -> None:
+        if raw:
+            click.echo(json.dumps({"seq": env.seq, "ts": env.ts, "event": env.event},
+                                  ensure_ascii=False))
+            return
+        for event in mapper.map(env):
+            _print_event(event, sys.stdout, err)
+
+    _run_async(from_docker() if container_logs else from_redis())
+
+
+@main.command()
+@click.argument("session")
+@click.pass_context
+def interrupt(ctx: click.Context, session: str) -> None:
+    """Stop SESSION's running turn (the session stays usable)."""
+    from .protocol import control
+    from .transport import RedisTransport
+
+    session = _session_id(session)
+    config = _load_config(ctx)
+
+    async def go() -> int:
+        t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
+        try:
+            return await t.send_control(session, "interrupt",
+                                        request_id=control.new_request_id())
+        finally:
+            await t.close()
+
+    heard = _run_async(go())
+    if not heard:
+        _fail(f"no runner is listening for session {session!r} (not running, or another "
+              "key prefix?)")
+    _console().print(f"interrupt sent to {session} ({heard} runner{'s' if heard != 1 else ''})")
+
+
+# -- gc ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+def gc(ctx: click.Context) -> None:
+    """Remove what dead processes left: their containers, registry entries and sessions.
+
+    A process that heartbeats the pool is alive; everything of owners that stopped
+    heartbeating (killed processes) is removed. Live pools are not touched."""
+    from .pool.manager import ContainerPool
+    from .transport import RedisTransport, as_str, now_ms
+
+    config = _load_config(ctx)
+
+    async def go() -> tuple[int, int, int]:
+        t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
+        pool = ContainerPool(config, t, owner=f"gc-{os.getpid()}")
+        try:
+            await t.ping()
+            await pool.backend.ping()
+            before = len(await pool.records())
+            removed = await pool.reconcile()
+            entries = before - len(await pool.records())
+            r = t.client
+            stale = pool.stale_ms
+            owners = {as_str(k): int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
+            alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
+            dropped = 0
+            for key, value in (await r.hgetall(f"{t.prefix}sessions")).items():
+                try:
+                    owner = json.loads(value).get("owner", "")
+                except ValueError:
+                    owner = ""
+                if owner not in alive:
+                    sid = as_str(key)
+                    await r.hdel(f"{t.prefix}sessions", sid)
+                    if await r.exists(t.keys(sid).state):
+                        await r.hset(t.keys(sid).state, "status", "lost")
+                    dropped += 1
+            return removed, entries, dropped
+        finally:
+            with contextlib.suppress(Exception):
+                await pool.backend.close()
+            await t.close()
+
+    removed, entries, dropped = _run_async(go())
+    _console().print(f"removed {removed} container{'s' if removed != 1 else ''}, {entries} "
+                     f"registry entr{'ies' if entries != 1 else 'y'}, {dropped} session"
+                     f"{'s' if dropped != 1 else ''} of dead processes")
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="DOCKERCC_GATEWAY_HOST",
+              help="Address of the health endpoint [env: DOCKERCC_GATEWAY_HOST]")
+@click.option("--port", default=18789, show_default=True, type=click.IntRange(0, 65535),
+              envvar="DOCKERCC_GATEWAY_PORT", help="Port [env: DOCKERCC_GATEWAY_PORT]")
+@click.option("--warm", type=click.IntRange(0), default=None,
+              help="Warm containers to keep (overrides pool.minWarm)")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, warm: int | None) -> None:
+    """The gateway: own a pool (warm containers, health checks, scheduled jobs) and serve
+    GET /api/docker-cc/health until SIGTERM / Ctrl-C; then remove the pool's containers."""
+    from .gateway import HEALTH_PATH, Gateway
+
+    overrides = {"pool": {"minWarm": warm}} if warm is not None else {}
+    config = _load_config(ctx, **overrides)
+    console = _console()
+    status_ctx = console.status(
+        f"starting the pool (warming {config.pool.min_warm} container"
+        f"{'s' if config.pool.min_warm != 1 else ''})...")
+
+    def started(gw: Gateway) -> None:
+        status_ctx.stop()
+        console.print(f"dockercc gateway: http://{gw.host}:{gw.port}{HEALTH_PATH} "
+                      f"(pool {gw.pool.transport.url}, prefix {config.redis.key_prefix}, "
+                      f"minWarm {config.pool.min_warm})", highlight=False)
+
+    async def go() -> None:
+        gateway = Gateway(config, host=host, port=port)
+        await gateway.run(on_started=started)
+
+    status_ctx.start()
+    try:
+        _run_async(go())
+    finally:
+        status_ctx.stop()
+    console.print("dockercc gateway stopped")
+
 
 
 if __name__ == "__main__":  # pragma: no cover

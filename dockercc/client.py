@@ -13,12 +13,15 @@ from typing import Any
 
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
+from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
+from .builtins import close_pool as close_builtins
+from .builtins import start_pool as start_builtins
 from .config import DockerCCConfig, resolve_config
 from .events import Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
-from .session import AsyncSession, EventCallback, SessionOptions
+from .session import AsyncSession, EventCallback, SessionOptions, default_prestart
 from .transport import RedisTransport
 
 ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
@@ -47,6 +50,12 @@ class AsyncPool:
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
         self.tools = ToolRegistry(tools)
         self.sessions_key = f"{self.config.redis.key_prefix}sessions"
+        #: channels of the built-in ``message`` tool (see :meth:`channel`)
+        self.channels = ChannelRegistry(self.transport, self.config.tools.message.redis_channels)
+        #: scheduled prompts (``cron_*`` tools); its scheduler runs while the pool is started
+        self.cron = CronScheduler(self)
+        #: ``web_search`` provider set in code (else ``tools.webSearch`` configures one)
+        self.search_provider: SearchProvider | None = None
         self._sessions: dict[str, AsyncSession] = {}
         self._started = False
         self._closed = False
@@ -55,6 +64,23 @@ class AsyncPool:
     def __repr__(self) -> str:
         return (f"AsyncPool(redis={self.transport.url!r}, image={self.config.image!r}, "
                 f"sessions={len(self._sessions)})")
+
+    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/html"]
+
+    def _repr_markdown_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/markdown"]
 
     # -- life ------------------------------------------------------------------------------
 
@@ -69,8 +95,10 @@ class AsyncPool:
                 return self
             if self.config.pool.min_warm:
                 self.containers.register_spec(spec_for(self.config, "main", env=self.env),
-                                              warm=self.config.pool.min_warm)
+                                              warm=self.config.pool.min_warm,
+                                              prestart=default_prestart(self, "main"))
             await self.containers.start()
+            await start_builtins(self)
             self._started = True
         return self
 
@@ -79,7 +107,8 @@ class AsyncPool:
         """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``."""
         await self.start()
         target = count if count is not None else max(1, self.config.pool.min_warm)
-        self.containers.register_spec(spec_for(self.config, agent, env=self.env), warm=target)
+        self.containers.register_spec(spec_for(self.config, agent, env=self.env), warm=target,
+                                      prestart=default_prestart(self, agent))
         await self.containers.top_up()
         if wait:
             await self.containers.wait_warm(timeout=timeout)
@@ -89,6 +118,7 @@ class AsyncPool:
         if self._closed:
             return
         self._closed = True
+        await close_builtins(self)
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())),
                              return_exceptions=True)
         await self.containers.close()
@@ -156,6 +186,19 @@ class AsyncPool:
             self.tools.add(t)
             return t
         return register(fn) if fn is not None else register
+
+    def channel(self, name: str, handler: ChannelHandler | None = None, *, redis: bool = False,
+                description: str | None = None, replace: bool = False) -> Any:
+        """Register a channel for the built-in ``message`` tool: ``handler(ChannelMessage)``
+        (sync or async; usable as ``@pool.channel("name")``), or ``redis=True`` to publish on
+        ``{keyPrefix}channel:<name>``. Sessions opened afterwards list it."""
+        if handler is None and not redis:
+            def register(fn: ChannelHandler) -> ChannelHandler:
+                self.channels.add(name, fn, description=description, replace=replace)
+                return fn
+            return register
+        self.channels.add(name, handler, redis=redis, description=description, replace=replace)
+        return handler
 
     async def stats(self) -> PoolStats:
         return await self.containers.stats()

@@ -15,6 +15,7 @@ __all__ = [
     "DockerCCError",
     "ConfigError",
     "InvalidSessionId",
+    "InvalidPrompt",
     "TransportError",
     "PoolError",
     "PoolExhausted",
@@ -43,6 +44,10 @@ class ConfigError(DockerCCError, ValueError):
 
 class InvalidSessionId(DockerCCError, ValueError):
     """A session id (or agent name) is not safe to use in a Redis key or a container name."""
+
+
+class InvalidPrompt(DockerCCError, ValueError):
+    """A prompt is empty, malformed or larger than ``max_prompt_bytes``."""
 
 
 class TransportError(DockerCCError):

@@ -114,6 +114,23 @@ class BaseEvent(BaseModel):
         tail = [(k, v) for k, v in args if k in _META_FIELDS]
         return head + tail
 
+    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def _repr_html_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/html"]
+
+    def _repr_markdown_(self) -> str:
+        from .jupyter.hooks import mimebundle
+
+        return mimebundle(self)["text/markdown"]
+
 
 # ----------------------------------------------------------------------------- system
 
@@ -308,6 +325,9 @@ class Result(BaseEvent):
     interrupted: bool = False
     thinking: str = ""
     provider: str = "docker-claude-code"
+    #: providers of the fallback chain passed over before ``provider`` served, each with why
+    #: (``{"docker-claude-code/opus": "Docker: cannot reach the Docker engine ..."}``)
+    fallback_reasons: dict[str, str] = Field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.text

@@ -20,18 +20,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from .bridge import HostBridge, Tool, ToolRegistry
-from .errors import AgentError, ContainerLost, SessionClosed, TransportError
+from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
 from .events import ErrorEvent, Event, EventMapper, Result
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import control
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
+from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transport import as_str, now_ms
 
@@ -43,6 +45,15 @@ log = logging.getLogger("dockercc.session")
 EventCallback = Callable[[Event], Awaitable[None] | None]
 RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
+
+
+@contextlib.contextmanager
+def _typed_redis_errors(url: str) -> Iterator[None]:
+    """Redis gone for longer than the client's retries: a TransportError, not redis-py's."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
 
 
 class SessionOptions(BaseModel):
@@ -198,7 +209,8 @@ class AsyncSession:
     async def start(self) -> AsyncSession:
         """Claim a container and hand it this session (done on first use anyway)."""
         async with self._lock:
-            await self._ensure_container()
+            with _typed_redis_errors(self.pool.transport.url):
+                await self._ensure_container()
         return self
 
     async def _ensure_container(self) -> None:
@@ -212,6 +224,12 @@ class AsyncSession:
             # the container went away: continue the conversation in a new one
             await self.pool.containers.release(self.lease.container)
             self.lease = None
+            if not self._turn_open:
+                # lost between turns: its error event is old news, not the next turn's
+                tail = await self.pool.transport.client.lindex(self.keys.output_buffer, -1)
+                env = Envelope.decode(tail) if tail else None
+                if env is not None:
+                    self.last_seq = max(self.last_seq, env.seq)
         await self.pool.start()
         if self.options.resume and self._resume_id is None:
             await self._resolve_resume(self.options.resume)
@@ -304,16 +322,17 @@ class AsyncSession:
         """Queue a prompt (text or content blocks); returns the input id. Read the reply with
         :meth:`receive`."""
         if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+            raise InvalidPrompt("the prompt is empty")
         line = control.user_message(prompt)
         if len(line) > self.pool.max_prompt_bytes:
-            raise ValueError(f"the prompt is {len(line)} bytes; the limit is "
-                             f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
+            raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
+                                f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
         async with self._lock:
-            await self._ensure_container()
-            self._turn_open = True
-            self._interrupted = False
-            return await self.pool.transport.send_input(self.id, line)
+            with _typed_redis_errors(self.pool.transport.url):
+                await self._ensure_container()
+                self._turn_open = True
+                self._interrupted = False
+                return await self.pool.transport.send_input(self.id, line)
 
     async def receive(self, *, timeout: float | None = None) -> AsyncIterator[Event]:
         """Events of the current turn, up to and including its :class:`Result`.
@@ -329,7 +348,9 @@ class AsyncSession:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no result from session {self.id!r} within {timeout}s")
                 try:
-                    envelope = await asyncio.wait_for(anext(stream), remaining)
+                    # a timer per event, not a task per event (wait_for): this loop is hot
+                    async with asyncio.timeout(remaining):
+                        envelope = await anext(stream)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
@@ -440,6 +461,9 @@ class AsyncSession:
         try:
             if self.lease is not None:
                 with contextlib.suppress(Exception):
+                    # stopping it on purpose: the health monitor must not report a loss (it
+                    # would write an error event after the keys below are gone)
+                    await self.pool.containers.retiring(self.lease.container)
                     await t.send_control(self.id, "stop")
                     await self._wait_stopped(3.0)
                 await self.pool.containers.release(self.lease.container)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -23,6 +24,8 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,6 +37,97 @@ from .protocol.keys import DEFAULT_PREFIX, PoolKeys, SessionKeys, validate_id
 log = logging.getLogger("dockercc.transport")
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class _PushReader:
+    """The payloads of a subscription's ``message`` pushes, read in bulk.
+
+    redis-py's ``PubSub.get_message(timeout=...)`` costs a timer and a parse through several
+    coroutine layers per message, which caps one reader at a few thousand events/s. Once
+    subscribed, this reads whatever the socket has (one await per chunk, not per message)
+    and splits the RESP2/RESP3 push frames itself. Connection set-up (auth, TLS, db,
+    SUBSCRIBE) stays redis-py's. Falls back to ``get_message`` when the connection's stream
+    is not reachable.
+    """
+
+    def __init__(self, pubsub: Any) -> None:
+        conn = getattr(pubsub, "connection", None)
+        stream = getattr(conn, "_reader", None)
+        parser = getattr(conn, "_parser", None)
+        # only when redis-py holds nothing of its own yet (it has read no reply of the pubsub)
+        self._stream: asyncio.StreamReader | None = (
+            stream if isinstance(stream, asyncio.StreamReader)
+            and not getattr(parser, "_buffer", b"") else None)
+        self._pubsub = pubsub
+        self._buf = b""
+
+    async def read(self, timeout: float) -> list[bytes] | None:
+        """Payloads of the next published messages (at least one); None after ``timeout``
+        seconds without any."""
+        if self._stream is None:
+            msg = await self._pubsub.get_message(timeout=timeout)
+            return None if msg is None else [msg["data"]]
+        while True:
+            out = self._parse()
+            if out:
+                return out
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await self._stream.read(1 << 16)
+            except TimeoutError:
+                return None
+            if not chunk:
+                raise RedisConnectionError("Redis closed the subscription")
+            self._buf += chunk
+
+    def _parse(self) -> list[bytes]:
+        buf, pos, out = self._buf, 0, []
+        n = len(buf)
+        while pos < n:
+            start = pos
+            if buf[pos] not in (42, 62):  # '*' (RESP2 array) or '>' (RESP3 push)
+                raise RedisConnectionError(f"unexpected data on a subscription: {buf[pos:pos + 40]!r}")
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            count = int(buf[pos + 1:eol])
+            pos = eol + 2
+            items: list[bytes] = []
+            complete = True
+            for _ in range(count):
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    complete = False
+                    break
+                kind = buf[pos]
+                if kind == 36:  # '$' bulk string
+                    size = int(buf[pos + 1:eol])
+                    if size < 0:
+                        items.append(b"")
+                        pos = eol + 2
+                        continue
+                    end = eol + 2 + size
+                    if end + 2 > n:
+                        complete = False
+                        break
+                    items.append(buf[eol + 2:end])
+                    pos = end + 2
+                elif kind in (43, 45, 58, 95):  # '+' ':' '-' '_' (subscribe counts, PONG)
+                    items.append(buf[pos + 1:eol])
+                    pos = eol + 2
+                else:
+                    raise RedisConnectionError(f"unexpected reply on a subscription: {buf[pos:pos + 40]!r}")
+            if not complete:
+                pos = start
+                break
+            if count == 3 and items[0] == b"message":
+                out.append(items[2])
+            elif count == 4 and items[0] == b"pmessage":
+                out.append(items[3])
+        self._buf = buf[pos:]
+        return out
+RETRIES = 20
+"""Retries of one Redis command on a dropped connection (backoff 50 ms doubling to 1 s)."""
 
 
 def redact_url(url: str) -> str:
@@ -73,8 +167,11 @@ class RedisTransport:
         return redact_url(self._url)
 
     def _new_client(self) -> aioredis.Redis:
+        # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a
+        # longer outage surfaces as TransportError
         return aioredis.from_url(self._url, socket_timeout=self._socket_timeout,
-                                 socket_connect_timeout=5, health_check_interval=15)
+                                 socket_connect_timeout=5, health_check_interval=15,
+                                 retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), RETRIES))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -86,12 +183,18 @@ class RedisTransport:
         return SessionKeys(session, self.prefix)
 
     async def ping(self) -> bool:
+        """Is Redis there? Answers at once (no retries), unlike the other commands."""
+        probe = aioredis.from_url(self._url, socket_connect_timeout=5,
+                                  retry=Retry(EqualJitterBackoff(cap=0.2, base=0.05), 1))
         try:
-            return bool(await self.client.ping())
+            return bool(await probe.ping())
         except (RedisError, OSError) as exc:
             raise TransportError(
                 f"Redis at {self.url} is not reachable ({exc}); start it or set REDIS_URL"
             ) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.aclose()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -146,11 +249,24 @@ class RedisTransport:
                         last = env.seq
                         yield env
                 down_since = None
+                reader = _PushReader(pubsub)
+                pending: collections.deque[bytes] = collections.deque()
                 while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    decoded = Envelope.decode(msg["data"])
+                    if not pending:
+                        batch = await reader.read(1.0)
+                        if batch is None:
+                            # quiet for a second: make sure nothing was published while the
+                            # subscription was silently re-established (a Redis restart)
+                            tail = Envelope.decode(
+                                await self.client.lindex(keys.output_buffer, -1) or b"")
+                            if tail is not None and tail.seq > last:
+                                for missed in await self.buffered(session, last):
+                                    if missed.seq > last:
+                                        last = missed.seq
+                                        yield missed
+                            continue
+                        pending.extend(batch)
+                    decoded = Envelope.decode(pending.popleft())
                     if decoded is None or decoded.seq <= last:
                         continue
                     env = decoded
@@ -164,7 +280,10 @@ class RedisTransport:
                             continue
                     last = env.seq
                     yield env
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, TransportError) as exc:
+                # (buffered() wraps a dropped connection in TransportError: retry that too)
+                if isinstance(exc, TransportError) and not isinstance(exc.__cause__, _RETRYABLE):
+                    raise
                 now = time.monotonic()
                 down_since = down_since or now
                 if now - down_since > reconnect_timeout:

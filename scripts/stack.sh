@@ -5,7 +5,8 @@
 #   bash scripts/stack.sh demo    ... then run the offline demo
 #   bash scripts/stack.sh test    ... then run the whole test suite
 #
-# Installs (when missing, as root, from Debian): docker.io, redis-server, debootstrap;
+# Installs (when missing, as root, from Debian): docker.io, redis-server, debootstrap, docker-compose,
+# chromium;
 # the Claude Code CLI (npm, pinned) on the host for the host-side tests; the Python package
 # with its dev extras. Starts dockerd (no default bridge traffic) unless an engine answers.
 # Builds the agent image, cached by content hash. Set DOCKERCC_BASE_IMAGE to use a base image
@@ -26,6 +27,10 @@ install_debian() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the JupyterLab browser test
+  # validates docker-compose.yml in the tests (the `docker compose` plugin does too)
+  command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
+    || missing+=(docker-compose)
   if [ ${#missing[@]} -gt 0 ]; then
     need_root "${missing[*]}"
     log "apt-get install ${missing[*]}"

@@ -159,6 +159,23 @@ class Assignment:
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
+OOM_COUNTERS = ("/sys/fs/cgroup/memory.events",  # cgroup v2
+                "/sys/fs/cgroup/memory/memory.oom_control")  # cgroup v1
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel killed in this container for its memory limit (from the
+    cgroup's ``oom_kill`` counter); ``None`` where the counter cannot be read."""
+    for path in OOM_COUNTERS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def claude_home() -> Path:
@@ -307,14 +324,20 @@ class Runner:
         code = 0
         try:
             while not self.stopping.is_set():
+                ooms = oom_kills()
                 code = await self.run_cli(a)
                 if self.stopping.is_set():
                     break
                 self.restarts += 1
                 tail = "\n".join(self.stderr_tail)
+                why: dict[str, str] = {}
+                if code in (-9, 137) and ooms is not None and (oom_kills() or 0) > ooms:
+                    why = {"reason": "out_of_memory", "message": (
+                        f"the Claude Code CLI was killed (exit code {code}): out of memory, the "
+                        "container's memory limit (resources.memory) was reached")}
                 self.emit(runner_event("error", error="cli_exited", exit_code=code,
                                        restart=self.restarts <= MAX_RESTARTS,
-                                       stderr_tail=tail[-4000:]),
+                                       stderr_tail=tail[-4000:], **why),
                           self.set_state(status="restarting" if self.restarts <= MAX_RESTARTS
                                          else "failed", error=f"cli exited with {code}"))
                 if self.restarts > MAX_RESTARTS:
@@ -628,7 +651,9 @@ class Runner:
             result_line = line
             ops.append(lambda pipe: pipe.set(result_key, result_line))
             ops.append(self.history_op(obj))
-            self._spawn(self.save_transcript())
+            # in the same MULTI as the result: a caller that saw the result can lose the
+            # container a millisecond later and still resume with this turn remembered
+            ops.append(self.transcript_op())
             ops.append(self.set_state(status="idle", turns=self.turns,
                                       cost_usd=round(self.cost, 6),
                                       last_result=now_ms(), claude_session_id=self.claude_session_id,
@@ -678,27 +703,21 @@ class Runner:
                 pipe.ltrim(key, -keep, -1)
         return op
 
-    async def save_transcript(self) -> None:
-        """Keep the CLI's transcript in Redis so the session can resume in a new container."""
+    def transcript_op(self) -> PipeOp:
+        """Keep the CLI's transcript in Redis so the session can resume in a new container
+        (read now, written with the turn's result; zlib level 1: ~300 MB/s)."""
         path = find_transcript(self.claude_session_id)
-        if path is None or self.keys is None:
-            return
+        key = self.keys.transcript if self.keys is not None else None
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = path.read_bytes() if path is not None and key is not None else b""
         except OSError:
-            return
-        if len(data) > TRANSCRIPT_MAX:
-            return
+            data = b""
+        if not data or len(data) > TRANSCRIPT_MAX or path is None or key is None:
+            return lambda pipe: None
         rel = path.relative_to(claude_home()).as_posix()
         blob = json.dumps({"path": rel, "claude_session_id": self.claude_session_id}).encode()
-        packed = await asyncio.to_thread(zlib.compress, data, 6)
-        for attempt in range(1, 31):  # a Redis restart must not cost the resumable transcript
-            try:
-                await self.r.hset(self.keys.transcript, mapping={"meta": blob, "data": packed})
-                return
-            except REDIS_DOWN as exc:
-                log.warning("saving the transcript failed (%s), retrying", exc)
-                await asyncio.sleep(min(1.0, 0.1 * attempt))
+        mapping = {"meta": blob, "data": zlib.compress(data, 1)}
+        return lambda pipe: pipe.hset(key, mapping=mapping)
 
     async def restore_transcript(self, source: str) -> None:
         keys = SessionKeys(source, self.s.prefix)
@@ -803,7 +822,16 @@ class Runner:
                               "message": message, "ts": now_ms()}, ensure_ascii=False)
         reply_key = keys.mcp_reply(request_id)
         await self.r.rpush(keys.mcp_requests, payload)
-        item = await self.r.blpop([reply_key], timeout=self.s.mcp_timeout_s)
+        # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would
+        # otherwise abort one long BLPOP and leave a slow tool's reply unread forever
+        deadline = time.monotonic() + self.s.mcp_timeout_s
+        item = None
+        while item is None and (left := deadline - time.monotonic()) > 0:
+            try:
+                item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
+            except REDIS_DOWN as exc:
+                log.warning("waiting for the MCP reply failed (%s), retrying", exc)
+                await asyncio.sleep(0.2)
         if item is None:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
                 "code": -32001, "message": f"host tool bridge did not answer in "

@@ -1,0 +1,203 @@
+"""What every built-in tool shares: its context, per-pool state, errors and output helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import functools
+import json
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..bridge import Tool, ToolOutput
+from ..errors import DockerCCError, ToolError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import AsyncPool
+    from ..config import DockerCCConfig
+    from ..events import Result
+    from ..session import AsyncSession
+    from ..transport import RedisTransport
+
+log = logging.getLogger("dockercc.builtins")
+
+T = TypeVar("T")
+
+TURN_TIMEOUT_S = 1800.0
+"""How long a background turn (``sessions_send`` / ``sessions_spawn`` without waiting) may run
+before its reader gives up."""
+
+
+class BuiltinToolError(ToolError):
+    """A built-in tool refused or failed; the message goes to the agent as the error result."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON for a tool result (what the model reads)."""
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def clip(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to ``limit`` characters, and whether it was cut."""
+    if len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+def age_s(ms: Any, now: int | None = None) -> float | None:
+    """Seconds since a millisecond timestamp (None for missing or unparsable values)."""
+    try:
+        value = int(float(ms))
+    except (TypeError, ValueError):
+        return None
+    if value <= 0:
+        return None
+    return round(((now if now is not None else now_ms()) - value) / 1000, 1)
+
+
+_TEMPLATES: dict[tuple[Any, ...], Tool[..., Any]] = {}
+
+
+def builtin(fn: Callable[..., Awaitable[Any]], *, name: str, description: str,
+            timeout: float | None = 60.0) -> Tool[..., Any]:
+    """A :class:`Tool` from ``fn`` whose :class:`BuiltinToolError` and other ``DockerCCError``
+    become clean error results (the message only, no exception type).
+
+    Tools are made per session from closures of the same code; the argument model and schema
+    (the slow part, pydantic) are built once per code object and shared."""
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except DockerCCError as exc:
+            return ToolOutput.error(str(exc))
+
+    key = (fn.__code__, name, description, timeout)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        template = _TEMPLATES[key] = Tool(run, name=name, description=description,
+                                          timeout=timeout)
+        return template
+    made = copy.copy(template)
+    made.fn = run
+    made.__wrapped__ = run
+    return made
+
+
+@dataclass
+class PoolState:
+    """What the built-in tools keep per pool (process-local)."""
+
+    turn_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    children: dict[str, set[str]] = field(default_factory=dict)
+    spawn_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    docker_clients: dict[str, Any] = field(default_factory=dict)
+    exec_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    search: Any = None
+    search_checked: bool = False
+
+    def turn_lock(self, session_id: str) -> asyncio.Lock:
+        lock = self.turn_locks.get(session_id)
+        if lock is None:
+            lock = self.turn_locks[session_id] = asyncio.Lock()
+        return lock
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task %s failed: %s", task.get_name(), task.exception())
+
+    async def aclose(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        clients, self.docker_clients = self.docker_clients, {}
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(client.close)
+
+
+_STATES: weakref.WeakKeyDictionary[Any, PoolState] = weakref.WeakKeyDictionary()
+
+
+def pool_state(pool: AsyncPool) -> PoolState:
+    state = _STATES.get(pool)
+    if state is None:
+        state = _STATES[pool] = PoolState()
+    return state
+
+
+def forget_pool_state(pool: AsyncPool) -> PoolState | None:
+    return _STATES.pop(pool, None)
+
+
+@dataclass
+class ToolContext:
+    """The pool and the session a set of built-in tools serves."""
+
+    pool: AsyncPool
+    session: AsyncSession
+
+    @property
+    def config(self) -> DockerCCConfig:
+        return self.pool.config
+
+    @property
+    def transport(self) -> RedisTransport:
+        return self.pool.transport
+
+    @property
+    def state(self) -> PoolState:
+        return pool_state(self.pool)
+
+
+async def run_turn(pool: AsyncPool, target: AsyncSession, prompt: str,
+                   timeout: float = TURN_TIMEOUT_S) -> Result:
+    """Send ``prompt`` to a session of this process and read that turn to its Result.
+
+    Turns sent by tools to one session run one after the other (a per-session lock), and the
+    session's own reader position advances, so its owner does not see the turn again.
+    """
+    from ..events import Result
+
+    async with pool_state(pool).turn_lock(target.id):
+        await target.send(prompt)
+        async for event in target.receive(timeout=timeout):
+            if isinstance(event, Result):
+                return event
+    raise BuiltinToolError(f"session {target.id!r} ended the turn without a result")
+
+
+def result_summary(result: Result, limit: int = 8000) -> dict[str, Any]:
+    """What a tool tells the model about a finished turn."""
+    text, cut = clip(result.text or "", limit)
+    out: dict[str, Any] = {"text": text, "is_error": not result.ok, "subtype": result.subtype}
+    if cut:
+        out["text_truncated"] = True
+    if result.errors:
+        out["errors"] = result.errors[:5]
+    for name, value in (("cost_usd", result.cost_usd), ("duration_ms", result.duration_ms),
+                        ("num_turns", result.num_turns)):
+        if value is not None:
+            out[name] = value
+    return out

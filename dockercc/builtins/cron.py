@@ -1,0 +1,430 @@
+"""Scheduled prompts: the ``cron_*`` tools and the scheduler in the pool owner's process.
+
+A job sends ``prompt`` on a cron schedule (``croniter``: 5 fields ``minute hour day month
+weekday``, or 6 with **seconds last**, or ``@hourly`` / ``@daily`` / ...; in the job's
+``timezone``, default UTC) to either
+
+* an **agent**: each run opens a new session of that agent (id ``cron-<job>-<n>``), asks, and
+  closes it (its history stays readable with ``sessions_history`` for 7 days), or
+* a **session**: the prompt is a new turn of that open session. The process that has the
+  session open runs it; when no process has it open the run is recorded as ``skipped``.
+
+Storage (under the key prefix): ``{p}cron:jobs`` (hash: id -> job JSON, with its last run and
+run count) and ``{p}cron:due`` (sorted set: id -> next run, ms). Every pool process runs a
+scheduler (``tools.cron.enabled``); a due run is claimed by moving its score to the next run
+with a compare-and-set, so with several processes each run happens once. Jobs live in Redis,
+so they survive a restart of the owner process.
+
+Missed runs: a run whose time passed while no scheduler was running is made up **once** when
+a scheduler sees it, if it is at most ``tools.cron.missedGraceMs`` late (default 1 hour);
+older misses are recorded as ``missed`` and not run. Either way the next run is computed from
+the current time, so a long outage never causes a burst of catch-up runs. A run that is due
+while the job's previous run (in this process) is still going is recorded as ``skipped``.
+"""
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, Field
+
+from ..bridge import Tool
+from ..errors import ConfigError, InvalidSessionId
+from ..protocol.keys import validate_id
+from ..transport import as_str
+from ._base import BuiltinToolError, ToolContext, builtin, clip, now_ms, run_turn, to_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import AsyncPool
+
+log = logging.getLogger("dockercc.cron")
+
+__all__ = ["CronJob", "CronRun", "CronScheduler", "cron_tools", "next_run_ms",
+           "validate_schedule"]
+
+NICKNAMES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
+                       "@hourly"})
+RESULT_CHARS = 1000
+
+# claim one due run: move the job's score from the due time to the next run, atomically
+_CLAIM = """
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if cur and tonumber(cur) == tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+# record a run on a job that still exists (a deleted job stays deleted); ARGV[3] is
+# 'start' (a run began), 'end' (it ended: counted) or 'skip' (a run that did not happen)
+_RECORD = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local job = cjson.decode(raw)
+local run = cjson.decode(ARGV[2])
+if ARGV[3] == 'skip' then
+  job['last_skip'] = run
+  job['skipped_count'] = (tonumber(job['skipped_count']) or 0) + 1
+else
+  job['last_run'] = run
+  if ARGV[3] == 'end' then job['run_count'] = (tonumber(job['run_count']) or 0) + 1 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(job))
+return 1
+"""
+
+
+class CronRun(BaseModel):
+    """One run of a job."""
+
+    scheduled_ms: int
+    started_ms: int
+    finished_ms: int | None = None
+    status: Literal["running", "ok", "error", "timeout", "skipped", "missed", "cancelled"]
+    session: str | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+class CronJob(BaseModel):
+    """A scheduled prompt."""
+
+    id: str
+    schedule: str
+    prompt: str
+    agent: str | None = None
+    session: str | None = None
+    timezone: str = "UTC"
+    description: str | None = None
+    created_ms: int = Field(default_factory=now_ms)
+    created_by: str | None = None
+    run_count: int = Field(0, description="Runs that sent the prompt (whatever their outcome)")
+    last_run: CronRun | None = None
+    skipped_count: int = Field(0, description="Runs not made (missed, overlapping, no session)")
+    last_skip: CronRun | None = None
+
+
+def validate_schedule(schedule: str) -> str:
+    """``schedule`` stripped, or ``ValueError`` saying what a schedule looks like."""
+    expr = " ".join(schedule.split())
+    allowed = ("a cron expression: 5 fields 'minute hour day month weekday' (e.g. '*/15 * * * "
+               "*'), 6 with seconds last (e.g. '* * * * * */10'), or @hourly/@daily/@weekly/"
+               "@monthly/@yearly")
+    if expr.startswith("@"):
+        if expr.lower() not in NICKNAMES:
+            raise ValueError(f"invalid schedule {schedule!r}: use {allowed}")
+        return expr.lower()
+    if len(expr.split()) not in (5, 6) or not croniter.is_valid(expr):
+        raise ValueError(f"invalid schedule {schedule!r}: use {allowed}")
+    return expr
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'UTC' or "
+                         f"'Europe/Berlin')") from None
+
+
+def next_run_ms(schedule: str, timezone: str, after_ms: int) -> int:
+    """The first time (ms) strictly after ``after_ms`` that ``schedule`` fires."""
+    base = datetime.fromtimestamp(after_ms / 1000, _zone(timezone))
+    nxt = croniter(schedule, base).get_next(datetime)
+    return int(nxt.timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+class CronScheduler:
+    """The cron jobs of a pool (shared through Redis) and this process's scheduler."""
+
+    def __init__(self, pool: "AsyncPool") -> None:
+        self.pool = pool
+        prefix = pool.transport.prefix
+        self.jobs_key = f"{prefix}cron:jobs"
+        self.due_key = f"{prefix}cron:due"
+        self._task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._claim: Any = None
+        self._record: Any = None
+
+    @property
+    def config(self) -> Any:
+        return self.pool.config.tools.cron
+
+    @property
+    def running(self) -> bool:
+        """Whether this process's scheduler loop runs."""
+        return self._task is not None and not self._task.done()
+
+    def _scripts(self) -> tuple[Any, Any]:
+        if self._claim is None:
+            r = self.pool.transport.client
+            self._claim = r.register_script(_CLAIM)
+            self._record = r.register_script(_RECORD)
+        return self._claim, self._record
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def create(self, schedule: str, prompt: str, *, agent: str | None = None,
+                     session: str | None = None, timezone: str = "UTC",
+                     description: str | None = None, created_by: str | None = None) -> CronJob:
+        """Store a job and schedule its first run. ``ValueError`` / ``ConfigError`` for bad
+        arguments."""
+        expr = validate_schedule(schedule)
+        _zone(timezone)
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        if (agent is None) == (session is None):
+            raise ValueError("a job targets either an agent or a session")
+        if agent is not None:
+            self.pool.config.agent(agent)
+        if session is not None:
+            try:
+                validate_id(session)
+            except InvalidSessionId as exc:
+                raise ValueError(str(exc)) from None
+            if not await self.pool.transport.client.hexists(self.pool.sessions_key, session):
+                raise ValueError(f"no open session {session!r} to schedule prompts to")
+        r = self.pool.transport.client
+        if await r.hlen(self.jobs_key) >= self.config.max_jobs:
+            raise ValueError(f"there are already {self.config.max_jobs} cron jobs "
+                             f"(tools.cron.maxJobs); delete one first")
+        job = CronJob(id=f"job-{secrets.token_hex(4)}", schedule=expr, prompt=prompt,
+                      agent=agent, session=session, timezone=timezone,
+                      description=description, created_by=created_by)
+        nxt = next_run_ms(expr, timezone, now_ms())
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(self.jobs_key, job.id, job.model_dump_json())
+        pipe.zadd(self.due_key, {job.id: nxt})
+        await pipe.execute()
+        return job
+
+    async def get(self, job_id: str) -> CronJob | None:
+        raw = await self.pool.transport.client.hget(self.jobs_key, job_id)
+        return CronJob.model_validate_json(raw) if raw is not None else None
+
+    async def jobs(self) -> list[tuple[CronJob, int | None]]:
+        """Every job with its next run (ms), oldest job first."""
+        r = self.pool.transport.client
+        raw = await r.hgetall(self.jobs_key)
+        scored: list[Any] = await r.zrange(self.due_key, 0, -1, withscores=True)
+        due = {as_str(k): int(v) for k, v in scored}
+        jobs = []
+        for value in raw.values():
+            try:
+                jobs.append(CronJob.model_validate_json(value))
+            except ValueError:
+                continue
+        jobs.sort(key=lambda j: j.created_ms)
+        return [(job, due.get(job.id)) for job in jobs]
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove a job (a run in progress finishes); False if there was none."""
+        r = self.pool.transport.client
+        pipe = r.pipeline(transaction=True)
+        pipe.hdel(self.jobs_key, job_id)
+        pipe.zrem(self.due_key, job_id)
+        removed, _ = await pipe.execute()
+        return bool(removed)
+
+    # -- scheduler -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start this process's scheduler loop (unless ``tools.cron.enabled`` is false)."""
+        if self.running or not self.config.enabled:
+            return
+        self._task = asyncio.create_task(self._loop(), name="dockercc-cron")
+
+    async def stop(self) -> None:
+        """Stop the loop and cancel the runs in progress (recorded as ``cancelled``)."""
+        task, self._task = self._task, None
+        tasks = [t for t in (task, *self._running.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._running.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                wait = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the scheduler must go on
+                log.warning("cron scheduler: %s", exc)
+                wait = 1.0
+            await asyncio.sleep(wait)
+
+    async def tick(self) -> float:
+        """Start every due run; returns how long to sleep before the next check."""
+        r = self.pool.transport.client
+        now = now_ms()
+        due: list[Any] = await r.zrangebyscore(self.due_key, "-inf", now, start=0, num=100,
+                                               withscores=True)
+        for job_id, score in due:
+            await self._consider(as_str(job_id), int(score), now)
+        upcoming = await r.zrange(self.due_key, 0, 0, withscores=True)
+        if upcoming:
+            return min(1.0, max(0.02, (int(upcoming[0][1]) - now_ms()) / 1000))
+        return 1.0
+
+    async def _owner_alive(self, owner: str) -> bool:
+        hb = await self.pool.transport.client.hget(self.pool.transport.pool_keys.owners, owner)
+        if hb is None:
+            return False
+        return now_ms() - int(hb) <= max(self.pool.containers.stale_ms, 1000)
+
+    async def _consider(self, job_id: str, score: int, now: int) -> None:
+        r = self.pool.transport.client
+        raw = await r.hget(self.jobs_key, job_id)
+        if raw is None:
+            await r.zrem(self.due_key, job_id)
+            return
+        job = CronJob.model_validate_json(raw)
+        if job.session is not None:
+            local = self.pool.get(job.session)
+            if local is None or local.closed:
+                record = await r.hget(self.pool.sessions_key, job.session)
+                if record is not None:
+                    import json
+
+                    owner = json.loads(record).get("owner")
+                    if owner != self.pool.containers.owner and await self._owner_alive(owner):
+                        return  # the process that has the session open runs it
+        claim, _ = self._scripts()
+        nxt = next_run_ms(job.schedule, job.timezone, max(now, score))
+        if not await claim(keys=[self.due_key], args=[job_id, score, nxt]):
+            return  # another scheduler took this run
+        late = now - score
+        if late > self.config.missed_grace_ms:
+            await self._note(job, CronRun(scheduled_ms=score, started_ms=now, finished_ms=now,
+                                          status="missed",
+                                          error=f"{late // 1000}s late (missedGraceMs)"),
+                             "skip")
+            return
+        if job_id in self._running:
+            await self._note(job, CronRun(scheduled_ms=score, started_ms=now, finished_ms=now,
+                                          status="skipped", error="the previous run is still "
+                                          "going"), "skip")
+            return
+        task = asyncio.create_task(self._run(job, score), name=f"dockercc-cron-{job_id}")
+        self._running[job_id] = task
+        task.add_done_callback(functools.partial(self._forget, job_id))
+
+    def _forget(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
+
+    async def _note(self, job: CronJob, run: CronRun,
+                    kind: Literal["start", "end", "skip"] = "end") -> None:
+        _, record = self._scripts()
+        await record(keys=[self.jobs_key], args=[job.id, run.model_dump_json(), kind])
+
+    async def _run(self, job: CronJob, scheduled: int) -> None:
+        pool = self.pool
+        timeout = self.config.run_timeout_ms / 1000
+        run = CronRun(scheduled_ms=scheduled, started_ms=now_ms(), status="running")
+        if job.session is not None and ((target := pool.get(job.session)) is None
+                                        or target.closed):
+            run.status, run.error = "skipped", f"session {job.session!r} is not open"
+            run.finished_ms = run.started_ms
+            await self._note(job, run, "skip")
+            return
+        try:
+            if job.session is not None:
+                assert target is not None
+                run.session = target.id
+                await self._note(job, run, "start")
+                result = await run_turn(pool, target, job.prompt, timeout)
+            else:
+                assert job.agent is not None
+                session = pool.session(job.agent,
+                                       session_id=f"cron-{job.id}-{secrets.token_hex(3)}")
+                run.session = session.id
+                await self._note(job, run, "start")
+                try:
+                    result = await asyncio.wait_for(session.ask(job.prompt, check=False),
+                                                    timeout)
+                finally:
+                    await session.close()
+            run.status = "ok" if result.ok else "error"
+            run.result, _ = clip(result.text or "", RESULT_CHARS)
+            if not result.ok:
+                run.error = result.subtype
+        except asyncio.CancelledError:
+            run.status, run.error = "cancelled", "the scheduler stopped"
+            raise
+        except TimeoutError:
+            run.status, run.error = "timeout", f"no result within {timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - recorded on the job
+            run.status, run.error = "error", f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            run.finished_ms = now_ms()
+            with contextlib.suppress(Exception):
+                await self._note(job, run)
+
+
+def _job_view(job: CronJob, next_ms: int | None) -> dict[str, Any]:
+    out = job.model_dump(exclude_none=True)
+    out["next_run"] = _iso(next_ms)
+    if next_ms is not None:
+        out["next_run_in_s"] = round((next_ms - now_ms()) / 1000, 1)
+    return out
+
+
+def cron_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
+    me = ctx.session
+
+    def scheduler() -> CronScheduler:
+        return ctx.pool.cron
+
+    async def cron_list() -> Any:
+        jobs = await scheduler().jobs()
+        return to_json({"count": len(jobs), "jobs": [_job_view(j, n) for j, n in jobs]})
+
+    async def cron_create(schedule: Annotated[str, Field(min_length=1, max_length=200)],
+                          prompt: Annotated[str, Field(min_length=1, max_length=100_000)],
+                          agent: str | None = None, session_id: str | None = None,
+                          timezone: str = "UTC",
+                          description: Annotated[str | None, Field(max_length=500)] = None
+                          ) -> Any:
+        if agent is None and session_id is None:
+            agent = me.agent
+        try:
+            job = await scheduler().create(schedule, prompt, agent=agent, session=session_id,
+                                           timezone=timezone, description=description,
+                                           created_by=me.id)
+        except (ValueError, ConfigError) as exc:
+            raise BuiltinToolError(str(exc)) from None
+        nxt = next_run_ms(job.schedule, job.timezone, now_ms())
+        return to_json({"created": True, **_job_view(job, nxt)})
+
+    async def cron_delete(job_id: Annotated[str, Field(min_length=1, max_length=64)]) -> Any:
+        if not await scheduler().delete(job_id):
+            raise BuiltinToolError(f"no cron job {job_id!r} (cron_list shows the jobs)")
+        return to_json({"deleted": job_id})
+
+    return [
+        builtin(cron_list, name="cron_list", description=(
+            "List the scheduled prompts (cron jobs): schedule, target agent or session, next "
+            "run, last run and run count.")),
+        builtin(cron_create, name="cron_create", description=(
+            "Schedule a prompt: a cron expression (5 fields, or 6 with seconds last, or "
+            "@hourly/@daily...), the prompt, and the target: an agent (a new session per run; "
+            "default: this agent) or an open session_id. Times are in `timezone` (UTC).")),
+        builtin(cron_delete, name="cron_delete", description="Delete a cron job by its id."),
+    ]

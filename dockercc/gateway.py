@@ -1,0 +1,161 @@
+"""The gateway: a long-running process that owns a pool and serves its health over HTTP.
+
+``dockercc serve`` runs one :class:`Gateway`: it starts an :class:`~dockercc.client.AsyncPool`
+(which keeps ``minWarm`` containers ready, heartbeats, replaces lost containers and runs
+whatever the pool owns, e.g. scheduled jobs) and serves::
+
+    GET /api/docker-cc/health    the HealthReport as JSON (200 when ok, 503 otherwise)
+
+on ``127.0.0.1:18789`` by default (the seed's port; ``--host`` / ``--port``). On SIGTERM or
+SIGINT it stops serving, then closes the pool, which removes the containers it owns.
+
+Why Starlette + uvicorn: both are already installed as dependencies of the ``mcp`` SDK the
+host bridge uses, so the gateway adds no weight; they give a correct HTTP/1.1 server (HEAD,
+keep-alive, 404/405) that runs inside our own event loop next to the pool. uvicorn's own
+signal capture is switched off so the gateway can close the pool before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .client import AsyncPool
+from .config import DockerCCConfig, resolve_config
+from .health import HealthReport, collect_health
+
+__all__ = ["Gateway", "HEALTH_PATH", "DEFAULT_PORT", "DEFAULT_HOST"]
+
+log = logging.getLogger("dockercc.gateway")
+
+HEALTH_PATH = "/api/docker-cc/health"
+DEFAULT_PORT = 18789
+DEFAULT_HOST = "127.0.0.1"
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn without its signal handling: the gateway handles signals itself."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+            return None
+
+    return _Server
+
+
+class Gateway:
+    """A pool plus the health endpoint. ``await gateway.start()`` / ``await gateway.stop()``,
+    or ``await gateway.run()`` until SIGTERM / SIGINT / :meth:`request_stop`."""
+
+    def __init__(self, config: DockerCCConfig | str | dict[str, Any] | None = None, *,
+                 host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 pool: AsyncPool | None = None) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {port}")
+        self.config = pool.config if pool is not None else resolve_config(config)
+        self.host = host
+        self.port = port
+        self.pool = pool or AsyncPool(self.config)
+        self.started_at: float | None = None
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{HEALTH_PATH}"
+
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def health(request: Request) -> JSONResponse:
+            report = await self.health()
+            return JSONResponse(report.model_dump(mode="json"),
+                                status_code=200 if report.healthy else 503)
+
+        return Starlette(routes=[Route(HEALTH_PATH, health, methods=["GET"])])
+
+    async def health(self) -> HealthReport:
+        stats = None
+        with contextlib.suppress(Exception):  # Redis down: the report says so
+            stats = await asyncio.wait_for(self.pool.stats(), 2)
+        backend = getattr(self.pool.containers, "backend", None)
+        from .pool.backend import DockerBackend
+
+        return await collect_health(
+            self.config, backend=backend if isinstance(backend, DockerBackend) else None,
+            stats=stats, started_at=self.started_at)
+
+    async def start(self) -> None:
+        """Start the pool (warming ``minWarm`` containers), then serve."""
+        import uvicorn
+
+        await self.pool.start()
+        config = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning",
+                                lifespan="off", access_log=False)
+        self._server = _server_class()(config)
+        self._task = asyncio.create_task(self._server.serve(), name="dockercc-gateway-http")
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it (e.g. port in use)
+                raise OSError(f"the health server on {self.host}:{self.port} did not start")
+            await asyncio.sleep(0.01)
+        if self.port == 0:  # an ephemeral port: report the real one
+            for server in getattr(self._server, "servers", []):
+                for sock in server.sockets:
+                    self.port = int(sock.getsockname()[1])
+                    break
+        self.started_at = time.monotonic()
+        log.info("health endpoint on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop serving, then close the pool (its containers are removed)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._task, 10)
+            self._task = None
+        try:
+            await self.pool.close()
+        except Exception as exc:  # e.g. Redis went away: the containers' owner is gone too
+            log.warning("closing the pool failed: %s (`dockercc gc` cleans up)", exc)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_started: Any = None) -> None:
+        """Serve until SIGTERM / SIGINT (or :meth:`request_stop`), then clean up.
+        ``on_started(gateway)`` is called once the endpoint answers."""
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stop.set)
+                handled.append(sig)
+        try:
+            await self.start()
+            if on_started is not None:
+                on_started(self)
+            waiter = asyncio.ensure_future(self._stop.wait())
+            assert self._task is not None
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        finally:
+            await self.stop()
+            for sig in handled:
+                loop.remove_signal_handler(sig)

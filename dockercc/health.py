@@ -1,0 +1,273 @@
+"""Health of a dockercc deployment: what ``dockercc status`` prints and what the gateway's
+``GET /api/docker-cc/health`` returns.
+
+:func:`collect_health` reads the shared state only (it never starts a pool, claims or
+removes anything): it pings Redis and Docker, reads the pool registry under the key prefix
+and matches each registered container with Docker's view of it and with its runner's
+heartbeat. The verdict:
+
+* ``down``: Redis or Docker cannot be reached;
+* ``degraded``: both answer, but something needs attention (a container that stopped, a
+  stale heartbeat, a container stuck in start-up, one whose owner process is gone, an
+  orphan container with no registry entry);
+* ``ok``: otherwise.
+
+Nothing secret appears in a report: the Redis URL is shown with its password masked and no
+environment or credential is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .config import DockerCCConfig, mask_url
+from .pool.backend import LABEL, ContainerInfo, DockerBackend
+from .pool.manager import PoolStats
+from .pool.registry import ContainerRecord
+from .protocol.keys import PoolKeys
+from .transport import as_str, now_ms
+
+__all__ = ["Check", "ContainerHealth", "PoolCounts", "HealthReport", "collect_health"]
+
+HealthStatus = Literal["ok", "degraded", "down"]
+
+
+class Check(BaseModel):
+    """One dependency: reachable or not, how fast, and what went wrong."""
+
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+class RedisCheck(Check):
+    url: str = Field(description="the Redis URL, password masked")
+    key_prefix: str
+
+
+class DockerCheck(Check):
+    engine: str = Field(description="the Docker engine URL (default: DOCKER_HOST / local)")
+    server_version: str | None = None
+
+
+class ContainerHealth(BaseModel):
+    """One container of the pool registry, as Redis, Docker and its runner see it."""
+
+    id: str
+    name: str
+    status: str = Field(description="registry status: creating, warm, busy or stopping")
+    agent: str = ""
+    session: str = ""
+    owner: str = ""
+    owner_alive: bool = True
+    docker_state: str | None = Field(
+        None, description="running, exited, ... or missing; None when Docker is unreachable")
+    heartbeat_age_ms: int | None = None
+    age_ms: int = 0
+    healthy: bool = True
+    problem: str | None = None
+
+
+class PoolCounts(BaseModel):
+    total: int = 0
+    warm: int = 0
+    busy: int = 0
+    creating: int = 0
+    stopping: int = 0
+    sessions: int = 0
+    waiting: int = 0
+    owners: int = 0
+    per_agent: dict[str, int] = Field(default_factory=dict)
+    limits: dict[str, int] = Field(default_factory=dict)
+
+
+class HealthReport(BaseModel):
+    """The health of the pool under one key prefix."""
+
+    status: HealthStatus
+    healthy: bool
+    version: str = __version__
+    checked_at: int = Field(description="ms since the epoch")
+    redis: RedisCheck
+    docker: DockerCheck
+    pool: PoolCounts | None = None
+    containers: list[ContainerHealth] = Field(default_factory=list)
+    orphans: list[str] = Field(default_factory=list,
+                               description="containers with this prefix's label but no registry "
+                                           "entry")
+    problems: list[str] = Field(default_factory=list)
+    stats: PoolStats | None = Field(None, description="the serving process's own pool figures")
+    uptime_s: float | None = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return mask_url(text.splitlines()[0] if text else type(exc).__name__)
+
+
+async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisCheck, Any]:
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    url = config.redis.url_secret()
+    check = RedisCheck(ok=False, url=config.redis.redacted(), key_prefix=config.redis.key_prefix)
+    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               retry=Retry(NoBackoff(), 0))
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(client.ping(), timeout)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        check.detail = f"not reachable: {_first_line(exc)}"
+        return check, None
+    check.ok = True
+    check.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+    check.detail = "PONG"
+    return check, client
+
+
+async def _check_docker(config: DockerCCConfig, backend: DockerBackend | None,
+                        timeout: float) -> tuple[DockerCheck, DockerBackend | None]:
+    engine = config.docker.base_url or "DOCKER_HOST / local engine"
+    check = DockerCheck(ok=False, engine=mask_url(engine))
+    own = backend is None
+    b = backend or DockerBackend(config.docker.base_url)
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(b.ping(), timeout)
+        version = await asyncio.wait_for(asyncio.to_thread(b.client.version), timeout)
+    except Exception as exc:
+        if own:
+            with contextlib.suppress(Exception):
+                await b.close()
+        check.detail = f"not reachable: {_first_line(exc)}"
+        return check, None
+    check.ok = True
+    check.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+    check.server_version = str(version.get("Version") or "") or None
+    check.detail = f"Docker Engine {check.server_version or '?'}"
+    return check, b
+
+
+async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | None = None,
+                         stats: PoolStats | None = None, started_at: float | None = None,
+                         timeout: float = 5.0) -> HealthReport:
+    """Check Redis, Docker and every container of the pool under ``config``'s key prefix.
+
+    ``backend`` reuses a Docker client (the gateway's); ``stats`` / ``started_at`` (a
+    ``time.monotonic()`` value) add the serving process's own figures."""
+    (redis_check, client), (docker_check, docker) = await asyncio.gather(
+        _check_redis(config, timeout), _check_docker(config, backend, timeout))
+    problems: list[str] = []
+    if not redis_check.ok:
+        problems.append(f"Redis at {redis_check.url}: {redis_check.detail}")
+    if not docker_check.ok:
+        problems.append(f"Docker ({docker_check.engine}): {docker_check.detail}")
+    containers: list[ContainerHealth] = []
+    orphans: list[str] = []
+    counts: PoolCounts | None = None
+    try:
+        infos: list[ContainerInfo] | None = None
+        if docker is not None:
+            try:
+                infos = await docker.list({LABEL: "1", f"{LABEL}.prefix": config.redis.key_prefix})
+            except Exception as exc:
+                problems.append(f"Docker: listing containers failed: {_first_line(exc)}")
+        if client is not None:
+            counts, containers, orphans = await _pool_view(config, client, infos, problems)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        if docker is not None and backend is None:
+            with contextlib.suppress(Exception):
+                await docker.close()
+    status: HealthStatus = "ok"
+    if not redis_check.ok or not docker_check.ok:
+        status = "down"
+    elif problems:
+        status = "degraded"
+    return HealthReport(
+        status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
+        docker=docker_check, pool=counts, containers=containers, orphans=orphans,
+        problems=problems, stats=stats,
+        uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))
+
+
+async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerInfo] | None,
+                     problems: list[str]) -> tuple[PoolCounts, list[ContainerHealth], list[str]]:
+    keys = PoolKeys(config.redis.key_prefix)
+    t = config.timeouts
+    stale_ms = t.health_interval_ms * t.stale_after_misses
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.containers)
+    pipe.hgetall(keys.owners)
+    pipe.hlen(keys.sessions)
+    pipe.zcard(keys.queue)
+    raw_records, raw_owners, sessions, waiting = await pipe.execute()
+    records = [r for r in (ContainerRecord.decode(v) for v in raw_records.values())
+               if r is not None]
+    records.sort(key=lambda r: (r.created, r.id))
+    now = now_ms()
+    owners = {as_str(k): int(v) for k, v in raw_owners.items()}
+    alive = {o for o, hb in owners.items() if now - hb <= max(stale_ms, 1000)}
+    pipe = client.pipeline(transaction=False)
+    for rec in records:
+        pipe.hget(keys.container_state(rec.id), "heartbeat")
+    beats = await pipe.execute() if records else []
+    by_id: dict[str, ContainerInfo] = {}
+    for listed in infos or []:
+        cid = listed.labels.get(f"{LABEL}.container", "")
+        if cid:
+            by_id[cid] = listed
+    out: list[ContainerHealth] = []
+    for rec, beat in zip(records, beats, strict=True):
+        info = by_id.get(rec.id)
+        docker_state: str | None = None
+        if infos is not None:
+            docker_state = (info.status or ("running" if info.running else "stopped")) \
+                if info is not None else "missing"
+        hb_age = now - int(beat) if beat else None
+        item = ContainerHealth(
+            id=rec.id, name=info.name if info is not None else rec.name, status=rec.status,
+            agent=rec.agent, session=rec.session, owner=rec.owner,
+            owner_alive=rec.owner in alive, docker_state=docker_state,
+            heartbeat_age_ms=hb_age, age_ms=max(0, now - rec.created))
+        problem = None
+        if rec.status in ("warm", "busy"):
+            if docker_state is not None and docker_state != "running":
+                problem = f"container is {docker_state}"
+            elif hb_age is not None and hb_age > stale_ms:
+                problem = f"heartbeat stale ({hb_age / 1000:.1f}s old; limit {stale_ms / 1000:.0f}s)"
+        elif rec.status == "creating" and now - rec.created > t.startup_ms * 2:
+            problem = f"stuck in start-up for {(now - rec.created) / 1000:.0f}s"
+        if problem is None and not item.owner_alive:
+            problem = "its owner process is gone (`dockercc gc` removes it)"
+        if problem is not None:
+            item.healthy, item.problem = False, problem
+            problems.append(f"container {item.name}: {problem}")
+        out.append(item)
+    known = {rec.id for rec in records}
+    orphans = sorted(i.name for i in infos or []
+                     if i.labels.get(f"{LABEL}.container", "") not in known)
+    for name in orphans:
+        problems.append(f"container {name} is not in the pool registry (`dockercc gc` removes "
+                        "it)")
+    status = Counter(r.status for r in records)
+    counts = PoolCounts(
+        total=len(records), warm=status["warm"], busy=status["busy"],
+        creating=status["creating"], stopping=status["stopping"], sessions=int(sessions),
+        waiting=int(waiting), owners=len(alive),
+        per_agent=dict(Counter(r.agent for r in records if r.agent)),
+        limits={"maxTotal": config.pool.max_total, "maxPerAgent": config.pool.max_per_agent,
+                "minWarm": config.pool.min_warm})
+    return counts, out, orphans

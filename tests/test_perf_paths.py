@@ -1,0 +1,170 @@
+"""The fast paths behind the benchmarks, tested for correctness (not timed).
+
+A warm container pre-starts the CLI with the agent's default arguments and answers its
+start-up MCP handshake with the pool's tools; the claim then reuses that CLI, refreshes its
+tools (``list_changed``) for a session with other tools, or restarts it for a session with
+other arguments. Real Docker, Redis, CLI 2.1.328 and the scripted API, as in test_spine.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from dockercc import tool
+from dockercc.client import AsyncPool
+from dockercc.events import Event, Result, SystemInit, TextDelta
+from dockercc.testing import text, tool_use
+
+pytestmark = pytest.mark.docker
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up in the host's table."""
+    return f"value-of-{key}"
+
+
+@tool
+def shout(word: str) -> str:
+    """Say a word loudly (a tool only one session has)."""
+    return word.upper() + "!"
+
+
+def config(make_config: Any) -> dict[str, Any]:
+    # pre-starting the CLI takes a few seconds on a busy 2-core machine
+    return make_config(timeouts={"startupMs": 90000})
+
+
+async def collect(stream: Any) -> list[Event]:
+    return [ev async for ev in stream]
+
+
+async def test_warm_prestarted_cli_serves_a_session_with_host_tools(make_config: Any,
+                                                                    api: Any) -> None:
+    api.script(tool_use("mcp__host__lookup", {"key": "alpha"}), text("found it ✓"))
+    async with AsyncPool(config(make_config), tools=[lookup]) as pool:
+        await pool.warm("main", count=1, timeout=180)
+        (rec,) = [r for r in await pool.containers.records() if r.status == "warm"]
+        cstate = await pool.transport.client.hgetall(pool.transport.pool_keys.container_state(
+            rec.id))
+        assert cstate.get(b"prestarted") == b"1", cstate
+        # nothing reached the model before the claim: the CLI was started, not used
+        assert api.message_requests == []
+
+        s = pool.session()
+        events = await collect(s.stream("look up alpha", timeout=120))
+        assert s.lease is not None and s.lease.warm and s.lease.container == rec.id
+        assert (await s.state()).get("prestarted") == "1"
+        init = next(ev for ev in events if isinstance(ev, SystemInit))
+        assert "mcp__host__lookup" in init.tools
+        assert "value-of-alpha" in api.message_requests[-1].tool_result_text
+        result = events[-1]
+        assert isinstance(result, Result) and result.ok and result.text == "found it ✓"
+        assert "".join(ev.text for ev in events if isinstance(ev, TextDelta)) == "found it ✓"
+
+        # the pre-claim exchange (initialize, get_context_usage, MCP handshake) stayed in
+        # the container: the session's output starts with the runner's own events
+        buffered = await pool.transport.buffered(s.id)
+        assert [e.seq for e in buffered] == list(range(1, len(buffered) + 1))
+        assert not any(e.event.get("type") == "control_response"
+                       and "categories" in json.dumps(e.event) for e in buffered)
+        started = next(e.event for e in buffered if e.event.get("subtype") == "started")
+        assert started["prestarted"] is True
+
+        # a second turn in the same CLI
+        api.script(text("again fine"))
+        assert (await s.ask("and again?", timeout=120)).text == "again fine"
+        await s.close(forget=True)
+
+
+async def test_session_specific_tools_are_refreshed_in_the_prestarted_cli(make_config: Any,
+                                                                          api: Any) -> None:
+    """Tools the pool did not know when the CLI started reach it through list_changed."""
+    api.script(tool_use("mcp__host__shout", {"word": "hey"}), text("shouted"))
+    async with AsyncPool(config(make_config), tools=[lookup]) as pool:
+        await pool.warm("main", count=1, timeout=180)
+        s = pool.session(tools=[shout])
+        events = await collect(s.stream("shout hey", timeout=120))
+        assert (await s.state()).get("prestarted") == "1"  # the same CLI, not a restart
+        init = next(ev for ev in events if isinstance(ev, SystemInit))
+        assert {"mcp__host__shout", "mcp__host__lookup"} <= set(init.tools)
+        assert "HEY!" in api.message_requests[-1].tool_result_text
+        assert isinstance(events[-1], Result) and events[-1].text == "shouted"
+        await s.close(forget=True)
+
+
+async def test_session_with_other_arguments_restarts_the_cli(make_config: Any,
+                                                             api: Any) -> None:
+    api.script(text("from a fresh CLI"))
+    async with AsyncPool(config(make_config)) as pool:
+        await pool.warm("main", count=1, timeout=180)
+        s = pool.session(model="claude-sonnet-4-5", include_partial_messages=False)
+        result = await s.ask("which model?", timeout=120)
+        assert result.text == "from a fresh CLI"
+        assert s.lease is not None and s.lease.warm  # the warm container, a new CLI in it
+        assert (await s.state()).get("prestarted") == "0"
+        assert api.message_requests[-1].body["model"] == "claude-sonnet-4-5"
+        await s.close(forget=True)
+
+
+async def test_cold_session_is_unchanged(make_config: Any, api: Any) -> None:
+    """Without warm containers nothing is pre-started; MCP goes through the host bridge."""
+    api.script(tool_use("mcp__host__lookup", {"key": "beta"}), text("cold ok"))
+    async with AsyncPool(make_config(), tools=[lookup]) as pool:
+        s = pool.session()
+        result = await s.ask("look up beta", timeout=120)
+        assert result.text == "cold ok"
+        assert s.lease is not None and not s.lease.warm
+        assert (await s.state()).get("prestarted") == "0"
+        assert "value-of-beta" in api.message_requests[-1].tool_result_text
+        await s.close(forget=True)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_subscription_reader_delivers_every_envelope_in_order(redis_server: Any,
+                                                                    prefix: str,
+                                                                    protocol: int) -> None:
+    """The bulk pub/sub reader behind ``events()``: frames split across socket reads,
+    large and non-ASCII payloads, RESP2 and RESP3, nothing lost or reordered."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from dockercc.protocol.envelope import encode_envelope
+    from dockercc.transport import RedisTransport
+
+    t = RedisTransport(f"{redis_server.url}?protocol={protocol}", prefix)
+    keys = t.keys("fast-reader")
+    sizes = [10, 70_000, 3, 1_500_000, 0, 200] * 5 + [40] * 3000
+    events = [json.dumps({"type": "stream_event", "i": i, "text": "é✓\r\n" + "x" * n})
+              for i, n in enumerate(sizes)]
+    got: list[int] = []
+
+    async def read() -> None:
+        async for env in t.events("fast-reader"):
+            got.append(env.event["i"])
+            if len(got) == len(events):
+                return
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.3)  # subscribed (nothing buffered to replay)
+    pub = aioredis.from_url(redis_server.url)
+    try:
+        pipe = pub.pipeline(transaction=False)
+        for seq, event in enumerate(events, 1):
+            env = encode_envelope(seq, 0, event)
+            pipe.rpush(keys.output_buffer, env)
+            pipe.publish(keys.output, env)
+            if seq % 200 == 0:
+                await pipe.execute()
+        await pipe.execute()
+        await asyncio.wait_for(reader, 60)
+    finally:
+        reader.cancel()
+        await pub.delete(keys.output_buffer)
+        await pub.aclose()
+        await t.close()
+    assert got == list(range(len(events)))
