@@ -472,3 +472,34 @@ async def test_credentials_file_is_mounted_read_only_and_copied_home(
         assert hashlib.md5(creds.read_bytes()).hexdigest() in out
         assert "RO" in out, "the mounted file is read-only"
         await s.close(forget=True)
+
+
+async def test_a_hung_runner_goes_stale_and_is_replaced(make_config: Any, docker_client: Any,
+                                                        prefix: str) -> None:
+    """The container keeps running but its runner stops heartbeating (SIGSTOP): after
+    ``staleAfterMisses`` intervals it is declared lost, reported and removed."""
+    interval_ms = 400
+    cfg = make_config(timeouts={"healthIntervalMs": interval_ms, "staleAfterMisses": 3})
+    async with AsyncPool(cfg) as pool:
+        s = await claim_only(pool, "hung")
+        assert s.lease is not None
+        c, = docker_client.containers.list(
+            filters={"label": f"{LABEL}.container={s.lease.container}"})
+        code, out = c.exec_run(["pkill", "-STOP", "-f", "dockercc.agent"], user="1000")
+        assert code == 0, out
+        stopped_at = time.monotonic()
+        deadline = stopped_at + 20
+        while time.monotonic() < deadline:
+            if (await s.state()).get("status") == "lost":
+                break
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - stopped_at
+        state = await s.state()
+        assert state.get("status") == "lost" and "heartbeat stale" in state.get("error", "")
+        assert took >= 3 * interval_ms / 1000 * 0.8, "not before the misses are up"
+        deadline = time.monotonic() + 20
+        while pool_containers(docker_client, prefix) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert pool_containers(docker_client, prefix) == []
+        assert (await pool.stats()).lost == 1
+        await s.close(forget=True)
