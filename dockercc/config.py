@@ -1176,6 +1176,30 @@ _WELL_KNOWN_ENV: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+MAX_CONFIG_VALUES = 100_000
+_TOO_BIG = (
+    f"at most {MAX_CONFIG_VALUES} values with YAML aliases expanded, and no value that "
+    "contains itself"
+)
+
+
+def _too_big(data: Any, budget: int = MAX_CONFIG_VALUES) -> bool:
+    """Whether ``data`` holds more than ``budget`` values once shared parts are counted each
+    time they appear (a YAML "billion laughs") or contains itself; stops at the budget."""
+    stack, seen = [data], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return False
+
+
 def _as_data(value: Any) -> Any:
     """Model instances as plain dicts (only fields that were set), containers copied."""
     if isinstance(value, BaseModel):
@@ -1327,6 +1351,9 @@ class _Builder:
                 _Problem(label, type(data).__name__, "a YAML mapping at the top level", label)
             )
             return
+        if _too_big(data):
+            self.problems.append(_Problem(label, None, _TOO_BIG, label, "a hostile document"))
+            return
         if kind == "auto":
             kind = "seed" if _is_seed_shape(data) else "standalone"
         if kind == "standalone":
@@ -1462,6 +1489,10 @@ class _Builder:
         )
 
     def overrides(self, overrides: Mapping[str, Any]) -> None:
+        if overrides and _too_big(overrides):
+            self.problems.append(_Problem("(overrides)", None, _TOO_BIG, _OVERRIDES.label,
+                                          "a value too big or containing itself"))
+            return
         if overrides:
             self.merge(self.merged, overrides, _ROOT, (), "", _OVERRIDES)
             self.sources.append("keyword overrides")

@@ -248,7 +248,10 @@ class AsyncSession:
         await self._register()
         try:
             self.lease = await self.pool.containers.claim(
-                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment)
+                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
+                # a new container may start the CLI first thing (not to resume: the runner
+                # restores the transcript before that CLI may start)
+                prestart=None if self._restore_from or self._resume_id else self.prestart())
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
@@ -323,6 +326,11 @@ class AsyncSession:
         :meth:`receive`."""
         if isinstance(prompt, str) and not prompt.strip():
             raise InvalidPrompt("the prompt is empty")
+        if not isinstance(prompt, str) and (
+                not isinstance(prompt, list) or not prompt
+                or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in prompt)):
+            raise InvalidPrompt("a prompt is a non-empty string or a non-empty list of content "
+                                'blocks (dicts with a "type", e.g. {"type": "text", "text": ...})')
         line = control.user_message(prompt)
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
@@ -367,12 +375,15 @@ class AsyncSession:
                         raise ContainerLost(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}")
-                    yield event
                     if isinstance(event, Result):
+                        # before the yield: a consumer that stops at the Result never
+                        # resumes this generator
                         self._turn_open = False
                         if event.session_id:
                             self.claude_session_id = event.session_id
+                        yield event
                         return
+                    yield event
         finally:
             await stream.aclose()
 

@@ -73,9 +73,12 @@ async def run_turn(session: Any, prompt: str, timeout: float = 240) -> tuple[Sys
 
 async def test_agent_spawns_a_child_talks_to_it_reads_its_history_and_lists_both(
         make_config: Any, api: Any) -> None:
-    kid = f"kid-{uuid.uuid4().hex[:6]}"
+    kid, boss = f"kid-{uuid.uuid4().hex[:6]}", f"boss-{uuid.uuid4().hex[:6]}"
     api.on("child-hello",
            tool_use(HOST + "sessions_spawn", {"prompt": "grandchild please"}),
+           # the parent is mid-turn waiting for this very reply: refused, not a deadlock
+           tool_use(HOST + "sessions_send", {"session_id": boss, "prompt": "hello boss",
+                                            "wait": True}),
            text("hi from the child"))
     api.on("child-second", text("second answer from the child"))
     api.on("orchestrate",
@@ -92,10 +95,11 @@ async def test_agent_spawns_a_child_talks_to_it_reads_its_history_and_lists_both
            tool_use(HOST + "sessions_send", {"session_id": kid}),
            tool_use(HOST + "session_status", {"session_id": "ghost-1"}),
            tool_use(HOST + "sessions_spawn", {"agent": "no-such-agent"}),
+           tool_use(HOST + "sessions_list", {"agent": 123}),
            text("orchestration done"))
     config = make_config(tools={"sessions": {"maxChildren": 1, "maxDepth": 1}})
     async with AsyncPool(config) as pool:
-        parent = pool.session()
+        parent = pool.session(session_id=boss)
         init, result = await run_turn(parent, "orchestrate the children")
         assert result.text == "orchestration done"
         # off unless configured / enabled for the agent
@@ -103,7 +107,7 @@ async def test_agent_spawns_a_child_talks_to_it_reads_its_history_and_lists_both
         assert HOST + "nodes_exec" not in init.tools and HOST + "web_search" not in init.tools
 
         got = steps(api, "orchestrate")
-        assert len(got) == 11, got
+        assert len(got) == 12, got
         spawned = ok_json(got[0])
         assert spawned["session_id"] == kid and spawned["parent"] == parent.id
         assert spawned["depth"] == 1 and spawned["status"] == "done"
@@ -116,7 +120,11 @@ async def test_agent_spawns_a_child_talks_to_it_reads_its_history_and_lists_both
         assert history["total"] == 2
         first, second = history["entries"]
         assert first["prompt"] == "child-hello" and first["text"] == "hi from the child"
-        assert [c["name"] for c in first["tool_calls"]] == [HOST + "sessions_spawn"]
+        spawn_call, send_call = first["tool_calls"]
+        assert spawn_call["name"] == HOST + "sessions_spawn"
+        assert spawn_call["is_error"] and "maxDepth is 1" in spawn_call["result"]
+        assert send_call["name"] == HOST + "sessions_send"
+        assert send_call["is_error"] and "middle of a turn" in send_call["result"]
         assert second["prompt"] == "child-second now"
         assert second["text"] == "second answer from the child"
         listed = ok_json(got[4])
@@ -133,10 +141,12 @@ async def test_agent_spawns_a_child_talks_to_it_reads_its_history_and_lists_both
         assert "prompt: Field required" in error_text(got[8])
         assert "no session 'ghost-1'" in error_text(got[9])
         assert "unknown agent 'no-such-agent'" in error_text(got[10])
+        assert "invalid arguments for tool 'sessions_list'" in error_text(got[11])
 
         # the child's own spawn attempt hit the depth limit, and that reached its model
         child_steps = steps(api, "child-hello")
         assert "maxDepth is 1" in error_text(child_steps[0])
+        assert "middle of a turn" in error_text(child_steps[1])
 
         # closing the parent closes the child it spawned
         child = pool.get(kid)
@@ -191,6 +201,7 @@ async def test_system_tools_through_the_cli(make_config: Any, api: Any,
                                                      "touch /etc/x 2>/dev/null || echo ro"}),
            tool_use(HOST + "nodes_exec", {"command": "sleep 60", "timeout_s": 2}),
            tool_use(HOST + "nodes_exec", {"command": "true", "node": "mars"}),
+           tool_use(HOST + "nodes_exec", {"command": ""}),
            tool_use(HOST + "cron_create", {"schedule": "0 0 1 1 *", "prompt": "happy new year",
                                            "description": "yearly"}),
            tool_use(HOST + "cron_create", {"schedule": "every tuesday", "prompt": "x"}),
@@ -209,7 +220,7 @@ async def test_system_tools_through_the_cli(make_config: Any, api: Any,
             assert result.text == "systems ok"
             assert HOST + "nodes_exec" in init.tools and HOST + "web_search" in init.tools
             got = steps(api, "systems-check")
-            assert len(got) == 21, got
+            assert len(got) == 22, got
 
             # message: python callback, redis pub/sub, unknown channel
             assert ok_json(got[0]) == {"delivered": True, "channel": "notes", "kind": "python"}
@@ -287,15 +298,16 @@ async def test_system_tools_through_the_cli(make_config: Any, api: Any,
             assert slow["timed_out"] and slow["exit_code"] is None
             assert slow["duration_ms"] < 15000
             assert "unknown node 'mars'" in error_text(got[16])
+            assert "at least 1 character" in error_text(got[17])
 
             # cron: create, bad schedule, list, delete an unknown job
-            job = ok_json(got[17])
+            job = ok_json(got[18])
             assert job["created"] and job["agent"] == "main" and job["created_by"] == s.id
             assert job["next_run"].endswith("-01-01T00:00:00+00:00")
-            assert "invalid schedule 'every tuesday'" in error_text(got[18])
-            listed = ok_json(got[19])
+            assert "invalid schedule 'every tuesday'" in error_text(got[19])
+            listed = ok_json(got[20])
             assert [j["id"] for j in listed["jobs"]] == [job["id"]]
-            assert "no cron job 'job-nope'" in error_text(got[20])
+            assert "no cron job 'job-nope'" in error_text(got[21])
 
             # a second turn deletes the job by its id
             api.on("cron-cleanup", tool_use(HOST + "cron_delete", {"job_id": job["id"]}),

@@ -438,3 +438,26 @@ async def test_channel_registry() -> None:
         channels.add("both", got.append, redis=True)
     with pytest.raises(KeyError):
         await channels.deliver(ChannelMessage(channel="nowhere", text="x"))
+
+
+def test_pool_channel_registers_callbacks_decorators_and_redis_channels() -> None:
+    from dockercc.client import AsyncPool
+
+    pool = AsyncPool({"redis": {"url": "redis://127.0.0.1:1", "keyPrefix": "chan:"},
+                      "tools": {"message": {"redisChannels": ["events"]}}})
+    got: list[ChannelMessage] = []
+    assert pool.channel("notes", got.append) == got.append
+
+    @pool.channel("log", description="a decorated handler")
+    def log(msg: ChannelMessage) -> None:
+        got.append(msg)
+
+    pool.channel("audit", redis=True)
+    assert pool.channels.names() == ["audit", "events", "log", "notes"]
+    assert {c["name"]: c["kind"] for c in pool.channels.describe()} == {
+        "audit": "redis", "events": "redis", "log": "python", "notes": "python"}
+    assert pool.channels.redis_key("audit") == "chan:channel:audit"
+    # the message tool of a session opened now names the channels for the model
+    session = pool.session()
+    description = next(t.description for t in session._tools if t.name == "message")
+    assert "Channels: audit, events, log, notes." in description

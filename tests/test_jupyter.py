@@ -203,6 +203,24 @@ def test_display_mode_detection(bare_shell: InteractiveShell,
         detect_mode(bare_shell)
 
 
+def test_event_display_hooks() -> None:
+    from dockercc.events import ErrorEvent, SystemInit
+
+    use = ToolUse(id="t1", name="Bash", input={"command": "ls <dir>"}, seq=3)
+    assert 'data-tool="Bash"' in use._repr_html_() and "&lt;dir&gt;" in use._repr_html_()
+    assert "`Bash`" in use._repr_markdown_()
+    res = ToolResult(tool_use_id="t1", content=[{"type": "text", "text": "boom"}],
+                     is_error=True, tool_name="Bash")
+    assert "error" in res._repr_markdown_() and "boom" in res._repr_html_()
+    assert "*emphasis*" in TextDelta(text="*emphasis*")._repr_markdown_()
+    err = ErrorEvent(error="container_lost", message="the container was lost")
+    assert "the container was lost" in err._repr_html_()
+    init = SystemInit(model="claude-x", tools=["Bash"])
+    assert "claude-x" in init._repr_html_()
+    bundle = use._repr_mimebundle_(exclude=["text/markdown"])
+    assert list(bundle) == ["text/html"]
+
+
 def test_turn_state_renders_text_cards_and_figures() -> None:
     state = TurnState(session="s1", agent="main", container="clawdbot-cc-s1")
     view = HtmlView(state)
@@ -236,7 +254,7 @@ def test_turn_state_renders_text_cards_and_figures() -> None:
 
 @pytest.mark.docker
 def test_cell_magic_streams_display_updates_and_returns_the_result(
-        shell: InteractiveShell, api: Any) -> None:
+        shell: InteractiveShell, api: Any, make_config: Callable[..., dict[str, Any]]) -> None:
     from dockercc import tool
 
     calls: list[str] = []
@@ -247,7 +265,7 @@ def test_cell_magic_streams_display_updates_and_returns_the_result(
         calls.append(key)
         return f"value-of-{key}"
 
-    STATE.tools = [lookup]
+    dj.configure(make_config(), tools=[lookup])
     words = " ".join(f"word{i}" for i in range(120))
     api.on("look it up", text("Let me check. ") + tool_use("mcp__host__lookup", {"key": "alpha"}),
            text(words, delay=0.01))
@@ -567,3 +585,28 @@ def test_terminal_ipython_streams_plain_text(make_config: Callable[..., dict[str
     assert "RESULT 'plain **text** here'" in out.stdout
     assert "<" not in out.stdout.replace("<Result", ""), "no HTML in a terminal"
     assert api.message_requests[0].last_user_text == "hello terminal?"
+
+
+@pytest.mark.docker
+async def test_astream_with_an_async_session_times_out_cleanly(
+        make_config: Callable[..., dict[str, Any]], api: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from dockercc import AsyncPool
+
+    api.on("slow", text(SLOW_WORDS, delay=0.25))
+    api.on("next", text("next answer"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session()
+        assert (await dj.astream(s, "next", display="none")).text == "next answer"
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await dj.astream(s, "slow please", display="text", timeout=2)
+        assert time.monotonic() - t0 < 20
+        out = capsys.readouterr().out
+        assert out.startswith("w0 w1 ") and "w39" not in out
+        assert "error: TimeoutError" in out and "-- interrupted" in out
+        assert not s.turn_open  # the turn was drained: the session goes on
+        result = await dj.astream(s, "next", display="text")
+        assert result.text == "next answer" and result.ok
+        assert "next answer\n-- done · success" in capsys.readouterr().out
+        await s.close(forget=True)

@@ -110,17 +110,38 @@ async def test_session_with_other_arguments_restarts_the_cli(make_config: Any,
         await s.close(forget=True)
 
 
-async def test_cold_session_is_unchanged(make_config: Any, api: Any) -> None:
-    """Without warm containers nothing is pre-started; MCP goes through the host bridge."""
+async def test_cold_container_starts_the_cli_first_thing(make_config: Any, api: Any) -> None:
+    """A new container gets the session's CLI arguments at create time: the CLI starts before
+    the runner's imports (dockercc.agent.early) and the runner adopts it."""
     api.script(tool_use("mcp__host__lookup", {"key": "beta"}), text("cold ok"))
     async with AsyncPool(make_config(), tools=[lookup]) as pool:
         s = pool.session()
         result = await s.ask("look up beta", timeout=120)
         assert result.text == "cold ok"
         assert s.lease is not None and not s.lease.warm
-        assert (await s.state()).get("prestarted") == "0"
+        assert (await s.state()).get("prestarted") == "1"
         assert "value-of-beta" in api.message_requests[-1].tool_result_text
+        api.script(text("second"))
+        assert (await s.ask("again", timeout=120)).text == "second"
         await s.close(forget=True)
+
+
+async def test_resumed_session_in_a_new_container_is_not_prestarted(make_config: Any,
+                                                                     api: Any) -> None:
+    """A resume needs the transcript restored before the CLI starts: no early CLI."""
+    api.script(text("first life"), text("second life"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session()
+        assert (await s.ask("remember me", timeout=120)).text == "first life"
+        sid = s.id
+        await s.close()
+        again = pool.session(resume=sid)
+        assert (await again.ask("do you?", timeout=120)).text == "second life"
+        assert (await again.state()).get("prestarted") == "0"
+        # the resumed CLI sent the earlier turn along
+        texts = json.dumps(api.message_requests[-1].body["messages"])
+        assert "remember me" in texts and "first life" in texts
+        await again.close(forget=True)
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -1,5 +1,10 @@
 import sys
 
-from .runner import main
+from .early import spawn_from_env
 
-sys.exit(main())
+# before the runner's imports: the CLI's start-up overlaps them (see .early)
+_early = spawn_from_env()
+
+from .runner import main  # noqa: E402
+
+sys.exit(main(early=_early))

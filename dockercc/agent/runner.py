@@ -25,9 +25,10 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -40,13 +41,14 @@ import redis.asyncio as aioredis
 from ..protocol import control
 from ..protocol.envelope import encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
+from .early import BASE_ARGS, claude_home, install_credentials
 
 log = logging.getLogger("dockercc.agent")
 
-BASE_ARGS = ["--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
 FAST_PREFIXES = (b'{"type":"stream_event"', b'{"type":"user"')
 """Lines that start so need no parsing: the runner keeps no state from them."""
 LINE_LIMIT = 256 * 1024 * 1024  # longest stdout line the runner relays
+HISTORY_RESULT_LINE = 64 * 1024  # tool results on lines up to this size go into the history
 STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
 
@@ -118,6 +120,7 @@ class Prestart:
     tools_digest: str = ""
     server: str = "host"
     prime: bool = True  # warm the CLI's first-turn code paths (get_context_usage) pre-claim
+    wait: bool = True  # register as warm only once the CLI answered (False: cold containers)
 
     @classmethod
     def decode(cls, raw: str) -> Prestart | None:
@@ -129,7 +132,7 @@ class Prestart:
                        tools=[t for t in obj.get("tools") or [] if isinstance(t, dict)],
                        tools_digest=str(obj.get("tools_digest") or ""),
                        server=str(obj.get("server") or "host"),
-                       prime=bool(obj.get("prime", True)))
+                       prime=bool(obj.get("prime", True)), wait=bool(obj.get("wait", True)))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("DOCKERCC_PRESTART ignored: %s", exc)
             return None
@@ -178,38 +181,88 @@ def oom_kills() -> int | None:
     return None
 
 
-def claude_home() -> Path:
-    return Path(os.environ.get("HOME", "/home/agent")) / ".claude"
-
-
 def find_transcript(claude_session_id: str) -> Path | None:
     """The CLI's own transcript of a conversation (``~/.claude/projects/*/<id>.jsonl``)."""
-    if not claude_session_id or "/" in claude_session_id:
+    # the id comes from the CLI's output and names a file: plain characters only, so a glob
+    # pattern ("*") or a path cannot pick up another conversation's transcript
+    if not claude_session_id or not all(c.isascii() and (c.isalnum() or c in "-_")
+                                        for c in claude_session_id):
         return None
     for path in (claude_home() / "projects").glob(f"*/{claude_session_id}.jsonl"):
         return path
     return None
 
 
-def install_credentials(env: dict[str, str] | None = None) -> None:
-    """Copy a mounted (read-only) Claude credentials file into the agent's home."""
-    src = (env or os.environ).get("DOCKERCC_CREDENTIALS_FILE")
-    if not src or not os.path.isfile(src):
-        return
-    dest = claude_home() / ".credentials.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(0o600)
+class PopenProcess:
+    """A CLI started before the event loop (:mod:`.early`), with asyncio streams: the part of
+    ``asyncio.subprocess.Process`` the runner uses."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 exited: asyncio.Future[int]) -> None:
+        self.popen = popen
+        self.stdin: asyncio.StreamWriter | None = stdin
+        self.stdout: asyncio.StreamReader | None = stdout
+        self.stderr: asyncio.StreamReader | None = stderr
+        self._exited = exited
+
+    @classmethod
+    async def adopt(cls, popen: subprocess.Popen[bytes], limit: int) -> PopenProcess:
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        loop = asyncio.get_running_loop()
+        readers = []
+        for pipe in (popen.stdout, popen.stderr):
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            await loop.connect_read_pipe(
+                lambda r=reader: asyncio.StreamReaderProtocol(r, loop=loop), pipe)  # type: ignore[misc]
+            readers.append(reader)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.streams.FlowControlMixin(loop=loop), popen.stdin)
+        stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        exited: asyncio.Future[int] = loop.create_future()
+
+        def done(code: int) -> None:
+            if not exited.done():
+                exited.set_result(code)
+
+        def reap() -> None:  # a thread: Popen.wait() is blocking
+            code = popen.wait()
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(done, code)
+
+        threading.Thread(target=reap, name="dockercc-cli-wait", daemon=True).start()
+        return cls(popen, stdin, readers[0], readers[1], exited)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exited.result() if self._exited.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if not self._exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.kill()
+
+
+CLIProcess = asyncio.subprocess.Process | PopenProcess
 
 
 class Runner:
-    def __init__(self, settings: RunnerSettings) -> None:
+    def __init__(self, settings: RunnerSettings,
+                 early: subprocess.Popen[bytes] | None = None) -> None:
         self.s = settings
+        self.early = early  # the CLI .early started before the runner's imports
         self.pool_keys = PoolKeys(settings.prefix)
         self.r: aioredis.Redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
         self.keys: SessionKeys | None = None
         self.assignment: Assignment | None = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: CLIProcess | None = None
         self.stdin_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.queue: asyncio.Queue[tuple[bytes | None, list[PipeOp]]] = asyncio.Queue()
@@ -371,7 +424,7 @@ class Runner:
             args += ["--resume", self.claude_session_id]
         return [*shlex.split(self.s.claude_bin), *BASE_ARGS, *args]
 
-    async def _spawn_cli(self, argv: list[str]) -> asyncio.subprocess.Process | None:
+    async def _spawn_cli(self, argv: list[str]) -> CLIProcess | None:
         """Start the CLI and its stdout/stderr readers (``self._io_tasks``)."""
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -398,11 +451,28 @@ class Runner:
         means the claim starts the CLI as a cold container would.
         """
         install_credentials()
-        proc = await self._spawn_cli([*shlex.split(self.s.claude_bin), *BASE_ARGS, *pre.args])
+        proc: CLIProcess | None = None
+        if self.early is not None:
+            early, self.early = self.early, None
+            try:
+                proc = await PopenProcess.adopt(early, LINE_LIMIT)
+            except (OSError, ValueError) as exc:
+                log.warning("could not adopt the early CLI: %s", exc)
+                with contextlib.suppress(OSError):
+                    early.kill()
+            else:
+                self.proc = proc
+                self._io_tasks = [self._spawn(self.stdout_loop(proc)),
+                                  self._spawn(self.stderr_loop(proc))]
+        if proc is None:
+            proc = await self._spawn_cli([*shlex.split(self.s.claude_bin), *BASE_ARGS, *pre.args])
         if proc is None:
             log.warning("pre-start failed: %s", self.stderr_tail[-1] if self.stderr_tail else "")
             return
         self.prestarted = True
+        if not pre.wait:  # a cold container: the session is already waiting for this CLI
+            await self.write_stdin(control.initialize_request(control.new_request_id()))
+            return
         requests = ["initialize", *(["get_context_usage"] if pre.prime else [])]
         deadline = time.monotonic() + timeout
         for name in requests:
@@ -430,14 +500,15 @@ class Runner:
             self.prestarted = False
             self.proc = None
 
-    async def adopt_prestarted(self, a: Assignment) -> asyncio.subprocess.Process | None:
+    async def adopt_prestarted(self, a: Assignment) -> CLIProcess | None:
         """The pre-started CLI if it can serve ``a`` as it runs (same arguments), else None
         (and a pre-started CLI with other arguments is stopped)."""
         proc, pre = self.proc, self.s.prestart
         if proc is None or pre is None or not self.prestarted:
             return None
         self.prestarted = False
-        if proc.returncode is None and not self.restarts and a.args == pre.args:
+        if (proc.returncode is None and not self.restarts and a.args == pre.args
+                and not a.restore_from):
             if not a.tools_digest or a.tools_digest != pre.tools_digest:
                 await self.refresh_tools(pre.server)
             return proc
@@ -603,7 +674,7 @@ class Runner:
             self.emit_ops(self.set_state(status="busy", last_input=now_ms()))
         return True
 
-    async def stdout_loop(self, proc: asyncio.subprocess.Process) -> None:
+    async def stdout_loop(self, proc: CLIProcess) -> None:
         assert proc.stdout is not None
         while True:
             try:
@@ -617,9 +688,16 @@ class Runner:
             self.handle_line(line)
 
     def handle_line(self, line: bytes) -> None:
+        # a line cut short (the CLI died mid-write: no newline at EOF) is parsed, not trusted,
+        # so a broken envelope never reaches Redis (readers could not decode its seq)
+        complete = line.endswith(b"\n")
         line = line.strip()
-        if line.startswith(FAST_PREFIXES) and self.keys is not None:
+        if (line.startswith(FAST_PREFIXES) and self.keys is not None and complete
+                and line.endswith(b"}")):
             # the bulk of a turn (deltas, tool results): relayed as is, never parsed
+            if self._turn_tools and len(line) <= HISTORY_RESULT_LINE and line.startswith(
+                    b'{"type":"user"'):
+                self.note_tool_results(line)  # a small tool result: keep it for the history
             self.queue.put_nowait((line, []))
             return
         if self.keys is None:  # the pre-started CLI, before any session claimed it
@@ -684,6 +762,23 @@ class Runner:
                     obj.get("request_id", ""), "no interactive permission prompt in dockercc")))
         self.emit(line, *ops)
 
+    def note_tool_results(self, line: bytes) -> None:
+        """Put the tool results of a (small) ``user`` line next to their calls in the turn's
+        history entry (read by the ``sessions_history`` tool)."""
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(obj, dict) or obj.get("parent_tool_use_id"):
+            return
+        calls = {c.get("id"): c for c in self._turn_tools}
+        for block in (obj.get("message") or {}).get("content") or []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                call = calls.get(block.get("tool_use_id"))
+                if call is not None:
+                    call["result"] = _result_text(block.get("content"), 2000)
+                    call["is_error"] = bool(block.get("is_error"))
+
     def history_op(self, result: dict[str, Any]) -> PipeOp:
         """One history entry per turn: prompt, assistant text, tool calls, outcome."""
         assert self.keys is not None and self.assignment is not None
@@ -736,7 +831,7 @@ class Runner:
         except (ValueError, KeyError, OSError, zlib.error) as exc:
             log.warning("could not restore transcript of %s: %s", source, exc)
 
-    async def stderr_loop(self, proc: asyncio.subprocess.Process) -> None:
+    async def stderr_loop(self, proc: CLIProcess) -> None:
         assert proc.stderr is not None
         while True:
             try:
@@ -881,9 +976,18 @@ def _clip(value: Any, limit: int = 4000) -> Any:
     return value if len(text) <= limit else text[:limit] + "..."
 
 
-def main(argv: list[str] | None = None) -> int:
+def _result_text(content: Any, limit: int) -> str:
+    """The text of a tool_result's content (a string or text blocks), clipped."""
+    if isinstance(content, list):
+        content = "\n".join(str(b.get("text", "")) for b in content
+                            if isinstance(b, dict) and b.get("type") == "text")
+    text = content if isinstance(content, str) else json.dumps(content, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def main(argv: list[str] | None = None, early: subprocess.Popen[bytes] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DOCKERCC_LOG_LEVEL", "INFO"),
                         format="%(asctime)s dockercc-agent %(levelname)s %(message)s",
                         stream=sys.stderr)
     settings = RunnerSettings.from_env()
-    return asyncio.run(Runner(settings).run())
+    return asyncio.run(Runner(settings, early=early).run())

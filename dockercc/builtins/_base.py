@@ -113,11 +113,33 @@ class PoolState:
             lock = self.turn_locks[session_id] = asyncio.Lock()
         return lock
 
-    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    by_session: dict[str, set[asyncio.Task[Any]]] = field(default_factory=dict)
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str,
+              session: str | None = None) -> asyncio.Task[T]:
+        """A background task, cancelled when the pool closes (or ``session`` closes)."""
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
+        if session is not None:
+            self.by_session.setdefault(session, set()).add(task)
+            task.add_done_callback(lambda t: self._untrack(session, t))
         task.add_done_callback(self._done)
         return task
+
+    def _untrack(self, session: str, task: asyncio.Task[Any]) -> None:
+        tasks = self.by_session.get(session)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self.by_session[session]
+
+    async def cancel_session_tasks(self, session: str) -> None:
+        tasks = list(self.by_session.pop(session, set()))
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
@@ -181,11 +203,20 @@ async def run_turn(pool: AsyncPool, target: AsyncSession, prompt: str,
     from ..events import Result
 
     async with pool_state(pool).turn_lock(target.id):
+        if is_busy(target):
+            raise BuiltinToolError(f"session {target.id!r} is in the middle of a turn its "
+                                   f"owner is reading; send again when it is idle")
         await target.send(prompt)
         async for event in target.receive(timeout=timeout):
             if isinstance(event, Result):
                 return event
     raise BuiltinToolError(f"session {target.id!r} ended the turn without a result")
+
+
+def is_busy(session: AsyncSession) -> bool:
+    """Whether the session's own reader is inside a turn (a turn sent by a tool holds the
+    session's turn lock while it runs, so check that lock first)."""
+    return bool(getattr(session, "_turn_open", False))
 
 
 def result_summary(result: Result, limit: int = 8000) -> dict[str, Any]:

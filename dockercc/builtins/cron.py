@@ -4,7 +4,7 @@ A job sends ``prompt`` on a cron schedule (``croniter``: 5 fields ``minute hour 
 weekday``, or 6 with **seconds last**, or ``@hourly`` / ``@daily`` / ...; in the job's
 ``timezone``, default UTC) to either
 
-* an **agent**: each run opens a new session of that agent (id ``cron-<job>-<n>``), asks, and
+* an **agent**: each run opens a new session of that agent (id ``cron-<job>-<random>``), asks, and
   closes it (its history stays readable with ``sessions_history`` for 7 days), or
 * a **session**: the prompt is a new turn of that open session. The process that has the
   session open runs it; when no process has it open the run is recorded as ``skipped``.
@@ -51,6 +51,8 @@ __all__ = ["CronJob", "CronRun", "CronScheduler", "cron_tools", "next_run_ms",
 NICKNAMES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
                        "@hourly"})
 RESULT_CHARS = 1000
+IDLE_POLL_S = 5.0
+"""How often a scheduler without any job looks for jobs created by other processes."""
 
 # claim one due run: move the job's score from the due time to the next run, atomically
 _CLAIM = """
@@ -158,6 +160,7 @@ class CronScheduler:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._claim: Any = None
         self._record: Any = None
+        self._wake = asyncio.Event()
 
     @property
     def config(self) -> Any:
@@ -209,6 +212,7 @@ class CronScheduler:
         pipe.hset(self.jobs_key, job.id, job.model_dump_json())
         pipe.zadd(self.due_key, {job.id: nxt})
         await pipe.execute()
+        self._wake.set()
         return job
 
     async def get(self, job_id: str) -> CronJob | None:
@@ -267,7 +271,9 @@ class CronScheduler:
             except Exception as exc:  # noqa: BLE001 - the scheduler must go on
                 log.warning("cron scheduler: %s", exc)
                 wait = 1.0
-            await asyncio.sleep(wait)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def tick(self) -> float:
         """Start every due run; returns how long to sleep before the next check."""
@@ -280,7 +286,7 @@ class CronScheduler:
         upcoming = await r.zrange(self.due_key, 0, 0, withscores=True)
         if upcoming:
             return min(1.0, max(0.02, (int(upcoming[0][1]) - now_ms()) / 1000))
-        return 1.0
+        return IDLE_POLL_S  # no jobs: jobs created here wake the loop at once
 
     async def _owner_alive(self, owner: str) -> bool:
         hb = await self.pool.transport.client.hget(self.pool.transport.pool_keys.owners, owner)

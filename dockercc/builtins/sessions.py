@@ -24,6 +24,7 @@ from ._base import (
     age_s,
     builtin,
     clip,
+    is_busy,
     now_ms,
     result_summary,
     run_turn,
@@ -180,7 +181,7 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
     async def _deliver(target: "AsyncSession", prompt: str, wait: bool,
                        timeout_s: float | None) -> dict[str, Any]:
         task = ctx.state.spawn(run_turn(pool, target, prompt, TURN_TIMEOUT_S),
-                               name=f"dockercc-send-{target.id}")
+                               name=f"dockercc-send-{target.id}", session=target.id)
         if not wait:
             return {"status": "queued"}
         limit = max_wait(timeout_s)
@@ -210,6 +211,10 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                     f"pool's process only")
             raise BuiltinToolError(f"no open session {sid!r} (sessions_list shows the open "
                                    f"ones)")
+        if is_busy(target) and not ctx.state.turn_lock(sid).locked():
+            raise BuiltinToolError(
+                f"session {sid!r} is in the middle of a turn (its owner is waiting for it, "
+                f"perhaps for this very call); send again when it is idle")
         out = {"session_id": sid, "agent": target.agent}
         out.update(await _deliver(target, prompt, wait, timeout_s))
         return to_json(out)
@@ -313,10 +318,12 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
 
 
 async def close_children(pool: "AsyncPool", parent: str) -> None:
-    """Close the sessions ``parent`` spawned (called when ``parent`` closes)."""
+    """``parent`` is closing: stop the turns tools sent it and close the sessions it
+    spawned."""
     from ._base import pool_state
 
     state = pool_state(pool)
+    await state.cancel_session_tasks(parent)
     for child_id in sorted(state.children.pop(parent, set())):
         child = pool.get(child_id)
         if child is not None and not child.closed:

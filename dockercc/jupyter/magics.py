@@ -257,18 +257,24 @@ class _State:
     def configure(self, config: ConfigLike = None, *, pool: Pool | None = None,
                   session: Session | None = None, display: str | None = None,
                   tools: Sequence[Any] = ()) -> None:
-        if display is not None:
-            self.display = check_mode(display)
-        if session is not None:
-            from ..sync import Session
+        from ..sync import Pool, Session
 
+        mode = check_mode(display) if display is not None else None
+        if pool is not None and not isinstance(pool, Pool):
+            raise TypeError(f"pool must be a dockercc.Pool, not {type(pool).__name__} (an "
+                            "AsyncPool lives on your loop; the magics need the sync facade)")
+        if session is not None:
             if not isinstance(session, Session):
                 raise TypeError(f"session must be a dockercc.Session, not "
                                 f"{type(session).__name__}")
-            if pool is None and config is None and self._pool is None:
+            if pool is None and config is None:
                 pool = _pool_of(session)
+        if mode is not None:
+            self.display = mode
+        if pool is not None and pool is self._pool and config is None and not tools:
+            self._adopt(session)  # same pool: keep the other sessions
+            return
         if config is None and pool is None and not tools:
-            self._adopt(session)
             return
         self.close_all()
         if self.own_pool and self._pool is not None:
@@ -276,13 +282,6 @@ class _State:
         self._pool, self.own_pool = pool, False
         self.config = config
         self.tools = list(tools)
-        if pool is not None:
-            from ..sync import Pool
-
-            if not isinstance(pool, Pool):
-                raise TypeError(f"pool must be a dockercc.Pool, not {type(pool).__name__} "
-                                "(an AsyncPool lives on your loop; the magics need the sync "
-                                "facade)")
         self._adopt(session)
 
     def _adopt(self, session: Session | None) -> None:

@@ -132,7 +132,8 @@ def badge_html(state: TurnState) -> str:
     if state.model:
         bits.append(f'<span title="model" style="{_MUTED}">{esc(state.model)}</span>')
     return (f'<div class="dockercc-badge" data-status="{esc(state.status)}" '
-            f'style="display:flex;gap:8px;align-items:center;font-size:90%">'
+            f'style="display:flex;flex-wrap:wrap;gap:2px 8px;align-items:center;'
+            f'font-size:90%;white-space:nowrap">'
             + "".join(bits) + "</div>")
 
 

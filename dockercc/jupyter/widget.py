@@ -20,7 +20,8 @@ class StreamWidget(widgets.VBox):
 
     def __init__(self, on_interrupt: Callable[[], None] | None = None) -> None:
         self.on_interrupt = on_interrupt
-        self.badge = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
+        self.badge = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto",
+                                                        min_width="0"))
         self.interrupt_button = widgets.Button(
             description="Interrupt", icon="stop", button_style="warning",
             tooltip="Stop the agent's turn (the session stays usable)",
@@ -30,7 +31,7 @@ class StreamWidget(widgets.VBox):
         self.header = widgets.HBox([self.badge, self.interrupt_button],
                                    layout=widgets.Layout(align_items="center", width="100%"))
         self.body = widgets.VBox()
-        self.footer = widgets.HTML()
+        self.footer = widgets.HTML(layout=widgets.Layout(width="auto"))
         super().__init__([self.header, self.body, self.footer],
                          layout=widgets.Layout(border_left="3px solid #78909c",
                                                padding="2px 10px", margin="2px 0"))

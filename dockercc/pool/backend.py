@@ -39,7 +39,7 @@ class ContainerInfo:
 
 class Backend(Protocol):
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
-                     env: dict[str, str]) -> str: ...
+                     env: dict[str, str], cpu_shares: int | None = None) -> str: ...
 
     async def stop(self, name: str, timeout: float = 5) -> None: ...
 
@@ -99,7 +99,7 @@ class DockerBackend:
         self._networks_checked.add(name)
 
     def _create(self, spec: ContainerSpec, name: str, labels: dict[str, str],
-                env: dict[str, str]) -> str:
+                env: dict[str, str], cpu_shares: int | None = None) -> str:
         import docker.errors
         from docker.types import Mount
 
@@ -132,6 +132,8 @@ class DockerBackend:
             kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
         if spec.command:
             kwargs["command"] = list(spec.command)
+        if cpu_shares is not None:
+            kwargs["cpu_shares"] = cpu_shares
         try:
             try:
                 container = self.client.containers.run(**kwargs)
@@ -147,8 +149,13 @@ class DockerBackend:
         return str(container.id)
 
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
-                     env: dict[str, str]) -> str:
-        return await asyncio.to_thread(self._create, spec, name, labels, env)
+                     env: dict[str, str], cpu_shares: int | None = None) -> str:
+        return await asyncio.to_thread(self._create, spec, name, labels, env, cpu_shares)
+
+    async def set_cpu_shares(self, container_id: str, shares: int) -> None:
+        """Change a running container's CPU weight (``docker update --cpu-shares``)."""
+        await asyncio.to_thread(self.client.api.update_container, container_id,
+                                cpu_shares=shares)
 
     def _clear_stale_name(self, name: str, labels: dict[str, str]) -> bool:
         """A session's previous container (lost or parked, its removal still under way) holds

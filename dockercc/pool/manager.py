@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -46,6 +47,11 @@ from .spec import ContainerSpec, runner_env
 log = logging.getLogger("dockercc.pool")
 
 LostCallback = Callable[[str, str], Awaitable[None] | None]
+WARM_CPU_SHARES = 128
+"""CPU weight of warm containers until claimed (Docker's default is 1024): refilling the warm
+set (a new container, its runner and a pre-started CLI: about a CPU-second) then never slows
+down the sessions that are running, which matters on a machine with few cores."""
+NORMAL_CPU_SHARES = 1024
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
@@ -190,6 +196,11 @@ class ContainerPool:
         if self._closed:
             return
         self._closed = True
+        if not self._started and not self._tasks:
+            # never started: nothing was created (and Redis may not even be there)
+            with contextlib.suppress(Exception):
+                await self.backend.close()
+            return
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(BaseException):
@@ -243,8 +254,12 @@ class ContainerPool:
     # -- claim / release -------------------------------------------------------------------
 
     async def claim(self, *, session: str, agent: str, spec: ContainerSpec,
-                    assignment: dict[str, Any], timeout: float | None = None) -> Lease:
+                    assignment: dict[str, Any], timeout: float | None = None,
+                    prestart: dict[str, Any] | None = None) -> Lease:
         """Hand a container to ``session``; waits in a fair queue at a limit.
+
+        ``prestart`` (the session's CLI arguments and tools, see :meth:`register_spec`) lets a
+        new container start the CLI as its first act, before the runner's own start-up.
 
         Raises :class:`PoolExhausted` (naming the limit and the counts) when no container
         frees within ``timeout`` (default ``acquireTimeoutMs``), :class:`StartupTimeout` when a
@@ -294,6 +309,7 @@ class ContainerPool:
             container = res[1].decode()
             try:
                 if kind == "warm":
+                    self._spawn(self._boost(container))
                     await self.transport.assign(container, assignment)
                     lease = Lease(container, res[2].decode(), True, key,
                                   (time.monotonic() - t0) * 1000)
@@ -305,7 +321,9 @@ class ContainerPool:
                         if old is not None:
                             await self._destroy(old)
                     await self.transport.assign(container, assignment)
-                    await self._create(container, spec, name=name, agent=agent, session=session)
+                    await self._create(container, spec, name=name, agent=agent, session=session,
+                                       prestart=None if prestart is None else
+                                       {**prestart, "prime": False, "wait": False})
                     lease = Lease(container, name, False, key, (time.monotonic() - t0) * 1000)
                     await self._confirm_started(session, container, warm=False)
                     rec = await self.record(container)
@@ -381,14 +399,36 @@ class ContainerPool:
             await self._update(rec)
 
     async def _create(self, container: str, spec: ContainerSpec, *, name: str, agent: str = "",
-                      session: str = "", prestart: dict[str, Any] | None = None) -> None:
+                      session: str = "", prestart: dict[str, Any] | None = None,
+                      cpu_shares: int | None = None) -> str:
         labels = {**self.labels_base, f"{LABEL}.owner": self.owner,
                   f"{LABEL}.container": container, f"{LABEL}.spec": spec.key(),
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
                          prestart=prestart)
-        await self.backend.create(spec, name=name, labels=labels, env=env)
+        if cpu_shares is None or "cpu_shares" not in inspect.signature(
+                self.backend.create).parameters:  # a backend without CPU weights
+            return await self.backend.create(spec, name=name, labels=labels, env=env)
+        return await self.backend.create(spec, name=name, labels=labels, env=env,
+                                         cpu_shares=cpu_shares)
+
+    async def _boost(self, container: str) -> None:
+        """A claimed warm container gets the normal CPU weight back (see WARM_CPU_SHARES)."""
+        set_shares = getattr(self.backend, "set_cpu_shares", None)
+        if set_shares is None:
+            return
+        try:
+            rec = await self.record(container)
+            docker_id = rec.extra.get("docker_id") if rec is not None else None
+            if isinstance(docker_id, str) and docker_id:
+                await set_shares(docker_id, NORMAL_CPU_SHARES)
+                return
+            for info in await self.backend.list({**self.labels_base,
+                                                 f"{LABEL}.container": container}):
+                await set_shares(info.id, NORMAL_CPU_SHARES)
+        except Exception as exc:
+            log.debug("restoring the CPU weight of %s failed: %s", container, exc)
 
     async def retiring(self, container: str) -> None:
         """Its session is about to stop this container on purpose: its exit is no loss."""
@@ -449,7 +489,13 @@ class ContainerPool:
 
     async def _start_warm(self, container: str, name: str, spec: ContainerSpec, key: str) -> None:
         try:
-            await self._create(container, spec, name=name, prestart=self._prestart.get(key))
+            docker_id = await self._create(container, spec, name=name,
+                                           prestart=self._prestart.get(key),
+                                           cpu_shares=WARM_CPU_SHARES)
+            rec = await self.record(container)
+            if rec is not None and rec.status == "creating":  # for _boost at its claim
+                rec.extra["docker_id"] = docker_id
+                await self._update(rec)
             deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
             ckey = self.pk.container_state(container)
             r = self.transport.client
