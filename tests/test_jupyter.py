@@ -343,7 +343,7 @@ def test_line_magic_commands_and_display_hooks(shell: InteractiveShell, api: Any
     for s in STATE.sessions.values():
         assert s.aio.lease is not None and s.aio.lease.name in bundle["text/html"]
     assert "heartbeat" in bundle["text/html"] and "busy" in bundle["text/html"]
-    assert pool._repr_html_() .count("<tr>") == 3  # header + 2 containers
+    assert pool._repr_html_().count("<tr>") == 3  # header + 2 containers
     session = STATE.sessions["main"]
     assert main_id in session._repr_html_() and "idle" in session._repr_markdown_()
     assert main_id in session.aio._repr_html_()
@@ -353,7 +353,15 @@ def test_line_magic_commands_and_display_hooks(shell: InteractiveShell, api: Any
     result, cap = run(shell, "r")
     assert "echo: What is Redis?" in cap.outputs[-1].data["text/html"]
 
+    # --new: a fresh session under the same name; the old one is closed
+    old_other = STATE.sessions["other"]
+    result, _ = run(shell, "%dockercc -s other --new --model claude-x --no-display fresh")
+    assert result.success, result.error_in_exec
     other = STATE.sessions["other"]
+    assert other is not old_other and other.id != old_other.id and old_other.closed
+    assert other.aio.options.model == "claude-x"
+    assert api.message_requests[-1].body["model"] == "claude-x"
+
     result, cap = run(shell, "%dockercc close other")
     assert result.success and "other" not in STATE.sessions and other.closed
     assert f"resume={other.id!r}" in cap.stdout

@@ -355,17 +355,19 @@ class Runner:
     async def serve(self, a: Assignment) -> int:
         self.assignment = a
         self.keys = keys = SessionKeys(a.session, self.s.prefix)
-        last = await self.r.lindex(keys.output_buffer, -1)
+        pipe = self.r.pipeline(transaction=False)  # one round trip: the claim waits on it
+        pipe.lindex(keys.output_buffer, -1)
+        pipe.hgetall(keys.state)
+        pipe.hset(self.pool_keys.container_state(self.s.container),
+                  mapping={"status": "busy", "session": a.session})
+        last, prev, _ = await pipe.execute()
         if last:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 self.seq = int(json.loads(last)["seq"])
-        prev = await self.r.hgetall(keys.state)
         sid: Any = prev.get(b"claude_session_id") or b""
         self.claude_session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
         self.turns = int(prev.get(b"turns") or 0)
         self.cost = float(prev.get(b"cost_usd") or 0.0)
-        await self.r.hset(self.pool_keys.container_state(self.s.container),
-                          mapping={"status": "busy", "session": a.session})
         install_credentials()
         if a.restore_from:
             await self.restore_transcript(a.restore_from)

@@ -48,9 +48,10 @@ log = logging.getLogger("dockercc.pool")
 
 LostCallback = Callable[[str, str], Awaitable[None] | None]
 WARM_CPU_SHARES = 128
-"""CPU weight of warm containers until claimed (Docker's default is 1024): refilling the warm
-set (a new container, its runner and a pre-started CLI: about a CPU-second) then never slows
-down the sessions that are running, which matters on a machine with few cores."""
+"""CPU weight of a warm container while it starts (Docker's default is 1024), restored once it
+is ready: refilling the warm set (a new container, its runner and a pre-started CLI, about a
+CPU-second) then barely slows down the sessions that are running, which matters on a machine
+with few cores."""
 NORMAL_CPU_SHARES = 1024
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
@@ -309,7 +310,6 @@ class ContainerPool:
             container = res[1].decode()
             try:
                 if kind == "warm":
-                    self._spawn(self._boost(container))
                     await self.transport.assign(container, assignment)
                     lease = Lease(container, res[2].decode(), True, key,
                                   (time.monotonic() - t0) * 1000)
@@ -413,22 +413,15 @@ class ContainerPool:
         return await self.backend.create(spec, name=name, labels=labels, env=env,
                                          cpu_shares=cpu_shares)
 
-    async def _boost(self, container: str) -> None:
-        """A claimed warm container gets the normal CPU weight back (see WARM_CPU_SHARES)."""
+    async def _restore_cpu(self, docker_id: str, name: str) -> None:
+        """A warm container that is ready gets the normal CPU weight (see WARM_CPU_SHARES)."""
         set_shares = getattr(self.backend, "set_cpu_shares", None)
-        if set_shares is None:
+        if set_shares is None or not docker_id:
             return
         try:
-            rec = await self.record(container)
-            docker_id = rec.extra.get("docker_id") if rec is not None else None
-            if isinstance(docker_id, str) and docker_id:
-                await set_shares(docker_id, NORMAL_CPU_SHARES)
-                return
-            for info in await self.backend.list({**self.labels_base,
-                                                 f"{LABEL}.container": container}):
-                await set_shares(info.id, NORMAL_CPU_SHARES)
+            await set_shares(docker_id, NORMAL_CPU_SHARES)
         except Exception as exc:
-            log.debug("restoring the CPU weight of %s failed: %s", container, exc)
+            log.debug("restoring the CPU weight of %s failed: %s", name, exc)
 
     async def retiring(self, container: str) -> None:
         """Its session is about to stop this container on purpose: its exit is no loss."""
@@ -492,15 +485,13 @@ class ContainerPool:
             docker_id = await self._create(container, spec, name=name,
                                            prestart=self._prestart.get(key),
                                            cpu_shares=WARM_CPU_SHARES)
-            rec = await self.record(container)
-            if rec is not None and rec.status == "creating":  # for _boost at its claim
-                rec.extra["docker_id"] = docker_id
-                await self._update(rec)
             deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
             ckey = self.pk.container_state(container)
             r = self.transport.client
             while time.monotonic() < deadline:
                 if await r.hget(ckey, "status") is not None:
+                    # the runner registers once its CLI is up: the heavy part is over
+                    await self._restore_cpu(docker_id, name)
                     if await self._mark_warm(keys=[self.pk.containers, self.rk.warm_prefix + key],
                                              args=[container, now_ms()]):
                         await self._notify()

@@ -1,0 +1,264 @@
+"""Hardening, checked inside real pool containers running the real CLI.
+
+What the agent's own tools see (a Bash ``tool_use`` run by the CLI) and what ``docker exec``
+and ``docker inspect`` see: not root, no capabilities, ``no_new_privs``, a read-only root,
+a pids limit that stops a fork bomb (the host and other sessions unaffected, the caller told),
+a memory limit whose breach reaches the caller as a typed error, no Docker socket, nothing of
+the host mounted beyond the configured binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockercc.client import AsyncPool
+from dockercc.errors import ContainerLost
+from dockercc.events import Result
+from dockercc.pool.backend import LABEL
+from dockercc.session import AsyncSession
+from dockercc.testing import text, tool_use
+
+pytestmark = pytest.mark.docker
+
+DOCKER_MANAGED = {"/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
+"""Files Docker itself bind-mounts into every container (not our binds)."""
+
+
+def container_of(docker_client: Any, prefix: str, s: AsyncSession) -> Any:
+    assert s.lease is not None
+    found = docker_client.containers.list(filters={"label": [
+        f"{LABEL}.prefix={prefix}", f"{LABEL}.container={s.lease.container}"]})
+    assert len(found) == 1, found
+    return found[0]
+
+
+def sh(container: Any, command: str) -> tuple[int, str]:
+    code, out = container.exec_run(["sh", "-c", command], demux=False)
+    return int(code), out.decode(errors="replace")
+
+
+def bash_result(api: Any) -> str:
+    """The text of the last tool_result the model got (what the Bash tool printed)."""
+    content = api.message_requests[-1].tool_results[-1].get("content")
+    if isinstance(content, list):
+        return "\n".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    return str(content)
+
+
+async def test_agent_runs_unprivileged_on_a_read_only_root(make_config: Any, api: Any,
+                                                           docker_client: Any,
+                                                           prefix: str) -> None:
+    probe = ("id -u; id -g; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs)' /proc/self/status;"
+             " for d in / /usr /etc /opt /var; do touch $d/.probe 2>&1 || true; done;"
+             " for d in /tmp /workspace /home/agent; do touch $d/.probe && echo wrote $d; done;"
+             " awk '$2==\"/\" {print \"rootfs\", $4}' /proc/mounts")
+    api.script(tool_use("Bash", {"command": probe}), text("probed"))
+    async with AsyncPool(make_config()) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        assert (await s.ask("probe the sandbox", timeout=180)).text == "probed"
+        out = bash_result(api)
+        lines = out.splitlines()
+        assert lines[0] == "1000" and lines[1] == "1000", out  # uid, gid: not root
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert f"{cap}:\t0000000000000000" in out, out
+        assert "NoNewPrivs:\t1" in out
+        assert out.count("Read-only file system") == 5, out
+        for d in ("/tmp", "/workspace", "/home/agent"):
+            assert f"wrote {d}" in out
+        assert "rootfs ro," in out
+
+        # every process in the container (runner, CLI, init), not only the tool's
+        c = container_of(docker_client, prefix, s)
+        code, status = sh(c, "for p in /proc/[0-9]*; do cat $p/status 2>/dev/null; done")
+        assert code == 0
+        blocks = [b for b in status.split("Name:") if "Uid:" in b]
+        assert len(blocks) >= 3, status  # init, runner, CLI, sh
+        for block in blocks:
+            fields = dict(line.split(":", 1) for line in block.splitlines()[1:] if ":" in line)
+            assert set(fields["Uid"].split()) == {"1000"}, block
+            assert fields["CapEff"].strip() == "0" * 16 and fields["CapBnd"].strip() == "0" * 16
+            assert fields["NoNewPrivs"].strip() == "1", block
+        host = c.attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["Privileged"] is False
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert c.attrs["Config"]["User"] == "1000:1000"
+        await s.close(forget=True)
+
+
+async def test_no_docker_socket_and_only_configured_binds(make_config: Any, api: Any,
+                                                          docker_client: Any, prefix: str,
+                                                          tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "note.txt").write_text("configured bind\n")
+    os.chmod(shared, 0o755)
+    probe = ("ls -la /var/run/docker.sock /run/docker.sock 2>&1; "
+             "find / -xdev \\( -name 'docker.sock' -o -name 'containerd.sock' \\) 2>/dev/null;"
+             " echo DOCKER_HOST=${DOCKER_HOST:-unset}; cat /data/note.txt")
+    api.script(tool_use("Bash", {"command": probe}), text("looked"))
+    cfg = make_config(docker={"network": "host", "binds": [f"{shared}:/data:ro"]})
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        assert (await s.ask("look around", timeout=180)).text == "looked"
+        out = bash_result(api)
+        assert out.count("No such file or directory") == 2, out
+        assert "docker.sock" not in out.replace("/var/run/docker.sock", "").replace(
+            "/run/docker.sock", "")
+        assert "DOCKER_HOST=unset" in out and "configured bind" in out
+
+        c = container_of(docker_client, prefix, s)
+        mounts = c.attrs["Mounts"]
+        binds = [m for m in mounts if m["Type"] == "bind"]
+        assert [(m["Source"], m["Destination"], m["RW"]) for m in binds] == [
+            (str(shared), "/data", False)], mounts
+        assert all(m["Type"] in ("bind", "tmpfs") for m in mounts), mounts
+        assert not any("docker.sock" in (m.get("Source") or "") for m in mounts)
+        # what the kernel says: every mount backed by a host file system is one of Docker's
+        # own three files or the configured bind
+        code, info = sh(c, "cat /proc/self/mountinfo")
+        assert code == 0
+        host_backed = set()
+        for line in info.splitlines():
+            left, _, right = line.partition(" - ")
+            fstype, source = right.split()[:2]
+            target = left.split()[4]
+            if source.startswith("/dev/") and fstype not in ("devpts", "mqueue", "tmpfs"):
+                host_backed.add(target)
+        assert host_backed == DOCKER_MANAGED | {"/data"}, host_backed
+        await s.close(forget=True)
+
+
+FORK_BOMB = r"""python3 - <<'EOF'
+import os, time
+kids, refused, err = [], 0, ""
+for _ in range(2000):  # bounded: at most 2000 forks, each child lives 4 s
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        refused += 1
+        err = exc.strerror
+        continue
+    if pid == 0:
+        time.sleep(4)
+        os._exit(0)
+    kids.append(pid)
+print(f"forked {len(kids)} refused {refused}: {err}", flush=True)
+for pid in kids:
+    os.waitpid(pid, 0)
+print("bomb over", flush=True)
+EOF"""
+
+
+async def test_fork_bomb_is_stopped_by_the_pids_limit(make_config: Any, api: Any,
+                                                      docker_client: Any, prefix: str) -> None:
+    limit = 64
+    api.on("bomb", tool_use("Bash", {"command": FORK_BOMB}), text("bomb done"))
+    api.on("ping", text("pong"))
+    api.on("again", text("still alive"))
+    async with AsyncPool(make_config(resources={"memory": "1g", "cpus": 1,
+                                                "pidsLimit": limit})) as pool:
+        bombed = pool.session(session_id="bombed", permission_mode="bypassPermissions")
+        other = pool.session(session_id="bystander")
+        await asyncio.gather(bombed.start(), other.start())
+        c = container_of(docker_client, prefix, bombed)
+        assert c.attrs["HostConfig"]["PidsLimit"] == limit
+
+        peak = 0
+        done = asyncio.Event()
+
+        async def watch() -> None:  # the container's process count, from the host
+            nonlocal peak
+            while not done.is_set():
+                try:  # (an exec needs a pid too: it may be refused at the peak)
+                    code, out = await asyncio.to_thread(
+                        sh, c, "cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || "
+                               "cat /sys/fs/cgroup/pids.current")
+                except Exception:
+                    code, out = 1, ""
+                if code == 0 and out.strip().isdigit():
+                    peak = max(peak, int(out.strip()))
+                await asyncio.sleep(0.2)
+
+        watcher = asyncio.create_task(watch())
+        bomb = asyncio.create_task(bombed.ask("run the bomb", timeout=180))
+        # meanwhile: the host forks fine and another session answers
+        await asyncio.sleep(1.5)
+        assert subprocess.run(["true"], timeout=10).returncode == 0
+        t0 = time.monotonic()
+        assert (await other.ask("ping", timeout=120)).text == "pong"
+        bystander_s = time.monotonic() - t0
+        result = await bomb
+        done.set()
+        await watcher
+        assert result.text == "bomb done"
+        # what the caller's agent got back from the tool (the bystander's request may be last)
+        out = next(r.tool_result_text for r in reversed(api.message_requests)
+                   if "forked" in r.tool_result_text)
+        forked = int(out.split("forked ")[1].split()[0])
+        refused = int(out.split("refused ")[1].split(":")[0])
+        assert refused > 0 and "Resource temporarily unavailable" in out, out
+        assert forked < limit, out
+        assert "bomb over" in out  # the children ended; nothing was left running
+        assert 0 < peak <= limit, peak
+        assert bystander_s < 60
+        # the bombed session itself goes on, and the caller saw the tool's report
+        events = [ev async for ev in bombed.stream("again?", timeout=120)]
+        assert isinstance(events[-1], Result) and events[-1].text == "still alive"
+        await bombed.close(forget=True)
+        await other.close(forget=True)
+
+
+HOGS = ("for i in 1 2 3 4 5 6 7 8; do python3 -c \"import time; b = b'x' * (60 << 20); "
+        "time.sleep(3)\" & done; wait; echo hogs done")
+
+
+async def test_memory_over_the_limit_is_a_typed_error(make_config: Any, api: Any,
+                                                      docker_client: Any, prefix: str) -> None:
+    """The agent's tools allocate past the memory limit (8 x 60 MB next to the CLI's ~120 MB
+    in 512 MB): the kernel kills the biggest process, the CLI, and the caller gets
+    ContainerLost saying "out of memory"; the session then goes on (the CLI restarted)."""
+    api.on("allocate", tool_use("Bash", {"command": HOGS}), text("allocated"))
+    api.on("after", text("after the oom"))
+    async with AsyncPool(make_config(resources={"memory": "512m", "cpus": 1})) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        await s.start()
+        c = container_of(docker_client, prefix, s)
+        assert c.attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
+        assert c.attrs["HostConfig"]["MemorySwap"] == 512 * 1024 * 1024  # no swap to hide in
+        with pytest.raises(ContainerLost) as info:
+            await s.ask("allocate a lot", timeout=180)
+        assert "out of memory" in str(info.value), info.value
+        result = await s.ask("and after?", timeout=180)
+        assert result.text == "after the oom"
+        await s.close(forget=True)
+
+
+async def test_container_killed_for_memory_is_container_lost_out_of_memory(
+        make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
+    """When the memory limit takes the whole container down (the kernel's victim is its init
+    process), the pool reports ContainerLost "out of memory" (Docker's OOMKilled) and the next
+    prompt resumes in a new container. The OOM killer picks by size; the tool points it at
+    PID 1 (oom_score_adj, allowed to raise for one's own processes) to make that happen."""
+    hog = ("echo 1000 > /proc/1/oom_score_adj; python3 -c \"import time; "
+           "b = b'x' * (700 << 20); time.sleep(5)\"; echo survived")
+    api.on("allocate", tool_use("Bash", {"command": hog}), text("should not get here"))
+    api.on("after", text("resumed after the oom"))
+    async with AsyncPool(make_config(resources={"memory": "512m", "cpus": 1})) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        await s.start()
+        first = s.lease
+        with pytest.raises(ContainerLost) as info:
+            await s.ask("allocate a lot", timeout=180)
+        assert "out of memory (killed by the memory limit)" in str(info.value), info.value
+        result = await s.ask("and after?", timeout=180)
+        assert result.text == "resumed after the oom"
+        assert s.lease is not None and first is not None and s.lease.container != first.container
+        await s.close(forget=True)
