@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ._display import NotebookDisplay
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
 from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
@@ -29,7 +30,7 @@ ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
 MAX_PROMPT_BYTES = 8 * 1024 * 1024
 
 
-class AsyncPool:
+class AsyncPool(NotebookDisplay):
     """A pool of agent containers and its sessions.
 
     ``config`` is ``None`` (defaults + environment + discovered YAML), a
@@ -64,23 +65,6 @@ class AsyncPool:
     def __repr__(self) -> str:
         return (f"AsyncPool(redis={self.transport.url!r}, image={self.config.image!r}, "
                 f"sessions={len(self._sessions)})")
-
-    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def _repr_html_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/html"]
-
-    def _repr_markdown_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/markdown"]
 
     # -- life ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+from ._display import NotebookDisplay
 from .errors import AgentError
 from .protocol import messages as wire
 from .protocol.accumulator import TurnAccumulator
@@ -96,7 +97,7 @@ def _join_text(content: Any, sep: str) -> str:
     return ""
 
 
-class BaseEvent(BaseModel):
+class BaseEvent(NotebookDisplay, BaseModel):
     """Base of every event. ``session`` / ``seq`` / ``ts`` come from the envelope; ``raw`` is
     the wire dict the event came from (the CLI line, or the runner / pool event)."""
 
@@ -113,23 +114,6 @@ class BaseEvent(BaseModel):
         head = [(k, v) for k, v in args if k not in _META_FIELDS]
         tail = [(k, v) for k, v in args if k in _META_FIELDS]
         return head + tail
-
-    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def _repr_html_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/html"]
-
-    def _repr_markdown_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/markdown"]
 
 
 # ----------------------------------------------------------------------------- system

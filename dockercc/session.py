@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
 from .events import ErrorEvent, Event, EventMapper, Result
@@ -77,7 +78,7 @@ class SessionOptions(BaseModel):
     parent: str | None = None
 
 
-class AsyncSession:
+class AsyncSession(NotebookDisplay):
     """One agent conversation. Use ``async with pool.session() as s`` or call :meth:`close`."""
 
     def __init__(self, pool: AsyncPool, options: SessionOptions, *,
@@ -106,23 +107,6 @@ class AsyncSession:
         container = self.lease.name if self.lease else None
         return (f"AsyncSession(id={self.id!r}, agent={self.agent!r}, container={container!r}, "
                 f"closed={self.closed})")
-
-    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def _repr_html_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/html"]
-
-    def _repr_markdown_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/markdown"]
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -370,7 +354,10 @@ class AsyncSession:
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
-                    if isinstance(event, ErrorEvent) and self._turn_open:
+                    if (isinstance(event, ErrorEvent) and self._turn_open
+                            and event.raw.get("turn_lost") is not False):
+                        # (a CLI that died before it took this turn's prompt loses nothing:
+                        # the restarted one gets the prompt)
                         self._turn_open = False
                         raise ContainerLost(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._display import NotebookDisplay
 from ._portal import portal
 from .client import AsyncPool, ConfigLike
 from .events import Event, Result
@@ -54,7 +55,7 @@ else:  # pragma: no cover
     atexit.register(_close_open_pools)
 
 
-class Session:
+class Session(NotebookDisplay):
     """Sync twin of :class:`~dockercc.session.AsyncSession`."""
 
     def __init__(self, inner: AsyncSession) -> None:
@@ -83,23 +84,6 @@ class Session:
 
     def __repr__(self) -> str:
         return repr(self._inner).replace("AsyncSession", "Session", 1)
-
-    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def _repr_html_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/html"]
-
-    def _repr_markdown_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/markdown"]
 
     def start(self) -> Session:
         portal().run(self._inner.start())
@@ -155,7 +139,7 @@ class Session:
         self.close()
 
 
-class Pool:
+class Pool(NotebookDisplay):
     """Sync twin of :class:`~dockercc.client.AsyncPool`."""
 
     def __init__(self, config: ConfigLike = None, **kwargs: Any) -> None:
@@ -177,23 +161,6 @@ class Pool:
 
     def __repr__(self) -> str:
         return repr(self._inner).replace("AsyncPool", "Pool", 1)
-
-    # -- notebook display: the rendering lives in dockercc.jupyter.hooks ------------------
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self, include, exclude)
-
-    def _repr_html_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/html"]
-
-    def _repr_markdown_(self) -> str:
-        from .jupyter.hooks import mimebundle
-
-        return mimebundle(self)["text/markdown"]
 
     def start(self) -> Pool:
         portal().run(self._inner.start())
