@@ -53,6 +53,10 @@ is ready: refilling the warm set (a new container, its runner and a pre-started 
 CPU-second) then barely slows down the sessions that are running, which matters on a machine
 with few cores."""
 NORMAL_CPU_SHARES = 1024
+REFILL_DELAY_S = 1.0
+"""How long after a claim the warm set is topped up again (the claimed session goes first)."""
+REFILL_CONCURRENCY = 2
+"""Warm containers started at the same time (Docker's create/start work is not weighted)."""
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
@@ -116,6 +120,8 @@ class ContainerPool:
         self._specs: dict[str, ContainerSpec] = {}
         self._warm_specs: dict[str, int] = {}
         self._prestart: dict[str, dict[str, Any]] = {}
+        self._refill_slots = asyncio.Semaphore(REFILL_CONCURRENCY)
+        self._refill_due = False
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -153,11 +159,13 @@ class ContainerPool:
             labels[f"{LABEL}.instance"] = self.instance
         return labels
 
-    async def _load_instance(self) -> None:
+    async def _load_instance(self, *, create: bool = True) -> None:
         """The pool's identity in this Redis (made by the first pool that starts on it)."""
         r = self.transport.client
-        await r.set(self.pk.instance, secrets.token_hex(8), nx=True)
-        self.instance = as_str(await r.get(self.pk.instance))
+        if create:
+            await r.set(self.pk.instance, secrets.token_hex(8), nx=True)
+        raw = await r.get(self.pk.instance)
+        self.instance = as_str(raw) if raw else ""
 
     def on_lost(self, callback: LostCallback) -> None:
         """``callback(session, reason)`` runs when a busy container is lost."""
@@ -349,7 +357,7 @@ class ContainerPool:
             self._latencies.append(lease.claim_ms)
             if len(self._latencies) > 10000:
                 del self._latencies[:5000]
-            self._spawn(self.top_up())
+            self._spawn(self._refill_later())
             return lease
 
     async def _wait_for_release(self, timeout: float) -> None:
@@ -364,12 +372,13 @@ class ContainerPool:
         deadline = time.monotonic() + limit
         r = self.transport.client
         delay = 0.002
+        fast_until = time.monotonic() + 0.2  # a warm runner answers within ms: poll finely
         while time.monotonic() < deadline:
             owner = await r.hget(keys.state, "container")
             if owner is not None and as_str(owner) == container:
                 return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.008 if time.monotonic() < fast_until else 0.05)
             if not warm and delay >= 0.05:
                 info = await self.backend.inspect(
                     f"{self.config.docker.container_prefix}{session}")
@@ -460,6 +469,15 @@ class ContainerPool:
     def _warm_targets(self) -> dict[str, int]:
         return {k: v for k, v in self._warm_specs.items() if v > 0}
 
+    async def _refill_later(self) -> None:
+        """Top up after a claim, a moment later: the claimed session's first turn gets the
+        CPU first (claims close together share one top-up)."""
+        self._refill_due = True
+        await asyncio.sleep(REFILL_DELAY_S)
+        if self._refill_due:
+            self._refill_due = False
+            await self.top_up()
+
     async def top_up(self) -> None:
         """Start warm containers until every warm set has its target."""
         if self._closed:
@@ -481,9 +499,20 @@ class ContainerPool:
                 await asyncio.gather(*created, return_exceptions=True)
 
     async def _start_warm(self, container: str, name: str, spec: ContainerSpec, key: str) -> None:
+        async with self._refill_slots:  # a few at a time: each costs a CPU-second or so
+            rec = await self.record(container)
+            if rec is None or rec.status != "creating":  # given up on while it waited
+                return
+            await self._start_warm_now(container, name, spec, key)
+
+    async def _start_warm_now(self, container: str, name: str, spec: ContainerSpec,
+                              key: str) -> None:
         try:
-            docker_id = await self._create(container, spec, name=name,
-                                           prestart=self._prestart.get(key),
+            prestart = self._prestart.get(key)
+            if prestart is not None:  # the runner registers after it: within startupMs
+                prestart = {**prestart,
+                            "timeout_s": self.config.timeouts.startup_ms / 2000}
+            docker_id = await self._create(container, spec, name=name, prestart=prestart,
                                            cpu_shares=WARM_CPU_SHARES)
             deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
             ckey = self.pk.container_state(container)
@@ -633,9 +662,12 @@ class ContainerPool:
             return  # its session released it meanwhile: an exit on purpose, not a loss
         self._counters["lost"] += 1
         log.warning("container %s lost: %s", rec.name, reason)
-        # gone for good before the session hears of it: a runner that only looks dead (stale
-        # heartbeat) must not take a prompt sent after the loss
-        await self._destroy(rec)
+        # a runner that only looks dead (stale heartbeat, still running) goes for good before
+        # the session hears of it: it must not take a prompt sent after the loss; a dead
+        # one is reported first (sooner) and removed after
+        alive = reason == "heartbeat stale"
+        if alive:
+            await self._destroy(rec)
         if rec.session and rec.status == "busy":
             # the caller hears "turn lost, send again" (ContainerLost): prompts the lost
             # container never started must not run later on top of the one sent again
@@ -655,6 +687,8 @@ class ContainerPool:
                     res = cb(rec.session, reason)
                     if asyncio.iscoroutine(res):
                         await res
+        if not alive:
+            await self._destroy(rec)
         self._counters["replacements"] += 1
 
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
@@ -687,13 +721,16 @@ class ContainerPool:
         """Remove containers (and registry entries) whose owner stopped heartbeating."""
         r = self.transport.client
         if not self.instance:
-            await self._load_instance()
+            await self._load_instance(create=False)  # gc: read it, don't make one
         owners = {as_str(k): int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
         now = now_ms()
         alive = {o for o, hb in owners.items() if now - hb <= max(self.stale_ms, 1000)}
         alive.add(self.owner)
         removed = 0
-        infos = await self.backend.list(self.labels_base)
+        # ours: this Redis's instance, or made before instances were labelled
+        infos = [i for i in await self.backend.list({LABEL: "1",
+                                                     f"{LABEL}.prefix": self.transport.prefix})
+                 if i.labels.get(f"{LABEL}.instance", "") in ("", self.instance)]
         records = {rec.id: rec for rec in await self.records()}
         for info in infos:
             cid = info.labels.get(f"{LABEL}.container", "")
