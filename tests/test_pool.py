@@ -242,7 +242,7 @@ async def test_two_processes_share_one_pool(make_config: Any, docker_client: Any
 
 async def test_killed_busy_container_is_detected_replaced_and_reported(
         make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
-    interval_ms = 500
+    interval_ms = 1000
     cfg = make_config(pool={"minWarm": 1}, timeouts={"healthIntervalMs": interval_ms})
     api.on("slow", text(" ".join(["word"] * 60), delay=0.2))
     api.on("after", text("resumed fine"))
