@@ -22,9 +22,11 @@ What it does:
 * an independent observer reads every session's output stream from seq 0 (like a dashboard
   would) to check that readers see every seq once, in order, across the Redis restarts.
 
-Figures: lost inputs (sent prompts the API never saw), seq gaps / duplicates (in each output
-buffer, as seen by the observer and as seen by the caller), typed errors vs. transparent
-resumes per fault, untyped errors, hangs, containers and keys left, turn latency.
+Figures: lost inputs (accepted prompts that neither reached the model nor failed with a
+typed error), prompts run twice, seq gaps / duplicates (in each output buffer, as seen by the
+observer and as seen by the caller), typed errors vs. transparent resumes per fault, untyped
+errors, hangs, containers and keys left, turn latency (including the wait for a container).
+Sessions close when their turns are done, so more sessions than ``--max-total`` take turns.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class ChaosSettings:
     max_total: int = 10
     health_interval_ms: int = 500
     stale_after_misses: int = 6
-    words: int = 14
+    words: int = 20
     delay: float = 0.08
     outage_s: float = 0.5
     redis_signal: str = "TERM"
@@ -159,6 +161,7 @@ class Attempt:
     detail: str = ""
     sent: bool = False
     streaming: bool = False
+    streaming_since: float = 0.0
     started: float = 0.0
     latency_s: float = 0.0
 
@@ -184,6 +187,7 @@ class ChaosReport:
     inputs_seen_by_api: int = 0
     lost_inputs: int = 0
     inputs_failed_typed: int = 0
+    inputs_run_twice: int = 0
     inputs_left_in_queues: int = 0
     kills: int = 0
     kills_mid_stream: int = 0
@@ -222,7 +226,8 @@ class ChaosReport:
         out = []
         if self.turns_completed != self.turns_expected:
             out.append(f"{self.turns_completed}/{self.turns_expected} turns completed")
-        for name in ("lost_inputs", "inputs_left_in_queues", "hangs", "buffer_seq_gaps",
+        for name in ("lost_inputs", "inputs_run_twice", "inputs_left_in_queues", "hangs",
+                     "buffer_seq_gaps",
                      "buffer_seq_dups", "observer_seq_gaps", "observer_seq_dups",
                      "caller_seq_dups", "containers_left", "keys_left"):
             if getattr(self, name):
@@ -247,7 +252,8 @@ class ChaosReport:
             f"({self.attempts} attempts)",
             f"  inputs sent / seen  {self.inputs_sent} / {self.inputs_seen_by_api} by the API; "
             f"lost {self.lost_inputs} (+{self.inputs_failed_typed} never answered, caller told "
-            f"with a typed error); left in queues {self.inputs_left_in_queues}",
+            f"with a typed error); run twice {self.inputs_run_twice}; left in queues "
+            f"{self.inputs_left_in_queues}",
             f"  seq (buffer)        gaps {self.buffer_seq_gaps}, dups {self.buffer_seq_dups} "
             f"over {self.envelopes} envelopes",
             f"  seq (observer)      gaps {self.observer_seq_gaps}, dups {self.observer_seq_dups}",
@@ -307,6 +313,7 @@ class ChaosRun:
         self._progress = asyncio.Event()
         self._docker: Any = None
         self.logs_dir: Path | None = None
+        self.tag = self.prefix.removeprefix("chaos")[:4]
 
     def _save_logs(self) -> None:
         assert self.logs_dir is not None
@@ -357,6 +364,7 @@ class ChaosRun:
             cur = self.current.get(sid)
             if cur is not None and isinstance(event, TextDelta) and cur.token in event.text:
                 cur.streaming = True
+                cur.streaming_since = time.monotonic()
         return record
 
     async def _turn(self, s: AsyncSession, sid: str, turn: int) -> bool:
@@ -416,8 +424,12 @@ class ChaosRun:
                 return result
             self.stale += 1
 
-    async def _session(self, pool: AsyncPool, index: int) -> None:
-        sid = f"chaos-{index:03d}"
+    def sid(self, index: int) -> str:
+        # container names are global on the Docker engine: unique per run
+        return f"chaos-{self.tag}-{index:03d}"
+
+    async def _session(self, pool: AsyncPool, index: int, report: ChaosReport) -> None:
+        sid = self.sid(index)
         s = pool.session(session_id=sid, on_event=self._on_event(sid))
         self.sessions[sid] = s
         try:
@@ -425,8 +437,13 @@ class ChaosRun:
                 if not await self._turn(s, sid, turn):
                     return
         finally:
+            # check what it left in Redis, then close it (a waiting session gets its slot)
             with contextlib.suppress(Exception):
-                await self._observer_catch_up(pool, sid)
+                await self._check_session(pool, sid, report)
+            if self.logs_dir is not None:
+                await asyncio.to_thread(self._save_logs)
+            with contextlib.suppress(Exception):
+                await s.close(forget=True)
 
     # -- observer --------------------------------------------------------------------------
 
@@ -449,8 +466,11 @@ class ChaosRun:
 
     # -- the faults ------------------------------------------------------------------------
 
-    def _streaming(self) -> list[Attempt]:
-        return [a for a in self.current.values() if a.streaming and a.outcome == "pending"]
+    def _streaming(self, within_s: float | None = None) -> list[Attempt]:
+        """Attempts streaming now (that began streaming less than ``within_s`` ago)."""
+        now = time.monotonic()
+        return [a for a in self.current.values() if a.streaming and a.outcome == "pending"
+                and (within_s is None or now - a.streaming_since < within_s)]
 
     async def _wait_progress(self, fraction: float, stop: asyncio.Event) -> None:
         target = int(fraction * self.s.sessions * self.s.turns)
@@ -459,36 +479,43 @@ class ChaosRun:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), 0.5)
 
-    async def _wait_streaming(self, count: int, stop: asyncio.Event,
-                              timeout: float = 60) -> list[Attempt]:
+    async def _wait_streaming(self, count: int, stop: asyncio.Event, timeout: float = 60,
+                              within_s: float | None = None) -> list[Attempt]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not stop.is_set():
-            busy = self._streaming()
+            busy = self._streaming(within_s)
             if len(busy) >= count:
                 return busy
             await asyncio.sleep(0.02)
-        return self._streaming()
+        return self._streaming(within_s)
 
     async def _kill(self, stop: asyncio.Event) -> None:
-        busy = await self._wait_streaming(1, stop)
-        if not busy:
+        # a victim that has only just begun to stream, so the kill lands mid-stream
+        for _ in range(5):
+            busy = await self._wait_streaming(1, stop, within_s=0.4)
+            if not busy:
+                return
+            listed = await asyncio.to_thread(self.our_containers)
+            by_id = {c.labels.get(f"{LABEL}.container"): c for c in listed}
+            busy = [a for a in busy if a.outcome == "pending"
+                    and (lease := self.sessions[a.session].lease) is not None
+                    and lease.container in by_id]
+            if busy:
+                break
+        else:
             return
         victim = self.rng.choice(busy)
-        s = self.sessions[victim.session]
-        lease = s.lease
-        if lease is None:
-            return
-        found = await asyncio.to_thread(lambda: self.docker.containers.list(filters={
-            "label": [f"{LABEL}.prefix={self.prefix}", f"{LABEL}.container={lease.container}"]}))
-        if not found:
-            return
+        lease = self.sessions[victim.session].lease
+        assert lease is not None
+        container = by_id[lease.container]
         fault = Fault("kill", time.monotonic() - self.t0, [victim.session], [victim.token],
-                      container=found[0].name)
-        fault.outcomes["mid_stream"] = "yes" if victim.streaming else "no"
+                      container=container.name)
         self.faults.append(fault)
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(found[0].kill)
-        log.info("killed %s (session %s, %s)", found[0].name, victim.session, victim.token)
+            await asyncio.to_thread(container.kill)
+        # mid-stream: the turn was still streaming when the container died
+        fault.outcomes["mid_stream"] = "yes" if victim.outcome == "pending" else "no"
+        log.info("killed %s (session %s, %s)", container.name, victim.session, victim.token)
 
     async def _restart_redis(self, stop: asyncio.Event) -> None:
         want = max(1, min(3, self.s.sessions // 3))
@@ -538,9 +565,9 @@ class ChaosRun:
             await pool.start()
             stop = asyncio.Event()
             for i in range(self.s.sessions):
-                observers.append(asyncio.create_task(self._observe(pool, f"chaos-{i:03d}")))
+                observers.append(asyncio.create_task(self._observe(pool, self.sid(i))))
             chaos = asyncio.create_task(self._chaos(stop))
-            workers = [asyncio.create_task(self._session(pool, i))
+            workers = [asyncio.create_task(self._session(pool, i, report))
                        for i in range(self.s.sessions)]
             try:
                 await asyncio.wait_for(asyncio.gather(*workers, return_exceptions=True),
@@ -553,14 +580,11 @@ class ChaosRun:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(chaos, 30)
             report.duration_s = time.monotonic() - self.t0
-            await self._check_redis(pool, report)
             for task in observers:
                 task.cancel()
             for task in observers:
                 with contextlib.suppress(BaseException):
                     await task
-            if self.logs_dir is not None:
-                await asyncio.to_thread(self._save_logs)
             for s in list(self.sessions.values()):
                 with contextlib.suppress(Exception):
                     await s.close(forget=True)
@@ -573,29 +597,30 @@ class ChaosRun:
         self._figures(report)
         return report
 
-    async def _check_redis(self, pool: AsyncPool, report: ChaosReport) -> None:
+    async def _check_session(self, pool: AsyncPool, sid: str, report: ChaosReport) -> None:
+        """Inputs left, seq gaps / duplicates in the buffer, as the observer and the caller
+        saw them (before the session is closed and its keys deleted)."""
         r = pool.transport.client
-        for sid in self.sessions:
-            keys = pool.transport.keys(sid)
-            report.inputs_left_in_queues += int(await r.llen(keys.input))
-            report.inputs_left_in_queues += int(await r.llen(keys.processing))
-            raw = await r.lrange(keys.output_buffer, 0, -1)
-            seqs = [e.seq for e in (Envelope.decode(x) for x in raw) if e is not None]
-            report.envelopes += len(seqs)
-            start = seqs[0] if seqs else 1  # (the buffer keeps the last 1000)
-            gaps, dups = _seq_problems(seqs, start)
-            if gaps or dups:
-                report.incidents.append(f"{sid} buffer seqs {seqs}")
-            report.buffer_seq_gaps += gaps
-            report.buffer_seq_dups += dups
-            await self._observer_catch_up(pool, sid, timeout=10)
-            gaps, dups = _seq_problems(self.observed.get(sid, []))
-            # the observer may not have seen the very last ones if they came after its end
-            report.observer_seq_gaps += gaps
-            report.observer_seq_dups += dups
-            mine = [x for x in self.caller_seqs.get(sid, []) if x]
-            report.caller_seq_dups += sum(1 for a, b in zip(mine, mine[1:], strict=False)
-                                          if b < a)
+        keys = pool.transport.keys(sid)
+        report.inputs_left_in_queues += int(await r.llen(keys.input))
+        report.inputs_left_in_queues += int(await r.llen(keys.processing))
+        raw = await r.lrange(keys.output_buffer, 0, -1)
+        seqs = [e.seq for e in (Envelope.decode(x) for x in raw) if e is not None]
+        report.envelopes += len(seqs)
+        start = seqs[0] if seqs else 1  # (the buffer keeps the last 1000)
+        gaps, dups = _seq_problems(seqs, start)
+        if gaps or dups:
+            report.incidents.append(f"{sid} buffer seqs {seqs}")
+        report.buffer_seq_gaps += gaps
+        report.buffer_seq_dups += dups
+        await self._observer_catch_up(pool, sid, timeout=10)
+        gaps, dups = _seq_problems(self.observed.get(sid, []))
+        # the observer may not have seen the very last ones if they came after its end
+        report.observer_seq_gaps += gaps
+        report.observer_seq_dups += dups
+        mine = [x for x in self.caller_seqs.get(sid, []) if x]
+        report.caller_seq_dups += sum(1 for a, b in zip(mine, mine[1:], strict=False)
+                                      if b < a)
 
     async def _check_left(self, report: ChaosReport) -> None:
         deadline = time.monotonic() + 15
@@ -627,6 +652,15 @@ class ChaosRun:
         # error says "this turn was lost, send it again")
         report.lost_inputs = sum(1 for a in unseen if not a.outcome.startswith("typed:"))
         report.inputs_failed_typed = len(unseen) - report.lost_inputs
+        # each prompt is one model request (no tools here): a token in two requests, or two
+        # tokens in one (the CLI merges prompts queued together), means a prompt ran twice
+        per_request = [TOKEN_RE.findall(r.last_user_text) for r in self.api.message_requests]
+        counts: dict[str, int] = {}
+        for found in per_request:
+            for token in found:
+                counts[token] = counts.get(token, 0) + 1
+        report.inputs_run_twice = (sum(1 for n in counts.values() if n > 1)
+                                   + sum(1 for found in per_request if len(found) > 1))
         for a in self.attempts:
             if a.outcome.startswith("typed:"):
                 name = a.outcome.split(":", 1)[1]

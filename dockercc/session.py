@@ -332,17 +332,13 @@ class AsyncSession(NotebookDisplay):
         Raises :class:`ContainerLost` if the container dies mid-turn (the next prompt
         resumes in a new one) and ``TimeoutError`` after ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         stream = self.pool.transport.events(self.id, self.last_seq)
+        # one timer for the whole turn, not one per event: this loop is hot
+        deadline = _Deadline(timeout)
         try:
             while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"no result from session {self.id!r} within {timeout}s")
                 try:
-                    # a timer per event, not a task per event (wait_for): this loop is hot
-                    async with asyncio.timeout(remaining):
-                        envelope = await anext(stream)
+                    envelope = await deadline.next(stream)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
@@ -372,6 +368,7 @@ class AsyncSession(NotebookDisplay):
                         return
                     yield event
         finally:
+            deadline.cancel()
             await stream.aclose()
 
     async def _dispatch(self, event: Event) -> None:
@@ -511,3 +508,37 @@ def default_prestart(pool: AsyncPool, agent: str = "main") -> dict[str, Any]:
     """The pre-start of ``agent``'s warm containers: a default session's arguments and tools
     (the session object is only built, never started)."""
     return AsyncSession(pool, SessionOptions(agent=agent)).prestart()
+
+
+class _Deadline:
+    """A receive()'s timeout: one timer, which cancels the task only while it waits for the
+    next envelope (``asyncio.timeout`` per event costs a timer each, at thousands a second)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.fired = False
+        self._waiting: asyncio.Task[Any] | None = None
+        self._timer = (None if timeout is None else
+                       asyncio.get_running_loop().call_later(max(0.0, timeout), self._expire))
+
+    def _expire(self) -> None:
+        self.fired = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def next(self, stream: AsyncIterator[Envelope]) -> Envelope:
+        if self.fired:
+            raise TimeoutError
+        task = asyncio.current_task()
+        self._waiting = task
+        try:
+            return await anext(stream)
+        except asyncio.CancelledError:
+            if self.fired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = None
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

@@ -127,11 +127,15 @@ leak check looks only at containers labelled with them, so it never touches cont
 tests that other processes run at the same time."""
 
 
-def labelled_containers(docker_client: Any, prefixes: set[str] | None = None) -> list[str]:
+def labelled_containers(docker_client: Any, prefixes: set[str] | None = None,
+                        owner_pid: int | None = None) -> list[str]:
     # the low-level list: no per-container inspect that races a removal
     found = docker_client.api.containers(all=True, filters={"label": f"{LABEL}=1"})
     if prefixes:
         found = [c for c in found if (c.get("Labels") or {}).get(f"{LABEL}.prefix") in prefixes]
+    if owner_pid is not None:  # owners are "<host>-<pid>-<hex>"
+        found = [c for c in found if ((c.get("Labels") or {}).get(f"{LABEL}.owner") or "")
+                 .rsplit("-", 2)[-2:-1] == [str(owner_pid)]]
     return [c["Names"][0].lstrip("/") for c in found]
 
 
@@ -149,8 +153,8 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     def current() -> set[str]:
         # the test's prefixes: the fixture's, or ones the test registered in TEST_PREFIXES
         mine = {own} if own is not None else set(TEST_PREFIXES)
-        if not mine:
-            return set(labelled_containers(client))
+        if not mine:  # no prefix known: the containers this process's pools made, only
+            return set(labelled_containers(client, owner_pid=os.getpid()))
         return set(labelled_containers(client, mine))
 
     before = current()

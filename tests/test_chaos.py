@@ -26,6 +26,7 @@ from dockercc.client import AsyncPool
 from dockercc.errors import ContainerLost, DockerCCError, TransportError
 from dockercc.events import Result, TextDelta
 from dockercc.pool.backend import LABEL
+from dockercc.protocol import control
 from dockercc.protocol.envelope import Envelope
 from dockercc.testing import text
 
@@ -106,6 +107,7 @@ async def test_chaos_run(aof_redis: AofRedis, api: Any, agent_image: str,
     assert report.turns_completed == 50
     assert report.inputs_sent == report.inputs_seen_by_api + report.inputs_failed_typed
     assert report.lost_inputs == 0 and report.inputs_left_in_queues == 0
+    assert report.inputs_run_twice == 0
     assert report.buffer_seq_gaps == 0 and report.buffer_seq_dups == 0
     assert report.observer_seq_gaps == 0 and report.observer_seq_dups == 0
     assert report.caller_seq_dups == 0
@@ -257,6 +259,29 @@ async def test_redis_outage_longer_than_the_heartbeat_window_kills_nothing(
         assert lost == []
         assert (await s.ask("after", timeout=120)).text == "after"
         assert s.lease is lease
+        await s.close(forget=True)
+
+
+async def test_an_input_pushed_twice_runs_once(
+        aof_redis: AofRedis, api: Any, agent_image: str, chaos_prefix: str,
+        docker_client: Any) -> None:
+    """A Redis restart can lose the reply to an RPUSH that was applied: the client retries
+    and the same input (same id) is queued twice. The agent must run it once."""
+    api.on("only once", text("ran it"))
+    api.on("next", text("next answer"))
+    async with AsyncPool(config(aof_redis, api, agent_image, chaos_prefix)) as pool:
+        s = pool.session(session_id="twice")
+        await s.start()
+        item = json.dumps({"id": "input-1", "ts": 0, "line": control.user_message("only once")})
+        keys = pool.transport.keys(s.id)
+        await pool.transport.client.rpush(keys.input, item, item)
+        s._turn_open = True  # (what send() does; we pushed by hand)
+        results = [ev async for ev in s.receive(timeout=120) if isinstance(ev, Result)]
+        assert [r.text for r in results] == ["ran it"]
+        assert (await s.ask("next please", timeout=120)).text == "next answer"
+        sent = [json.dumps(r.messages).count("only once") for r in api.message_requests]
+        assert max(sent) == 1, sent  # never twice in what the model saw
+        assert len([r for r in api.message_requests if r.last_user_text == "only once"]) == 1
         await s.close(forget=True)
 
 

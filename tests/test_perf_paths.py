@@ -189,3 +189,50 @@ async def test_subscription_reader_delivers_every_envelope_in_order(redis_server
         await pub.aclose()
         await t.close()
     assert got == list(range(len(events)))
+
+
+async def test_receive_timeout_is_one_timer_that_never_cancels_the_consumer(
+        redis_server: Any, prefix: str) -> None:
+    """receive(timeout=...) arms one timer per turn. It raises TimeoutError while waiting for
+    an envelope, and when it fires while the consumer is busy with an event, the consumer's
+    own awaits are not cancelled: the next step raises TimeoutError instead."""
+    import asyncio
+    import time
+
+    from dockercc.protocol.envelope import encode_envelope
+
+    async with AsyncPool({"redis": {"url": redis_server.url, "keyPrefix": prefix}},
+                         env={}) as pool:
+        s = pool.session(session_id="timeouts")
+        keys = pool.transport.keys(s.id)
+        r = pool.transport.client
+        for seq in (1, 2):
+            await r.rpush(keys.output_buffer, encode_envelope(seq, 0, json.dumps(
+                {"type": "dockercc", "subtype": "warning", "warning": f"w{seq}"})))
+
+        # waiting: nothing more arrives
+        t0 = time.monotonic()
+        seen = []
+        with pytest.raises(TimeoutError, match="within 0.5s"):
+            async for ev in s.receive(timeout=0.5):
+                seen.append(ev)
+        assert 0.45 <= time.monotonic() - t0 < 3 and len(seen) == 2
+
+        # busy: the timer fires during the consumer's own sleep, which completes
+        s.last_seq = 0
+        slept = 0
+        with pytest.raises(TimeoutError):
+            async for _ev in s.receive(timeout=0.2):
+                await asyncio.sleep(0.4)
+                slept += 1
+        assert slept == 1
+
+        # no timeout: the consumer's cancellation is a cancellation, not a timeout
+        s.last_seq = 2
+        task = asyncio.create_task(anext(s.receive(timeout=30)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await r.delete(keys.output_buffer)
+        await s.close(forget=True)

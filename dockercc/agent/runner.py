@@ -121,6 +121,7 @@ class Prestart:
     server: str = "host"
     prime: bool = True  # warm the CLI's first-turn code paths (get_context_usage) pre-claim
     wait: bool = True  # register as warm only once the CLI answered (False: cold containers)
+    timeout_s: float = 20.0  # the most pre-starting may take (the pool waits startupMs)
 
     @classmethod
     def decode(cls, raw: str) -> Prestart | None:
@@ -132,7 +133,8 @@ class Prestart:
                        tools=[t for t in obj.get("tools") or [] if isinstance(t, dict)],
                        tools_digest=str(obj.get("tools_digest") or ""),
                        server=str(obj.get("server") or "host"),
-                       prime=bool(obj.get("prime", True)), wait=bool(obj.get("wait", True)))
+                       prime=bool(obj.get("prime", True)), wait=bool(obj.get("wait", True)),
+                       timeout_s=float(obj.get("timeout_s", 20.0)))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("DOCKERCC_PRESTART ignored: %s", exc)
             return None
@@ -164,6 +166,32 @@ class Assignment:
 TRANSCRIPT_MAX = 32 * 1024 * 1024
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events",  # cgroup v2
                 "/sys/fs/cgroup/memory/memory.oom_control")  # cgroup v1
+
+
+def kill_leftovers() -> int:
+    """SIGKILL what a dead CLI left running (its tools run in sessions of their own, so they
+    outlive it: a memory hog or a fork bomb would take the restarted CLI down too). Only in a
+    container whose init is us or a plain init (tini) that started us: every process of our
+    user but init and the runner."""
+    me = os.getpid()
+    if me != 1:
+        try:
+            with open("/proc/1/cmdline", "rb") as f:
+                init = os.path.basename(f.read().split(b"\0")[0])
+        except OSError:
+            return 0
+        if os.getppid() != 1 or init not in (b"tini", b"tini-static", b"docker-init"):
+            return 0
+    if not os.path.exists("/.dockerenv"):
+        return 0
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, me):
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == os.getuid():
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed += 1
+    return killed
 
 
 def oom_kills() -> int | None:
@@ -278,6 +306,7 @@ class Runner:
         self._turn_prompt = ""
         self._turn_text: list[str] = []
         self._turn_tools: list[dict[str, Any]] = []
+        self._delivered: dict[Any, None] = {}  # ids of the last inputs written (insertion order)
         # pre-started CLI (warm containers): its reader tasks, pending pre-claim control
         # requests, and the gate that holds input while a tools refresh is under way
         self._io_tasks: list[asyncio.Task[Any]] = []
@@ -384,14 +413,19 @@ class Runner:
                 if self.stopping.is_set():
                     break
                 self.restarts += 1
+                leftovers = kill_leftovers()
                 tail = "\n".join(self.stderr_tail)
                 why: dict[str, str] = {}
                 if code in (-9, 137) and ooms is not None and (oom_kills() or 0) > ooms:
                     why = {"reason": "out_of_memory", "message": (
                         f"the Claude Code CLI was killed (exit code {code}): out of memory, the "
                         "container's memory limit (resources.memory) was reached")}
+                # a turn was in flight (its prompt written, no result yet): that turn is lost;
+                # otherwise the restarted CLI gets the next prompt and nothing is lost
+                turn_lost, self.busy = self.busy, False
                 self.emit(runner_event("error", error="cli_exited", exit_code=code,
                                        restart=self.restarts <= MAX_RESTARTS,
+                                       turn_lost=turn_lost, leftovers_killed=leftovers,
                                        stderr_tail=tail[-4000:], **why),
                           self.set_state(status="restarting" if self.restarts <= MAX_RESTARTS
                                          else "failed", error=f"cli exited with {code}"))
@@ -442,13 +476,17 @@ class Runner:
 
     # -- pre-started CLI (warm containers) -------------------------------------------------
 
-    async def prestart_cli(self, pre: Prestart, timeout: float = 30.0) -> None:
+    async def prestart_cli(self, pre: Prestart) -> None:
         """Start the CLI with the agent's default arguments before any session exists.
 
         The CLI's start-up work (process and module load, settings, migrations, the MCP
         handshake, which the runner answers itself with ``pre.tools``) then happens while the
-        container waits in the warm set; ``prime`` also runs ``get_context_usage``, which
-        builds the system prompt and tool schemas the first turn would otherwise build.
+        container waits in the warm set. ``prime`` then runs what the CLI's first turn would
+        otherwise run for the first time (measured with CLAUDE_CODE_EMIT_STARTUP_TIMING, about
+        2x the CPU of a later turn): ``get_context_usage`` builds the system prompt and the tool
+        schemas, and a blank prompt takes the stream-json turn loop once. The CLI answers a
+        blank prompt locally ("nothing was sent to the model") and keeps it out of the
+        conversation, also on ``--resume`` (checked for 2.1.328; its transcript notes it).
         Nothing the CLI prints before the claim reaches any session. Any failure here only
         means the claim starts the CLI as a cold container would.
         """
@@ -475,19 +513,23 @@ class Runner:
         if not pre.wait:  # a cold container: the session is already waiting for this CLI
             await self.write_stdin(control.initialize_request(control.new_request_id()))
             return
-        requests = ["initialize", *(["get_context_usage"] if pre.prime else [])]
-        deadline = time.monotonic() + timeout
+        requests = ["initialize", *(["get_context_usage", "blank_prompt"] if pre.prime else [])]
+        deadline = time.monotonic() + pre.timeout_s
         for name in requests:
-            rid = control.new_request_id()
+            rid = "result" if name == "blank_prompt" else control.new_request_id()
             waiter = asyncio.get_running_loop().create_future()
             self._control_waiters[rid] = waiter
             exited = self._spawn(proc.wait())
             try:
                 line = (control.initialize_request(rid) if name == "initialize"
+                        else control.user_message(" ") if name == "blank_prompt"
                         else control.control_request(rid, name))
                 if not await self.write_stdin(line):
                     break
-                await asyncio.wait({waiter, exited}, timeout=max(0.1, deadline - time.monotonic()),
+                limit = deadline - time.monotonic()
+                if name != "initialize":  # priming is a bonus: never wait long for it
+                    limit = min(limit, 10.0)
+                await asyncio.wait({waiter, exited}, timeout=max(0.1, limit),
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 exited.cancel()
@@ -495,6 +537,9 @@ class Runner:
             if not waiter.done():
                 log.warning("pre-started CLI did not answer %s (exit code %s)", name,
                             proc.returncode)
+                break
+            if name != "blank_prompt" and waiter.result().get("subtype") != "success":
+                log.info("pre-started CLI refused %s: not priming it", name)
                 break
         if proc.returncode is not None:
             log.warning("pre-started CLI exited with %s: %s", proc.returncode,
@@ -511,7 +556,8 @@ class Runner:
         self.prestarted = False
         if (proc.returncode is None and not self.restarts and a.args == pre.args
                 and not a.restore_from):
-            if not a.tools_digest or a.tools_digest != pre.tools_digest:
+            # (a cold container's CLI was started for this very session: its tools)
+            if pre.wait and (not a.tools_digest or a.tools_digest != pre.tools_digest):
                 await self.refresh_tools(pre.server)
             return proc
         log.info("pre-started CLI not reusable (other arguments); starting a new one")
@@ -543,9 +589,10 @@ class Runner:
         if not isinstance(obj, dict):
             return
         kind = obj.get("type")
-        if kind == "control_response":
-            resp = obj.get("response") or {}
-            waiter = self._control_waiters.get(str(resp.get("request_id", "")))
+        if kind in ("control_response", "result"):  # a priming request's answer
+            resp = (obj.get("response") or {}) if kind == "control_response" else obj
+            waiter = self._control_waiters.get(
+                str(resp.get("request_id", "")) if kind == "control_response" else "result")
             if waiter is not None and not waiter.done():
                 waiter.set_result(resp)
         elif kind == "control_request":
@@ -658,11 +705,19 @@ class Runner:
         keys = self.keys
         assert keys is not None
         try:
-            line = json.loads(item)["line"]
-        except (ValueError, KeyError, TypeError):
-            line = None
+            obj = json.loads(item)
+            line, input_id = obj["line"], obj.get("id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            line, input_id = None, None
+        if isinstance(input_id, str) and input_id in self._delivered:
+            line = None  # pushed twice (the host retried an RPUSH whose reply a Redis restart
+            #              lost): the CLI had it once, that is enough
         if line is not None and not await self.write_stdin(line):
             return False  # stays in :processing for the next CLI / runner
+        if line is not None and isinstance(input_id, str):
+            if len(self._delivered) >= 1024:
+                self._delivered.pop(next(iter(self._delivered)))
+            self._delivered[input_id] = None
         while True:  # the CLI has it: it must leave :processing, or it would be sent again
             try:
                 await self.r.lrem(keys.processing, 1, item)

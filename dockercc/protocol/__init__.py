@@ -5,7 +5,9 @@ Nothing in this package does I/O; it imports only the standard library and pydan
 
 from __future__ import annotations
 
-from .accumulator import ToolCall, ToolResult, TurnAccumulator
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .control import (
     control_error,
     control_error_dict,
@@ -30,48 +32,109 @@ from .control import (
 )
 from .envelope import RUNNER_EVENT_TYPE, Envelope, encode_envelope, runner_event
 from .keys import DEFAULT_PREFIX, OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
-from .messages import (
-    MESSAGE_TYPES,
-    ApiMessage,
-    AssistantMessage,
-    Block,
-    CanUseToolRequest,
-    ContentBlock,
-    ContentBlockDeltaEvent,
-    ContentBlockStartEvent,
-    ContentBlockStopEvent,
-    ControlRequest,
-    ControlRequestBody,
-    ControlResponse,
-    ControlResponseBody,
-    Delta,
-    InitializeRequest,
-    InputJsonDelta,
-    InterruptRequest,
-    JsonDict,
-    McpMessageRequest,
-    Message,
-    MessageDelta,
-    MessageDeltaEvent,
-    MessageStartEvent,
-    MessageStopEvent,
-    ResultMessage,
-    SignatureDelta,
-    SseEvent,
-    StreamEvent,
-    SystemMessage,
-    TextBlock,
-    TextDelta,
-    ThinkingBlock,
-    ThinkingDelta,
-    ToolResultBlock,
-    ToolUseBlock,
-    UnknownMessage,
-    UserMessage,
-    WireModel,
-    parse_message,
-)
-from .parser import LineParser, SkippedLine
+
+# the wire models need pydantic, which the runner inside each container does not: it imports
+# control, envelope and keys only, so they load on first use (a cold container starts faster)
+if TYPE_CHECKING:
+    from .accumulator import ToolCall, ToolResult, TurnAccumulator
+    from .messages import (
+        MESSAGE_TYPES,
+        ApiMessage,
+        AssistantMessage,
+        Block,
+        CanUseToolRequest,
+        ContentBlock,
+        ContentBlockDeltaEvent,
+        ContentBlockStartEvent,
+        ContentBlockStopEvent,
+        ControlRequest,
+        ControlRequestBody,
+        ControlResponse,
+        ControlResponseBody,
+        Delta,
+        InitializeRequest,
+        InputJsonDelta,
+        InterruptRequest,
+        JsonDict,
+        McpMessageRequest,
+        Message,
+        MessageDelta,
+        MessageDeltaEvent,
+        MessageStartEvent,
+        MessageStopEvent,
+        ResultMessage,
+        SignatureDelta,
+        SseEvent,
+        StreamEvent,
+        SystemMessage,
+        TextBlock,
+        TextDelta,
+        ThinkingBlock,
+        ThinkingDelta,
+        ToolResultBlock,
+        ToolUseBlock,
+        UnknownMessage,
+        UserMessage,
+        WireModel,
+        parse_message,
+    )
+    from .parser import LineParser, SkippedLine
+
+_LAZY = {
+    **dict.fromkeys(("ToolCall", "ToolResult", "TurnAccumulator"), "accumulator"),
+    **dict.fromkeys(("LineParser", "SkippedLine"), "parser"),
+    **dict.fromkeys((
+        "MESSAGE_TYPES",
+        "ApiMessage",
+        "AssistantMessage",
+        "Block",
+        "CanUseToolRequest",
+        "ContentBlock",
+        "ContentBlockDeltaEvent",
+        "ContentBlockStartEvent",
+        "ContentBlockStopEvent",
+        "ControlRequest",
+        "ControlRequestBody",
+        "ControlResponse",
+        "ControlResponseBody",
+        "Delta",
+        "InitializeRequest",
+        "InputJsonDelta",
+        "InterruptRequest",
+        "JsonDict",
+        "McpMessageRequest",
+        "Message",
+        "MessageDelta",
+        "MessageDeltaEvent",
+        "MessageStartEvent",
+        "MessageStopEvent",
+        "ResultMessage",
+        "SignatureDelta",
+        "SseEvent",
+        "StreamEvent",
+        "SystemMessage",
+        "TextBlock",
+        "TextDelta",
+        "ThinkingBlock",
+        "ThinkingDelta",
+        "ToolResultBlock",
+        "ToolUseBlock",
+        "UnknownMessage",
+        "UserMessage",
+        "WireModel",
+        "parse_message",
+    ), "messages"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     # envelope
