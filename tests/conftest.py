@@ -24,6 +24,15 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328"
 IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
 
 
+@pytest.fixture(scope="session")
+def cli_fixtures() -> Path:
+    """The real CLI transcripts (../shared/fixtures): missing means a broken checkout, a
+    failure with what to do, never a skip."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"CLI transcripts not found at {FIXTURES}: check out shared/ beside the repo")
+    return FIXTURES
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -71,7 +71,7 @@ def _fixture_exchange() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return requests, replies
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="CLI fixtures not available")
+@pytest.mark.usefixtures("cli_fixtures")
 async def test_replays_cli_transcript() -> None:
     requests, expected = _fixture_exchange()
     assert [m.get("method") for m in requests] == [

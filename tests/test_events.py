@@ -41,7 +41,7 @@ from dockercc.protocol import (
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 SESSION = "sess-1"
 
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="CLI fixtures not available")
+needs_fixtures = pytest.mark.usefixtures("cli_fixtures")
 
 
 def fixture_objects(name: str) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ from dockercc.protocol import (
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="CLI fixtures not available")
+pytestmark = pytest.mark.usefixtures("cli_fixtures")
 
 
 def load(name: str) -> list[Message]:
