@@ -3,60 +3,28 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockercc import testing
+from dockercc.errors import RedisServerError
+
 PROMPT = "Say hello in a few words."
 REPLY = "Hello there! This is a short answer, streamed word by word."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of the benchmark's own (random loopback port), removed at the end."""
+class RedisServer(testing.RedisServer):
+    """The benchmark's own redis-server (loopback port, temporary directory), removed by
+    ``close()``; exits with what to do when ``redis-server`` is missing or does not start."""
 
     def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.dir = tempfile.mkdtemp(prefix="dockercc-bench-redis-")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        self.close()
-        raise SystemExit("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            super().__init__()
+        except RedisServerError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 def clean_env(api_env: dict[str, str], home: str) -> dict[str, str]:

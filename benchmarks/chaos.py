@@ -39,12 +39,8 @@ import logging
 import os
 import random
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,75 +54,12 @@ from dockercc.events import Result, TextDelta
 from dockercc.pool.backend import LABEL
 from dockercc.protocol.envelope import Envelope
 from dockercc.session import AsyncSession
-from dockercc.testing import ScriptedAPI, last_user_text, text
+from dockercc.testing import RedisServer, ScriptedAPI, last_user_text, text
 
 log = logging.getLogger("dockercc.chaos")
 
 TOKEN_RE = re.compile(r"\[chaos:[A-Za-z0-9_.-]+\]")
 DEFAULT_IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AofRedis:
-    """A redis-server of our own on 127.0.0.1 that persists every write before it answers
-    (``appendonly yes``, ``appendfsync always``), so it can be restarted without data loss."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        if shutil.which("redis-server") is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.dir = directory
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--protected-mode", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.01)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(sig)
-            self.proc.wait(20)
-            self.proc = None
-
-    def restart(self, outage_s: float = 0.0, sig: int = signal.SIGTERM) -> None:
-        self.stop(sig)
-        time.sleep(outage_s)
-        self.start()
-        self.restarts += 1
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                              text=True, check=True).stdout
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
 
 
 @dataclass
@@ -294,7 +227,7 @@ def _seq_problems(seqs: list[int], start: int = 1) -> tuple[int, int]:
 class ChaosRun:
     """One chaos run (see the module docs). ``run()`` returns a :class:`ChaosReport`."""
 
-    def __init__(self, settings: ChaosSettings, *, redis: AofRedis, api: ScriptedAPI,
+    def __init__(self, settings: ChaosSettings, *, redis: RedisServer, api: ScriptedAPI,
                  prefix: str | None = None) -> None:
         self.s = settings
         self.redis = redis
@@ -633,8 +566,7 @@ class ChaosRun:
         for c in left:  # ours (by prefix label): never leave them running
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(c.remove, force=True)
-        keys = [k for k in self.redis.cli("--scan", "--pattern", f"{self.prefix}*").splitlines()
-                if k]
+        keys = self.redis.keys(f"{self.prefix}*")
         report.keys_left = len(keys)
         if keys:
             report.incidents.append(f"keys left: {keys[:20]}")
@@ -720,15 +652,10 @@ class ChaosRun:
 
 
 @contextlib.contextmanager
-def chaos_stack(directory: Path | None = None) -> Iterator[tuple[AofRedis, ScriptedAPI]]:
-    """An AOF Redis and a scripted API on loopback, stopped afterwards."""
-    with contextlib.ExitStack() as stack:
-        if directory is None:
-            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="dockercc-chaos-")))
-        redis = AofRedis(directory)
-        stack.callback(redis.close)
-        api = stack.enter_context(ScriptedAPI())
+def chaos_stack(directory: Path | None = None) -> Iterator[tuple[RedisServer, ScriptedAPI]]:
+    """An AOF Redis (every write persisted before it is acknowledged, so it can be restarted
+    without data loss) and a scripted API on loopback, stopped afterwards."""
+    with RedisServer(directory, appendonly=True) as redis, ScriptedAPI() as api:
         yield redis, api
 
 

@@ -16,13 +16,8 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -110,40 +105,6 @@ def image_base(tag: str, suite: str, mirror: str | None, force: bool) -> None:
 # -- demo ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def embedded_redis() -> Iterator[str]:
-    """A throwaway redis-server on a random loopback port."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise click.ClickException("redis-server is not installed (apt-get install redis-server)"
-                                   " and REDIS_URL is not set")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="dockercc-redis-") as tmp:
-        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", tmp],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                # own session: a Ctrl-C to the caller's process group (or a
-                                # Jupyter kernel interrupt) must not kill Redis before the
-                                # pool has cleaned up through it
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
 @main.command()
 @click.option("--prompt", default=None, help="What to ask (default: a scripted tour)")
 @click.option("--image", "image_tag", default=None, help="Agent image")
@@ -157,8 +118,9 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
 
     from .bridge import tool
     from .client import AsyncPool
+    from .errors import RedisServerError
     from .events import Result, TextDelta, ToolResult, ToolUse
-    from .testing import ScriptedAPI, text, tool_use
+    from .testing import RedisServer, ScriptedAPI, text, tool_use
 
     out = Console()
     offline = not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("CLAUDE_CODE_OAUTH_TOKEN"))
@@ -198,7 +160,12 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
             out.print(f"[dim]{note}[/dim]")
 
     with contextlib.ExitStack() as stack:
-        redis_url = os.environ.get("REDIS_URL") or stack.enter_context(embedded_redis())
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            try:
+                redis_url = stack.enter_context(RedisServer()).url
+            except RedisServerError as exc:
+                raise click.ClickException(str(exc)) from None
         api = None
         if offline:
             api = stack.enter_context(ScriptedAPI())

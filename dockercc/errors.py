@@ -17,6 +17,7 @@ __all__ = [
     "InvalidSessionId",
     "InvalidPrompt",
     "TransportError",
+    "RedisServerError",
     "PoolError",
     "PoolExhausted",
     "StartupTimeout",
@@ -52,6 +53,11 @@ class InvalidPrompt(DockerCCError, ValueError):
 
 class TransportError(DockerCCError):
     """Redis could not be reached or answered unexpectedly."""
+
+
+class RedisServerError(TransportError):
+    """A throwaway ``redis-server`` (:class:`dockercc.testing.RedisServer`) is not installed
+    or did not start; the message says why (with the tail of its log)."""
 
 
 class PoolError(DockerCCError):

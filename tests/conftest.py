@@ -5,8 +5,6 @@ to do (``bash .ci/run`` sets all of it up)."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -16,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from dockercc.errors import RedisServerError
 from dockercc.pool.backend import LABEL
+from dockercc.testing import RedisServer
 
 RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,70 +33,15 @@ def cli_fixtures() -> Path:
     return FIXTURES
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a random loopback port (and a unix socket)."""
-
-    def __init__(self, tmp: Path, *, appendonly: bool = False) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server; "
-                        "bash .ci/run does it)")
-        self.port = free_port()
-        self.dir = tmp
-        self.socket = str(tmp / "redis.sock")
-        self.appendonly = appendonly
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--unixsocket", self.socket, "--unixsocketperm", "777",
-                "--dir", str(self.dir), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                              text=True, check=True).stdout
-
-    def keys(self, pattern: str = "*") -> list[str]:
-        return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
+    """The tests' own redis-server (loopback port and a unix socket), for the whole session."""
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"), unix_socket=True)
+    except RedisServerError as exc:
+        pytest.fail(f"{exc} (bash .ci/run does it)")
+    with server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -21,38 +21,37 @@ from typing import Any
 import pytest
 from conftest import TEST_PREFIXES
 
-from benchmarks.chaos import AofRedis, ChaosRun, ChaosSettings
+from benchmarks.chaos import ChaosRun, ChaosSettings
 from dockercc.client import AsyncPool
 from dockercc.errors import ContainerLost, DockerCCError, TransportError
 from dockercc.events import Result, TextDelta
 from dockercc.pool.backend import LABEL
 from dockercc.protocol import control
 from dockercc.protocol.envelope import Envelope
-from dockercc.testing import text
+from dockercc.testing import RedisServer, text
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path)
-    yield server
-    server.close()
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path, appendonly=True) as server:
+        yield server
 
 
 @pytest.fixture
-def chaos_prefix(aof_redis: AofRedis) -> Iterator[str]:
+def chaos_prefix(aof_redis: RedisServer) -> Iterator[str]:
     """A key prefix on the AOF Redis; the test must leave no key and no container under it."""
     import uuid
 
     p = f"x{uuid.uuid4().hex[:8]}:"
     TEST_PREFIXES.add(p)
     yield p
-    left = [k for k in aof_redis.cli("--scan", "--pattern", f"{p}*").splitlines() if k]
+    left = aof_redis.keys(f"{p}*")
     assert not left, f"test leaked Redis keys: {left}"
 
 
-def config(redis: AofRedis, api: Any, image: str, prefix: str, **timeouts: int) -> dict[str, Any]:
+def config(redis: RedisServer, api: Any, image: str, prefix: str, **timeouts: int) -> dict[str, Any]:
     return {
         "image": image,
         "redis": {"url": redis.url, "keyPrefix": prefix},
@@ -89,7 +88,7 @@ async def wait_status(pool: AsyncPool, session: str, status: str, timeout: float
 
 
 @pytest.mark.timeout(900)
-async def test_chaos_run(aof_redis: AofRedis, api: Any, agent_image: str,
+async def test_chaos_run(aof_redis: RedisServer, api: Any, agent_image: str,
                          docker_client: Any) -> None:
     """10 sessions x 5 turns, 3 kills of streaming containers, 1 Redis restart mid-stream:
     0 lost inputs, 0 seq gaps / duplicates, every affected caller got a typed error or a
@@ -122,7 +121,7 @@ async def test_chaos_run(aof_redis: AofRedis, api: Any, agent_image: str,
 
 
 async def test_kill_mid_stream_is_container_lost_then_the_conversation_resumes(
-        aof_redis: AofRedis, api: Any, agent_image: str, docker_client: Any,
+        aof_redis: RedisServer, api: Any, agent_image: str, docker_client: Any,
         chaos_prefix: str) -> None:
     api.on("remember", text("noted: the code word is heliotrope"))
     api.on("count", text("one two three four five six seven eight nine ten", delay=0.3))
@@ -149,7 +148,7 @@ async def test_kill_mid_stream_is_container_lost_then_the_conversation_resumes(
 
 
 async def test_kill_between_turns_resumes_transparently(
-        aof_redis: AofRedis, api: Any, agent_image: str, docker_client: Any,
+        aof_redis: RedisServer, api: Any, agent_image: str, docker_client: Any,
         chaos_prefix: str) -> None:
     """A container lost while idle costs the caller nothing: the next prompt runs in a new
     container, without a ContainerLost that belongs to no turn."""
@@ -169,7 +168,7 @@ async def test_kill_between_turns_resumes_transparently(
 
 
 async def test_prompt_queued_on_a_dead_container_is_dropped_and_reported(
-        aof_redis: AofRedis, api: Any, agent_image: str, docker_client: Any,
+        aof_redis: RedisServer, api: Any, agent_image: str, docker_client: Any,
         chaos_prefix: str) -> None:
     """A prompt sent to a container that died before it took it: the caller is told
     (ContainerLost says it was dropped), and it never runs later on top of the one sent
@@ -199,7 +198,7 @@ async def test_prompt_queued_on_a_dead_container_is_dropped_and_reported(
 
 
 async def test_redis_restart_mid_stream_is_transparent(
-        aof_redis: AofRedis, api: Any, agent_image: str, chaos_prefix: str,
+        aof_redis: RedisServer, api: Any, agent_image: str, chaos_prefix: str,
         docker_client: Any) -> None:
     words = " ".join(f"w{i}" for i in range(16))
     api.on("stream", text(words, delay=0.15))
@@ -241,7 +240,7 @@ async def test_redis_restart_mid_stream_is_transparent(
 
 
 async def test_redis_outage_longer_than_the_heartbeat_window_kills_nothing(
-        aof_redis: AofRedis, api: Any, agent_image: str, chaos_prefix: str,
+        aof_redis: RedisServer, api: Any, agent_image: str, chaos_prefix: str,
         docker_client: Any) -> None:
     """Heartbeats cannot arrive while Redis is down; that is no reason to call every busy
     container lost once it is back."""
@@ -263,7 +262,7 @@ async def test_redis_outage_longer_than_the_heartbeat_window_kills_nothing(
 
 
 async def test_an_input_pushed_twice_runs_once(
-        aof_redis: AofRedis, api: Any, agent_image: str, chaos_prefix: str,
+        aof_redis: RedisServer, api: Any, agent_image: str, chaos_prefix: str,
         docker_client: Any) -> None:
     """A Redis restart can lose the reply to an RPUSH that was applied: the client retries
     and the same input (same id) is queued twice. The agent must run it once."""
@@ -286,7 +285,7 @@ async def test_an_input_pushed_twice_runs_once(
 
 
 async def test_redis_down_for_good_is_a_typed_error(
-        aof_redis: AofRedis, api: Any, agent_image: str, chaos_prefix: str,
+        aof_redis: RedisServer, api: Any, agent_image: str, chaos_prefix: str,
         docker_client: Any) -> None:
     api.on("before", text("before"))
     async with AsyncPool(config(aof_redis, api, agent_image, chaos_prefix)) as pool:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RedisServer
 
 from dockercc.bridge import tool
 from dockercc.config import load_config
@@ -25,7 +24,7 @@ from dockercc.errors import AgentError, ConfigError, ProviderUnavailable
 from dockercc.events import Result, TextDelta, ToolResult, ToolUse
 from dockercc.pool.backend import DockerBackend
 from dockercc.providers import ProviderChain, chain_refs, parse_model_ref
-from dockercc.testing import error, text, tool_use
+from dockercc.testing import RedisServer, error, text, tool_use
 
 SEED_CHAIN = ["docker-claude-code/opus", "claude-cli/opus", "anthropic/claude-sonnet-4-5"]
 
@@ -211,11 +210,10 @@ async def test_dockerd_stopped_falls_back_to_cli_then_without_cli_to_anthropic(
 
 async def test_redis_down_falls_back(tmp_path: Path, docker_client: Any, api: Any,
                                      prefix: str) -> None:
-    (tmp_path / "r").mkdir()
-    redis = RedisServer(tmp_path / "r")
-    url = redis.url
-    assert redis.cli("ping").strip() == "PONG"
-    redis.stop()  # really down
+    with RedisServer() as redis:
+        url = redis.url
+        assert redis.cli("ping").strip() == "PONG"
+    # really down
     cfg = chain_config(url, prefix, api)
     api.script(text("served without Redis"))
     t0 = time.monotonic()

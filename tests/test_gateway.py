@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import RedisServer
 
 from dockercc.cli import serve
 from dockercc.config import load_config
 from dockercc.gateway import DEFAULT_PORT, HEALTH_PATH, Gateway
+from dockercc.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,9 +58,7 @@ async def test_gateway_serves_health_and_cleans_up(make_config: Any, docker_clie
 
 
 async def test_health_is_503_when_redis_goes_down(tmp_path: Path, make_config: Any) -> None:
-    (tmp_path / "r").mkdir()
-    redis = RedisServer(tmp_path / "r")
-    try:
+    with RedisServer(tmp_path / "r") as redis:
         gateway = Gateway(make_config(redis={"url": redis.url}), port=0)
         await gateway.start()
         try:
@@ -74,8 +72,6 @@ async def test_health_is_503_when_redis_goes_down(tmp_path: Path, make_config: A
             assert any("Redis" in p for p in report["problems"])
         finally:
             await gateway.stop()
-    finally:
-        redis.stop()
 
 
 def _port_free(port: int) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dockercc.testing import text, tool_use
+from dockercc.testing import free_port, text, tool_use
 
 pytestmark = pytest.mark.docker
 
@@ -36,14 +36,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 SLOW_WORDS = " ".join(f"w{i}" for i in range(60))
 STREAMED = ("Here is what I found. The host tool answered with the value, and this reply "
             "streams in word by word so you can watch it arrive in the widget.")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def notebook(config: dict[str, Any]) -> dict[str, Any]:

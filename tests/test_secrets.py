@@ -25,12 +25,11 @@ import pytest
 import redis
 from conftest import TEST_PREFIXES
 
-from benchmarks.chaos import AofRedis
 from dockercc.client import AsyncPool
 from dockercc.config import resolve_config
 from dockercc.errors import ConfigError, ContainerLost, DockerCCError, TransportError
 from dockercc.pool.backend import LABEL
-from dockercc.testing import text, tool_use
+from dockercc.testing import RedisServer, text, tool_use
 
 pytestmark = pytest.mark.docker
 
@@ -53,11 +52,10 @@ def leaks(blob: Any) -> list[str]:
 
 
 @pytest.fixture
-def secret_redis(tmp_path: Path) -> Iterator[tuple[AofRedis, str]]:
-    server = AofRedis(tmp_path)
-    server.cli("CONFIG", "SET", "requirepass", REDIS_PASSWORD)
-    yield server, f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
-    server.close()
+def secret_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, str]]:
+    with RedisServer(tmp_path, appendonly=True) as server:
+        server.cli("CONFIG", "SET", "requirepass", REDIS_PASSWORD)
+        yield server, f"redis://:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
 
 
 def everything_in_redis(client: redis.Redis) -> list[tuple[bytes, Any]]:
@@ -101,7 +99,7 @@ def redis_leaks(client: redis.Redis) -> list[str]:
 
 
 async def test_canary_credentials_reach_the_cli_and_nothing_else(
-        secret_redis: tuple[AofRedis, str], api: Any, agent_image: str, docker_client: Any,
+        secret_redis: tuple[RedisServer, str], api: Any, agent_image: str, docker_client: Any,
         caplog: pytest.LogCaptureFixture) -> None:
     server, url = secret_redis
     prefix = f"s{uuid.uuid4().hex[:8]}:"
@@ -204,7 +202,7 @@ async def test_canary_credentials_reach_the_cli_and_nothing_else(
     sync.close()
 
 
-async def test_errors_never_show_secrets(secret_redis: tuple[AofRedis, str]) -> None:
+async def test_errors_never_show_secrets(secret_redis: tuple[RedisServer, str]) -> None:
     server, url = secret_redis
     bad_port = url.replace(f":{server.port}/", ":1/")
     errors: list[DockerCCError] = []

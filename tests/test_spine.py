@@ -217,7 +217,7 @@ async def test_cli_death_is_reported_and_the_cli_restarts_with_resume(
 async def test_runner_reaches_redis_over_a_unix_socket_with_no_network(
         make_config: Any, redis_server: Any, docker_client: Any, prefix: str) -> None:
     """Containers that need no network use ``network: none`` and a bind-mounted socket."""
-    cfg = make_config(redis={"url": f"unix://{redis_server.socket}", "keyPrefix": prefix},
+    cfg = make_config(redis={"url": redis_server.unix_url, "keyPrefix": prefix},
                       docker={"network": "none",
                               "env": {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}})
     async with AsyncPool(cfg) as pool:

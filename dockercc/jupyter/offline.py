@@ -8,8 +8,6 @@ import atexit
 import contextlib
 from typing import Any
 
-from ..errors import TransportError
-
 __all__ = ["OfflineStack", "OFFLINE_API_KEY"]
 
 OFFLINE_API_KEY = "sk-ant-offline-notebook"
@@ -29,22 +27,18 @@ class OfflineStack:
 
     ``config`` is the override dict for :class:`~dockercc.Pool` (host network, the stack's
     Redis, the scripted API as the CLI's ``ANTHROPIC_BASE_URL``). ``redis_url`` may name a
-    Redis you already run instead. Closed at interpreter exit if you forget.
+    Redis you already run instead; without it a missing ``redis-server`` raises
+    :class:`~dockercc.errors.RedisServerError` (a ``TransportError``). Closed at interpreter
+    exit if you forget.
     """
 
     def __init__(self, *, redis_url: str | None = None) -> None:
-        import click
-
-        from ..cli import embedded_redis
-        from ..testing import ScriptedAPI
+        from ..testing import RedisServer, ScriptedAPI
 
         self._stack = contextlib.ExitStack()
         try:
-            self.redis_url = redis_url or self._stack.enter_context(embedded_redis())
+            self.redis_url = redis_url or self._stack.enter_context(RedisServer()).url
             self.api = self._stack.enter_context(ScriptedAPI())
-        except click.ClickException as exc:
-            self._stack.close()
-            raise TransportError(exc.message) from None
         except BaseException:
             self._stack.close()
             raise

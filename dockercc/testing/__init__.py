@@ -12,8 +12,12 @@ Runs the REAL Claude Code CLI without credentials or network::
 
 Unscripted turns answer ``"echo: <last user text>"`` (:func:`echo`). From a shell:
 ``python -m dockercc.testing --port 0`` prints the URL and the env to export.
+
+:class:`RedisServer` is a private, throwaway ``redis-server`` (free port, temporary
+directory, optional AOF, stop/restart/kill) for tests, benchmarks and ``dockercc demo``.
 """
 
+from .redis_server import RedisServer, free_port
 from .replies import (
     APIError,
     Block,
@@ -57,4 +61,6 @@ __all__ = [
     "echo",
     "last_user_text",
     "tool_results",
+    "RedisServer",
+    "free_port",
 ]
