@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dockercc import tool
+from dockercc.agent.warmup import WARMUP_PROMPT
 from dockercc.client import AsyncPool
 from dockercc.events import Event, Result, SystemInit, TextDelta
 from dockercc.testing import text, tool_use
@@ -51,7 +52,8 @@ async def test_warm_prestarted_cli_serves_a_session_with_host_tools(make_config:
         cstate = await pool.transport.client.hgetall(pool.transport.pool_keys.container_state(
             rec.id))
         assert cstate.get(b"prestarted") == b"1", cstate
-        # nothing reached the model before the claim: the CLI was started, not used
+        # its throwaway first turn went to the runner's loopback API, not to the model
+        assert cstate.get(b"warmed_up") == b"1", cstate
         assert api.message_requests == []
 
         s = pool.session()
@@ -61,6 +63,11 @@ async def test_warm_prestarted_cli_serves_a_session_with_host_tools(make_config:
         init = next(ev for ev in events if isinstance(ev, SystemInit))
         assert "mcp__host__lookup" in init.tools
         assert "value-of-alpha" in api.message_requests[-1].tool_result_text
+        # ... and was cleared: the session's conversation starts with its own prompt
+        first = api.message_requests[0]
+        assert first.last_user_text == "look up alpha"
+        assert WARMUP_PROMPT not in json.dumps(first.messages)
+        assert not any(WARMUP_PROMPT in json.dumps(r.messages) for r in api.message_requests)
         result = events[-1]
         assert isinstance(result, Result) and result.ok and result.text == "found it ✓"
         assert "".join(ev.text for ev in events if isinstance(ev, TextDelta)) == "found it ✓"
@@ -77,6 +84,8 @@ async def test_warm_prestarted_cli_serves_a_session_with_host_tools(make_config:
         # a second turn in the same CLI
         api.script(text("again fine"))
         assert (await s.ask("and again?", timeout=120)).text == "again fine"
+        assert WARMUP_PROMPT not in json.dumps(api.message_requests[-1].messages)
+        assert [t["prompt"] for t in await s.history()] == ["look up alpha", "and again?"]
         await s.close(forget=True)
 
 

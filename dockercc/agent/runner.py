@@ -42,6 +42,7 @@ from ..protocol import control
 from ..protocol.envelope import encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from .early import BASE_ARGS, claude_home, install_credentials
+from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
 
 log = logging.getLogger("dockercc.agent")
 
@@ -120,6 +121,7 @@ class Prestart:
     tools_digest: str = ""
     server: str = "host"
     prime: bool = True  # warm the CLI's first-turn code paths (get_context_usage) pre-claim
+    warmup: bool = True  # and one throwaway turn against a loopback API (see warmup.py)
     wait: bool = True  # register as warm only once the CLI answered (False: cold containers)
     timeout_s: float = 20.0  # the most pre-starting may take (the pool waits startupMs)
 
@@ -133,7 +135,8 @@ class Prestart:
                        tools=[t for t in obj.get("tools") or [] if isinstance(t, dict)],
                        tools_digest=str(obj.get("tools_digest") or ""),
                        server=str(obj.get("server") or "host"),
-                       prime=bool(obj.get("prime", True)), wait=bool(obj.get("wait", True)),
+                       prime=bool(obj.get("prime", True)),
+                       warmup=bool(obj.get("warmup", True)), wait=bool(obj.get("wait", True)),
                        timeout_s=float(obj.get("timeout_s", 20.0)))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("DOCKERCC_PRESTART ignored: %s", exc)
@@ -312,6 +315,7 @@ class Runner:
         self._io_tasks: list[asyncio.Task[Any]] = []
         self._control_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.prestarted = False
+        self.warmed_up = False  # the pre-started CLI took its throwaway warm-up turn
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
 
@@ -350,7 +354,8 @@ class Runner:
             await self.prestart_cli(self.s.prestart)
         await self.r.hset(ckey, mapping={"status": "warm", "heartbeat": now_ms(),
                                          "started": now_ms(), "pid": os.getpid(),
-                                         "prestarted": int(self.prestarted)})
+                                         "prestarted": int(self.prestarted),
+                                         "warmed_up": int(self.prestarted and self.warmed_up)})
         self._spawn(self.heartbeat_loop())
         try:
             assignment = await self.wait_assignment()
@@ -513,39 +518,102 @@ class Runner:
         if not pre.wait:  # a cold container: the session is already waiting for this CLI
             await self.write_stdin(control.initialize_request(control.new_request_id()))
             return
-        requests = ["initialize", *(["get_context_usage", "blank_prompt"] if pre.prime else [])]
         deadline = time.monotonic() + pre.timeout_s
-        for name in requests:
-            rid = "result" if name == "blank_prompt" else control.new_request_id()
-            waiter = asyncio.get_running_loop().create_future()
-            self._control_waiters[rid] = waiter
-            exited = self._spawn(proc.wait())
-            try:
-                line = (control.initialize_request(rid) if name == "initialize"
-                        else control.user_message(" ") if name == "blank_prompt"
-                        else control.control_request(rid, name))
-                if not await self.write_stdin(line):
-                    break
-                limit = deadline - time.monotonic()
-                if name != "initialize":  # priming is a bonus: never wait long for it
-                    limit = min(limit, 10.0)
-                await asyncio.wait({waiter, exited}, timeout=max(0.1, limit),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                exited.cancel()
-                self._control_waiters.pop(rid, None)
-            if not waiter.done():
-                log.warning("pre-started CLI did not answer %s (exit code %s)", name,
-                            proc.returncode)
-                break
-            if name != "blank_prompt" and waiter.result().get("subtype") != "success":
-                log.info("pre-started CLI refused %s: not priming it", name)
-                break
+        ready = await self.ask_preclaimed(proc, "control", control.initialize_request, deadline)
+        if ready is not None and ready.get("subtype") == "success" and pre.prime:
+            if await self.prime(proc, deadline) and pre.warmup and warmup_supported():
+                await self.warm_up(proc, deadline)
         if proc.returncode is not None:
             log.warning("pre-started CLI exited with %s: %s", proc.returncode,
                         " | ".join(list(self.stderr_tail)[-3:]))
             self.prestarted = False
             self.proc = None
+
+    async def ask_preclaimed(self, proc: CLIProcess, kind: str, line: Callable[[str], str],
+                             deadline: float, limit: float = 10.0) -> dict[str, Any] | None:
+        """Write ``line(request_id)`` to the pre-started CLI and wait for its answer: the
+        ``control_response`` (``kind="control"``) or the turn's ``result``. None when the CLI
+        did not answer in time or exited."""
+        rid = "result" if kind == "result" else control.new_request_id()
+        waiter = asyncio.get_running_loop().create_future()
+        self._control_waiters[rid] = waiter
+        exited = self._spawn(proc.wait())
+        try:
+            if not await self.write_stdin(line(rid)):
+                return None
+            wait = max(0.1, min(limit, deadline - time.monotonic()))
+            await asyncio.wait({waiter, exited}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            self._control_waiters.pop(rid, None)
+        if not waiter.done():
+            log.warning("pre-started CLI did not answer %s (exit code %s)",
+                        line(rid)[:80], proc.returncode)
+            return None
+        return waiter.result()
+
+    async def prime(self, proc: CLIProcess, deadline: float) -> bool:
+        """``get_context_usage`` (the system prompt and tool schemas) and a blank prompt (the
+        turn loop, answered locally: nothing is sent to the model). False if refused."""
+        usage = await self.ask_preclaimed(
+            proc, "control", lambda rid: control.control_request(rid, "get_context_usage"), deadline)
+        if usage is None or usage.get("subtype") != "success":
+            log.info("pre-started CLI refused get_context_usage: not priming it")
+            return False
+        return await self.ask_preclaimed(
+            proc, "result", lambda _rid: control.user_message(" "), deadline) is not None
+
+    async def warm_up(self, proc: CLIProcess, deadline: float) -> None:
+        """One throwaway turn against :class:`WarmupAPI` on the loopback, then ``/clear``.
+
+        The CLI is pointed at the local server with ``apply_flag_settings`` (it applies
+        ``env`` to its process environment, and builds its API client per request), pointed
+        back at ``ANTHROPIC_BASE_URL`` as the container has it, and its conversation cleared
+        (a new conversation id; the warm-up never reaches the session's transcript or
+        history). ``/clear`` also drops the context caches, so the CLI is primed once more.
+        A CLI that cannot be pointed back or cleared is stopped: the claim then starts one.
+        """
+        def flag_env(url: str) -> Callable[[str], str]:
+            return lambda rid: control.control_request(
+                rid, "apply_flag_settings", settings={"env": {"ANTHROPIC_BASE_URL": url}})
+
+        def ok(resp: dict[str, Any] | None) -> bool:
+            return resp is not None and resp.get("subtype") == "success"
+
+        original = os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        t0 = time.monotonic()
+        async with WarmupAPI() as api:
+            if not ok(await self.ask_preclaimed(proc, "control", flag_env(api.url), deadline)):
+                log.info("pre-started CLI refused apply_flag_settings: no warm-up turn")
+                return
+            try:
+                turn = await self.ask_preclaimed(
+                    proc, "result", lambda _rid: control.user_message(WARMUP_PROMPT), deadline)
+            finally:
+                restored = ok(await self.ask_preclaimed(
+                    proc, "control", flag_env(original), deadline + 5))
+            cleared = restored and await self.ask_preclaimed(
+                proc, "result", lambda _rid: control.user_message("/clear"), deadline + 5)
+            served = api.message_requests
+        if turn is None or not restored or not cleared:
+            # (an unfinished turn's late result could be taken for /clear's: not safe either)
+            log.warning("warm-up: the CLI %s; stopping it", "did not finish the turn"
+                        if turn is None else "could not be pointed back at its API"
+                        if not restored else "could not be cleared")
+            await self.stop_prestarted(proc)
+            return
+        if not served:
+            log.warning("warm-up turn never reached the local API (CLI behaviour changed?)")
+        self.warmed_up = bool(served)
+        await self.prime(proc, deadline + 5)
+        log.info("warm-up turn done in %.0f ms", (time.monotonic() - t0) * 1000)
+
+    async def stop_prestarted(self, proc: CLIProcess) -> None:
+        self.prestarted = False
+        self.proc = None
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
     async def adopt_prestarted(self, a: Assignment) -> CLIProcess | None:
         """The pre-started CLI if it can serve ``a`` as it runs (same arguments), else None
