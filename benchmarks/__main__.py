@@ -76,7 +76,8 @@ class Bench:
         cfg: dict[str, Any] = {
             "image": self.args.image,
             "redis": {"url": self.redis_url, "keyPrefix": f"bench{secrets.token_hex(3)}:"},
-            "docker": {"network": "host"},
+            # the CLI reports its own time to the request in each result (see the table)
+            "docker": {"network": "host", "env": {"CLAUDE_CODE_EMIT_STARTUP_TIMING": "1"}},
             "credentials": {"baseUrl": self.api_url, "apiKey": "sk-ant-scripted-bench"},
             "resources": {"memory": MEMORY, "cpus": CPUS},
             "timeouts": {"healthIntervalMs": 2000, "startupMs": 90000},
@@ -114,6 +115,7 @@ class Bench:
                                    "claim": (claimed - t0) * 1000, "warm": s.lease.warm}
             state = await s.state()
             out["prestarted"] = state.get("prestarted") == "1"
+            out.update(cli_timing(await pool.transport.buffered(s.id)))
             if next_turn:
                 t1 = time.perf_counter()
                 second = None
@@ -136,7 +138,7 @@ class Bench:
         env = clean_env({"ANTHROPIC_BASE_URL": self.api_url,
                          "ANTHROPIC_API_KEY": "sk-ant-scripted-bench",
                          "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}, str(home))
-        floor = peers.RunningCLI(env, str(work))
+        floor = peers.RunningCLI({**env, "CLAUDE_CODE_EMIT_STARTUP_TIMING": "1"}, str(work))
         await floor.start()
         sdk = peers.sdk_available()
         if sdk:
@@ -161,6 +163,10 @@ class Bench:
                 self.s.add("claim_warm", r["claim"])
                 self.s.add("next_turn", r["next_turn"])
                 self.s.add("warm_prestarted", float(r["warm"] and r["prestarted"]))
+                for key in ("ttr", "ttr_cpu"):
+                    if key in r:
+                        self.s.add(f"warm_cli_{key}", r[key])
+                        self.s.add(f"floor_cli_{key}", floor.timing.get(key, float("nan")))
                 await warm_pool.containers.wait_warm(timeout=300)  # the refill is done
                 await self.settle()
                 r = await self.new_session(cold_pool)
@@ -254,9 +260,33 @@ class Bench:
                                                      for _ in range(level)))
                     self.s.extend(f"conc_{level}", [r["first_token"] for r in results])
                     self.s.extend(f"conc_{level}_warm", [float(r["warm"]) for r in results])
+            await self.cpu_per_session(pool, max(levels))
             await pool.warm("main", count=0, wait=False)
         finally:
             await pool.close()
+
+    async def cpu_per_session(self, pool: AsyncPool, level: int) -> None:
+        """One more burst of ``level`` new sessions, not timed: the CPU each takes, by
+        process kind. The refill is off for it, so no warm container's start-up is counted."""
+        say(f"concurrency {level}: CPU per session (warming {level}, then no refill)")
+        await pool.warm("main", count=level, timeout=600)
+        await pool.warm("main", count=0, wait=False)
+        await self.settle(2.0)
+        sessions = [pool.session() for _ in range(level)]
+
+        async def first_turn(s: Any) -> None:
+            async for _ev in s.stream(PROMPT, timeout=180):
+                pass
+
+        try:
+            before = cpu_seconds()
+            await asyncio.gather(*(first_turn(s) for s in sessions))
+            after = cpu_seconds()  # before the close: an exited process's CPU is not listed
+        finally:
+            await asyncio.gather(*(s.close(forget=True) for s in sessions),
+                                 return_exceptions=True)
+        for who, used in after.items():
+            self.s.add(f"cpu_{who}", (used - before[who]) * 1000 / level)
 
     async def memory_of(self, pool: AsyncPool, name: str) -> None:
         import docker
@@ -335,6 +365,13 @@ class Bench:
                  f"{fmt_ratio(nxt / floor)} floor", "", ""],
                 ["claim latency, warm", fmt_ms(s.med("claim_warm")), n("claim_warm"), "", "",
                  ""],
+                *([["CLI's own time to request: warm session's first turn",
+                    fmt_ms(s.med("warm_cli_ttr")), n("warm_cli_ttr"),
+                    f"{fmt_ms(s.med('warm_cli_ttr_cpu'))} CPU", "", ""],
+                   ["CLI's own time to request: floor's next turn",
+                    fmt_ms(s.med("floor_cli_ttr")), n("floor_cli_ttr"),
+                    f"{fmt_ms(s.med('floor_cli_ttr_cpu'))} CPU", "", ""]]
+                  if s.get("warm_cli_ttr") else []),
                 ["claim latency, cold", fmt_ms(s.med("claim_cold")), n("claim_cold"), "", "",
                  ""],
             ]
@@ -365,6 +402,11 @@ class Bench:
                              fmt_ms(value), n(f"conc_{level}"),
                              f"{fmt_ratio(ratio)} single" if level != levels[0] else "",
                              target, verdict(ratio <= 3) if target else ""])
+        if s.get("cpu_claude"):
+            rows.append([f"CPU per new session, {levels[-1]} at once: Claude Code CLI",
+                         fmt_ms(s.med("cpu_claude")), n("cpu_claude"),
+                         f"runner {fmt_ms(s.med('cpu_runner'))}, host "
+                         f"{fmt_ms(s.med('cpu_host'))}", "", ""])
         for key, label in (("mem_prestarted", "idle warm container memory (CLI pre-started)"),
                            ("mem_runner_only", "idle warm container memory (runner only)")):
             if s.get(key):
@@ -387,6 +429,44 @@ class Bench:
             notes.append("claude-agent-sdk is not installed: pip install claude-agent-sdk")
         return render_table("dockercc benchmarks", ["metric", "median", "n", "ratio",
                                                     "target", "result"], rows, notes)
+
+
+def cli_timing(envelopes: list[Any]) -> dict[str, float]:
+    """The CLI's own time to its first request, from the first ``result`` it wrote
+    (``CLAUDE_CODE_EMIT_STARTUP_TIMING=1``): wall and CPU milliseconds."""
+    for env in envelopes:
+        ev = env.event
+        if ev.get("type") == "result" and "time_to_request_ms" in ev:
+            return {"ttr": float(ev["time_to_request_ms"]),
+                    "ttr_cpu": float(ev.get("time_to_request_cpu_ms") or "nan")}
+    return {}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this machine's processes, by kind: the Claude Code CLIs,
+    dockercc runners (``python -m dockercc.agent``) and this benchmark process."""
+    out = dict.fromkeys(("claude", "runner", "host"), 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if int(pid) == os.getpid():
+            out["host"] += used
+        elif comm == "claude":
+            out["claude"] += used
+        elif b"dockercc.agent" in cmd:
+            out["runner"] += used
+    return out
 
 
 def start_api() -> tuple[subprocess.Popen[str], str]:

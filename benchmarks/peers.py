@@ -43,6 +43,7 @@ class RunningCLI:
         self.env = env
         self.cwd = cwd
         self.proc: asyncio.subprocess.Process | None = None
+        self.timing: dict[str, float] = {}  # the last turn's own time to request (ms)
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -75,7 +76,10 @@ class RunningCLI:
         await self._write(control.user_message(prompt))
         await self._read_until(is_text_delta)
         first = (time.perf_counter() - t0) * 1000
-        await self._read_until(lambda o: o.get("type") == "result")
+        result = await self._read_until(lambda o: o.get("type") == "result")
+        if "time_to_request_ms" in result:
+            self.timing = {"ttr": float(result["time_to_request_ms"]),  # type: ignore[arg-type]
+                           "ttr_cpu": float(result.get("time_to_request_cpu_ms") or "nan")}  # type: ignore[arg-type]
         return first
 
     async def close(self) -> None:

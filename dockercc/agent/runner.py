@@ -394,7 +394,9 @@ class Runner:
         pipe.hgetall(keys.state)
         pipe.hset(self.pool_keys.container_state(self.s.container),
                   mapping={"status": "busy", "session": a.session})
-        last, prev, _ = await pipe.execute()
+        # the claim is confirmed once the session's state names this container
+        pipe.hset(keys.state, "container", self.s.container)
+        last, prev, *_ = await pipe.execute()
         if last:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 self.seq = int(json.loads(last)["seq"])

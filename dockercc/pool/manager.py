@@ -371,14 +371,14 @@ class ContainerPool:
         limit = self.config.timeouts.startup_ms / 1000
         deadline = time.monotonic() + limit
         r = self.transport.client
-        delay = 0.002
-        fast_until = time.monotonic() + 0.2  # a warm runner answers within ms: poll finely
+        delay = 0.001
+        fast_until = time.monotonic() + 0.1  # a warm runner answers within ms: poll finely
         while time.monotonic() < deadline:
             owner = await r.hget(keys.state, "container")
             if owner is not None and as_str(owner) == container:
                 return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.008 if time.monotonic() < fast_until else 0.05)
+            delay = 0.001 if time.monotonic() < fast_until else min(delay * 2, 0.05)
             if not warm and delay >= 0.05:
                 info = await self.backend.inspect(
                     f"{self.config.docker.container_prefix}{session}")
