@@ -520,6 +520,10 @@ class EventMapper:
     ``parent_tool_use_id``), but their text and thinking become deltas, their tool calls part
     of ``Result.tool_calls``, only with ``include_subagents=True``."""
 
+    #: read well-formed ``content_block_delta`` lines without the wire models (False: always
+    #: parse them, e.g. to compare both paths in tests)
+    _fast_deltas = True
+
     def __init__(self, session: str = "", *, include_subagents: bool = False) -> None:
         self.session = session
         self.include_subagents = include_subagents
@@ -567,13 +571,25 @@ class EventMapper:
 
     def _map(self, envelope: Envelope) -> list[Event]:
         seq, ts, event = envelope.seq, envelope.ts, envelope.event
-        self._seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
-        self._ts = ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
-        self.last_seq = max(self.last_seq, self._seq)
+        if type(seq) is not int:
+            seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        if type(ts) is not int:
+            ts = ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+        self._seq = seq
+        self._ts = ts
+        if seq > self.last_seq:
+            self.last_seq = seq
         if not isinstance(event, dict):
             return [self._fallback(envelope, "the envelope's event is not an object")]
         self._raw = event
-        if event.get("type") == RUNNER_EVENT_TYPE:
+        kind = event.get("type")
+        if kind == "stream_event" and self._fast_deltas:
+            # nearly every line of a streamed turn: a text / thinking / input-JSON delta,
+            # read straight from the dict (same events and turn state as the models give)
+            parts = wire.stream_delta(event)
+            if parts is not None:
+                return self._on_delta(*parts)
+        elif kind == RUNNER_EVENT_TYPE:
             return self._on_runner(event)
         msg = wire.parse_message(event)
         if isinstance(msg, wire.StreamEvent):
@@ -674,12 +690,47 @@ class EventMapper:
             real = event.message.id or msg.api_message_id
             current = self._current[parent] = (real or self._anon_id("stream_"), real)
             return current
-        if msg.api_message_id:
-            return msg.api_message_id, msg.api_message_id
+        return self._delta_message_id(parent, msg.api_message_id)
+
+    def _delta_message_id(self, parent: str | None,
+                          api_message_id: str | None) -> tuple[str, str | None]:
+        """(key, real id) of the message a stream event other than message_start is in."""
+        if api_message_id:
+            return api_message_id, api_message_id
         known = self._current.get(parent)
         if known is None:
             known = self._current[parent] = (self._anon_id("stream_"), None)
         return known
+
+    def _on_delta(self, kind: str, value: str, index: int, parent: str | None,
+                  api_message_id: str | None) -> list[Event]:
+        """A ``content_block_delta`` line read by :func:`~dockercc.protocol.stream_delta`:
+        what :meth:`_on_stream` does for it, without the wire models."""
+        self._dirty = True
+        appended = self.turn.add_delta(kind, value, index, parent, api_message_id)
+        key, message_id = self._delta_message_id(parent, api_message_id)
+        self._streamed.add(key)
+        return self._delta_events(kind, value, index, key, message_id, parent, appended)
+
+    def _delta_events(self, kind: str, value: str, index: int, key: str,
+                      message_id: str | None, parent: str | None,
+                      appended: str) -> list[Event]:
+        if kind == "text_delta":
+            if appended:
+                return [TextDelta(session=self.session, seq=self._seq, ts=self._ts,
+                                  raw=self._raw, text=appended, index=index,
+                                  message_id=message_id, parent_tool_use_id=parent)]
+        elif kind == "thinking_delta":
+            if value and self._wants(parent):
+                return [ThinkingDelta(session=self.session, seq=self._seq, ts=self._ts,
+                                      raw=self._raw, text=value, index=index,
+                                      message_id=message_id, parent_tool_use_id=parent)]
+        elif kind == "input_json_delta":
+            block_tool = self._blocks.get((key, index))
+            pending = self._pending.get(block_tool) if block_tool is not None else None
+            if pending is not None:
+                pending.parts.append(value)
+        return []
 
     def _on_stream(self, msg: wire.StreamEvent) -> list[Event]:
         self._dirty = True
@@ -712,19 +763,14 @@ class EventMapper:
             self._streamed.add(key)
             delta = event.delta
             if isinstance(delta, wire.TextDelta):
-                if appended:
-                    out.append(TextDelta(**self._meta(), text=appended, index=event.index,
-                                         message_id=message_id, parent_tool_use_id=parent))
+                out = self._delta_events("text_delta", delta.text, event.index, key,
+                                         message_id, parent, appended)
             elif isinstance(delta, wire.ThinkingDelta):
-                if delta.thinking and self._wants(parent):
-                    out.append(ThinkingDelta(**self._meta(), text=delta.thinking,
-                                             index=event.index, message_id=message_id,
-                                             parent_tool_use_id=parent))
+                out = self._delta_events("thinking_delta", delta.thinking, event.index, key,
+                                         message_id, parent, appended)
             elif isinstance(delta, wire.InputJsonDelta):
-                block_tool = self._blocks.get((key, event.index))
-                pending = self._pending.get(block_tool) if block_tool is not None else None
-                if pending is not None:
-                    pending.parts.append(delta.partial_json)
+                out = self._delta_events("input_json_delta", delta.partial_json, event.index,
+                                         key, message_id, parent, appended)
         elif isinstance(event, wire.ContentBlockStopEvent):
             stopped = self._blocks.pop((key, event.index), None)
             pending = self._pending.get(stopped) if stopped is not None else None

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         UserMessage,
         WireModel,
         parse_message,
+        stream_delta,
     )
     from .parser import LineParser, SkippedLine
 
@@ -123,6 +124,7 @@ _LAZY = {
         "UserMessage",
         "WireModel",
         "parse_message",
+        "stream_delta",
     ), "messages"),
 }
 
@@ -188,6 +190,7 @@ __all__ = [
     "UserMessage",
     "WireModel",
     "parse_message",
+    "stream_delta",
     # parser
     "LineParser",
     "SkippedLine",

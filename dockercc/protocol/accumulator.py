@@ -187,6 +187,17 @@ class TurnAccumulator:
             self.model = msg.model or self.model
         return ""
 
+    def add_delta(self, kind: str, value: str, index: int = 0, parent: str | None = None,
+                  api_message_id: str | None = None) -> str:
+        """:meth:`add` of a ``stream_event`` ``content_block_delta`` given as its parts (see
+        :func:`~dockercc.protocol.messages.stream_delta`): the same effect and return value,
+        without the models. ``kind`` is ``"text_delta"``, ``"thinking_delta"`` or
+        ``"input_json_delta"``, ``value`` its text / thinking / partial JSON."""
+        if self.result is not None or self._skip_parent(parent):
+            return ""
+        message_id = self._delta_message_id(parent, api_message_id)
+        return self._on_delta(message_id, index, kind, value)
+
     # ------------------------------------------------------------------------- internals
 
     def _skip_parent(self, parent: str | None) -> bool:
@@ -249,8 +260,12 @@ class TurnAccumulator:
             message_id = event.message.id or ev.api_message_id or self._anon_id("stream_")
             self._current[parent] = message_id
             return message_id
-        if ev.api_message_id:
-            return ev.api_message_id
+        return self._delta_message_id(parent, ev.api_message_id)
+
+    def _delta_message_id(self, parent: str | None, api_message_id: str | None) -> str:
+        """The message a stream event other than ``message_start`` belongs to."""
+        if api_message_id:
+            return api_message_id
         current = self._current.get(parent)
         if current is None:
             current = self._current[parent] = self._anon_id("stream_")
@@ -285,23 +300,15 @@ class TurnAccumulator:
             self._blocks[key] = _BlockState(kind if isinstance(kind, str) else "unknown")
             return ""
         if isinstance(event, ContentBlockDeltaEvent):
-            self._msg(message_id).streamed = True
             delta = event.delta
             if isinstance(delta, TextDelta):
-                return self._add_text(message_id, delta.text)
+                return self._on_delta(message_id, event.index, "text_delta", delta.text)
             if isinstance(delta, ThinkingDelta):
-                self._add_thinking(message_id, delta.thinking)
-                return ""
+                return self._on_delta(message_id, event.index, "thinking_delta", delta.thinking)
             if isinstance(delta, InputJsonDelta):
-                key = (message_id, event.index)
-                state = self._blocks.get(key)
-                if state is None:
-                    state = self._blocks[key] = _BlockState("tool_use")
-                state.partial.append(delta.partial_json)
-                if state.tool_id is not None:
-                    call = self._tools.get(state.tool_id)
-                    if call is not None and not call.complete:
-                        call.partial_json += delta.partial_json
+                return self._on_delta(message_id, event.index, "input_json_delta",
+                                      delta.partial_json)
+            self._msg(message_id).streamed = True  # an unknown or signature delta
             return ""
         if isinstance(event, ContentBlockStopEvent):
             state = self._blocks.get((message_id, event.index))
@@ -312,6 +319,26 @@ class TurnAccumulator:
             if event.delta.stop_reason:
                 self.stop_reason = event.delta.stop_reason
             return ""
+        return ""
+
+    def _on_delta(self, message_id: str, index: int, kind: str, value: str) -> str:
+        """One text / thinking / input-JSON delta (both :meth:`add` and :meth:`add_delta`)."""
+        self._msg(message_id).streamed = True
+        if kind == "text_delta":
+            return self._add_text(message_id, value)
+        if kind == "thinking_delta":
+            self._add_thinking(message_id, value)
+            return ""
+        if kind == "input_json_delta":
+            key = (message_id, index)
+            block = self._blocks.get(key)
+            if block is None:
+                block = self._blocks[key] = _BlockState("tool_use")
+            block.partial.append(value)
+            if block.tool_id is not None:
+                call = self._tools.get(block.tool_id)
+                if call is not None and not call.complete:
+                    call.partial_json += value
         return ""
 
     def _finish_tool(self, tool_id: str) -> None:

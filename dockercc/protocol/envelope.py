@@ -14,6 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# the decoder's scanner (json.loads = this + a whitespace regex + checks, per call)
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
 RUNNER_EVENT_TYPE = "dockercc"
 """``type`` of events the runner itself emits (errors, lifecycle), next to the CLI's own."""
 
@@ -43,7 +46,20 @@ class Envelope:
     def decode(cls, data: str | bytes) -> Envelope | None:
         """Decode one envelope; ``None`` for anything that is not a well-formed envelope."""
         try:
-            obj = json.loads(data)
+            text = data
+            if type(data) is bytes and data.startswith(b'{"'):
+                # what json.loads does with such bytes (UTF-8, surrogatepass), minus its
+                # per-call overhead: this runs once per event
+                text = data.decode("utf-8", "surrogatepass")
+            if type(text) is str and text.startswith('{"'):
+                try:
+                    obj, end = _scan(text, 0)
+                except StopIteration:
+                    end = -1
+                if end != len(text):  # trailing whitespace, or not JSON: let json say
+                    obj = json.loads(text)
+            else:
+                obj = json.loads(data)
             seq = obj["seq"]
             event = obj["event"]
             if not isinstance(seq, int) or not isinstance(event, dict):

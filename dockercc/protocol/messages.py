@@ -74,6 +74,7 @@ __all__ = [
     "Message",
     "MESSAGE_TYPES",
     "parse_message",
+    "stream_delta",
 ]
 
 JsonDict: TypeAlias = dict[str, Any]
@@ -570,3 +571,57 @@ def parse_message(obj: Any) -> Message:
         except Exception:
             pass
     return _unknown(obj)
+
+
+# ------------------------------------------------------------------------------ fast path
+
+_DELTA_VALUE_KEYS = {
+    "text_delta": "text",
+    "thinking_delta": "thinking",
+    "input_json_delta": "partial_json",
+}
+
+
+def stream_delta(obj: JsonDict) -> tuple[str, str, int, str | None, str | None] | None:
+    """The parts of a ``stream_event`` line carrying a ``content_block_delta`` with a text,
+    thinking or input-JSON delta, read from the decoded dict without building models (nearly
+    every line of a streamed turn is one of these): ``(delta type, its text / thinking /
+    partial_json, index, parent_tool_use_id, api_message_id)``.
+
+    Returns them only when :func:`parse_message` would give a :class:`StreamEvent` whose
+    ``event`` is a :class:`ContentBlockDeltaEvent` with a :class:`TextDelta` /
+    :class:`ThinkingDelta` / :class:`InputJsonDelta` with these same values; ``None`` for
+    anything else, including any field of a type the models would convert or reject (then
+    go through :func:`parse_message`)."""
+    if type(obj) is not dict or obj.get("type") != "stream_event":
+        return None
+    event = obj.get("event")
+    if type(event) is not dict or event.get("type") != "content_block_delta":
+        return None
+    delta = event.get("delta")
+    if type(delta) is not dict:
+        return None
+    kind = delta.get("type")
+    if type(kind) is not str:
+        return None
+    key = _DELTA_VALUE_KEYS.get(kind)
+    if key is None:
+        return None
+    value = delta.get(key, "")
+    index = event.get("index", 0)
+    if type(value) is not str or type(index) is not int:
+        return None
+    parent = obj.get("parent_tool_use_id")
+    api_id = obj.get("api_message_id")
+    if parent is not None and type(parent) is not str:
+        return None
+    if api_id is not None and type(api_id) is not str:
+        return None
+    # validated but unused fields: a wrong type makes the whole line malformed
+    session_id = obj.get("session_id")
+    if session_id is not None and type(session_id) is not str:
+        return None
+    uuid = obj.get("uuid")
+    if uuid is not None and type(uuid) is not str:
+        return None
+    return kind, value, index, parent, api_id
