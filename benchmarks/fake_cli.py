@@ -4,7 +4,9 @@ It is bind-mounted into the agent container and named by ``DOCKERCC_CLAUDE_BIN``
 benchmark: it speaks the CLI's stream-json protocol (answers control requests, ends each turn
 with a ``result``), and for a user message ``burst N`` or ``paced N MICROSECONDS`` writes N
 ``stream_event`` text deltas whose text is the wall-clock time it wrote them. The caller
-subtracts that from the time the delta reaches it: container stdout -> caller, per event.
+subtracts that from the time the delta reaches it: container stdout -> caller, per event. A
+last word ``nowait`` skips the pause before the first event (a turn that outruns a late
+reader).
 The real CLI cannot be driven this fast, so this isolates what dockercc adds.
 """
 
@@ -30,13 +32,17 @@ def delta_line(text: str) -> str:
 
 def turn(prompt: str, n_turn: int) -> None:
     words = prompt.split()
+    nowait = words[-1:] == ["nowait"]
+    if nowait:
+        words.pop()
     mode = words[0] if words else "burst"
     count = int(words[1]) if len(words) > 1 else 1000
     interval = int(words[2]) / 1e6 if len(words) > 2 else 0.0
     # the real CLI's first event comes tens of ms after the prompt: give the caller the same
     # time to subscribe (a caller that subscribes after sending and then falls more than
     # the 1000 buffered envelopes behind would miss the first ones)
-    time.sleep(0.1)
+    if not nowait:
+        time.sleep(0.1)
     mid = f"msg_fake_{n_turn}"
     out(json.dumps({"type": "system", "subtype": "init", "session_id": SESSION, "tools": [],
                     "mcp_servers": [], "model": "fake-relay", "cwd": "/workspace"}))

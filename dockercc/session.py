@@ -2,9 +2,10 @@
 
 A session claims a container from the pool on first use, hands its runner the CLI's
 arguments, and from then on talks to it only through Redis: prompts go to
-``{p}{id}:input``, events come back from ``{p}{id}:output`` (replayed from the buffer, so a
-reader never misses one), interrupts go to ``{p}{id}:control``. Host tools answer the CLI's
-MCP requests through ``{p}{id}:mcp:requests``.
+``{p}{id}:input``, events come back from ``{p}{id}:output`` (subscribed before the prompt is
+sent, and replayed from the buffer, so a reader never misses one), interrupts go to
+``{p}{id}:control``. Host tools answer the CLI's MCP requests through
+``{p}{id}:mcp:requests``.
 
 If the container is lost (killed, out of memory, stale heartbeat) the running turn raises
 :class:`~dockercc.errors.ContainerLost`; the next prompt transparently gets a new container
@@ -20,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
-from .events import ErrorEvent, Event, EventMapper, Result
+from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import control
@@ -102,6 +103,9 @@ class AsyncSession(NotebookDisplay):
         self._resume_id: str | None = None
         self._turn_open = False
         self._interrupted = False
+        # the output subscription send() made for the next receive(): up before the prompt
+        # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
+        self._subscription: AsyncGenerator[Envelope, None] | None = None
 
     def __repr__(self) -> str:
         container = self.lease.name if self.lease else None
@@ -307,7 +311,8 @@ class AsyncSession(NotebookDisplay):
 
     async def send(self, prompt: str | list[dict[str, Any]]) -> str:
         """Queue a prompt (text or content blocks); returns the input id. Read the reply with
-        :meth:`receive`."""
+        :meth:`receive`: the session's output is subscribed before the prompt goes out, so
+        :meth:`receive` gets every event of the turn however late it starts."""
         if isinstance(prompt, str) and not prompt.strip():
             raise InvalidPrompt("the prompt is empty")
         if not isinstance(prompt, str) and (
@@ -321,10 +326,41 @@ class AsyncSession(NotebookDisplay):
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
         async with self._lock:
             with _typed_redis_errors(self.pool.transport.url):
-                await self._ensure_container()
+                await self._subscribed(self._ensure_container())
                 self._turn_open = True
                 self._interrupted = False
-                return await self.pool.transport.send_input(self.id, line)
+                try:
+                    return await self.pool.transport.send_input(self.id, line)
+                except BaseException:
+                    await self._drop_subscription()
+                    raise
+
+    async def _subscribed(self, meanwhile: Awaitable[None]) -> None:
+        """Await ``meanwhile`` with the session's output subscribed when it returns.
+
+        The prompt goes out only after the subscription (and its replay position) is up: a
+        reader that subscribed after sending could find a fast turn's first events already
+        pushed out of the 1000-envelope buffer. The subscribing (a new Redis connection:
+        a few ms) runs alongside ``meanwhile``, the container claim of a new session."""
+        if self._subscription is not None:
+            await meanwhile
+            return
+        subscribing = asyncio.ensure_future(
+            self.pool.transport.subscribe(self.id, self.last_seq))
+        try:
+            await meanwhile
+        except BaseException:
+            subscribing.cancel()
+            with contextlib.suppress(BaseException):
+                await (await subscribing).aclose()
+            raise
+        self._subscription = await subscribing
+
+    async def _drop_subscription(self) -> None:
+        sub, self._subscription = self._subscription, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.aclose()
 
     async def receive(self, *, timeout: float | None = None) -> AsyncIterator[Event]:
         """Events of the current turn, up to and including its :class:`Result`.
@@ -332,9 +368,13 @@ class AsyncSession(NotebookDisplay):
         Raises :class:`ContainerLost` if the container dies mid-turn (the next prompt
         resumes in a new one) and ``TimeoutError`` after ``timeout`` seconds.
         """
-        stream = self.pool.transport.events(self.id, self.last_seq)
+        # the subscription send() made before its prompt went out, else a new one (a reader
+        # of a turn it did not send)
+        stream = self._subscription or self.pool.transport.events(self.id, self.last_seq)
+        self._subscription = None
         # one timer for the whole turn, not one per event: this loop is hot
         deadline = _Deadline(timeout)
+        mapper = self.mapper
         try:
             while True:
                 try:
@@ -344,9 +384,17 @@ class AsyncSession(NotebookDisplay):
                 except TimeoutError:
                     raise TimeoutError(
                         f"no result from session {self.id!r} within {timeout}s") from None
-                self.last_seq = envelope.seq
-                for event in self.mapper.map(envelope):
-                    await self._dispatch(event)
+                seq = envelope.seq
+                if seq <= self.last_seq:
+                    continue  # (a subscription opened before last_seq moved on)
+                self.last_seq = seq
+                callbacks = self.on_event is not None or self.pool.on_event is not None
+                for event in mapper.map(envelope):
+                    if callbacks:
+                        await self._dispatch(event)
+                    if type(event) is TextDelta:  # most events: nothing else to check
+                        yield event
+                        continue
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
@@ -369,6 +417,8 @@ class AsyncSession(NotebookDisplay):
                     yield event
         finally:
             deadline.cancel()
+            # (not kept for the next turn: an idle subscription would pile up whatever is
+            # published meanwhile, for the next reader to wade through)
             await stream.aclose()
 
     async def _dispatch(self, event: Event) -> None:
@@ -446,6 +496,7 @@ class AsyncSession(NotebookDisplay):
         with contextlib.suppress(Exception):
             await on_session_close(self)  # closes the sessions it spawned
         t = self.pool.transport
+        await self._drop_subscription()
         if self._relay is not None:
             self._relay.cancel()
             with contextlib.suppress(BaseException):

@@ -6,6 +6,9 @@
   ``{p}{s}:output_buffer`` (last 1000). :meth:`RedisTransport.events` subscribes first, then
   replays the buffer, and dedupes by ``seq``, so a late or reconnecting reader misses nothing
   that is still buffered; after a Redis outage it reconnects and replays.
+  :meth:`RedisTransport.subscribe` does the subscribing before it returns: subscribe, then
+  send, and a turn that writes more than the buffer holds before the reader reads loses
+  nothing.
 - state / result / control: a hash, a string and a pub/sub channel.
 
 ``redis://``, ``rediss://`` and ``unix://`` URLs work (redis-py parses them).
@@ -14,14 +17,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -50,7 +52,14 @@ class _PushReader:
     is not reachable.
     """
 
-    def __init__(self, pubsub: Any) -> None:
+    def __init__(self, pubsub: Any, channel: str | None = None) -> None:
+        # the frame head of a message on ``channel``, RESP2 and RESP3: the common case is
+        # one startswith() instead of parsing the array (see _parse)
+        self._heads: tuple[bytes, ...] = ()
+        if channel is not None:
+            name = channel.encode()
+            tail = b"3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$" % (len(name), name)
+            self._heads = (b"*" + tail, b">" + tail)
         conn = getattr(pubsub, "connection", None)
         stream = getattr(conn, "_reader", None)
         parser = getattr(conn, "_parser", None)
@@ -83,8 +92,23 @@ class _PushReader:
     def _parse(self) -> list[bytes]:
         buf, pos, out = self._buf, 0, []
         n = len(buf)
+        heads = self._heads
+        skip = len(heads[0]) if heads else 0
         while pos < n:
             start = pos
+            if heads and buf.startswith(heads, pos):
+                # "*3\r\n$7\r\nmessage\r\n$<n>\r\n<channel>\r\n$<size>\r\n<payload>\r\n"
+                eol = buf.find(b"\r\n", pos + skip)
+                if eol < 0:
+                    break
+                size = int(buf[pos + skip:eol])
+                if size >= 0:
+                    end = eol + 2 + size
+                    if end + 2 > n:
+                        break
+                    out.append(buf[eol + 2:end])
+                    pos = end + 2
+                    continue
             if buf[pos] not in (42, 62):  # '*' (RESP2 array) or '>' (RESP3 push)
                 raise RedisConnectionError(f"unexpected data on a subscription: {buf[pos:pos + 40]!r}")
             eol = buf.find(b"\r\n", pos)
@@ -144,6 +168,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _client_kwargs(identify: bool = True) -> dict[str, Any]:
+    """redis-py >= 8 looks its own version up in the package metadata for every client, pool
+    and connection it makes (about a ms of CPU each, for ``CLIENT SETINFO``): once is enough.
+    Without ``identify`` a connection skips ``CLIENT SETINFO`` (two round trips)."""
+    global _DRIVER_INFO
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # older redis-py: nothing to save
+        return {} if identify else {"lib_name": None, "lib_version": None}
+    if not identify:
+        return {"driver_info": None}
+    if _DRIVER_INFO is None:
+        _DRIVER_INFO = DriverInfo()
+    return {"driver_info": _DRIVER_INFO}
+
+
+_DRIVER_INFO: Any = None
+
+
 class RedisTransport:
     """Async access to one Redis for a pool and its sessions."""
 
@@ -157,6 +200,7 @@ class RedisTransport:
         self.pool_keys = PoolKeys(prefix)
         self._socket_timeout = socket_timeout
         self._client: aioredis.Redis | None = None
+        self._sub_client: aioredis.Redis | None = None  # the subscriptions' connections
 
     def __repr__(self) -> str:
         return f"RedisTransport({redact_url(self._url)!r}, prefix={self.prefix!r})"
@@ -166,12 +210,13 @@ class RedisTransport:
         """The URL with any password masked."""
         return redact_url(self._url)
 
-    def _new_client(self) -> aioredis.Redis:
+    def _new_client(self, *, identify: bool = True) -> aioredis.Redis:
         # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a
         # longer outage surfaces as TransportError
         return aioredis.from_url(self._url, socket_timeout=self._socket_timeout,
                                  socket_connect_timeout=5, health_check_interval=15,
-                                 retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), RETRIES))
+                                 retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), RETRIES),
+                                 **_client_kwargs(identify))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -185,7 +230,8 @@ class RedisTransport:
     async def ping(self) -> bool:
         """Is Redis there? Answers at once (no retries), unlike the other commands."""
         probe = aioredis.from_url(self._url, socket_connect_timeout=5,
-                                  retry=Retry(EqualJitterBackoff(cap=0.2, base=0.05), 1))
+                                  retry=Retry(EqualJitterBackoff(cap=0.2, base=0.05), 1),
+                                  **_client_kwargs())
         try:
             return bool(await probe.ping())
         except (RedisError, OSError) as exc:
@@ -197,10 +243,11 @@ class RedisTransport:
                 await probe.aclose()
 
     async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        for client in (self._client, self._sub_client):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self._client = self._sub_client = None
 
     # -- input -----------------------------------------------------------------------------
 
@@ -228,58 +275,109 @@ class RedisTransport:
                 out.append(env)
         return out
 
-    async def events(self, session: str, after_seq: int = 0, *,
-                     reconnect_timeout: float = 30.0) -> AsyncGenerator[Envelope, None]:
+    async def _replay(self, session: str, after_seq: int) -> list[Envelope]:
+        """The buffered envelopes with ``seq > after_seq``, reading the buffer from its end:
+        a reader that is (nearly) up to date costs one short LRANGE, not the whole buffer
+        (up to 1000 envelopes, some of them MiBs)."""
+        key = self.keys(session).output_buffer
+        count = 16
+        while True:
+            raw = await self._call(self.client.lrange, key, -count, -1)
+            out: list[Envelope] = []
+            reached = False  # the window holds an envelope the reader already had
+            for item in raw:
+                env = Envelope.decode(item)
+                if env is None:
+                    continue
+                if env.seq > after_seq:
+                    out.append(env)
+                else:
+                    reached = True
+            if reached or len(raw) < count or (out and out[0].seq == after_seq + 1):
+                return out
+            # seqs increase by one per envelope: at most newest - after_seq are new (more
+            # may have arrived meanwhile: then look again)
+            count = max(count * 4, out[-1].seq - after_seq + 64) if out else count * 4
+
+    def events(self, session: str, after_seq: int = 0, *,
+               reconnect_timeout: float = 30.0) -> AsyncGenerator[Envelope, None]:
         """Every envelope of the session with ``seq > after_seq``, in order, forever.
 
         Subscribes before it replays the buffer and dedupes by seq, so nothing falls in the
         gap. If Redis goes away it reconnects (for up to ``reconnect_timeout`` seconds) and
-        replays from the buffer; then raises :class:`TransportError`.
-        """
+        replays from the buffer; then raises :class:`TransportError`. Nothing happens until
+        the first envelope is asked for: to catch the output of something you are about to
+        send, use :meth:`subscribe`."""
+        return cast(AsyncGenerator[Envelope, None],
+                    self._envelopes(session, after_seq, reconnect_timeout, primed=False))
+
+    async def subscribe(self, session: str, after_seq: int = 0, *,
+                        reconnect_timeout: float = 30.0) -> AsyncGenerator[Envelope, None]:
+        """:meth:`events`, returned once it is subscribed and has read the buffer's replay
+        position: envelopes published from now on are caught however late the iteration
+        starts (Redis keeps them for the subscription, not in the 1000-envelope buffer).
+        Subscribe, then send; ``aclose()`` it when done."""
+        gen = self._envelopes(session, after_seq, reconnect_timeout, primed=True)
+        try:
+            await anext(gen)  # the None it yields once subscribed
+        except BaseException:
+            await gen.aclose()
+            raise
+        return cast(AsyncGenerator[Envelope, None], gen)
+
+    async def _envelopes(self, session: str, after_seq: int, reconnect_timeout: float, *,
+                         primed: bool) -> AsyncGenerator[Envelope | None, None]:
+        # primed: yield None once subscribed with the replay read (see subscribe())
         keys = self.keys(session)
         last = after_seq
         down_since: float | None = None
+        decode = Envelope.decode
+        if self._sub_client is None:
+            # one client for all subscriptions: each takes a connection of its pool (a new
+            # client per subscription costs about twice as much CPU as the connection). A
+            # session subscribes before every prompt: no CLIENT SETINFO on that path.
+            self._sub_client = self._new_client(identify=False)
+        client = self._sub_client
         while True:
-            client = self._new_client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.output)
-                for env in await self.buffered(session, last):
+                replay = await self._replay(session, last)
+                if primed:
+                    primed = False
+                    yield None
+                for env in replay:
                     if env.seq > last:
                         last = env.seq
                         yield env
                 down_since = None
-                reader = _PushReader(pubsub)
-                pending: collections.deque[bytes] = collections.deque()
+                reader = _PushReader(pubsub, keys.output)
                 while True:
-                    if not pending:
-                        batch = await reader.read(1.0)
-                        if batch is None:
-                            # quiet for a second: make sure nothing was published while the
-                            # subscription was silently re-established (a Redis restart)
-                            tail = Envelope.decode(
-                                await self.client.lindex(keys.output_buffer, -1) or b"")
-                            if tail is not None and tail.seq > last:
-                                for missed in await self.buffered(session, last):
-                                    if missed.seq > last:
-                                        last = missed.seq
-                                        yield missed
-                            continue
-                        pending.extend(batch)
-                    decoded = Envelope.decode(pending.popleft())
-                    if decoded is None or decoded.seq <= last:
+                    batch = await reader.read(1.0)
+                    if batch is None:
+                        # quiet for a second: make sure nothing was published while the
+                        # subscription was silently re-established (a Redis restart)
+                        tail = decode(await self.client.lindex(keys.output_buffer, -1) or b"")
+                        if tail is not None and tail.seq > last:
+                            for missed in await self._replay(session, last):
+                                if missed.seq > last:
+                                    last = missed.seq
+                                    yield missed
                         continue
-                    env = decoded
-                    if env.seq > last + 1:
-                        # a gap (e.g. a reconnect of the publisher): fill it from the buffer
-                        for missed in await self.buffered(session, last):
-                            if missed.seq > last:
-                                last = missed.seq
-                                yield missed
-                        if env.seq <= last:
+                    for payload in batch:
+                        item = decode(payload)
+                        if item is None or item.seq <= last:
                             continue
-                    last = env.seq
-                    yield env
+                        if item.seq > last + 1:
+                            # a gap (e.g. a reconnect of the publisher): fill it from the buffer
+                            for missed in await self._replay(session, last):
+                                if missed.seq > last:
+                                    last = missed.seq
+                                    yield missed
+                            if item.seq <= last:
+                                continue
+                        last = item.seq
+                        yield item
             except (*_RETRYABLE, TransportError) as exc:
                 # (buffered() wraps a dropped connection in TransportError: retry that too)
                 if isinstance(exc, TransportError) and not isinstance(exc.__cause__, _RETRYABLE):
@@ -295,9 +393,7 @@ class RedisTransport:
                 await asyncio.sleep(0.2)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                    await pubsub.aclose()  # (disconnects its connection)
 
     # -- state -----------------------------------------------------------------------------
 
