@@ -226,9 +226,10 @@ class Bench:
     async def raw_burst(pool: AsyncPool, s: Any, n: int) -> float:
         """The same burst read as raw envelopes (``transport.events``): what the Redis relay
         delivers before the session maps envelopes to typed events."""
+        events = await pool.transport.subscribe(s.id, s.last_seq)  # subscribe, then send
         await pool.transport.send_input(s.id, control.user_message(f"burst {n}"))
         count, first, last = 0, 0.0, 0.0
-        async for env in pool.transport.events(s.id, s.last_seq):
+        async for env in events:
             ev = env.event
             if ev.get("type") == "stream_event" and \
                     (ev.get("event") or {}).get("type") == "content_block_delta":
@@ -239,6 +240,7 @@ class Bench:
             elif ev.get("type") == "result":
                 s.last_seq = env.seq
                 break
+        await events.aclose()
         if count != n:
             raise RuntimeError(f"relay lost envelopes: {count} of {n}")
         return (count - 1) / (last - first)

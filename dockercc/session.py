@@ -326,35 +326,48 @@ class AsyncSession(NotebookDisplay):
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
         async with self._lock:
             with _typed_redis_errors(self.pool.transport.url):
-                await self._subscribed(self._ensure_container())
+                input_id = await self._send_line(line)
                 self._turn_open = True
                 self._interrupted = False
-                try:
-                    return await self.pool.transport.send_input(self.id, line)
-                except BaseException:
-                    await self._drop_subscription()
-                    raise
+                return input_id
 
-    async def _subscribed(self, meanwhile: Awaitable[None]) -> None:
-        """Await ``meanwhile`` with the session's output subscribed when it returns.
+    async def _send_line(self, line: str) -> str:
+        """Subscribe to the output, queue ``line`` and claim a container, overlapped.
 
-        The prompt goes out only after the subscription (and its replay position) is up: a
+        The prompt goes out only once the subscription (and its replay position) is up: a
         reader that subscribed after sending could find a fast turn's first events already
-        pushed out of the 1000-envelope buffer. The subscribing (a new Redis connection:
-        a few ms) runs alongside ``meanwhile``, the container claim of a new session."""
-        if self._subscription is not None:
-            await meanwhile
-            return
-        subscribing = asyncio.ensure_future(
-            self.pool.transport.subscribe(self.id, self.last_seq))
+        pushed out of the 1000-envelope buffer. It goes out *before* the claim has finished:
+        the input list is the session's, and the runner reads it as soon as it has taken the
+        session, so a warm container's CLI starts on the prompt while the claim is still
+        being confirmed here. If the claim fails, the prompt is taken back (no runner has
+        it) and the error raised; nothing of it stays queued.
+        """
+        t = self.pool.transport
+        subscribing = (None if self._subscription is not None
+                       else asyncio.ensure_future(t.subscribe(self.id, self.last_seq)))
+        claiming = asyncio.ensure_future(self._ensure_container())
+        input_id: str | None = None
         try:
-            await meanwhile
+            if subscribing is not None:
+                self._subscription = await subscribing
+            input_id = await t.send_input(self.id, line)
+            await claiming
         except BaseException:
-            subscribing.cancel()
-            with contextlib.suppress(BaseException):
-                await (await subscribing).aclose()
+            for task in (subscribing, claiming):
+                if task is not None and not task.done():
+                    task.cancel()
+            for task in (subscribing, claiming):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        result = await task
+                        if task is subscribing and self._subscription is None:
+                            await result.aclose()  # type: ignore[union-attr]
+            if input_id is not None:
+                with contextlib.suppress(Exception):
+                    await t.withdraw_input(self.id, input_id)
+            await self._drop_subscription()
             raise
-        self._subscription = await subscribing
+        return input_id
 
     async def _drop_subscription(self) -> None:
         sub, self._subscription = self._subscription, None

@@ -259,6 +259,18 @@ class RedisTransport:
         await self._call(self.client.rpush, self.keys(session).input, item)
         return input_id
 
+    async def withdraw_input(self, session: str, input_id: str) -> bool:
+        """Take back a queued input no runner serves (its session's claim failed after the
+        prompt was queued): removed from ``:input`` and ``:input:processing``."""
+        keys = self.keys(session)
+        removed = False
+        for key in (keys.input, keys.processing):
+            for item in await self._call(self.client.lrange, key, 0, -1):
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(item).get("id") == input_id:
+                        removed = bool(await self._call(self.client.lrem, key, 1, item)) or removed
+        return removed
+
     async def send_control(self, session: str, command: str, **fields: Any) -> int:
         """Publish a control command (``interrupt``, ``stop``); returns how many runners heard it."""
         payload = json.dumps({"type": command, **fields})

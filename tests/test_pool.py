@@ -166,12 +166,19 @@ async def test_max_per_agent_holds_and_exhaustion_names_the_limit(
         assert info.value.limit == "maxPerAgent"
         assert info.value.counts["agent"] == 2
         assert "maxPerAgent" in str(info.value)
+        # a prompt is queued while its claim is under way: a failed claim takes it back
+        fourth = pool.session("main", session_id="a-fourth", env=CAT)
+        with pytest.raises(PoolExhausted):
+            await fourth.send("never runs")
+        r = pool.transport.client
+        assert not await r.exists(fourth.keys.input, fourth.keys.processing)
+        assert not await r.hexists(pool.sessions_key, "a-fourth")
         stats = await pool.stats()
         assert stats.per_agent == {"main": 2, "helper": 2}
         # a freed slot of that agent is taken by the next claim
         await a[0].close(forget=True)
         a.append(await claim_only(pool, "a-again", "main"))
-        for s in [*a[1:], *b, third]:
+        for s in [*a[1:], *b, third, fourth]:
             await s.close(forget=True)
 
 
