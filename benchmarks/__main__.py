@@ -103,8 +103,8 @@ class Bench:
         s = pool.session()
         first = None
         try:
-            await s.start()  # claimed: the runner has taken the session
-            claimed = time.perf_counter()
+            # as users do: stream() claims the container on the way (the prompt is queued
+            # while the claim is confirmed); the claim is timed by the pool (Lease.claim_ms)
             async for ev in s.stream(PROMPT, timeout=180):
                 if first is None and isinstance(ev, TextDelta):
                     first = time.perf_counter()
@@ -112,7 +112,7 @@ class Bench:
                 raise RuntimeError("the session streamed no text")
             assert s.lease is not None
             out: dict[str, Any] = {"first_token": (first - t0) * 1000,
-                                   "claim": (claimed - t0) * 1000, "warm": s.lease.warm}
+                                   "claim": s.lease.claim_ms, "warm": s.lease.warm}
             state = await s.state()
             out["prestarted"] = state.get("prestarted") == "1"
             out.update(cli_timing(await pool.transport.buffered(s.id)))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +110,10 @@ def test_stop_then_start_and_a_process_that_died_on_its_own() -> None:
         pid = server.pid
         assert pid is not None
         os.kill(pid, 9)  # dies behind the helper's back
-        server.start()  # reaps it and starts again
+        deadline = time.monotonic() + 10
+        while server.running and time.monotonic() < deadline:  # (SIGKILL is not instant)
+            time.sleep(0.01)
+        server.start()  # notices and starts again
         assert server.running and server.pid != pid
 
 
@@ -122,6 +128,7 @@ def test_missing_binary_is_a_typed_error(tmpdir_root: Path) -> None:
 
 
 def test_failed_start_says_why_and_leaves_nothing(tmpdir_root: Path) -> None:
+    live_before = set(module._LIVE)  # (the suite's own Redis is one of them)
     # the port is taken by something that is not Redis: redis-server exits, the error
     # carries the tail of its log, and neither the process nor the directory is left
     with socket.socket() as taken:
@@ -133,7 +140,7 @@ def test_failed_start_says_why_and_leaves_nothing(tmpdir_root: Path) -> None:
     assert "last lines of" in str(info.value)
     assert "Address already in use" in str(info.value)
     assert list(tmpdir_root.iterdir()) == []
-    assert not module._LIVE
+    assert module._LIVE == live_before
 
 
 def test_another_redis_on_the_port_is_not_mistaken_for_ours(tmpdir_root: Path) -> None:
@@ -144,13 +151,14 @@ def test_another_redis_on_the_port_is_not_mistaken_for_ours(tmpdir_root: Path) -
 
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
+    live_before = set(module._LIVE)
     fake = tmp_path / "redis-server"
     fake.write_text("#!/bin/sh\necho 'pretending to start'\nexec sleep 60\n")
     fake.chmod(0o755)
     with pytest.raises(RedisServerError, match=r"did not answer .* within 0.5s") as info:
         RedisServer(tmp_path / "d", executable=str(fake), start_timeout=0.5)
     assert "pretending to start" in str(info.value)
-    assert not module._LIVE
+    assert module._LIVE == live_before
 
 
 def test_an_exception_in_the_block_still_cleans_up(tmpdir_root: Path) -> None:
@@ -161,12 +169,18 @@ def test_an_exception_in_the_block_still_cleans_up(tmpdir_root: Path) -> None:
     assert list(tmpdir_root.iterdir()) == []
 
 
-def test_interpreter_exit_closes_forgotten_servers(tmpdir_root: Path) -> None:
-    server = RedisServer()
-    pid = server.pid
-    assert pid is not None
-    module._close_all()  # what atexit runs
-    assert gone(pid) and list(tmpdir_root.iterdir()) == []
+def test_interpreter_exit_closes_forgotten_servers(tmp_path: Path) -> None:
+    # a real interpreter exit (not module._close_all() here: that would also close the
+    # servers other tests of this process use)
+    script = ("import sys, tempfile\n"
+              f"tempfile.tempdir = {str(tmp_path)!r}\n"
+              "from dockercc.testing import RedisServer\n"
+              "server = RedisServer()\n"
+              "print(server.pid, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    assert gone(pid) and list(tmp_path.iterdir()) == []
 
 
 def test_free_port_is_bindable() -> None:

@@ -319,9 +319,9 @@ class ContainerPool:
             try:
                 if kind == "warm":
                     await self.transport.assign(container, assignment)
+                    await self._confirm_started(session, container, warm=True)
                     lease = Lease(container, res[2].decode(), True, key,
                                   (time.monotonic() - t0) * 1000)
-                    await self._confirm_started(session, container, warm=True)
                     self._spawn(self._rename(res[2].decode(), name, container))
                 else:
                     if kind == "evict":
@@ -332,8 +332,8 @@ class ContainerPool:
                     await self._create(container, spec, name=name, agent=agent, session=session,
                                        prestart=None if prestart is None else
                                        {**prestart, "prime": False, "wait": False})
-                    lease = Lease(container, name, False, key, (time.monotonic() - t0) * 1000)
                     await self._confirm_started(session, container, warm=False)
+                    lease = Lease(container, name, False, key, (time.monotonic() - t0) * 1000)
                     rec = await self.record(container)
                     if rec is not None and rec.status == "creating":
                         rec.status = "busy"
