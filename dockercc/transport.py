@@ -201,6 +201,10 @@ class RedisTransport:
         self._socket_timeout = socket_timeout
         self._client: aioredis.Redis | None = None
         self._sub_client: aioredis.Redis | None = None  # the subscriptions' connections
+        # one pub/sub connection opened ahead, so the next subscribe (before every prompt)
+        # does not wait for a connect; refilled in the background when taken
+        self._spare: Any = None
+        self._spare_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"RedisTransport({redact_url(self._url)!r}, prefix={self.prefix!r})"
@@ -243,6 +247,15 @@ class RedisTransport:
                 await probe.aclose()
 
     async def close(self) -> None:
+        task, self._spare_task = self._spare_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            with contextlib.suppress(Exception):
+                await spare.aclose()
         for client in (self._client, self._sub_client):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -351,7 +364,7 @@ class RedisTransport:
             self._sub_client = self._new_client(identify=False)
         client = self._sub_client
         while True:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._take_pubsub(client)
             try:
                 await pubsub.subscribe(keys.output)
                 replay = await self._replay(session, last)
@@ -406,6 +419,28 @@ class RedisTransport:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # (disconnects its connection)
+
+    def _take_pubsub(self, client: aioredis.Redis) -> Any:
+        """A pub/sub for a new subscription: the connected spare if there is one (and a new
+        spare is opened in the background), else a fresh one that connects on subscribe."""
+        spare, self._spare = self._spare, None
+        if self._spare_task is None or self._spare_task.done():
+            self._spare_task = asyncio.ensure_future(self._open_spare(client))
+        return spare if spare is not None else client.pubsub(ignore_subscribe_messages=True)
+
+    async def _open_spare(self, client: aioredis.Redis) -> None:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.connect()
+        except Exception:  # Redis away: the next subscribe connects (and retries) itself
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            return
+        if self._spare is None and client is self._sub_client:
+            self._spare = pubsub
+        else:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     # -- state -----------------------------------------------------------------------------
 
