@@ -214,9 +214,10 @@ def build_image(tag: str = DEFAULT_TAG, *, base_image: str | None = None,
         buildargs = {"BASE_IMAGE": base_image, "CLAUDE_CODE_VERSION": claude_version,
                      "DOCKERCC_VERSION": _version()}
         error = None
+        # forcerm: a failed step's container is removed too (rm only cleans up successes)
         for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs, rm=True,
-                                      network_mode="host", labels={HASH_LABEL: content},
-                                      decode=True):
+                                      forcerm=True, network_mode="host",
+                                      labels={HASH_LABEL: content}, decode=True):
             if "stream" in chunk and chunk["stream"].strip():
                 say(chunk["stream"].rstrip())
             if "error" in chunk:

@@ -275,3 +275,25 @@ def test_demo(agent_image: str, prefix: str, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "tool mcp__host__host_time" in out.stdout
     assert "done success" in out.stdout
+
+
+@pytest.mark.docker
+def test_a_failed_image_build_is_a_typed_error_and_leaves_no_container() -> None:
+    """A build step that fails (here: a Claude Code version npm does not have) raises
+    ImageError and removes the failed step's container (docker's rm only cleans successes)."""
+    import docker
+
+    from dockercc.errors import ImageError
+    from dockercc.image import build_image
+
+    client = docker.from_env()
+    tag = "dockercc-test/failed-build:never"
+    try:
+        before = {c.id for c in client.containers.list(all=True)}
+        with pytest.raises(ImageError, match="building dockercc-test/failed-build:never failed"):
+            build_image(tag, claude_version="0.0.0-no-such-version", force=True)
+        after = {c.id for c in client.containers.list(all=True)}
+        assert after - before == set()
+        assert client.images.list(name="dockercc-test/failed-build") == []
+    finally:
+        client.close()
