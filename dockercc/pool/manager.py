@@ -524,6 +524,12 @@ class ContainerPool:
                     if await self._mark_warm(keys=[self.pk.containers, self.rk.warm_prefix + key],
                                              args=[container, now_ms()]):
                         await self._notify()
+                    elif await self.record(container) is None:
+                        # taken out of the registry while it started (evicted for another
+                        # spec, or reaped): whoever did may have found no container yet
+                        await self._destroy(ContainerRecord(
+                            id=container, name=name, spec=key, status="gone",
+                            owner=self.owner, created=now_ms()))
                     return
                 await asyncio.sleep(0.02)
             raise StartupTimeout(f"warm container {name} did not report ready in time")
