@@ -514,9 +514,9 @@ async def test_a_hung_runner_goes_stale_and_is_replaced(make_config: Any, docker
 
 async def test_closing_while_a_warm_container_is_being_created_leaves_none(
         make_config: Any, docker_client: Any, prefix: str) -> None:
-    """close() cancels a refill whose Docker call is still running in its worker thread
-    (a slow Docker daemon: here the real create, then 1.5 s more in that thread); the pool
-    waits for it, so the container it made is removed too."""
+    """close() cancels a refill whose Docker call is still running in its worker thread (a
+    slow Docker daemon: here 1.5 s in that thread before the real create); the pool waits for
+    it, so the container it makes after close() began is removed too."""
     import threading
 
     from dockercc.pool.backend import DockerBackend
@@ -525,16 +525,15 @@ async def test_closing_while_a_warm_container_is_being_created_leaves_none(
 
     class SlowDocker(DockerBackend):
         def _create(self, *args: Any, **kwargs: Any) -> str:
-            out = super()._create(*args, **kwargs)
             entered.set()
             time.sleep(1.5)
-            return out
+            return super()._create(*args, **kwargs)
 
     cfg = make_config(docker={"network": "host", "env": CAT})
     pool = AsyncPool(cfg, backend=SlowDocker())
     await pool.start()
     await pool.warm("main", count=1, wait=False)
     assert await asyncio.to_thread(entered.wait, 60)
-    await pool.close()  # the create call has returned from Docker, not to the pool
+    await pool.close()  # the Docker call has not even begun
     await asyncio.sleep(2.0)
     assert pool_containers(docker_client, prefix) == []
