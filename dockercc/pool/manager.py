@@ -451,10 +451,11 @@ class ContainerPool:
             await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
                                     args=[rec.id])
         try:
-            # by label, not name: a warm container may be renamed for its session meanwhile
+            # by label and Docker id, not name: a warm container may be renamed for its
+            # session meanwhile (between the list and the remove too)
             found = await self.backend.list({**self.labels_base, f"{LABEL}.container": rec.id})
-            for name in {i.name for i in found} or {rec.name}:
-                await self.backend.remove(name)
+            for ref in {i.id or i.name for i in found} or {rec.name}:
+                await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
         pipe = r.pipeline(transaction=False)
