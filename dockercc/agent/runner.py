@@ -611,11 +611,16 @@ class Runner:
         log.info("warm-up turn done in %.0f ms", (time.monotonic() - t0) * 1000)
 
     async def stop_prestarted(self, proc: CLIProcess) -> None:
+        """Stop the pre-started CLI and let its readers drain (the claim starts another)."""
         self.prestarted = False
-        self.proc = None
+        with contextlib.suppress(Exception):
+            proc.stdin and proc.stdin.close()  # type: ignore[func-returns-value]
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._io_tasks), 5)
+        self.proc = None
 
     async def adopt_prestarted(self, a: Assignment) -> CLIProcess | None:
         """The pre-started CLI if it can serve ``a`` as it runs (same arguments), else None
@@ -631,14 +636,7 @@ class Runner:
                 await self.refresh_tools(pre.server)
             return proc
         log.info("pre-started CLI not reusable (other arguments); starting a new one")
-        with contextlib.suppress(Exception):
-            proc.stdin and proc.stdin.close()  # type: ignore[func-returns-value]
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*self._io_tasks), 5)
-        self.proc = None
+        await self.stop_prestarted(proc)
         return None
 
     async def refresh_tools(self, server: str) -> None:
