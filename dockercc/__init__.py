@@ -23,6 +23,7 @@ from .errors import (
     DockerCCError,
     ImageError,
     InvalidSessionId,
+    IsolationError,
     PoolError,
     PoolExhausted,
     ProviderUnavailable,
@@ -115,5 +116,5 @@ __all__ = [
     "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
-    "SessionClosed",
+    "SessionClosed", "IsolationError",
 ]

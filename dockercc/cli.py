@@ -315,6 +315,11 @@ def _print_report(report: Any) -> None:
         out.print(f"  pool   {p.total} containers ({p.warm} warm, {p.busy} busy, {p.creating} "
                   f"starting, {p.stopping} stopping), {p.sessions} sessions, {p.waiting} "
                   f"waiting, {p.owners} owner processes; limits {p.limits}", highlight=False)
+    if report.isolation is not None:
+        iso = report.isolation
+        mark = {True: "[green]isolated[/green]", False: "[red]not isolated[/red]",
+                None: "[yellow]unknown[/yellow]"}[iso.isolated]
+        out.print(f"  redis  {mark}: {_esc(iso.reason)}", highlight=False)
     if report.containers:
         table = Table(show_edge=False, pad_edge=False)
         for col in ("container", "status", "docker", "agent", "session", "heartbeat", "age",

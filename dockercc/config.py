@@ -446,6 +446,14 @@ class RedisConfig(_Model):
             default_doc="`url`, with localhost mapped to the Docker host",
         ),
     )
+    container_acl: bool = Field(
+        True,
+        **_doc(
+            "Give each container's runner its own Redis ACL user, limited to its own keys and "
+            "channels (needs Redis 7+ and a pool user that may run `ACL`); false runs every "
+            "runner with the pool's own Redis rights (not isolated)"
+        ),
+    )
 
     def url_secret(self) -> str:
         """The real URL, password included: pass it to the Redis client, never log it."""

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DockerCCError",
     "ConfigError",
+    "IsolationError",
     "InvalidSessionId",
     "InvalidPrompt",
     "TransportError",
@@ -41,6 +42,12 @@ class ConfigError(DockerCCError, ValueError):
     def __init__(self, message: str, problems: list[tuple[str, Any, str]] | None = None) -> None:
         super().__init__(message)
         self.problems: list[tuple[str, Any, str]] = problems or []
+
+
+class IsolationError(ConfigError):
+    """The Redis server cannot keep containers apart: it has no ACLs (Redis 7+ needed) or the
+    pool's Redis user may not manage ACL users. The message says what to grant, or how to
+    opt out (``redis.containerAcl: false``)."""
 
 
 class InvalidSessionId(DockerCCError, ValueError):

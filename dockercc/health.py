@@ -34,7 +34,8 @@ from .pool.registry import ContainerRecord
 from .protocol.keys import PoolKeys
 from .transport import as_str, now_ms
 
-__all__ = ["Check", "ContainerHealth", "PoolCounts", "HealthReport", "collect_health"]
+__all__ = ["Check", "ContainerHealth", "PoolCounts", "Isolation", "HealthReport",
+           "collect_health"]
 
 HealthStatus = Literal["ok", "degraded", "down"]
 
@@ -88,6 +89,16 @@ class PoolCounts(BaseModel):
     limits: dict[str, int] = Field(default_factory=dict)
 
 
+class Isolation(BaseModel):
+    """Are the pool's containers kept apart in Redis (a Redis ACL user each)?"""
+
+    isolated: bool | None = Field(
+        description="true: every warm or busy container has a Redis user of its own; false: "
+                    "not (see reason); null: could not be checked")
+    reason: str = ""
+    users: int | None = Field(None, description="container Redis users of this pool")
+
+
 class HealthReport(BaseModel):
     """The health of the pool under one key prefix."""
 
@@ -98,6 +109,7 @@ class HealthReport(BaseModel):
     redis: RedisCheck
     docker: DockerCheck
     pool: PoolCounts | None = None
+    isolation: Isolation | None = None
     containers: list[ContainerHealth] = Field(default_factory=list)
     orphans: list[str] = Field(default_factory=list,
                                description="containers with this prefix's label but no registry "
@@ -175,6 +187,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
     containers: list[ContainerHealth] = []
     orphans: list[str] = []
     counts: PoolCounts | None = None
+    isolation: Isolation | None = None
     try:
         infos: list[ContainerInfo] | None = None
         if docker is not None:
@@ -184,6 +197,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
                 problems.append(f"Docker: listing containers failed: {_first_line(exc)}")
         if client is not None:
             counts, containers, orphans = await _pool_view(config, client, infos, problems)
+            isolation = await _isolation(config, client, containers, problems)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -198,7 +212,8 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
         status = "degraded"
     return HealthReport(
         status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
-        docker=docker_check, pool=counts, containers=containers, orphans=orphans,
+        docker=docker_check, pool=counts, isolation=isolation, containers=containers,
+        orphans=orphans,
         problems=problems, stats=stats,
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))
 
@@ -271,3 +286,27 @@ async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerI
         limits={"maxTotal": config.pool.max_total, "maxPerAgent": config.pool.max_per_agent,
                 "minWarm": config.pool.min_warm})
     return counts, out, orphans
+
+
+async def _isolation(config: DockerCCConfig, client: Any, containers: list[ContainerHealth],
+                     problems: list[str]) -> Isolation:
+    """``redis.containerAcl`` and, when on, whether each live container has its Redis user."""
+    from .pool.acl import ContainerACL
+
+    if not config.redis.container_acl:
+        return Isolation(isolated=False, reason="redis.containerAcl is false: every runner has "
+                         "the pool's own Redis rights and can reach every session's keys")
+    try:
+        users = await ContainerACL(client, config.redis.key_prefix).users()
+    except Exception as exc:
+        return Isolation(isolated=None, reason=f"cannot list the Redis ACL users: "
+                                                f"{_first_line(exc)}")
+    missing = [c.name for c in containers if c.status in ("warm", "busy") and c.id not in users]
+    for name in missing:
+        problems.append(f"container {name} has no Redis user of its own (not isolated; was its "
+                        "pool started with redis.containerAcl: false?)")
+    if missing:
+        return Isolation(isolated=False, users=len(users),
+                         reason=f"{len(missing)} container(s) without a Redis user of their own")
+    return Isolation(isolated=True, users=len(users),
+                     reason="each container's runner has a Redis ACL user of its own")

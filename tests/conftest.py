@@ -16,6 +16,7 @@ import pytest
 
 from dockercc.errors import RedisServerError
 from dockercc.pool.backend import LABEL
+from dockercc.protocol.keys import acl_user_container
 from dockercc.testing import RedisServer
 
 RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
@@ -135,10 +136,16 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
     if left:
         redis_server.cli("eval", "for _,k in ipairs(redis.call('keys', ARGV[1])) do "
                          "redis.call('del', k) end", "0", f"{p}*")
+    # the containers' Redis ACL users of this prefix go with their containers
+    users = [u for u in redis_server.cli("acl", "users").split()
+             if acl_user_container(p, u) is not None]
+    for user in users:
+        redis_server.cli("acl", "deluser", user)
     # closed sessions stay resumable on purpose (state, history, result, transcript);
     # anything else left behind is a leak
     leaked = [k for k in left if not k.endswith(RETAINED)]
     assert not leaked, f"test leaked Redis keys: {sorted(leaked)}"
+    assert not users, f"test leaked Redis ACL users: {sorted(users)}"
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from ..errors import ContainerLost, PoolError, PoolExhausted, StartupTimeout
 from ..protocol.envelope import encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
 from ..transport import RedisTransport, as_str, now_ms
+from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
 from .registry import (
     CLAIM,
@@ -87,6 +88,9 @@ class PoolStats(BaseModel):
     claim_p99_ms: float | None = None
     per_agent: dict[str, int] = Field(default_factory=dict)
     limits: dict[str, int] = Field(default_factory=dict)
+    isolated: bool = Field(False, description="each container has a Redis ACL user of its own")
+    isolation: str = Field("", description="how the containers are kept apart in Redis, or why "
+                                          "they are not")
 
 
 @dataclass
@@ -138,6 +142,18 @@ class ContainerPool:
         self._reserve_warm = r.register_script(RESERVE_WARM)
         self._mark_warm = r.register_script(MARK_WARM)
         self._retire_warm = r.register_script(RETIRE_WARM)
+        #: the containers' own Redis users (None with ``redis.containerAcl: false``)
+        self.acl: ContainerACL | None = (ContainerACL(r, transport.prefix)
+                                         if config.redis.container_acl else None)
+
+    @property
+    def isolation(self) -> tuple[bool, str]:
+        """Are the containers kept apart in Redis, and how (or why not)."""
+        if self.acl is None:
+            return False, ("redis.containerAcl is false: every runner has the pool's own Redis "
+                           "rights and can reach every session's keys")
+        return True, ("each container's runner has a Redis ACL user of its own, limited to its "
+                      "pool record and its session's keys and channels")
 
     # -- settings --------------------------------------------------------------------------
 
@@ -192,6 +208,8 @@ class ContainerPool:
         if self._started:
             return
         await self.transport.ping()
+        if self.acl is not None:
+            await self.acl.check()
         await self.backend.ping()
         await self._load_instance()
         await self._heartbeat_owner()
@@ -227,7 +245,7 @@ class ContainerPool:
             await r.hdel(self.pk.owners, self.owner)
             if not await r.hlen(self.pk.containers):
                 await r.delete(self.pk.containers, self.pk.owners, self.rk.counter,
-                               self.pk.instance,
+                               self.pk.instance, self.pk.acl,
                                self.pk.queue, self.rk.tickets)
                 async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
                     await r.delete(key)
@@ -316,8 +334,11 @@ class ContainerPool:
                 await self._wait_for_release(min(remaining, 0.25))
                 continue
             container = res[1].decode()
+            restore = assignment.get("restore_from") or None
             try:
                 if kind == "warm":
+                    if self.acl is not None:  # the session's keys, before it is told of them
+                        await self.acl.grant(container, session, restore_from=restore)
                     await self.transport.assign(container, assignment)
                     await self._confirm_started(session, container, warm=True)
                     lease = Lease(container, res[2].decode(), True, key,
@@ -328,6 +349,8 @@ class ContainerPool:
                         old = await self.record(res[2].decode())
                         if old is not None:
                             await self._destroy(old)
+                    if self.acl is not None:
+                        await self.acl.create(container, session=session, restore_from=restore)
                     await self.transport.assign(container, assignment)
                     await self._create(container, spec, name=name, agent=agent, session=session,
                                        prestart=None if prestart is None else
@@ -343,6 +366,8 @@ class ContainerPool:
                 rec = await self.record(container)
                 if rec is not None:
                     await self._destroy(rec)
+                else:
+                    await self._drop_user(container)
                 self._counters["startup_failures"] += 1
                 if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
                     raise
@@ -351,6 +376,8 @@ class ContainerPool:
                 rec = await self.record(container)
                 if rec is not None:
                     await self._destroy(rec)
+                else:
+                    await self._drop_user(container)
                 raise
             self._counters["claims"] += 1
             self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
@@ -416,6 +443,10 @@ class ContainerPool:
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
                          prestart=prestart)
+        if self.acl is not None:
+            if not self.acl.has_password(container):  # a warm container: its record only
+                await self.acl.create(container)
+            env["DOCKERCC_REDIS_URL"] = self.acl.runner_url(env["DOCKERCC_REDIS_URL"], container)
         if cpu_shares is None or "cpu_shares" not in inspect.signature(
                 self.backend.create).parameters:  # a backend without CPU weights
             return await self.backend.create(spec, name=name, labels=labels, env=env)
@@ -445,8 +476,19 @@ class ContainerPool:
         if rec is not None:
             await self._destroy(rec)
 
+    async def _drop_user(self, container: str) -> None:
+        """Delete a container's Redis user (its connections end with it)."""
+        if self.acl is None:
+            return
+        try:
+            await self.acl.delete(container)
+        except Exception as exc:  # gc and reconcile repeat it
+            log.warning("deleting the Redis user of container %s failed: %s", container, exc)
+
     async def _destroy(self, rec: ContainerRecord) -> None:
         r = self.transport.client
+        # its Redis rights go first: nothing it does while Docker removes it reaches Redis
+        await self._drop_user(rec.id)
         if rec.status == "warm":
             await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
                                     args=[rec.id])
@@ -540,6 +582,8 @@ class ContainerPool:
             rec = await self.record(container)
             if rec is not None:
                 await self._destroy(rec)
+            else:
+                await self._drop_user(container)
 
     async def wait_warm(self, count: int | None = None, timeout: float = 60) -> None:
         """Wait until the warm sets hold ``count`` (default their targets) ready containers."""
@@ -595,6 +639,14 @@ class ContainerPool:
         await self._heartbeat_owner()
         r = self.transport.client
         records = [rec for rec in await self.records() if rec.owner == self.owner]
+        if self.acl is not None:
+            try:
+                # users a Redis restart (or fail-over) lost come back; users of removed
+                # containers go
+                await self.acl.restore(records)
+                await self.acl.gc()
+            except Exception as exc:
+                log.warning("repairing the containers' Redis users failed: %s", exc)
         if not records:
             await self.top_up()
             return
@@ -755,6 +807,11 @@ class ContainerPool:
         for owner in owners:
             if owner not in alive:
                 await r.hdel(self.pk.owners, owner)
+        if self.acl is not None:
+            try:
+                await self.acl.gc()  # users whose container is gone (a crashed owner's)
+            except Exception as exc:
+                log.warning("removing stale container Redis users failed: %s", exc)
         return removed
 
     async def stats(self) -> PoolStats:
@@ -781,4 +838,5 @@ class ContainerPool:
             per_agent=dict(Counter(r.agent for r in records if r.agent)),
             limits={"maxTotal": self.config.pool.max_total,
                     "maxPerAgent": self.config.pool.max_per_agent,
-                    "minWarm": self.config.pool.min_warm})
+                    "minWarm": self.config.pool.min_warm},
+            isolated=self.isolation[0], isolation=self.isolation[1])

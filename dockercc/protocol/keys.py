@@ -6,6 +6,7 @@ Pure: no I/O. Every key the SDK touches is built here, so the seed's troubleshoo
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -154,3 +155,79 @@ class PoolKeys:
     def queue(self) -> str:
         """Sorted set: waiting claims, scored by arrival (fair queue)."""
         return f"{self.prefix}pool:queue"
+
+    @property
+    def acl(self) -> str:
+        """Hash: container id -> SHA-256 (hex) of its runner's Redis password, the form
+        ``ACL SETUSER`` takes (``#<hash>``): any owner can re-create a user that a Redis
+        restart lost. Never the password itself."""
+        return f"{self.prefix}pool:acl"
+
+
+# -- per-container Redis ACL users -----------------------------------------------------------
+# Built from the same key builders as the protocol, so the rights and the keys cannot drift.
+
+ACL_USER_PREFIX = "dockercc-"
+_GLOB_CHARS = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches exactly ``text`` (``*?[]\\`` escaped):
+    ACL key and channel rules are patterns, and a prefix like ``a*:`` must not widen them."""
+    return _GLOB_CHARS.sub(r"\\\1", text)
+
+
+def acl_namespace(prefix: str, db: int = 0) -> str:
+    """A short tag of one pool's namespace (key prefix and database): ACL users are
+    server-wide, so two pools on one Redis (other prefixes or databases) tell theirs apart."""
+    return hashlib.sha256(f"{db}/{prefix}".encode()).hexdigest()[:8]
+
+
+def container_acl_user(prefix: str, container: str, db: int = 0) -> str:
+    """The Redis ACL user of one pool container: ``dockercc-<namespace>-<container id>``."""
+    return f"{ACL_USER_PREFIX}{acl_namespace(prefix, db)}-{validate_id(container, 'container id')}"
+
+
+def acl_user_container(prefix: str, user: str, db: int = 0) -> str | None:
+    """The container id of a user named by :func:`container_acl_user` for this namespace;
+    None for any other user (other pools' and users that are not dockercc's)."""
+    head = f"{ACL_USER_PREFIX}{acl_namespace(prefix, db)}-"
+    if not user.startswith(head):
+        return None
+    container = user[len(head):]
+    return container if SESSION_ID_RE.fullmatch(container) else None
+
+
+def container_acl_rules(prefix: str, container: str, session: str | None = None, *,
+                        restore_from: str | None = None) -> list[str]:
+    """The key and channel rules (``ACL SETUSER`` arguments) of a container's runner.
+
+    Without a session (a warm container, or one whose session was taken back): its own pool
+    record only (``pool:container:<id>``, ``pool:assign:<id>``). With ``session``: also that
+    session's exact keys, its MCP reply lists (``<session>:mcp:reply:*``) and its
+    ``output`` / ``control`` channels; ``restore_from`` (another session whose CLI
+    transcript the runner restores) adds that one key, read-only.
+
+    Starts with ``resetkeys resetchannels``, so applying the rules to an existing user
+    replaces what it had. Exact names everywhere but the reply lists, every name
+    glob-escaped: a session id like ``pool`` reaches ``<prefix>pool:state`` and nothing of
+    the registry, a prefix with glob characters matches only itself.
+    """
+    pk = PoolKeys(prefix)
+    validate_id(container, "container id")
+    keys = [pk.container_state(container), pk.assign(container)]
+    channels: list[str] = []
+    extra: list[str] = []
+    if session is not None:
+        sk = SessionKeys(session, prefix)
+        # (the output channel's name is also granted as a key: the runner's write script
+        # declares it, and Redis checks a script's declared keys; no key of that name is used)
+        keys += [sk.input, sk.processing, sk.output_buffer, sk.state, sk.result, sk.history,
+                 sk.transcript, sk.mcp_requests, sk.output]
+        channels += [sk.output, sk.control]
+        reply_pattern = glob_escape(sk.mcp_reply("")) + "*"
+        extra.append("~" + reply_pattern)
+        if restore_from is not None and restore_from != session:
+            extra.append("%R~" + glob_escape(SessionKeys(restore_from, prefix).transcript))
+    return (["resetkeys", "resetchannels"] + ["~" + glob_escape(k) for k in keys] + extra
+            + ["&" + glob_escape(c) for c in channels])
