@@ -459,3 +459,164 @@ def test_runner_commands_cover_what_the_runner_sends() -> None:
     called -= {"pipeline", "pubsub", "execute", "aclose", "get_message"}
     called |= set(re.findall(r"redis\.call\('([A-Z]+)'", source.replace('"', "'")))
     assert {c.lower() for c in called} <= set(RUNNER_COMMANDS), called
+
+
+# -------------------------------------------------------------------------- real containers
+
+
+async def client_users(admin: Any) -> list[str]:
+    return [str(c.get("user")) for c in await admin.client_list()]
+
+
+@pytest.mark.docker
+async def test_a_claimed_container_reaches_only_its_own_session(
+        make_config: Any, api: Any, redis_server: Any, prefix: str, docker_client: Any) -> None:
+    from dockercc import tool
+    from dockercc.client import AsyncPool
+    from dockercc.events import Result, TextDelta
+    from dockercc.health import collect_health
+    from dockercc.testing import text, tool_use
+
+    calls: list[str] = []
+
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up in the host's table."""
+        calls.append(key)
+        return f"value-of-{key}"
+
+    api.on("look up alpha", tool_use("mcp__host__lookup", {"key": "alpha"}), text("found alpha"),
+           repeat=False)
+    api.on("count", text(" ".join(str(i) for i in range(40)), delay=0.15), repeat=False)
+    api.on("after", text("ready again"))
+    api.on("from b", text("b answers"))
+    cfg = make_config(pool={"minWarm": 1, "acquireTimeoutMs": 120000})
+    async with AsyncPool(cfg, tools=[lookup]) as pool:
+        await pool.containers.wait_warm(timeout=180)
+        a, b = pool.session(session_id="acl-a"), pool.session(session_id="acl-b")
+        await a.start()
+        await b.start()
+        assert a.lease is not None and b.lease is not None and a.lease.warm
+        acl = pool.containers.acl
+        assert acl is not None
+        ca, cb = a.lease.container, b.lease.container
+        admin = pool.transport.client
+        # both runners are connected as their own users, not as the pool
+        deadline = time.monotonic() + 10
+        while not {acl.user(ca), acl.user(cb)} <= set(await client_users(admin)):
+            assert time.monotonic() < deadline, await client_users(admin)
+            await asyncio.sleep(0.1)
+        stats = await pool.stats()
+        assert stats.isolated and "ACL user" in stats.isolation
+        report = await collect_health(pool.config)
+        assert report.isolation is not None and report.isolation.isolated is True
+        assert (report.isolation.users or 0) >= 2
+
+        # the runners work end to end: streaming, a host tool over MCP, interrupt, and a
+        # second session at the same time
+        async def tool_turn() -> Result:
+            return await a.ask("look up alpha", timeout=120)
+
+        got_a, got_b = await asyncio.gather(tool_turn(), b.ask("from b", timeout=120))
+        assert got_a.text == "found alpha" and calls == ["alpha"]
+        assert got_b.text == "b answers"
+        result, deltas = None, 0
+        async for ev in a.stream("count to forty", timeout=120):
+            if isinstance(ev, TextDelta):
+                deltas += 1
+                if deltas == 3:
+                    await a.interrupt()
+            if isinstance(ev, Result):
+                result = ev
+        assert result is not None and result.interrupted and deltas < 40
+        assert (await a.ask("after that", timeout=120)).text == "ready again"
+
+        # A's credentials (what a compromised container holds) reach nothing of B's
+        user, password = acl.credentials(ca)
+        thief = aioredis.from_url(with_credentials(redis_server.url, user, password))
+        sa, sb, pk = a.keys, b.keys, pool.transport.pool_keys
+        assert (await thief.hgetall(sa.state))[b"container"] == ca.encode()  # its own: yes
+        for call in (thief.hgetall(sb.state), thief.hset(sb.state, "status", "x"),
+                     thief.lrange(sb.output_buffer, 0, -1), thief.rpush(sb.input, "{}"),
+                     thief.hgetall(sb.transcript), thief.lrange(sb.history, 0, -1),
+                     thief.get(sb.result), thief.rpush(sb.mcp_requests, "{}"),
+                     thief.publish(sb.control, '{"type":"stop"}'),
+                     thief.publish(sb.output, "{}"), thief.hgetall(pk.containers),
+                     thief.hgetall(pk.container_state(cb)), thief.rpush(pk.assign(cb), "{}"),
+                     thief.keys("*"), thief.scan(0), thief.execute_command("ACL", "LIST"),
+                     thief.config_get("*"), thief.flushall(),
+                     thief.eval("return redis.call('HGETALL', ARGV[1])", 0, sb.state)):
+            await refused(call)
+        sub = thief.pubsub()
+        with pytest.raises(NoPermissionError):
+            await sub.subscribe(sb.output)
+            await sub.get_message(timeout=2)
+        await sub.aclose()
+        # the password is nowhere but in the container's environment
+        needle = password.encode()
+        async for key in admin.scan_iter(match=f"{prefix}*"):
+            kind = (await admin.type(key)).decode()
+            values = (list((await admin.hgetall(key)).values()) if kind == "hash" else
+                      await admin.lrange(key, 0, -1) if kind == "list" else
+                      [await admin.get(key)] if kind == "string" else [])
+            assert not any(needle in (v or b"") for v in values), key
+        from dockercc.pool.backend import LABEL
+
+        (container,) = docker_client.containers.list(
+            filters={"label": [f"{LABEL}.prefix={prefix}", f"{LABEL}.container={ca}"]})
+        assert password not in json.dumps(container.labels)
+        assert password not in container.logs().decode(errors="replace")
+        assert password not in repr(pool.containers.acl) + repr(pool) + repr(a)
+
+        # released: the user is gone, and A's credentials reach nothing at all
+        await a.close(forget=True)
+        assert await admin.execute_command("ACL", "GETUSER", user) is None
+        with pytest.raises((AuthenticationError, ConnectionError)):
+            await thief.hgetall(sa.state)
+        await thief.aclose()
+        with pytest.raises(AuthenticationError):
+            await aioredis.from_url(with_credentials(redis_server.url, user, password)).ping()
+        assert (await b.ask("from b again", timeout=120)).text == "b answers"  # B unharmed
+        b_user = acl.user(cb)
+        await b.close(forget=True)
+        assert await admin.execute_command("ACL", "GETUSER", b_user) is None
+
+
+@pytest.mark.docker
+async def test_opting_out_runs_unisolated_and_status_says_so(
+        make_config: Any, api: Any, redis_server: Any, prefix: str, tmp_path: Path) -> None:
+    from dockercc.client import AsyncPool
+    from dockercc.testing import text
+
+    api.script(text("works without isolation"))
+    cfg = make_config(redis={"url": redis_server.url, "keyPrefix": prefix,
+                             "containerAcl": False})
+    async with AsyncPool(cfg) as pool:
+        assert pool.containers.acl is None
+        async with pool.session(session_id="no-acl") as s:
+            assert (await s.ask("hi", timeout=120)).text == "works without isolation"
+            stats = await pool.stats()
+            assert not stats.isolated and "containerAcl is false" in stats.isolation
+            users = await client_users(pool.transport.client)
+            assert not [u for u in users if u.startswith("dockercc-")]
+            (path := tmp_path / "dockercc.yaml").write_text(json.dumps(
+                {"redis": {"url": redis_server.url, "keyPrefix": prefix,
+                           "container_acl": False}}))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKERCC_")}
+            out = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "dockercc.cli", "--config", str(path), "status", "--json"],
+                capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)},
+                timeout=120)
+            report = json.loads(out.stdout)
+            assert report["isolation"]["isolated"] is False, out.stdout + out.stderr
+            assert "containerAcl is false" in report["isolation"]["reason"]
+            assert report["status"] == "ok"  # a choice, not a fault
+            # the isolated view of the same pool: these containers have no users of their own
+            (path2 := tmp_path / "isolated.yaml").write_text(json.dumps(
+                {"redis": {"url": redis_server.url, "keyPrefix": prefix}}))
+            out = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "dockercc.cli", "--config", str(path2), "status"],
+                capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT),
+                                                     "COLUMNS": "200"}, timeout=120)
+            assert out.returncode == 1 and "not isolated" in out.stdout, out.stdout
+        await s.close(forget=True)
