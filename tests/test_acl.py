@@ -330,6 +330,7 @@ async def test_restore_recreates_lost_users_and_gc_removes_stale_ones(
         assert await acl.gc() == 1
         users = {u.decode() for u in await admin.execute_command("ACL", "USERS")}
         assert acl.user(stale) not in users and await admin.hget(pk.acl, stale) is None
+        assert not acl.has_password(stale) and acl.has_password(kept)
         assert {acl.user(kept), acl.user(lost), foreign, "default",
                 other_pool.user("ffff00000009")} <= users
     finally:
@@ -339,17 +340,22 @@ async def test_restore_recreates_lost_users_and_gc_removes_stale_ones(
                            other_pool.pk.acl)
 
 
-async def test_a_pool_user_without_acl_rights_is_refused(redis_server: Any,
-                                                         prefix: str) -> None:
+@pytest.mark.parametrize("without", ["acl", "acl|setuser", "acl|list", "acl|deluser"])
+async def test_a_pool_user_without_acl_rights_is_refused(redis_server: Any, prefix: str,
+                                                         without: str) -> None:
     from dockercc.client import AsyncPool
 
     user = f"pool-noacl-{uuid.uuid4().hex[:6]}"
-    redis_server.cli("acl", "setuser", user, "on", ">pw-noacl", "~*", "&*", "+@all", "-acl")
+    redis_server.cli("acl", "setuser", user, "on", ">pw-noacl", "~*", "&*", "+@all",
+                     f"-{without}")
     url = with_credentials(redis_server.url, user, "pw-noacl")
     try:
         limited = aioredis.from_url(url)
         with pytest.raises(IsolationError, match=r"\+acl.*containerAcl: false"):
             await ContainerACL(limited, prefix).check()
+        # and no throwaway user was left behind
+        assert not [u for u in redis_server.cli("acl", "users").split()
+                    if u.startswith("dockercc-probe")]
         await limited.aclose()
         # the pool refuses to start (before it makes a container), with the same error
         pool = AsyncPool({"redis": {"url": url, "keyPrefix": prefix}})
@@ -620,3 +626,27 @@ async def test_opting_out_runs_unisolated_and_status_says_so(
                                                      "COLUMNS": "200"}, timeout=120)
             assert out.returncode == 1 and "not isolated" in out.stdout, out.stdout
         await s.close(forget=True)
+
+
+@pytest.mark.docker
+def test_dockercc_gc_deletes_users_whose_container_is_gone(
+        redis_server: Any, prefix: str, docker_client: Any, tmp_path: Path) -> None:
+    stale = container_acl_user(prefix, "dead00000001")  # a SIGKILLed owner's container's
+    other_pool = container_acl_user(f"{prefix}other:", "dead00000002")
+    foreign = f"app-user-{uuid.uuid4().hex[:6]}"
+    for user in (stale, other_pool, foreign):
+        redis_server.cli("acl", "setuser", user, "on", ">pw", "+ping")
+    try:
+        (path := tmp_path / "dockercc.yaml").write_text(json.dumps(
+            {"redis": {"url": redis_server.url, "keyPrefix": prefix}}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKERCC_")}
+        out = subprocess.run([sys.executable, "-m", "dockercc.cli", "--config", str(path), "gc"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**env, "PYTHONPATH": str(ROOT)})
+        assert out.returncode == 0, out.stdout + out.stderr
+        users = redis_server.cli("acl", "users").split()
+        assert stale not in users
+        assert other_pool in users and foreign in users  # not this pool's: untouched
+    finally:
+        for user in (stale, other_pool, foreign):
+            redis_server.cli("acl", "deluser", user)

@@ -123,7 +123,8 @@ class ContainerACL:
 
     async def check(self) -> None:
         """Raise :class:`IsolationError` unless this Redis has ACLs (7.0+) and the pool's user
-        may create, list and delete users (tried with a throwaway user)."""
+        may list, create and delete users (``ACL LIST``, and ``ACL SETUSER`` / ``DELUSER`` of
+        a throwaway user with a container's rules)."""
         try:
             whoami = as_str(await self._acl("WHOAMI"))
         except NoPermissionError as exc:
@@ -142,13 +143,25 @@ class ContainerACL:
                 f"Redis {version} is too old for per-container ACL users (needs "
                 f"{'.'.join(map(str, MIN_VERSION))}+): upgrade Redis, " + OPT_OUT)
         probe = f"{ACL_USER_PREFIX}probe-{secrets.token_hex(4)}"
+        for args in (("LIST",), ("SETUSER", probe), ("DELUSER", probe)):
+            # asked first, so a user that may create but not delete leaves no probe behind
+            try:
+                verdict = as_str(await self._acl("DRYRUN", whoami, "ACL", *args))
+            except ResponseError:  # no DRYRUN right: the probe below tells
+                break
+            if verdict != "OK":
+                raise IsolationError(
+                    f"the pool's Redis user {whoami!r} may not manage ACL users ({verdict}); "
+                    f"grant it +acl (e.g. ACL SETUSER {whoami} +acl), " + OPT_OUT)
+        made = False
         try:
-            await self._acl("USERS")
+            await self._acl("LIST")  # (restore and gc read it)
             rules = container_acl_rules(self.prefix, "probe", "probe")
             optional: list[str] = []
             for command in OPTIONAL_COMMANDS:
                 try:
                     await self._acl("SETUSER", probe, "reset", f"+{command}")
+                    made = True
                     optional.append(command)
                 except NoPermissionError:
                     raise
@@ -156,10 +169,14 @@ class ContainerACL:
                     pass
             self._optional = tuple(optional)
             await self._acl("SETUSER", probe, "reset", "off", *self.command_rules(), *rules)
+            made = True
+            await self._acl("DELUSER", probe)
+            made = False
         except NoPermissionError as exc:
+            left = (f" (a disabled user {probe} was left behind: delete it)" if made else "")
             raise IsolationError(
                 f"the pool's Redis user {whoami!r} may not manage ACL users ({exc}); grant it "
-                "+acl (e.g. ACL SETUSER " + whoami + " +acl), " + OPT_OUT) from exc
+                f"+acl (e.g. ACL SETUSER {whoami} +acl), " + OPT_OUT + left) from exc
         except ResponseError as exc:
             raise IsolationError(
                 f"this Redis server refused a container's ACL rules ({exc}); it needs Redis "
@@ -272,4 +289,7 @@ class ContainerACL:
         stale = [as_str(k) for k in await self.client.hkeys(self.pk.acl) if as_str(k) not in ids]
         if stale:
             await self.client.hdel(self.pk.acl, *stale)
+        # passwords of containers this process made and another one removed
+        for container in [c for c in self._passwords if c not in ids]:
+            del self._passwords[container]
         return deleted
