@@ -121,6 +121,17 @@ def test_credentials_go_into_both_url_forms() -> None:
                                                            "/run/x.sock")
 
 
+def test_the_opt_out_key_in_every_spelling() -> None:
+    from dockercc.config import load_config
+
+    assert load_config(env={}).redis.container_acl is True
+    assert load_config(env={"DOCKERCC_REDIS__CONTAINER_ACL": "false"}).redis.container_acl is False
+    assert load_config(env={}, redis={"containerAcl": False}).redis.container_acl is False
+    assert load_config(env={}, redis={"container_acl": False}).redis.container_acl is False
+    with pytest.raises(ConfigError, match="containerAcl"):
+        load_config(env={}, redis={"containerAcl": "perhaps"})
+
+
 def test_isolation_error_is_a_config_error() -> None:
     assert issubclass(IsolationError, ConfigError) and issubclass(IsolationError, DockerCCError)
 

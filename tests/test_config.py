@@ -218,6 +218,7 @@ def test_redacted_dump_uses_camel_case_and_seed_defaults() -> None:
         "url": "redis://localhost:6379",
         "keyPrefix": "clawdbot:cc:",
         "containerUrl": None,
+        "containerAcl": True,
     }
     assert dump["docker"]["capDrop"] == ["ALL"]
     assert dump["docker"]["securityOpts"] == ["no-new-privileges"]
