@@ -23,7 +23,6 @@ from .errors import (
     DockerCCError,
     ImageError,
     InvalidSessionId,
-    IsolationError,
     PoolError,
     PoolExhausted,
     ProviderUnavailable,
@@ -116,5 +115,5 @@ __all__ = [
     "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
-    "SessionClosed", "IsolationError",
+    "SessionClosed",
 ]

@@ -661,3 +661,45 @@ def test_dockercc_gc_deletes_users_whose_container_is_gone(
     finally:
         for user in (stale, other_pool, foreign):
             redis_server.cli("acl", "deluser", user)
+
+
+@pytest.mark.docker
+async def test_a_warm_container_survives_a_redis_restart_that_loses_its_user(
+        agent_image: str, api: Any, docker_client: Any, tmp_path: Path) -> None:
+    """ACL users live in Redis's memory: a restart (the registry kept by its AOF) loses them.
+    The pool re-creates them with the same password, and the warm runner serves a claim."""
+    from conftest import TEST_PREFIXES
+
+    from dockercc.client import AsyncPool
+    from dockercc.testing import RedisServer
+
+    p = f"r{uuid.uuid4().hex[:8]}:"
+    TEST_PREFIXES.add(p)
+    cat = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        cfg = {"image": agent_image, "redis": {"url": server.url, "keyPrefix": p},
+               "docker": {"network": "host", "env": cat},
+               "credentials": {"baseUrl": api.url, "apiKey": "sk-ant-scripted-test"},
+               "resources": {"memory": "512m", "cpus": 1}, "pool": {"minWarm": 1},
+               "timeouts": {"healthIntervalMs": 500, "startupMs": 30000}}
+        async with AsyncPool(cfg) as pool:
+            await pool.containers.wait_warm(timeout=120)
+            (rec,) = await pool.containers.records()
+            assert pool.containers.acl is not None
+            user = pool.containers.acl.user(rec.id)
+            await asyncio.to_thread(server.restart, 0.3)
+            assert user not in server.cli("acl", "users").split()
+            deadline = time.monotonic() + 20
+            while user not in server.cli("acl", "users").split():
+                assert time.monotonic() < deadline, "the user did not come back"
+                await asyncio.sleep(0.1)
+            # the runner authenticates again with the password it was started with
+            while not [c for c in await pool.transport.client.client_list()
+                       if c.get("user") == user]:
+                assert time.monotonic() < deadline, "the runner did not reconnect"
+                await asyncio.sleep(0.1)
+            s = pool.session(session_id="after-restart")
+            await s.start()
+            assert s.lease is not None and s.lease.warm and s.lease.container == rec.id
+            await s.close(forget=True)
+            assert user not in server.cli("acl", "users").split()

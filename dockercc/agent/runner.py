@@ -377,7 +377,14 @@ class Runner:
     async def wait_assignment(self) -> Assignment | None:
         key = self.pool_keys.assign(self.s.container)
         while not self.stopping.is_set():
-            item = await self.r.blpop([key], timeout=1)
+            try:
+                item = await self.r.blpop([key], timeout=1)
+            except REDIS_DOWN as exc:
+                # Redis restarting, or this container's Redis user not back yet after a
+                # restart (the pool re-creates it): the warm container waits, it does not die
+                log.warning("waiting for an assignment failed (%s), retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
             if item is None:
                 continue
             try:
