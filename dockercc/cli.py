@@ -314,7 +314,9 @@ def _print_report(report: Any) -> None:
         p = report.pool
         out.print(f"  pool   {p.total} containers ({p.warm} warm, {p.busy} busy, {p.creating} "
                   f"starting, {p.stopping} stopping), {p.sessions} sessions, {p.waiting} "
-                  f"waiting, {p.owners} owner processes; limits {p.limits}", highlight=False)
+                  f"waiting, {p.owners} owner processes; limits {p.limits}"
+                  + (f", {p.quarantined} quarantined record(s)" if p.quarantined else ""),
+                  highlight=False)
     if report.containers:
         table = Table(show_edge=False, pad_edge=False)
         for col in ("container", "status", "docker", "agent", "session", "heartbeat", "age",
@@ -563,7 +565,7 @@ def gc(ctx: click.Context) -> None:
     A process that heartbeats the pool is alive; everything of owners that stopped
     heartbeating (killed processes) is removed. Live pools are not touched."""
     from .pool.manager import ContainerPool
-    from .transport import RedisTransport, as_str, now_ms
+    from .transport import RedisTransport, as_int, as_str, now_ms
 
     config = _load_config(ctx)
 
@@ -578,7 +580,7 @@ def gc(ctx: click.Context) -> None:
             entries = before - len(await pool.records())
             r = t.client
             stale = pool.stale_ms
-            owners = {as_str(k): int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
+            owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
             alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
             dropped = 0
             for key, value in (await r.hgetall(f"{t.prefix}sessions")).items():

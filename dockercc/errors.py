@@ -111,3 +111,8 @@ class DeadlockError(DockerCCError, RuntimeError):
 
 class SessionClosed(DockerCCError):
     """The session was closed; open a new one (or resume it) to go on."""
+
+
+class BadData(DockerCCError, ValueError):
+    """Data from a container or from Redis failed validation (too big, too deep, not JSON,
+    wrong types): it is dropped (or quarantined), never acted on."""

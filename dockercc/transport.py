@@ -486,3 +486,13 @@ class RedisTransport:
 
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    """A Redis value that should be an integer (a heartbeat, a counter); ``default`` for
+    anything else, so one forged value cannot break a pass over many."""
+    try:
+        text = as_str(value)
+        return int(text) if len(text) <= 20 else default
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return default

@@ -170,7 +170,10 @@ class DockerBackend:
         old_labels = (old.get("Config") or {}).get("Labels") or {}
         if old_labels.get(LABEL) != "1" or old_labels.get(prefix_label) != labels.get(prefix_label):
             return False
-        self._remove(name)
+        instance_label = f"{LABEL}.instance"
+        if old_labels.get(instance_label, "") not in ("", labels.get(instance_label, "")):
+            return False  # another Redis's pool with the same prefix: not ours to remove
+        self._remove(str(old.get("Id") or name))
         for _ in range(100):
             try:
                 self.client.api.inspect_container(name)
