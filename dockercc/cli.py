@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .protocol.bounded import loads_record
 
 
 def _console() -> Any:
@@ -418,10 +419,7 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
             out = []
             for key, value in sorted(raw.items()):
                 sid = key.decode() if isinstance(key, bytes) else str(key)
-                try:
-                    record = json.loads(value)
-                except ValueError:
-                    record = {}
+                record = loads_record(value)
                 state = await t.state(sid)
                 hb = state.get("heartbeat")
                 out.append({
@@ -476,7 +474,8 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
     err = _console()
 
     async def from_docker() -> None:
-        from .pool.backend import DockerBackend
+        from .pool.backend import LABEL, DockerBackend
+        from .pool.registry import ContainerRecord
 
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         backend = DockerBackend(config.docker.base_url)
@@ -487,9 +486,12 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                 if container:
                     rec = await t.client.hget(t.pool_keys.containers, container)
                     if rec:
-                        names.insert(0, json.loads(rec)["name"])
+                        names.insert(0, ContainerRecord.validate(rec, container).name)
             for name in names:
-                if await backend.inspect(name) is not None:
+                info = await backend.inspect(name)
+                # only a container of this pool (by its labels): a name read from Redis may
+                # point at any container on the engine
+                if info is not None and info.labels.get(f"{LABEL}.prefix") == t.prefix:
                     sys.stdout.write(await backend.logs(name, tail))
                     sys.stdout.flush()
                     return
@@ -584,10 +586,7 @@ def gc(ctx: click.Context) -> None:
             alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
             dropped = 0
             for key, value in (await r.hgetall(f"{t.prefix}sessions")).items():
-                try:
-                    owner = json.loads(value).get("owner", "")
-                except ValueError:
-                    owner = ""
+                owner = loads_record(value).get("owner", "")
                 if owner not in alive:
                     sid = as_str(key)
                     await r.hdel(f"{t.prefix}sessions", sid)

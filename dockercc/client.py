@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from .events import Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
+from .protocol.bounded import loads_record
 from .session import AsyncSession, EventCallback, SessionOptions, default_prestart
 from .transport import RedisTransport
 
@@ -157,7 +157,7 @@ class AsyncPool(NotebookDisplay):
         out = []
         for sid, raw in (await r.hgetall(self.sessions_key)).items():
             sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
-            record = json.loads(raw)
+            record = loads_record(raw)
             record["id"] = sid_s
             record["state"] = await self.transport.state(sid_s)
             out.append(record)

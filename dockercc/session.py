@@ -19,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -29,15 +31,17 @@ from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
-from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
+from .errors import AgentError, BadData, ContainerLost, InvalidPrompt, SessionClosed, TransportError
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
-from .protocol import control
+from .protocol import bounded, control
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
 from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transport import as_str, now_ms
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import AsyncPool
@@ -97,6 +101,9 @@ class AsyncSession(NotebookDisplay):
         self.mapper = EventMapper(self.id)
         self._lock = asyncio.Lock()
         self._relay: asyncio.Task[None] | None = None
+        # a secret per claim, given to the claimed container only (in its assignment): an MCP
+        # request that does not carry it did not come from this session's current lease
+        self._lease_token = ""
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -229,7 +236,9 @@ class AsyncSession(NotebookDisplay):
         if len(self._tools) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
+        self._lease_token = secrets.token_hex(16)
         assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
+                      "lease_token": self._lease_token,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
                       "tools_digest": tools_digest(self.tool_manifest())}
@@ -294,10 +303,25 @@ class AsyncSession(NotebookDisplay):
 
     async def _answer(self, r: Any, raw: Any) -> None:
         try:
-            req = json.loads(raw)
-            request_id = str(req["request_id"])
+            req = bounded.loads_object(raw, max_bytes=bounded.MAX_MESSAGE_BYTES,
+                                       what="MCP request")
+            request_id = req["request_id"]
             message = req.get("message") or {}
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id) \
+                    or not isinstance(message, dict):
+                raise BadData("MCP request: bad request_id or message")
+        except (BadData, KeyError) as exc:
+            log.warning("MCP request for %s dropped: %s", self.id, exc)
+            return
+        # host tools run with the host's power: answer only the container holding this
+        # session's current lease (it alone got the lease token, through its own assignment)
+        token, container = req.get("lease_token"), req.get("container")
+        lease = self.lease
+        if (not self._lease_token or not isinstance(token, str)
+                or not secrets.compare_digest(token, self._lease_token)
+                or (lease is not None and container != lease.container)):
+            log.warning("MCP request for %s dropped: not from the session's current container",
+                        self.id)
             return
         assert self._bridge is not None
         reply = await self._bridge.handle(message)
@@ -491,7 +515,9 @@ class AsyncSession(NotebookDisplay):
         """This session's turns (prompt, text, tool calls, outcome), oldest first."""
         end = -1 if count is None else start + count - 1
         raw = await self.pool.transport.client.lrange(self.keys.history, start, end)
-        return [json.loads(x) for x in raw]
+        entries = (bounded.loads_record(x, max_bytes=bounded.MAX_MESSAGE_BYTES,
+                                        what="history entry") for x in raw)
+        return [e for e in entries if e]
 
     async def state(self) -> dict[str, str]:
         return await self.pool.transport.state(self.id)

@@ -39,7 +39,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..protocol import control
-from ..protocol.envelope import encode_envelope, runner_event
+from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from .early import BASE_ARGS, claude_home, install_credentials
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
@@ -48,7 +48,8 @@ log = logging.getLogger("dockercc.agent")
 
 FAST_PREFIXES = (b'{"type":"stream_event"', b'{"type":"user"')
 """Lines that start so need no parsing: the runner keeps no state from them."""
-LINE_LIMIT = 256 * 1024 * 1024  # longest stdout line the runner relays
+LINE_LIMIT = 15 * 1024 * 1024  # longest stdout line the runner relays (the host drops
+# envelopes over 16 MiB: protocol.bounded.MAX_ENVELOPE_BYTES)
 HISTORY_RESULT_LINE = 64 * 1024  # tool results on lines up to this size go into the history
 STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
@@ -153,6 +154,7 @@ class Assignment:
     history_max: int = 1000
     restore_from: str | None = None  # dockercc session whose CLI transcript to restore
     tools_digest: str = ""  # digest of the session's host tools (see Prestart)
+    lease_token: str = ""  # sent with every MCP request: the host answers only this lease
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -163,7 +165,8 @@ class Assignment:
                    args=[str(a) for a in obj.get("args") or []],
                    history_max=int(obj.get("history_max", 1000)),
                    restore_from=validate_id(restore) if restore else None,
-                   tools_digest=str(obj.get("tools_digest") or ""))
+                   tools_digest=str(obj.get("tools_digest") or ""),
+                   lease_token=str(obj.get("lease_token") or ""))
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -398,8 +401,9 @@ class Runner:
         pipe.hset(keys.state, "container", self.s.container)
         last, prev, *_ = await pipe.execute()
         if last:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.seq = int(json.loads(last)["seq"])
+            env = Envelope.decode(last)
+            if env is not None:  # (a forged seq beyond the window is no base either)
+                self.seq = env.seq
         sid: Any = prev.get(b"claude_session_id") or b""
         self.claude_session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
         self.turns = int(prev.get(b"turns") or 0)
@@ -1039,7 +1043,10 @@ class Runner:
         assert keys is not None
         message = request.get("message") or {}
         payload = json.dumps({"request_id": request_id, "server_name": request.get("server_name"),
-                              "message": message, "ts": now_ms()}, ensure_ascii=False)
+                              "message": message, "ts": now_ms(),
+                              "container": self.s.container,
+                              "lease_token": self.assignment.lease_token
+                              if self.assignment else ""}, ensure_ascii=False)
         reply_key = keys.mcp_reply(request_id)
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would

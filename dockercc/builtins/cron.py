@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from ..bridge import Tool
 from ..errors import ConfigError, InvalidSessionId
+from ..protocol.bounded import loads_record
 from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import BuiltinToolError, ToolContext, builtin, clip, now_ms, run_turn, to_json
@@ -68,7 +69,8 @@ return 0
 _RECORD = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local job = cjson.decode(raw)
+local ok, job = pcall(cjson.decode, raw)
+if not ok or type(job) ~= 'table' then return 0 end
 local run = cjson.decode(ARGV[2])
 if ARGV[3] == 'skip' then
   job['last_skip'] = run
@@ -300,16 +302,19 @@ class CronScheduler:
         if raw is None:
             await r.zrem(self.due_key, job_id)
             return
-        job = CronJob.model_validate_json(raw)
+        try:
+            job = CronJob.model_validate_json(raw)
+        except ValueError as exc:  # not a job this process wrote: drop it, never run it
+            log.warning("cron job %r dropped: %s", job_id[:64], str(exc)[:200])
+            await r.zrem(self.due_key, job_id)
+            return
         if job.session is not None:
             local = self.pool.get(job.session)
             if local is None or local.closed:
                 record = await r.hget(self.pool.sessions_key, job.session)
                 if record is not None:
-                    import json
-
-                    owner = json.loads(record).get("owner")
-                    if owner != self.pool.containers.owner and await self._owner_alive(owner):
+                    owner = loads_record(record).get("owner") or ""
+                    if owner != self.pool.containers.owner and await self._owner_alive(str(owner)):
                         return  # the process that has the session open runs it
         claim, _ = self._scripts()
         nxt = next_run_ms(job.schedule, job.timezone, max(now, score))

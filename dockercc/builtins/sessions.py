@@ -8,13 +8,13 @@ be read by that process as the answer to its own next prompt.
 """
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from ..bridge import Tool
 from ..errors import InvalidSessionId
+from ..protocol.bounded import MAX_MESSAGE_BYTES, loads_record
 from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import (
@@ -58,11 +58,8 @@ async def registry(pool: "AsyncPool") -> dict[str, dict[str, Any]]:
     raw = await pool.transport.client.hgetall(pool.sessions_key)
     out: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        try:
-            record = json.loads(value)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
+        record = loads_record(value)
+        if record:
             out[as_str(key)] = record
     return out
 
@@ -165,9 +162,8 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         raw = await r.lrange(keys.history, offset, offset + limit - 1) if offset < total else []
         entries = []
         for item in raw:
-            try:
-                entry = json.loads(item)
-            except ValueError:
+            entry = loads_record(item, max_bytes=MAX_MESSAGE_BYTES, what="history entry")
+            if not entry:
                 continue
             if isinstance(entry.get("text"), str):
                 entry["text"], cut = clip(entry["text"], HISTORY_TEXT_LIMIT)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
 import secrets
@@ -30,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from ..config import DockerCCConfig
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
-from ..protocol.envelope import encode_envelope, runner_event
+from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
@@ -751,10 +750,8 @@ class ContainerPool:
         keys = SessionKeys(session, self.transport.prefix)
         r = self.transport.client
         last = await r.lindex(keys.output_buffer, -1)
-        seq = 0
-        if last:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                seq = int(json.loads(last)["seq"])
+        prev = Envelope.decode(last) if last else None
+        seq = prev.seq if prev is not None else 0
         env = encode_envelope(seq + 1, now_ms(), runner_event(
             "error", error=error, message=message, restart=False, **fields))
         pipe = r.pipeline(transaction=False)

@@ -225,7 +225,7 @@ class ContainerRecord:
             obj = json.loads(raw)
             known = {k: obj.pop(k) for k in list(obj) if k in cls.__dataclass_fields__}
             return cls(**known, extra=obj)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             return None
 
     @classmethod

@@ -77,3 +77,13 @@ def loads_object(data: str | bytes | bytearray | None, **kw: Any) -> dict[str, A
     if not isinstance(obj, dict):
         raise BadData(f"{kw.get('what', 'data')}: not a JSON object")
     return obj
+
+
+def loads_record(data: str | bytes | bytearray | None, *, max_bytes: int = MAX_RECORD_BYTES,
+                 what: str = "record") -> dict[str, Any]:
+    """A small JSON object read from Redis (a session or cron record), ``{}`` when it is not
+    one: callers treat fields as absent rather than fail a pass over many records."""
+    try:
+        return loads_object(data, max_bytes=max_bytes, what=what)
+    except BadData:
+        return {}
