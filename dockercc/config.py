@@ -378,6 +378,14 @@ class PoolConfig(_Model):
         ge=0,
         **_doc("How long a claim waits in the queue for a free slot before `PoolExhausted` (ms)"),
     )
+    tenant: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        **_doc(
+            "Tenant of the sessions this process opens: built-in tools reach only sessions and "
+            "cron jobs of the same tenant; null = this process alone (its pool owner id)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_limits(self) -> PoolConfig:
@@ -578,6 +586,13 @@ class AgentConfig(_Model):
     nodes_exec: bool = Field(
         False, **_doc("Offer the `nodes_exec` built-in tool (commands in throwaway containers)")
     )
+    subagents: list[AgentName] = Field(
+        default_factory=list,
+        **_doc(
+            "Other agents this agent's sessions may start with `sessions_spawn` or schedule "
+            "with `cron_create` (its own agent always; others only if listed here)"
+        ),
+    )
 
     def env_values(self) -> dict[str, str]:
         """``env`` with real values (for creating containers; never log it)."""
@@ -730,6 +745,9 @@ class CronConfig(_Model):
         **_doc(
             "A run missed while no scheduler ran is made up once if it is at most this late (ms)"
         ),
+    )
+    min_interval_s: Int = Field(
+        60, ge=1, **_doc("Shortest interval between two runs of a job an agent may schedule (s)")
     )
 
 

@@ -263,9 +263,14 @@ class AsyncSession(NotebookDisplay):
 
     async def _register(self) -> None:
         record = {"agent": self.agent, "owner": self.pool.containers.owner,
+                  "tenant": self.pool.tenant,
                   "created": now_ms(), "parent": self.options.parent or ""}
-        await self.pool.transport.client.hset(self.pool.sessions_key, self.id,
-                                              json.dumps(record))
+        pipe = self.pool.transport.client.pipeline(transaction=False)
+        pipe.hset(self.pool.sessions_key, self.id, json.dumps(record))
+        # the state outlives the registry entry (closed sessions stay readable): the
+        # built-in tools find the session's tenant there once it is closed
+        pipe.hset(self.keys.state, "tenant", self.pool.tenant)
+        await pipe.execute()
 
     @property
     def keys(self) -> Any:

@@ -110,7 +110,7 @@ def test_cron_job_from_the_tool_fires_and_survives_an_owner_restart(
                                           "description": "every two seconds"}),
            "scheduled")
     api.on("cron-tick", "tick done")
-    config = make_config()
+    config = make_config(tools={"cron": {"minIntervalS": 1}})
 
     def ticks(after: float = 0.0) -> list[Any]:
         return [r for r in api.message_requests
