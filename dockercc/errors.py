@@ -116,3 +116,13 @@ class SessionClosed(DockerCCError):
 class BadData(DockerCCError, ValueError):
     """Data from a container or from Redis failed validation (too big, too deep, not JSON,
     wrong types): it is dropped (or quarantined), never acted on."""
+
+
+class TranscriptRejected(DockerCCError):
+    """A session's saved CLI transcript failed the host's check (missing or wrong seal, bad
+    shape): it is not restored into a container; open a new session instead."""
+
+
+class SessionExists(DockerCCError, ValueError):
+    """A new session was given an id that already has keys in Redis (a closed session's, or
+    planted ones): pass ``resume=`` to continue that session, or use another id."""

@@ -31,14 +31,24 @@ from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
-from .errors import AgentError, BadData, ContainerLost, InvalidPrompt, SessionClosed, TransportError
+from .errors import (
+    AgentError,
+    BadData,
+    ContainerLost,
+    InvalidPrompt,
+    SessionClosed,
+    SessionExists,
+    TransportError,
+)
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import bounded, control
+from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
 from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
+from .transcript_key import load_key
 from .transport import as_str, now_ms
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -104,6 +114,7 @@ class AsyncSession(NotebookDisplay):
         # a secret per claim, given to the claimed container only (in its assignment): an MCP
         # request that does not carry it did not come from this session's current lease
         self._lease_token = ""
+        self._keys_checked = False  # a new session's id was checked to have no keys yet
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -219,6 +230,7 @@ class AsyncSession(NotebookDisplay):
             # the container went away: continue the conversation in a new one
             await self.pool.containers.release(self.lease.container)
             self.lease = None
+            await self._seal_transcript()  # its lease is over: what it saved is final
             if not self._turn_open:
                 # lost between turns: its error event is old news, not the next turn's
                 tail = await self.pool.transport.client.lindex(self.keys.output_buffer, -1)
@@ -226,6 +238,8 @@ class AsyncSession(NotebookDisplay):
                 if env is not None:
                     self.last_seq = max(self.last_seq, env.seq)
         await self.pool.start()
+        if not self._keys_checked:
+            await self._check_new_id()
         if self.options.resume and self._resume_id is None:
             await self._resolve_resume(self.options.resume)
         elif self.claude_session_id is None:
@@ -236,9 +250,14 @@ class AsyncSession(NotebookDisplay):
         if len(self._tools) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
+        digest = ""
+        if self._restore_from:  # TranscriptRejected unless this host sealed it
+            raw = await self.pool.transport.client.hgetall(
+                self.pool.transport.keys(self._restore_from).transcript)
+            digest = sealing.verify(load_key(), self._restore_from, raw)
         self._lease_token = secrets.token_hex(16)
         assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
-                      "lease_token": self._lease_token,
+                      "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
                       "tools_digest": tools_digest(self.tool_manifest())}
@@ -255,6 +274,29 @@ class AsyncSession(NotebookDisplay):
             raise
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
+
+    async def _check_new_id(self) -> None:
+        """A new session (not ``resume=``) must not find keys of its id: they would be a
+        closed session's or planted ones (a transcript, a Claude session id to resume)."""
+        if not self.options.resume:
+            k = self.keys
+            found = await self.pool.transport.client.exists(
+                k.state, k.history, k.transcript, k.result, k.output_buffer)
+            if found:
+                raise SessionExists(
+                    f"session id {self.id!r} already has keys in Redis (a closed session's?): "
+                    f"continue it with pool.session(resume={self.id!r}) or use another id")
+        self._keys_checked = True
+
+    async def _seal_transcript(self) -> None:
+        """Seal this session's saved transcript now that no container of it runs (see
+        :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
+        r = self.pool.transport.client
+        key = self.keys.transcript
+        raw = await r.hgetall(key)
+        tag = sealing.seal(load_key(), self.id, raw)
+        if tag is not None:
+            await r.hset(key, "mac", tag)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -567,6 +609,8 @@ class AsyncSession(NotebookDisplay):
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
                 return
             await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
+            with contextlib.suppress(Exception):
+                await self._seal_transcript()
             pipe = r.pipeline(transaction=False)
             pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
             for key in (self.keys.state, self.keys.history, self.keys.result,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ import redis.asyncio as aioredis
 from ..protocol import control
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
+from ..protocol.transcript import check_meta as check_transcript_meta
 from .early import BASE_ARGS, claude_home, install_credentials
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
 
@@ -155,6 +157,7 @@ class Assignment:
     restore_from: str | None = None  # dockercc session whose CLI transcript to restore
     tools_digest: str = ""  # digest of the session's host tools (see Prestart)
     lease_token: str = ""  # sent with every MCP request: the host answers only this lease
+    transcript_sha256: str = ""  # the host-verified digest of the transcript to restore
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -166,7 +169,8 @@ class Assignment:
                    history_max=int(obj.get("history_max", 1000)),
                    restore_from=validate_id(restore) if restore else None,
                    tools_digest=str(obj.get("tools_digest") or ""),
-                   lease_token=str(obj.get("lease_token") or ""))
+                   lease_token=str(obj.get("lease_token") or ""),
+                   transcript_sha256=str(obj.get("transcript_sha256") or ""))
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -949,16 +953,23 @@ class Runner:
         if not raw.get(b"meta") or not raw.get(b"data"):
             return
         try:
-            meta = json.loads(raw[b"meta"])
-            rel = Path(meta["path"])
-            if rel.is_absolute() or ".." in rel.parts:
-                return
+            # only projects/<dir>/<claude id>.jsonl (never settings.json, hooks or any other
+            # file the CLI would act on), and only the bytes the host sealed and verified
+            rel, cid = check_transcript_meta(raw[b"meta"])
+            want = self.assignment.transcript_sha256 if self.assignment else ""
+            if not want or hashlib.sha256(raw[b"data"]).hexdigest() != want:
+                raise ValueError("not the transcript the host verified")
             dest = claude_home() / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(zlib.decompress(raw[b"data"]))
-            self.claude_session_id = str(meta.get("claude_session_id") or "")
+            inflate = zlib.decompressobj()
+            data = inflate.decompress(raw[b"data"], TRANSCRIPT_MAX + 1)
+            if len(data) > TRANSCRIPT_MAX or inflate.unconsumed_tail:
+                raise ValueError(f"transcript over {TRANSCRIPT_MAX} bytes")
+            dest.write_bytes(data)
+            self.claude_session_id = cid
         except (ValueError, KeyError, OSError, zlib.error) as exc:
             log.warning("could not restore transcript of %s: %s", source, exc)
+            self.emit(runner_event("warning", warning="transcript_refused", message=str(exc)))
 
     async def stderr_loop(self, proc: CLIProcess) -> None:
         assert proc.stderr is not None
