@@ -98,6 +98,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from .errors import ConfigError, InvalidSessionId
 from .protocol.keys import DEFAULT_PREFIX, validate_id
+from .redaction import redact
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -166,26 +167,14 @@ MASK = "***"
 
 # --------------------------------------------------------------------------- helpers (pure)
 
-_URL_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
-_QUERY_SECRET_RE = re.compile(
-    r"(?i)([?&;](?:password|passwd|pass|pwd|token|secret|auth|api[_-]?key)[^=&;#\s]*=)[^&;#\s]*"
-)
 _SECRET_WORD_RE = re.compile(r"(?i)(token|secret|passw|pwd|api[_-]?key|credential|auth|private)")
 _TOKEN_LIKE_RE = re.compile(r"sk-ant-|sk-[A-Za-z0-9]{20,}")
 
 
 def mask_url(text: str) -> str:
-    """Mask the password of every URL in ``text`` (``redis://u:pw@h`` -> ``redis://u:***@h``)
-    and secret-looking query parameters (``?password=...``)."""
-
-    def one(match: re.Match[str]) -> str:
-        rest = match["rest"]
-        userinfo, at, hostpart = rest.rpartition("@")
-        if at and ":" in userinfo:
-            rest = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostpart}"
-        return match["scheme"] + _QUERY_SECRET_RE.sub(lambda m: m.group(1) + MASK, rest)
-
-    return _URL_RE.sub(one, text)
+    """Mask credentials in ``text``: URL userinfo, secret query parameters, ``sk-ant-``
+    keys, bearer tokens (one rule set for the whole SDK: :func:`dockercc.redaction.redact`)."""
+    return redact(text)
 
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)

@@ -43,6 +43,7 @@ from .protocol.keys import (
     SessionKeys,
     validate_id,
 )
+from .redaction import redact
 
 log = logging.getLogger("dockercc.transport")
 
@@ -176,13 +177,9 @@ RETRIES = 20
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs; the
+    SDK's one rule set, :func:`dockercc.redaction.redact`)."""
+    return redact(url)
 
 
 def now_ms() -> int:
