@@ -24,6 +24,8 @@ import click
 
 from . import __version__
 from .protocol.bounded import loads_record
+from .redaction import terminal_safe
+from .transport import as_int
 
 
 def _console() -> Any:
@@ -147,11 +149,13 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
                 out.print(f"[bold]> {question}[/bold]")
                 async for ev in s.stream(question, timeout=180):
                     if isinstance(ev, TextDelta):
-                        out.print(ev.text, end="", soft_wrap=True, highlight=False)
+                        out.print(terminal_safe(ev.text), end="", soft_wrap=True,
+                                  highlight=False, markup=False)
                     elif isinstance(ev, ToolUse):
-                        out.print(f"\n[cyan]tool[/cyan] {ev.name} {json.dumps(ev.input)}")
+                        out.print(f"\n[cyan]tool[/cyan] {_esc(ev.name)} "
+                                  f"{_esc(json.dumps(ev.input))}")
                     elif isinstance(ev, ToolResult):
-                        out.print(f"[cyan]  ->[/cyan] {ev.text[:200]!r}")
+                        out.print(f"[cyan]  ->[/cyan] {_esc(repr(ev.text[:200]))}")
                     elif isinstance(ev, Result):
                         cost = f"${ev.cost_usd:.5f}" if ev.cost_usd is not None else "-"
                         out.print(f"\n[green]done[/green] {ev.subtype}, {ev.duration_ms} ms, "
@@ -201,11 +205,25 @@ def _load_config(ctx: click.Context, **overrides: Any) -> Any:
         sys.exit(2)
 
 
+def _float(value: object) -> float:
+    try:
+        number = float(str(value or 0))
+    except ValueError:
+        return 0.0
+    return number if number == number and abs(number) < 1e12 else 0.0
+
+
 def _esc(value: object) -> str:
-    """``value`` as text that rich prints literally (no markup)."""
+    """``value`` as text that rich prints literally: no markup, and no control characters
+    (data from Redis or a container must not drive the terminal: OSC 52, screen clears)."""
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(terminal_safe(str(value)))
+
+
+def _echo_json(text: str) -> None:
+    """JSON output, with any control characters in its strings escaped."""
+    click.echo(terminal_safe(text, json=True))
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -254,7 +272,7 @@ def _print_event(event: Any, out: Any, err: Any) -> None:
 
     if isinstance(event, TextDelta):
         if event.parent_tool_use_id is None:
-            out.write(event.text)
+            out.write(terminal_safe(event.text))
             out.flush()
     elif isinstance(event, ToolUse):
         err.print(f"\n[cyan]tool[/cyan] {_esc(event.name)} {_esc(json.dumps(event.input)[:300])}",
@@ -288,7 +306,7 @@ def status(ctx: click.Context, as_json: bool, timeout: float) -> None:
     config = _load_config(ctx)
     report = asyncio.run(collect_health(config, timeout=timeout))
     if as_json:
-        click.echo(report.model_dump_json(indent=2))
+        _echo_json(report.model_dump_json(indent=2))
     else:
         _print_report(report)
     sys.exit(0 if report.healthy else 1)
@@ -324,7 +342,8 @@ def _print_report(report: Any) -> None:
                     "problem"):
             table.add_column(col, overflow="fold")  # names in full, even when narrow
         for c in report.containers:
-            table.add_row(_esc(c.name), c.status, c.docker_state or "?", _esc(c.agent or "-"),
+            table.add_row(_esc(c.name), _esc(c.status), _esc(c.docker_state or "?"),
+                          _esc(c.agent or "-"),
                           _esc(c.session or "-"), _age(c.heartbeat_age_ms), _age(c.age_ms),
                           f"[red]{_esc(c.problem)}[/red]" if c.problem else "")
         out.print(table)
@@ -380,7 +399,7 @@ def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
                                      workspace=str(workspace) if workspace else None) as s:
                 async for event in s.stream(prompt, timeout=timeout):
                     if as_json:
-                        click.echo(event.model_dump_json())
+                        _echo_json(event.model_dump_json())
                     else:
                         _print_event(event, sys.stdout, err)
                     if isinstance(event, Result):
@@ -394,7 +413,8 @@ def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
     for name, why in result.fallback_reasons.items():
         err.print(f"[yellow]passed over[/yellow] {_esc(name)}: {_esc(why)}", highlight=False)
     cost = f", ${result.cost_usd:.5f}" if result.cost_usd is not None else ""
-    err.print(f"[dim]{_esc(result.provider)}: {result.subtype}, {result.duration_ms} ms{cost}[/dim]",
+    err.print(f"[dim]{_esc(result.provider)}: {_esc(result.subtype)}, {result.duration_ms} ms"
+              f"{cost}[/dim]",
               highlight=False)
     sys.exit(0 if result.ok else 1)
 
@@ -426,9 +446,10 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
                     "id": sid, "agent": record.get("agent", ""), "owner": record.get("owner", ""),
                     "parent": record.get("parent") or None, "created": record.get("created"),
                     "status": state.get("status", "?"), "container": state.get("container"),
-                    "heartbeat_age_ms": now_ms() - int(hb) if hb and hb.isdigit() else None,
-                    "turns": int(state.get("turns") or 0),
-                    "cost_usd": float(state.get("cost_usd") or 0.0),
+                    "heartbeat_age_ms": now_ms() - int(hb) if hb and hb.isdigit()
+                    and len(hb) < 20 else None,
+                    "turns": as_int(state.get("turns")),
+                    "cost_usd": _float(state.get("cost_usd")),
                     "model": state.get("model") or None,
                 })
             return out
@@ -437,7 +458,7 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
 
     rows: list[dict[str, Any]] = _run_async(go())
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -449,8 +470,9 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
     for col in ("session", "agent", "status", "heartbeat", "turns", "cost", "owner"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["id"], r["agent"], r["status"], _age(r["heartbeat_age_ms"]),
-                      str(r["turns"]), f"${r['cost_usd']:.4f}", r["owner"])
+        table.add_row(_esc(r["id"]), _esc(r["agent"]), _esc(r["status"]),
+                      _age(r["heartbeat_age_ms"]), str(r["turns"]), f"${r['cost_usd']:.4f}",
+                      _esc(r["owner"]))
     Console().print(table)
 
 
@@ -492,7 +514,7 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                 # only a container of this pool (by its labels): a name read from Redis may
                 # point at any container on the engine
                 if info is not None and info.labels.get(f"{LABEL}.prefix") == t.prefix:
-                    sys.stdout.write(await backend.logs(name, tail))
+                    sys.stdout.write(terminal_safe(await backend.logs(name, tail)))
                     sys.stdout.flush()
                     return
             _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
@@ -521,7 +543,7 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
 
     def _emit(env: Any, mapper: EventMapper) -> None:
         if raw:
-            click.echo(json.dumps({"seq": env.seq, "ts": env.ts, "event": env.event},
+            _echo_json(json.dumps({"seq": env.seq, "ts": env.ts, "event": env.event},
                                   ensure_ascii=False))
             return
         for event in mapper.map(env):

@@ -66,8 +66,16 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def terminal_safe(text: str, *, newlines: bool = True) -> str:
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def terminal_safe(text: str, *, newlines: bool = True, json: bool = False) -> str:
     """``text`` with control characters shown as ``\\x1b``-style escapes (tabs and, unless
-    ``newlines`` is false, line breaks kept), so nothing in it drives the terminal."""
+    ``newlines`` is false, line breaks kept), so nothing in it drives the terminal. With
+    ``json`` (for JSON text, where such characters only occur inside strings) they become
+    ``\\u001b`` escapes and the JSON stays valid."""
+    if json:
+        return _CONTROL_RE.sub(_json_escape, text)
     out = _CONTROL_RE.sub(_escape, text)
     return out if newlines else out.replace("\n", "\\n")

@@ -85,3 +85,63 @@ def test_terminal_safe_neutralises_control_sequences() -> None:
         assert ch not in out
     assert "\\x1b]52;" in out and out.endswith("\n\tnext")
     assert "\n" not in terminal_safe("a\nb", newlines=False)
+
+
+# -- the CLI prints Redis-controlled text literally ------------------------------------------
+
+EVIL = "[bold red]x[/bold red]\x1b]52;c;c3VkbyBybSAtcmYgLw==\x07\x1b[2J\x9b1m\u202e"
+
+
+def _cli(*args: str, config: Any) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "dockercc.cli", "--config", str(config),
+                           *args], capture_output=True, timeout=120, env=env)
+
+
+def _assert_inert(out: bytes) -> None:
+    for seq in (b"\x1b", b"\x07", "\x9b".encode(), "\u202e".encode()):
+        assert seq not in out, out
+    assert b"[bold red]x[/bold red]" in out  # shown, not interpreted
+
+
+def test_cli_output_escapes_control_and_markup(redis_server: Any, prefix: str,
+                                               tmp_path: Any) -> None:
+    import redis
+    import yaml
+
+    from dockercc.protocol.envelope import encode_envelope
+
+    conf = tmp_path / "dockercc.yaml"
+    conf.write_text(yaml.safe_dump({"redis": {"url": redis_server.url, "keyPrefix": prefix}}))
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        r.hset(f"{prefix}sessions", "evil-1", json.dumps({"agent": EVIL, "owner": EVIL}))
+        r.hset(f"{prefix}evil-1:state", mapping={"status": EVIL, "turns": "x",
+                                                "cost_usd": "nan"})
+        delta = {"type": "stream_event", "event": {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": EVIL}}}
+        r.rpush(f"{prefix}evil-1:output_buffer",
+                encode_envelope(1, 1, json.dumps({"type": "dockercc", "subtype": "error",
+                                                  "error": EVIL, "message": EVIL})),
+                encode_envelope(2, 1, json.dumps(delta)))
+        for args in (("sessions",), ("sessions", "--json"), ("logs", "evil-1"),
+                     ("logs", "evil-1", "--raw")):
+            out = _cli(*args, config=conf)
+            assert out.returncode == 0, out.stderr
+            body = out.stdout + out.stderr
+            if "--json" in args or "--raw" in args:
+                for seq in (b"\x1b", b"\x07", "\x9b".encode(), "\u202e".encode()):
+                    assert seq not in body
+                for line in out.stdout.splitlines():
+                    json.loads(line) if "--raw" in args else None
+            else:
+                _assert_inert(body)
+    finally:
+        for key in r.scan_iter(match=f"{prefix}*"):
+            r.delete(key)
+        r.close()
