@@ -134,6 +134,11 @@ async def test_forged_record_cannot_remove_an_unrelated_container(
             s = pool.session("main", session_id=f"trust-{uuid.uuid4().hex[:6]}", env=CAT)
             await s.start()
             assert (await pool.stats()).quarantined == 1
+            assert s.lease is not None
+            log_config = docker_client.api.inspect_container(s.lease.name)["HostConfig"][
+                "LogConfig"]
+            assert log_config == {"Type": "json-file",
+                                  "Config": {"max-size": "10m", "max-file": "3"}}
             # a record owned by this live pool naming the victim: health passes and close
             # look at it, and must not remove the victim either
             redis_server.cli("hset", containers, "f1f1f1f1f1f1",
