@@ -637,8 +637,12 @@ def gc(ctx: click.Context) -> None:
               envvar="DOCKERCC_GATEWAY_PORT", help="Port [env: DOCKERCC_GATEWAY_PORT]")
 @click.option("--warm", type=click.IntRange(0), default=None,
               help="Warm containers to keep (overrides pool.minWarm)")
+@click.option("--token", default=None, envvar="DOCKERCC_GATEWAY_TOKEN", show_envvar=True,
+              help="Bearer token for the full health report (overrides gateway.token; "
+                   "required for a non-loopback --host)")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, warm: int | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, warm: int | None,
+          token: str | None) -> None:
     """The gateway: own a pool (warm containers, health checks, scheduled jobs) and serve
     GET /api/docker-cc/health until SIGTERM / Ctrl-C; then remove the pool's containers."""
     from .gateway import HEALTH_PATH, Gateway
@@ -657,7 +661,7 @@ def serve(ctx: click.Context, host: str, port: int, warm: int | None) -> None:
                       f"minWarm {config.pool.min_warm})", highlight=False)
 
     async def go() -> None:
-        gateway = Gateway(config, host=host, port=port)
+        gateway = Gateway(config, host=host, port=port, token=token)
         await gateway.run(on_started=started)
 
     status_ctx.start()

@@ -785,6 +785,23 @@ class ModelConfig(_Model):
         return {"primary": value} if isinstance(value, str) else value
 
 
+class GatewayConfig(_Model):
+    """``dockercc serve``: who may read the health endpoint (see docs/security-host.md)."""
+
+    token: SecretStr | None = Field(
+        None,
+        **_doc(
+            "Bearer token for the full health report; without it callers get only "
+            '`{"status": ...}`. Required when the gateway binds a non-loopback address'
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        **_doc("Host header values the gateway answers (DNS rebinding guard); the bind "
+               "address is added"),
+    )
+
+
 class DockerCCConfig(_Model):
     """All of dockercc's configuration (the seed's ``dockerClaudeCode`` block)."""
 
@@ -811,6 +828,9 @@ class DockerCCConfig(_Model):
     history_max: Int = Field(1000, ge=0, **_doc("Messages kept in a session's history"))
     tools: ToolsConfig = Field(
         default_factory=ToolsConfig, **_doc("Built-in tools (see docs/tools.md)")
+    )
+    gateway: GatewayConfig = Field(
+        default_factory=GatewayConfig, **_doc("The `dockercc serve` health endpoint")
     )
 
     _sources: tuple[str, ...] = PrivateAttr(default=())

@@ -28,11 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def test_gateway_serves_health_and_cleans_up(make_config: Any, docker_client: Any,
                                                    prefix: str) -> None:
-    gateway = Gateway(make_config(pool={"minWarm": 1}), port=0)
+    token = "health-token-0123456789abcdef"
+    gateway = Gateway(make_config(pool={"minWarm": 1}), port=0, token=token)
     await gateway.start()
     try:
         assert gateway.port != 0 and gateway.url.endswith(HEALTH_PATH)
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
             resp = await http.get(gateway.url)
             assert resp.status_code == 200, resp.text
             assert "sk-ant-scripted-test" not in resp.text  # no secret in the report
