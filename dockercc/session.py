@@ -50,6 +50,7 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
+from .workspace import git_risks
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -115,6 +116,13 @@ class AsyncSession(NotebookDisplay):
         # request that does not carry it did not come from this session's current lease
         self._lease_token = ""
         self._keys_checked = False  # a new session's id was checked to have no keys yet
+        #: git hooks / config in the workspace that appeared during the session (they would
+        #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
+        self.workspace_warnings: list[str] = []
+        self._git_before: set[str] | None = None
+        if options.workspace:
+            with contextlib.suppress(OSError):
+                self._git_before = set(git_risks(options.workspace))
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -287,6 +295,19 @@ class AsyncSession(NotebookDisplay):
                     f"session id {self.id!r} already has keys in Redis (a closed session's?): "
                     f"continue it with pool.session(resume={self.id!r}) or use another id")
         self._keys_checked = True
+
+    def _check_workspace(self) -> None:
+        if self._git_before is None or not self.options.workspace:
+            return
+        try:
+            new = [r for r in git_risks(self.options.workspace) if r not in self._git_before]
+        except OSError:
+            return
+        if new:
+            self.workspace_warnings = new
+            log.warning("session %s left git entries in its workspace %s that run programs "
+                        "on the host (check before running git there): %s", self.id,
+                        self.options.workspace, ", ".join(new))
 
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see
@@ -603,6 +624,7 @@ class AsyncSession(NotebookDisplay):
             await self._refresh_claude_id()
             r = t.client
             await r.hdel(self.pool.sessions_key, self.id)
+            self._check_workspace()
             if forget:
                 await t.delete_session(self.id)
                 if self.claude_session_id:
