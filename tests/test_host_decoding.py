@@ -19,12 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dockercc.bridge import HostBridge, tool
+from dockercc.builtins import CronJob
 from dockercc.client import AsyncPool
 from dockercc.errors import BadData
 from dockercc.events import EventMapper
 from dockercc.pool.manager import Lease
 from dockercc.pool.registry import ContainerRecord
-from dockercc.protocol import bounded
+from dockercc.protocol import bounded, transcript
 from dockercc.protocol.envelope import SEQ_WINDOW, Envelope, encode_envelope
 from dockercc.transport import RedisTransport
 
@@ -86,6 +87,14 @@ def test_every_host_decoder_takes_hostile_data(raw: Any) -> None:
         except BadData:
             pass
     assert isinstance(timed(bounded.loads_record, raw), dict)
+    try:
+        timed(transcript.check_meta, raw)
+    except BadData:
+        pass
+    try:
+        timed(CronJob.model_validate_json, raw)
+    except ValueError:  # pydantic's ValidationError
+        pass
 
 
 @FUZZ
