@@ -417,7 +417,9 @@ class RedisTransport:
                         item = decode(payload)
                         if item is None or item.seq <= last:
                             continue
-                        if item.seq > last + SEQ_WINDOW and last:
+                        if item.seq > last + SEQ_WINDOW:
+                            # (with no envelope seen yet the buffer was empty: a runner
+                            # starts again from 1 then)
                             _log_dropped(session, item.seq, last)
                             continue
                         if item.seq > last + 1:

@@ -152,6 +152,14 @@ async def test_a_forged_far_ahead_seq_does_not_silence_the_stream(redis_server: 
                     break
         await stream.aclose()
         assert got == [1, 2, 3]
+        # a reader of a new session (empty buffer) does not take a forged first envelope
+        fresh = await t.subscribe("fresh", 0)
+        fkeys = t.keys("fresh")
+        for payload in (env(2**62, "forged"), env(1, "one")):
+            await r.publish(fkeys.output, payload)
+        async with asyncio.timeout(10):
+            assert (await anext(fresh)).seq == 1
+        await fresh.aclose()
         # a reader that starts late, from the buffer, skips them too
         late = await t.subscribe("victim", 1)
         async with asyncio.timeout(10):
