@@ -66,7 +66,7 @@ class AsyncPool(NotebookDisplay):
         self.tools = ToolRegistry(tools)
         self.sessions_key = f"{self.config.redis.key_prefix}sessions"
         #: who the built-in tools of this pool's sessions act for: they reach only sessions
-        #: and cron jobs of this tenant (``pool.tenant``; default: this process alone)
+        #: and cron jobs of this tenant (``pool.tenant``; default: the OS user on this host)
         self.tenant: str = self.config.pool.tenant or default_tenant()
         #: channels of the built-in ``message`` tool (see :meth:`channel`)
         self.channels = ChannelRegistry(self.transport, self.config.tools.message.redis_channels)

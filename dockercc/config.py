@@ -372,7 +372,7 @@ class PoolConfig(_Model):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         **_doc(
             "Tenant of the sessions this process opens: built-in tools reach only sessions and "
-            "cron jobs of the same tenant; null = this process alone (its pool owner id)"
+            "cron jobs of the same tenant; null = the OS user on this host (`user.hostname`)"
         ),
     )
 
