@@ -20,16 +20,20 @@ from dockercc.testing import RedisServer
 
 RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328"
+FIXTURES = ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
+"""Transcripts of the real CLI, made by ``scripts/capture_transcripts.py`` and committed."""
+SEED_TABLES = ROOT / "tests" / "data" / "seed_tables.md"
+"""The spec's tables (copied from the seed) that the docs and defaults are checked against."""
 IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
 
 
 @pytest.fixture(scope="session")
 def cli_fixtures() -> Path:
-    """The real CLI transcripts (../shared/fixtures): missing means a broken checkout, a
-    failure with what to do, never a skip."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"CLI transcripts not found at {FIXTURES}: check out shared/ beside the repo")
+    """The real CLI transcripts (tests/fixtures): missing means a broken checkout, a failure
+    with what to do, never a skip."""
+    if not any(FIXTURES.glob("*.jsonl")):
+        pytest.fail(f"CLI transcripts not found in {FIXTURES}: restore them from git, or "
+                    "recapture with `python3 scripts/capture_transcripts.py`")
     return FIXTURES
 
 
