@@ -65,8 +65,9 @@ def agent_image(docker_client: Any) -> str:
     """The agent image, (re)built from this checkout when its content hash changed."""
     from dockercc.image import build_image
 
-    # same inputs as `dockercc image build` in .ci/run ($DOCKERCC_BASE_IMAGE,
-    # $DOCKERCC_CA_BUNDLE), so this is a cache hit there and a rebuild after code changes
+    # same inputs as `dockercc image build` in scripts/stack.sh: $DOCKERCC_BASE_IMAGE and
+    # $DOCKERCC_CA_BUNDLE if set, else those the existing image recorded; so this is a cache
+    # hit after `stack.sh up` (even in a plain `pytest`) and a rebuild after code changes
     build_image(IMAGE)
     return IMAGE
 
