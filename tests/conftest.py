@@ -27,6 +27,27 @@ SEED_TABLES = ROOT / "tests" / "data" / "seed_tables.md"
 IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
 
 
+DOCKER_FIXTURES = frozenset({"docker_client", "agent_image", "own_dockerd"})
+"""Fixtures that need a Docker engine (``make_config`` and the like depend on them): a test
+that uses one, directly or through another fixture, must be marked ``docker``."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `-m "not docker"` must leave out every test that needs Docker: an unmarked one is a
+    # collection error, so a forgotten marker cannot slip in
+    for item in items:
+        if item.path.suffix == ".ipynb":  # the tutorials (nbmake) all run real pools
+            item.add_marker(pytest.mark.docker)
+    unmarked = [item.nodeid for item in items
+                if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("docker") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use Docker fixtures must be marked `docker` (pytest.mark.docker):\n  "
+            + "\n  ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def cli_fixtures() -> Path:
     """The real CLI transcripts (tests/fixtures): missing means a broken checkout, a failure

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import SEED_TABLES
 
 from dockercc.builtins import BUILTIN_TOOL_NAMES
@@ -139,6 +140,7 @@ def test_troubleshooting_has_the_seeds_commands() -> None:
         assert command in ours, command
 
 
+@pytest.mark.docker
 async def test_troubleshooting_commands_against_a_running_pool(
         make_config: Any, api: Any, redis_server: Any, prefix: str, agent_image: str,
         tmp_path: Path) -> None:
