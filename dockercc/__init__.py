@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AgentError,
+    CLIDied,
     ConfigError,
     ContainerLost,
     DeadlockError,
@@ -114,6 +115,6 @@ __all__ = [
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
     "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
-    "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
+    "CLIDied", "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed",
 ]

@@ -29,7 +29,14 @@ from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
-from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
+from .errors import (
+    AgentError,
+    CLIDied,
+    ContainerLost,
+    InvalidPrompt,
+    SessionClosed,
+    TransportError,
+)
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
@@ -416,9 +423,10 @@ class AsyncSession(NotebookDisplay):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
-                        raise ContainerLost(
+                        raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
-                            f"the turn was lost: {event.message}")
+                            f"the turn was lost: {event.message}",
+                            exit_code=event.exit_code, reason=event.reason)
                     if isinstance(event, Result):
                         # before the yield: a consumer that stops at the Result never
                         # resumes this generator
