@@ -2,6 +2,7 @@
 """Capture transcripts of the real, pinned Claude Code CLI for the project's tests.
 
     python3 scripts/capture_transcripts.py [--out DIR] [--claude PATH] [--only NAME ...]
+                                           [--base DIR]
 
 Runs the ``claude`` executable found on PATH (it must report the pinned version) against
 :class:`dockercc.testing.ScriptedAPI` on 127.0.0.1 -- offline, no credentials, no traffic
@@ -16,8 +17,10 @@ runs in a fixed directory (``<tmp>/dockercc-capture/work``) with a fresh config.
 volatile, and what tests therefore never compare literally: the CLI's session ids, uuids,
 timestamps, durations (``duration_ms``, ``ttft_ms``) and its own control request ids.
 
-Nothing is rewritten except values that would leak the capturing machine (see ``scrub``):
-the capture fails instead if one appears that it does not know how to scrub.
+Nothing is rewritten except values that would leak the capturing machine (its home
+directory, host name, credentials found in its environment: see ``machine_values``), which
+become placeholders. The CLI never sees the caller's credentials or config (its environment
+is built from scratch), so normally there is nothing to replace.
 """
 
 from __future__ import annotations
@@ -336,7 +339,7 @@ SCENARIOS: list[Scenario] = [TextPartial(), BashTool(), ApiError(), McpSdkContro
 
 
 def scrub(data: bytes, secrets: dict[str, str]) -> bytes:
-    """Replace machine-specific values that must not be committed; fail on unknown ones."""
+    """Replace machine-specific values that must not be committed with placeholders."""
     for value, placeholder in secrets.items():
         if value:
             data = data.replace(value.encode(), placeholder.encode())
@@ -430,12 +433,18 @@ def main(argv: list[str] | None = None) -> int:
                         default=ROOT / "tests" / "fixtures" / f"claude-code-{PINNED}")
     parser.add_argument("--claude", default=shutil.which("claude") or "claude")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to capture")
+    parser.add_argument("--base", type=Path,
+                        default=Path(tempfile.gettempdir()) / "dockercc-capture",
+                        help="throwaway directory for the CLI's HOME and working directory "
+                             "(emptied; keep the name dockercc-capture: tests check the cwd)")
     args = parser.parse_args(argv)
     try:
         check_version(args.claude)
         args.out.mkdir(parents=True, exist_ok=True)
-        base = Path(tempfile.gettempdir()) / "dockercc-capture"
+        base = args.base.resolve()
         chosen = [s for s in SCENARIOS if args.only is None or s.name in args.only]
+        if not chosen:
+            raise CaptureError(f"no scenario named {args.only}")
         try:
             for scenario in chosen:
                 started = time.monotonic()
@@ -446,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = "\n".join(
             f"| {s.name}.jsonl{' (+ .stdin)' if (args.out / f'{s.name}.stdin.jsonl').exists() else ''}"
             f" | {s.describe_run} | {s.describe_api} |" for s in SCENARIOS)
-        (args.out / "README.md").write_text(
-            README.format(version=PINNED, uid=os.geteuid(), work=base / "work", rows=rows))
+        if args.only is None:
+            (args.out / "README.md").write_text(
+                README.format(version=PINNED, uid=os.geteuid(), work=base / "work", rows=rows))
     except (CaptureError, OSError, subprocess.SubprocessError) as exc:
         print(f"capture failed: {exc}", file=sys.stderr)
         return 1
