@@ -276,6 +276,7 @@ def _mutate(obj: Any, data: st.DataObject) -> Any:
     return obj
 
 
+@pytest.mark.usefixtures("cli_fixtures")  # (without them, half the cases vanish)
 @HEAVY
 @given(st.data())
 def test_event_mapper_never_raises_on_mutated_and_random_streams(data: st.DataObject) -> None:
@@ -320,6 +321,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 FIXTURE_LINES = [json.dumps(o, separators=(",", ":")).encode() for o in OBJECTS] or [b"{}"]
 
 
+@pytest.mark.usefixtures("cli_fixtures")  # (without them, half the cases vanish)
 @FUZZ
 @given(lines=st.lists(st.binary(max_size=200)
                       | json_values.map(lambda v: json.dumps(v).encode())
