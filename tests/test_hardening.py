@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,10 @@ async def test_fork_bomb_is_stopped_by_the_pids_limit(make_config: Any, api: Any
     api.on("again", text("still alive"))
     async with AsyncPool(make_config(resources={"memory": "1g", "cpus": 1,
                                                 "pidsLimit": limit})) as pool:
-        bombed = pool.session(session_id="bombed", permission_mode="bypassPermissions")
-        other = pool.session(session_id="bystander")
+        # (unique ids: container names are global, other checkouts may run this test now)
+        tag = uuid.uuid4().hex[:8]
+        bombed = pool.session(session_id=f"bombed-{tag}", permission_mode="bypassPermissions")
+        other = pool.session(session_id=f"bystander-{tag}")
         await asyncio.gather(bombed.start(), other.start())
         c = container_of(docker_client, prefix, bombed)
         assert c.attrs["HostConfig"]["PidsLimit"] == limit
@@ -269,7 +272,8 @@ async def test_cli_dying_at_the_pids_limit_is_reported_and_the_session_goes_on(
     api.on("again", text("still alive"))
     async with AsyncPool(make_config(resources={"memory": "1g", "cpus": 1,
                                                 "pidsLimit": 64})) as pool:
-        s = pool.session(session_id="aborted", permission_mode="bypassPermissions")
+        s = pool.session(session_id=f"aborted-{uuid.uuid4().hex[:8]}",
+                         permission_mode="bypassPermissions")
         await s.start()
         with pytest.raises(CLIDied) as info:
             await s.ask("exhaust the pids", timeout=180)
