@@ -199,21 +199,6 @@ def kill_leftovers() -> int:
     return killed
 
 
-def oom_kills() -> int | None:
-    """How many processes the kernel killed in this container for its memory limit (from the
-    cgroup's ``oom_kill`` counter); ``None`` where the counter cannot be read."""
-    for path in OOM_COUNTERS:
-        try:
-            with open(path) as f:
-                for line in f:
-                    name, _, value = line.partition(" ")
-                    if name == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def pids_refusals() -> int | None:
     """How many forks (and thread creations) the container's process limit refused (the pids
     cgroup's ``max`` counter); ``None`` where the counter cannot be read."""
@@ -223,6 +208,21 @@ def pids_refusals() -> int | None:
                 for line in f:
                     name, _, value = line.partition(" ")
                     if name == "max":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel killed in this container for its memory limit (from the
+    cgroup's ``oom_kill`` counter); ``None`` where the counter cannot be read."""
+    for path in OOM_COUNTERS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
                         return int(value)
         except (OSError, ValueError):
             continue
