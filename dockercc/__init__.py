@@ -114,7 +114,7 @@ __all__ = [
     "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
     "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
-    "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
-    "CLIDied", "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
+    "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost", "CLIDied",
+    "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed",
 ]
