@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AgentError,
-    CLIDied,
     ConfigError,
     ContainerLost,
     DeadlockError,
@@ -114,7 +113,7 @@ __all__ = [
     "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
     "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
-    "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost", "CLIDied",
+    "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed",
 ]
