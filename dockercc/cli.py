@@ -57,9 +57,11 @@ def image() -> None:
 @image.command("build")
 @click.option("--tag", default="clawdbot/docker-cc:latest", show_default=True)
 @click.option("--base", "base_image", default=None,
-              help="Base image [default: $DOCKERCC_BASE_IMAGE or node:22-bookworm-slim]")
+              help="Base image [default: $DOCKERCC_BASE_IMAGE, else the one the existing "
+              "image was built from, else node:22-bookworm-slim]")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="PEM bundle for TLS-intercepting proxies [default: $DOCKERCC_CA_BUNDLE]")
+              help="PEM bundle for TLS-intercepting proxies [default: $DOCKERCC_CA_BUNDLE, "
+              "else the one the existing image was built with]")
 @click.option("--claude-version", default=None, help="Claude Code CLI version to pin")
 @click.option("--force", is_flag=True, help="Rebuild even if the content hash matches")
 def image_build(tag: str, base_image: str | None, ca_bundle: str | None,

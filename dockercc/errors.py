@@ -22,6 +22,7 @@ __all__ = [
     "PoolExhausted",
     "StartupTimeout",
     "ContainerLost",
+    "CLIDied",
     "ImageError",
     "AgentError",
     "ToolError",
@@ -79,6 +80,19 @@ class StartupTimeout(PoolError):
 
 class ContainerLost(PoolError):
     """A container died, stopped heartbeating or was removed while it served a session."""
+
+
+class CLIDied(ContainerLost):
+    """The session's Claude Code CLI died mid-turn; the runner restarted it, so the turn was
+    lost but the session goes on (the next prompt continues the conversation). ``exit_code``
+    is the CLI's (negative: the signal), ``reason`` the likely cause the runner found
+    (``"out_of_memory"``, ``"pids_limit"``) or None."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.reason = reason
 
 
 class ImageError(DockerCCError):

@@ -34,6 +34,7 @@ from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
     BadData,
+    CLIDied,
     ContainerLost,
     InvalidPrompt,
     SessionClosed,
@@ -508,9 +509,10 @@ class AsyncSession(NotebookDisplay):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
-                        raise ContainerLost(
+                        raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
-                            f"the turn was lost: {event.message}")
+                            f"the turn was lost: {event.message}",
+                            exit_code=event.exit_code, reason=event.reason)
                     if isinstance(event, Result):
                         # before the yield: a consumer that stops at the Result never
                         # resumes this generator

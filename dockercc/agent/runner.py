@@ -176,6 +176,8 @@ class Assignment:
 TRANSCRIPT_MAX = 32 * 1024 * 1024
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events",  # cgroup v2
                 "/sys/fs/cgroup/memory/memory.oom_control")  # cgroup v1
+PIDS_EVENTS = ("/sys/fs/cgroup/pids.events",  # cgroup v2
+               "/sys/fs/cgroup/pids/pids.events")  # cgroup v1
 
 
 def kill_leftovers() -> int:
@@ -202,6 +204,21 @@ def kill_leftovers() -> int:
                     os.kill(int(entry), signal.SIGKILL)
                     killed += 1
     return killed
+
+
+def pids_refusals() -> int | None:
+    """How many forks (and thread creations) the container's process limit refused (the pids
+    cgroup's ``max`` counter); ``None`` where the counter cannot be read."""
+    for path in PIDS_EVENTS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "max":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def oom_kills() -> int | None:
@@ -423,7 +440,7 @@ class Runner:
         code = 0
         try:
             while not self.stopping.is_set():
-                ooms = oom_kills()
+                ooms, refusals = oom_kills(), pids_refusals()
                 code = await self.run_cli(a)
                 if self.stopping.is_set():
                     break
@@ -435,6 +452,13 @@ class Runner:
                     why = {"reason": "out_of_memory", "message": (
                         f"the Claude Code CLI was killed (exit code {code}): out of memory, the "
                         "container's memory limit (resources.memory) was reached")}
+                elif code != 0 and refusals is not None and (pids_refusals() or 0) > refusals:
+                    # the CLI shares the container's process limit with its tools: a fork
+                    # bomb can leave it no pid for a thread it needs, and it aborts
+                    why = {"reason": "pids_limit", "message": (
+                        f"the Claude Code CLI died (exit code {code}) while the container was "
+                        "out of process ids: its process limit (resources.pidsLimit) was "
+                        "reached, e.g. by a fork bomb in a tool")}
                 # a turn was in flight (its prompt written, no result yet): that turn is lost;
                 # otherwise the restarted CLI gets the next prompt and nothing is lost
                 turn_lost, self.busy = self.busy, False
