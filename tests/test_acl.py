@@ -390,11 +390,13 @@ async def test_the_real_runner_works_with_its_own_user(
     await admin.execute_command("ACL", "LOG", "RESET")
     await acl.create(c)
     # a transcript of an earlier session to restore from (read-only for the runner)
+    import hashlib
     import zlib
 
+    blob = zlib.compress(b'{"type":"user"}\n')
     await admin.hset(SessionKeys(source, prefix).transcript, mapping={
         "meta": json.dumps({"path": "projects/x/abc-1.jsonl", "claude_session_id": "abc-1"}),
-        "data": zlib.compress(b'{"type":"user"}\n')})
+        "data": blob})
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOCKERCC_")},
            "PYTHONPATH": str(ROOT), "HOME": str(tmp_path),
            "DOCKERCC_REDIS_URL": acl.runner_url(redis_server.url, c),
@@ -408,7 +410,9 @@ async def test_the_real_runner_works_with_its_own_user(
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
             await asyncio.sleep(0.05)
         await acl.grant(c, session, restore_from=source)
-        await t.assign(c, {"session": session, "restore_from": source})
+        await t.assign(c, {"session": session, "restore_from": source,
+                           # (the digest the host verified: the runner restores nothing else)
+                           "transcript_sha256": hashlib.sha256(blob).hexdigest()})
         while await admin.hget(sk.state, "container") != c.encode():
             assert time.monotonic() < deadline and proc.poll() is None
             await asyncio.sleep(0.05)

@@ -13,10 +13,10 @@ tool-input deltas, unicode and escaped text, sub-agents, and malformed or unknow
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,8 +32,8 @@ from dockercc.events import (
 )
 from dockercc.protocol import Envelope, TurnAccumulator, parse_message, stream_delta
 from dockercc.protocol import messages as wire
+from dockercc.protocol.envelope import SEQ_MAX
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 SESSION = "sess-fast"
 
 
@@ -473,7 +473,8 @@ def reference_decode(data: Any) -> tuple[Any, Any, Any] | None:
     try:
         obj = json.loads(data)
         seq, event = obj["seq"], obj["event"]
-        if not isinstance(seq, int) or not isinstance(event, dict):
+        # a seq is an int (not a bool) a runner can reach: [0, SEQ_MAX]
+        if type(seq) is not int or not 0 <= seq <= SEQ_MAX or not isinstance(event, dict):
             return None
         ts = obj.get("ts", 0)
         return seq, ts if isinstance(ts, int) else 0, event
