@@ -118,7 +118,7 @@ class DockerBackend:
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
         kwargs: dict[str, Any] = dict(
             image=spec.image, name=name, detach=True, labels=labels, environment=env,
-            user=spec.user, network_mode=spec.network if spec.network in ("host", "none")
+            user=spec.container_user(), network_mode=spec.network if spec.network in ("host", "none")
             else None, network=None if spec.network in ("host", "none") else spec.network,
             mem_limit=spec.memory, memswap_limit=spec.memory,
             nano_cpus=int(spec.cpus * 1e9), pids_limit=spec.pids_limit,
@@ -128,6 +128,11 @@ class DockerBackend:
                    "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts},
             stop_signal="SIGTERM",
         )
+        if spec.isolate_runner:
+            kwargs["cap_add"] = spec.cap_add()
+            # the root runner's working directory: not the agent-writable /workspace (python
+            # -m would put it first on the runner's import path)
+            kwargs["working_dir"] = "/"
         if spec.network not in ("host", "none"):
             kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
         if spec.command:
