@@ -172,7 +172,8 @@ class AsyncSession(NotebookDisplay):
             model=o.model or a.model,
             system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
             append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=o.permission_mode or a.permission_mode or self._default_permission_mode(),
+            permission_mode=(o.permission_mode or a.permission_mode
+                             or self._default_permission_mode()),
             allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
             disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
                               else a.disallowed_tools),

@@ -125,7 +125,8 @@ def probe_report(api: Any) -> dict[str, Any]:
     for req in reversed(api.message_requests):
         found = req.tool_result_text
         if "PROBE{" in found:
-            return json.loads(found.split("PROBE", 1)[1].split("EBORP", 1)[0])  # type: ignore[no-any-return]
+            report: dict[str, Any] = json.loads(found.split("PROBE", 1)[1].split("EBORP", 1)[0])
+            return report
     raise AssertionError("the probe printed nothing: "
                          + api.message_requests[-1].tool_result_text[:2000])
 

@@ -27,6 +27,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 BASE_ARGS = ["--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
 AGENT_USER_ENV = "DOCKERCC_AGENT_USER"
@@ -125,13 +126,13 @@ def spawn_cli(argv: list[str], *, ids: AgentIds | None, env: Mapping[str, str] |
               cwd: str | None = None) -> subprocess.Popen[bytes]:
     """Start the CLI (``argv``) as the agent, with :func:`agent_env`, in a session of its own
     (so the runner can signal its whole process group), piped. Raises OSError."""
-    user: dict[str, object] = {}
+    user: dict[str, Any] = {}
     if ids is not None:
         user = {"user": ids[0], "group": ids[1], "extra_groups": []}
     with agent_fs(ids):
         return subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=agent_env(env), start_new_session=True, **user)  # type: ignore[call-overload]
+            cwd=cwd, env=agent_env(env), start_new_session=True, **user)
 
 
 def install_credentials(env: Mapping[str, str] | None = None,

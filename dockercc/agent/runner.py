@@ -41,8 +41,15 @@ import redis.asyncio as aioredis
 from ..protocol import control
 from ..protocol.envelope import encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
-from .early import (BASE_ARGS, AgentIds, agent_fs, agent_ids, claude_home, install_credentials,
-                    spawn_cli)
+from .early import (
+    BASE_ARGS,
+    AgentIds,
+    agent_fs,
+    agent_ids,
+    claude_home,
+    install_credentials,
+    spawn_cli,
+)
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
 
 log = logging.getLogger("dockercc.agent")
