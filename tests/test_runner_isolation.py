@@ -26,6 +26,7 @@ import pytest
 from conftest import TEST_PREFIXES
 
 from dockercc.agent.early import agent_env, agent_fs, agent_ids
+from dockercc.agent.runner import read_agent_file
 from dockercc.client import AsyncPool
 from dockercc.config import resolve_config
 from dockercc.errors import ContainerLost
@@ -218,6 +219,26 @@ def test_agent_fs_creates_the_agents_files_and_reads_only_what_the_agent_may(
     st = (home / "projects" / "t.jsonl").stat()
     assert (st.st_uid, st.st_gid) == (1000, 1000)
     assert secret.read_text() == "root's"  # the thread is itself again
+
+
+def test_runner_reads_the_agents_files_as_the_agent_and_only_regular_ones(
+        traversable_dir: Path) -> None:
+    """A FIFO or an endless file in place of a transcript cannot stall or swamp the runner."""
+    home = traversable_dir / "home"
+    home.mkdir()
+    os.chown(home, 1000, 1000)
+    with agent_fs((1000, 1000)):
+        os.mkfifo(home / "fifo.jsonl")
+        (home / "big.jsonl").write_bytes(b"x" * 5000)
+        (home / "mine.jsonl").write_bytes(b"line\n")
+    assert read_agent_file(home / "fifo.jsonl", 100, (1000, 1000)) == b""  # did not block
+    assert len(read_agent_file(home / "big.jsonl", 100, (1000, 1000))) == 101
+    assert read_agent_file(home / "mine.jsonl", 100, (1000, 1000)) == b"line\n"
+    root_only = traversable_dir / "root-only"
+    root_only.write_bytes(b"runner's")
+    root_only.chmod(0o600)
+    with pytest.raises(PermissionError):
+        read_agent_file(root_only, 100, (1000, 1000))
 
 
 def session_args(config: dict[str, Any], **options: Any) -> list[str]:

@@ -26,6 +26,7 @@ import logging
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -236,6 +237,18 @@ def find_transcript(claude_session_id: str, agent: AgentIds | None = None) -> Pa
         for path in (claude_home() / "projects").glob(f"*/{claude_session_id}.jsonl"):
             return path
     return None
+
+
+def read_agent_file(path: Path, limit: int, agent: AgentIds | None) -> bytes:
+    """A file of the agent's, read as the agent: only a regular file, only up to ``limit``
+    (+1, so a caller sees it was longer): a FIFO or a huge file the agent put in its place
+    must not stall or swamp the runner's loop."""
+    with agent_fs(agent):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return f.read(limit + 1)
 
 
 class PopenProcess:
@@ -951,8 +964,8 @@ class Runner:
         path = find_transcript(self.claude_session_id, self.s.agent)
         key = self.keys.transcript if self.keys is not None else None
         try:
-            with agent_fs(self.s.agent):
-                data = path.read_bytes() if path is not None and key is not None else b""
+            data = (read_agent_file(path, TRANSCRIPT_MAX, self.s.agent)
+                    if path is not None and key is not None else b"")
         except OSError:
             data = b""
         if not data or len(data) > TRANSCRIPT_MAX or path is None or key is None:

@@ -19,7 +19,8 @@ from ..config import AgentConfig, DockerCCConfig, container_env
 
 CONTAINER_HOME = "/home/agent"
 RUNNER_DIR = "/run/dockercc"
-"""Root-only (0700, made so in the image): what only the runner may reach is mounted here."""
+"""What only the runner may reach is mounted here: a tmpfs of the runner's uid, mode 0700 (the
+image has it root's 0700 too)."""
 CREDENTIALS_MOUNT = f"{RUNNER_DIR}/credentials.json"
 SOCKET_DIR = f"{RUNNER_DIR}/redis"
 RUNNER_USER = "0:0"
