@@ -485,8 +485,16 @@ class DockerConfig(_Model):
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
         **_doc(
-            "User (and group) the agent runs as",
+            "User (and group) the agent runs as: the CLI and its tools (no supplementary groups)",
             allowed="'user' or 'user:group' as a quoted string, e.g. \"1000:1000\"",
+        ),
+    )
+    isolate_runner: bool = Field(
+        True,
+        **_doc(
+            "Run the container's runner as root with only SETUID, SETGID and KILL, apart from "
+            "the agent (`user`), which then cannot read, signal or trace it; false: everything "
+            "runs as `user` (the agent can read the runner's Redis secret)"
         ),
     )
     base_url: str | None = Field(

@@ -492,7 +492,7 @@ async def test_a_hung_runner_goes_stale_and_is_replaced(make_config: Any, docker
         assert s.lease is not None
         c, = docker_client.containers.list(
             filters={"label": f"{LABEL}.container={s.lease.container}"})
-        code, out = c.exec_run(["pkill", "-STOP", "-f", "dockercc.agent"], user="1000")
+        code, out = c.exec_run(["pkill", "-STOP", "-f", "dockercc.agent"], user="0")
         assert code == 0, out
         stopped_at = time.monotonic()
         deadline = stopped_at + 20

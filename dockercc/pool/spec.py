@@ -18,8 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import AgentConfig, DockerCCConfig, container_env
 
 CONTAINER_HOME = "/home/agent"
-CREDENTIALS_MOUNT = "/run/dockercc/credentials.json"
-SOCKET_DIR = "/run/dockercc/redis"
+RUNNER_DIR = "/run/dockercc"
+"""What only the runner may reach is mounted here: a tmpfs of the runner's uid, mode 0700 (the
+image has it root's 0700 too)."""
+CREDENTIALS_MOUNT = f"{RUNNER_DIR}/credentials.json"
+SOCKET_DIR = f"{RUNNER_DIR}/redis"
+RUNNER_USER = "0:0"
+RUNNER_CAPS = ("SETUID", "SETGID", "KILL")
+"""All the root runner keeps: start the CLI as the agent (and look at its files as the agent,
+``setfsuid``), and signal the agent's processes. No DAC_OVERRIDE: root cannot open the
+agent's files except as the agent."""
 
 
 class ContainerSpec(BaseModel):
@@ -36,7 +44,8 @@ class ContainerSpec(BaseModel):
     security_opts: tuple[str, ...] = ("no-new-privileges",)
     binds: tuple[str, ...] = ()
     read_only: bool = True
-    user: str = "1000:1000"
+    user: str = "1000:1000"  # the agent's (the CLI and its tools)
+    isolate_runner: bool = True  # the runner as RUNNER_USER with RUNNER_CAPS, not as ``user``
     env: dict[str, str] = Field(default_factory=dict, repr=False)
     redis_url: str = Field("redis://localhost:6379", repr=False)
     credentials_file: str | None = None
@@ -50,6 +59,14 @@ class ContainerSpec(BaseModel):
         url_digest = hashlib.sha256(self.redis_url.encode()).hexdigest()
         blob = json.dumps([public, env_digest, url_digest], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def container_user(self) -> str:
+        """Docker's ``User``: root (the runner, with :data:`RUNNER_CAPS` only) when the
+        runner is isolated from the agent, else the agent's user for everything."""
+        return RUNNER_USER if self.isolate_runner else self.user
+
+    def cap_add(self) -> list[str]:
+        return list(RUNNER_CAPS) if self.isolate_runner else []
 
     def redis_socket(self) -> str | None:
         """Host path of the Redis unix socket, when the runners reach Redis through one."""
@@ -99,6 +116,7 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
         binds=tuple(config.docker.binds or ()),
         read_only=config.docker.read_only,
         user=config.docker.user,
+        isolate_runner=config.docker.isolate_runner,
         env=values,
         redis_url=runner_redis_url(config),
         credentials_file=str(creds) if creds else None,
@@ -128,6 +146,8 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
         "DOCKERCC_WORKDIR": "/workspace",
         "HOME": CONTAINER_HOME,
     }
+    if spec.isolate_runner:
+        env["DOCKERCC_AGENT_USER"] = spec.user  # whom the root runner starts the CLI as
     if spec.credentials_file:
         env["DOCKERCC_CREDENTIALS_FILE"] = CREDENTIALS_MOUNT
     if prestart is not None and not spec.command:
