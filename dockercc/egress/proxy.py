@@ -199,6 +199,7 @@ class EgressProxy:
         self._dir: Path | None = None
         self._http: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -220,7 +221,7 @@ class EgressProxy:
         except OSError as exc:
             raise EgressError(f"cannot make the egress runtime directory under "
                               f"{self.runtime_dir}: {exc}") from exc
-        if len(str(self._dir / "x" * 12 / SOCKET_NAME)) > MAX_SOCKET_PATH:
+        if len(str(self._dir / ("x" * 12) / SOCKET_NAME)) > MAX_SOCKET_PATH:
             raise EgressError(f"egress runtime directory {self.runtime_dir} is too long for unix "
                               "socket paths; set egress.runtimeDir to a shorter one")
         import httpx
@@ -273,11 +274,7 @@ class EgressProxy:
         self._closed = True
         for container in list(self._entries):
             await self.remove(container)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await _end_connections(self._tasks, self._writers)
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await self._http.aclose()
@@ -297,6 +294,7 @@ class EgressProxy:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self._writers.add(writer)
         entry.active += 1
         try:
             if entry.active > self.max_connections:
@@ -310,6 +308,7 @@ class EgressProxy:
             log.exception("egress proxy: connection of %s failed", entry.container)
         finally:
             entry.active -= 1
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -595,6 +594,7 @@ class UnixRelay:
         self._server: asyncio.AbstractServer | None = None
         self._active = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> UnixRelay:
         if self._server is None:
@@ -606,6 +606,7 @@ class UnixRelay:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self._writers.add(writer)
         self._active += 1
         up: asyncio.StreamWriter | None = None
         try:
@@ -632,6 +633,7 @@ class UnixRelay:
             pass
         finally:
             self._active -= 1
+            self._writers.discard(writer)
             for w in (up, writer):
                 if w is not None:
                     w.close()
@@ -642,13 +644,21 @@ class UnixRelay:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await _end_connections(self._tasks, self._writers)
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+async def _end_connections(tasks: set[asyncio.Task[Any]],
+                           writers: set[asyncio.StreamWriter]) -> None:
+    """End open connections by aborting their sockets: their handlers then finish on their
+    own (cancelling a handler task makes asyncio log a spurious error in Python 3.11)."""
+    for writer in list(writers):
+        writer.transport.abort()
+    if tasks:
+        _, pending = await asyncio.wait(list(tasks), timeout=2)
+        for task in pending:
+            task.cancel()
 
 
 def relay_target(url: str) -> tuple[str, int]:
