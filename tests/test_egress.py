@@ -181,15 +181,21 @@ def redis_values(url: str) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["apiKey", "oauthToken"])
+@pytest.mark.parametrize("kind", ["apiKey", "oauthToken", "credentialsFile"])
 async def test_credentials_reach_the_api_and_never_the_container(
         make_config: Any, api: Any, redis_server: Any, docker_client: Any, prefix: str,
-        kind: str) -> None:
+        kind: str, tmp_path: Any) -> None:
     import zlib
 
     canary = (f"sk-ant-api03-CANARY{uuid.uuid4().hex}" if kind == "apiKey"
               else f"sk-ant-oat01-CANARY{uuid.uuid4().hex}")
-    creds = {"apiKey": None, "oauthToken": None, kind: canary}
+    creds: dict[str, Any] = {"apiKey": None, "oauthToken": None}
+    if kind == "credentialsFile":  # read by the proxy on the host, never mounted
+        path = tmp_path / "credentials.json"
+        path.write_text(json.dumps({"claudeAiOauth": {"accessToken": canary}}))
+        creds[kind] = str(path)
+    else:
+        creds[kind] = canary
     api.script(tool_use("Bash", {"command": f"python3 - <<'EOF'\n{SCAN}\nEOF"}), text("scanned"))
     async with AsyncPool(make_config(credentials=creds)) as pool:
         s = pool.session(permission_mode="bypassPermissions")
