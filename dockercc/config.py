@@ -1864,7 +1864,7 @@ def reference_markdown() -> str:
         ]
         notes = []
         for name, field in model.model_fields.items():
-            if model is DockerCCConfig and _is_model(_strip(field.annotation)[0]):
+            if _is_model(_strip(field.annotation)[0]):
                 continue  # sections get their own table
             alias = _alias(name, field)
             desc = (field.description or "").replace("|", "\\|")
