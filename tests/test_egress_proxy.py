@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dockercc.egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
-from dockercc.egress.proxy import SOCKET_NAME, MAX_HEAD
+from dockercc.egress.proxy import MAX_HEAD, SOCKET_NAME
 from dockercc.testing import ScriptedAPI, text
 
 API_KEY = f"sk-ant-api03-CANARY{uuid.uuid4().hex}"

@@ -68,6 +68,7 @@ class Forwarder:
         self._sock = sock
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> Forwarder:
         sock = self._sock if self._sock is not None else bind(self.port)
@@ -80,8 +81,13 @@ class Forwarder:
             self._server = None
         for writer in list(self._writers):
             writer.transport.abort()
+        if self._tasks:  # let the handlers end on their own (see EgressProxy.close)
+            await asyncio.wait(list(self._tasks), timeout=2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self._writers.add(writer)
         up_writer: asyncio.StreamWriter | None = None
         try:
@@ -108,6 +114,8 @@ class Forwarder:
             pass
         finally:
             self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
             for w in (up_writer, writer):
                 if w is not None:
                     w.close()

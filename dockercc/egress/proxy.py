@@ -612,15 +612,16 @@ class UnixRelay:
         try:
             if self._active > self.max_connections:
                 return
-            up_reader, up = await asyncio.wait_for(
+            up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port), self.connect_timeout)
+            up = up_writer
 
             async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
                 while data := await src.read(READ_SIZE):
                     dst.write(data)
                     await dst.drain()
 
-            pumps = [asyncio.ensure_future(one_way(reader, up)),
+            pumps = [asyncio.ensure_future(one_way(reader, up_writer)),
                      asyncio.ensure_future(one_way(up_reader, writer))]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)

@@ -174,10 +174,10 @@ def proxied_env(values: dict[str, str], credentials_file: str | None
     if other_provider(out):
         upstream = Upstream(out.get("ANTHROPIC_BASE_URL") or DEFAULT_API)
     else:
-        api_key = out.pop("ANTHROPIC_API_KEY", None) or None
-        oauth = out.pop("CLAUDE_CODE_OAUTH_TOKEN", None) or None
-        auth_token = out.pop("ANTHROPIC_AUTH_TOKEN", None) or None
-        upstream = Upstream(out.pop("ANTHROPIC_BASE_URL", None) or DEFAULT_API, api_key=api_key,
+        api_key = out.pop("ANTHROPIC_API_KEY", "") or None
+        oauth = out.pop("CLAUDE_CODE_OAUTH_TOKEN", "") or None
+        auth_token = out.pop("ANTHROPIC_AUTH_TOKEN", "") or None
+        upstream = Upstream(out.pop("ANTHROPIC_BASE_URL", "") or DEFAULT_API, api_key=api_key,
                             bearer=oauth or auth_token, credentials_file=credentials_file)
         if api_key:
             out["ANTHROPIC_API_KEY"] = PLACEHOLDER
