@@ -111,3 +111,53 @@ def test_parse_target() -> None:
     for bad in ("example.com", "example.com:x", "[::1]:", ":80"):
         with pytest.raises(Refused):
             parse_target(bad)
+
+
+# -- what a container is made of (pure: no Docker) -----------------------------------------
+
+def test_spec_on_the_none_network_holds_placeholders_only() -> None:
+    from dockercc.config import resolve_config
+    from dockercc.health import egress_status
+    from dockercc.pool.spec import PLACEHOLDER, runner_env, spec_for
+
+    key = "sk-ant-api03-CANARY-spec"
+    config = resolve_config({"credentials": {"apiKey": key, "oauthToken": None,
+                                             "baseUrl": "https://gw.example/anthropic"},
+                             "redis": {"url": "redis://:pw@127.0.0.1:6390/3"},
+                             "egress": {"allow": ["pypi.org"]},
+                             "agents": {"locked": {"egress": {"allow": []}}}})
+    spec = spec_for(config, "main")
+    env = runner_env(spec, container="c1", prefix="p:", health_interval_ms=1000)
+    assert key not in repr(spec) and key not in str(env) and key not in spec.model_dump_json()
+    assert env["ANTHROPIC_API_KEY"] == PLACEHOLDER and "CLAUDE_CODE_OAUTH_TOKEN" not in env
+    assert env["ANTHROPIC_BASE_URL"] == env["HTTPS_PROXY"] == "http://127.0.0.1:3128"
+    assert env["DOCKERCC_REDIS_URL"] == "unix://:pw@/run/dockercc/redis/relay.sock?db=3"
+    assert env["DOCKERCC_EGRESS_SOCKET"] == "/run/dockercc/egress/proxy.sock"
+    assert spec.upstream is not None and spec.upstream.api_key == key
+    assert spec.upstream.base_url == "https://gw.example/anthropic"
+    assert spec.egress == ("pypi.org",) and spec_for(config, "locked").egress == ()
+    # the allow-list and the credentials are part of the warm-set key, their values hashed
+    assert spec.key() != spec_for(config, "locked").key()
+    other = resolve_config({**config.model_dump(by_alias=True, mode="python"),
+                            "credentials": {"apiKey": "sk-other", "oauthToken": None}})
+    assert spec_for(other, "main").key() != spec.key()
+    assert egress_status(config).isolated and not egress_status(config).credentials_in_container
+
+
+def test_host_network_and_other_providers_keep_todays_behaviour() -> None:
+    from dockercc.config import resolve_config
+    from dockercc.health import egress_status
+    from dockercc.pool.spec import spec_for
+
+    host = resolve_config({"docker": {"network": "host"},
+                           "credentials": {"apiKey": "sk-real", "oauthToken": None}})
+    spec = spec_for(host)
+    assert spec.egress is None and spec.env["ANTHROPIC_API_KEY"] == "sk-real"
+    assert not egress_status(host).isolated and egress_status(host).credentials_in_container
+    bedrock = resolve_config({"credentials": {"apiKey": "sk-real", "oauthToken": None},
+                              "docker": {"env": {"CLAUDE_CODE_USE_BEDROCK": "1",
+                                                 "AWS_SECRET_ACCESS_KEY": "aws"}}})
+    spec = spec_for(bedrock)
+    assert spec.egress == () and spec.env["AWS_SECRET_ACCESS_KEY"] == "aws"
+    assert spec.env["ANTHROPIC_API_KEY"] == "sk-real"  # signed in the container: stays
+    assert spec.env["HTTPS_PROXY"] == "http://127.0.0.1:3128"  # through the allow-list
