@@ -132,7 +132,8 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
         return time.strftime("%Y-%m-%d %H:%M:%S")
 
     async def run(redis_url: str, api: ScriptedAPI | None) -> None:
-        overrides: dict[str, Any] = {"redis": {"url": redis_url}, "docker": {"network": "host"}}
+        # the product's default: no network, the API through the host's egress proxy
+        overrides: dict[str, Any] = {"redis": {"url": redis_url}}
         if image_tag:
             overrides["image"] = image_tag
         if api is not None:
