@@ -11,12 +11,17 @@ scripted API (all traffic on loopback and unix sockets):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +32,7 @@ from dockercc.events import EgressDenied, ToolResult
 from dockercc.pool.backend import LABEL
 from dockercc.testing import text, tool_use
 
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.docker
 
 
@@ -124,6 +130,15 @@ async def test_no_network_but_the_proxy_and_refusals_are_events(make_config: Any
             stored = [e.event for e in await pool.transport.buffered(s.id)
                       if e.event.get("subtype") == "egress_denied"]
             assert len(stored) == 2
+            env = {**os.environ, "PYTHONPATH": str(ROOT),
+                   "DOCKERCC_REDIS__URL": pool.config.redis.url_secret(),
+                   "DOCKERCC_REDIS__KEY_PREFIX": pool.config.redis.key_prefix}
+            logs = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "dockercc.cli", "logs", s.id], env=env,
+                capture_output=True, text=True, timeout=60)
+            assert f"egress denied 127.0.0.1:{refused}" in logs.stderr, logs.stderr[-2000:]
+            assert "egress denied not-allowed.example:443 host not in the allow-list" in \
+                logs.stderr
             # the CLI's API requests went through the proxy (it answered "probed")
             assert events[-1].text == "probed"  # type: ignore[attr-defined]
             await s.close(forget=True)
