@@ -90,6 +90,7 @@ def test_ip_literals_need_an_address_entry() -> None:
 def test_star_allows_public_names_only() -> None:
     p = EgressPolicy(["*"])
     assert allowed(p, "anything.example")
+    assert "cloud metadata" in reason(p, "wireserver.example", 80, ["168.63.129.16"])
     assert "private address" in reason(p, "anything.example", 443, ["172.16.0.1"])
     assert not allowed(p, "8.8.8.8")
 

@@ -35,6 +35,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_HOST = 253
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# cloud metadata / credential endpoints on PUBLIC addresses (the rest are link-local or
+# private and refused anyway)
+_METADATA = frozenset({ipaddress.ip_address("168.63.129.16")})  # Azure wireserver
 
 
 class Refused(ValueError):
@@ -181,6 +184,8 @@ def _embedded(ip: IPAddress) -> list[IPAddress]:
 def non_public(ip: IPAddress) -> str | None:
     """Why ``ip`` is no public internet address (loopback, private, ...), or None."""
     for candidate in _embedded(ip):
+        if candidate in _METADATA:
+            return "cloud metadata address"
         if candidate.is_loopback:
             return "loopback address"
         if candidate.is_link_local:
