@@ -106,6 +106,8 @@ async def test_no_network_but_the_proxy_and_refusals_are_events(make_config: Any
         cfg = make_config(egress={"allow": [f"127.0.0.1:{allowed}"]})
         async with AsyncPool(cfg) as pool:
             assert pool.containers.egress is not None
+            sockets = pool.containers.egress.directory  # the pool's private runtime dir
+            assert (sockets.stat().st_mode & 0o777) == 0o700
             s = pool.session(permission_mode="bypassPermissions")
             events = [ev async for ev in s.stream("probe the network", timeout=180)]
             out = probe_result([e for e in events if isinstance(e, ToolResult)])
@@ -141,7 +143,12 @@ async def test_no_network_but_the_proxy_and_refusals_are_events(make_config: Any
                 logs.stderr
             # the CLI's API requests went through the proxy (it answered "probed")
             assert events[-1].text == "probed"  # type: ignore[attr-defined]
+            assert [p.name for p in sockets.iterdir()] != []
             await s.close(forget=True)
+            # the container is gone, and so is its socket directory (the relay's stays)
+            assert [p.name for p in sockets.iterdir()] == ["redis.sock"]
+        # the pool closed: proxy, relay and every socket with it
+        assert not sockets.exists() and pool.containers.egress is None
 
 
 SCAN = r'''
