@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AgentError,
+    BadData,
     ConfigError,
     ContainerLost,
     DeadlockError,
@@ -27,8 +28,10 @@ from .errors import (
     PoolExhausted,
     ProviderUnavailable,
     SessionClosed,
+    SessionExists,
     StartupTimeout,
     ToolError,
+    TranscriptRejected,
     TransportError,
 )
 
@@ -117,5 +120,5 @@ __all__ = [
     "ErrorEvent", "EgressDenied", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
-    "SessionClosed",
+    "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",
 ]

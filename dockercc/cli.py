@@ -23,6 +23,9 @@ from typing import Any
 import click
 
 from . import __version__
+from .protocol.bounded import loads_record
+from .redaction import terminal_safe
+from .transport import as_int
 
 
 def _console() -> Any:
@@ -54,9 +57,11 @@ def image() -> None:
 @image.command("build")
 @click.option("--tag", default="clawdbot/docker-cc:latest", show_default=True)
 @click.option("--base", "base_image", default=None,
-              help="Base image [default: $DOCKERCC_BASE_IMAGE or node:22-bookworm-slim]")
+              help="Base image [default: $DOCKERCC_BASE_IMAGE, else the one the existing "
+              "image was built from, else node:22-bookworm-slim]")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="PEM bundle for TLS-intercepting proxies [default: $DOCKERCC_CA_BUNDLE]")
+              help="PEM bundle for TLS-intercepting proxies [default: $DOCKERCC_CA_BUNDLE, "
+              "else the one the existing image was built with]")
 @click.option("--claude-version", default=None, help="Claude Code CLI version to pin")
 @click.option("--force", is_flag=True, help="Rebuild even if the content hash matches")
 def image_build(tag: str, base_image: str | None, ca_bundle: str | None,
@@ -147,11 +152,13 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
                 out.print(f"[bold]> {question}[/bold]")
                 async for ev in s.stream(question, timeout=180):
                     if isinstance(ev, TextDelta):
-                        out.print(ev.text, end="", soft_wrap=True, highlight=False)
+                        out.print(terminal_safe(ev.text), end="", soft_wrap=True,
+                                  highlight=False, markup=False)
                     elif isinstance(ev, ToolUse):
-                        out.print(f"\n[cyan]tool[/cyan] {ev.name} {json.dumps(ev.input)}")
+                        out.print(f"\n[cyan]tool[/cyan] {_esc(ev.name)} "
+                                  f"{_esc(json.dumps(ev.input))}")
                     elif isinstance(ev, ToolResult):
-                        out.print(f"[cyan]  ->[/cyan] {ev.text[:200]!r}")
+                        out.print(f"[cyan]  ->[/cyan] {_esc(repr(ev.text[:200]))}")
                     elif isinstance(ev, Result):
                         cost = f"${ev.cost_usd:.5f}" if ev.cost_usd is not None else "-"
                         out.print(f"\n[green]done[/green] {ev.subtype}, {ev.duration_ms} ms, "
@@ -201,11 +208,25 @@ def _load_config(ctx: click.Context, **overrides: Any) -> Any:
         sys.exit(2)
 
 
+def _float(value: object) -> float:
+    try:
+        number = float(str(value or 0))
+    except ValueError:
+        return 0.0
+    return number if number == number and abs(number) < 1e12 else 0.0
+
+
 def _esc(value: object) -> str:
-    """``value`` as text that rich prints literally (no markup)."""
+    """``value`` as text that rich prints literally: no markup, and no control characters
+    (data from Redis or a container must not drive the terminal: OSC 52, screen clears)."""
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(terminal_safe(str(value)))
+
+
+def _echo_json(text: str) -> None:
+    """JSON output, with any control characters in its strings escaped."""
+    click.echo(terminal_safe(text, json=True))
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -254,7 +275,7 @@ def _print_event(event: Any, out: Any, err: Any) -> None:
 
     if isinstance(event, TextDelta):
         if event.parent_tool_use_id is None:
-            out.write(event.text)
+            out.write(terminal_safe(event.text))
             out.flush()
     elif isinstance(event, ToolUse):
         err.print(f"\n[cyan]tool[/cyan] {_esc(event.name)} {_esc(json.dumps(event.input)[:300])}",
@@ -291,7 +312,7 @@ def status(ctx: click.Context, as_json: bool, timeout: float) -> None:
     config = _load_config(ctx)
     report = asyncio.run(collect_health(config, timeout=timeout))
     if as_json:
-        click.echo(report.model_dump_json(indent=2))
+        _echo_json(report.model_dump_json(indent=2))
     else:
         _print_report(report)
     sys.exit(0 if report.healthy else 1)
@@ -325,14 +346,17 @@ def _print_report(report: Any) -> None:
         p = report.pool
         out.print(f"  pool   {p.total} containers ({p.warm} warm, {p.busy} busy, {p.creating} "
                   f"starting, {p.stopping} stopping), {p.sessions} sessions, {p.waiting} "
-                  f"waiting, {p.owners} owner processes; limits {p.limits}", highlight=False)
+                  f"waiting, {p.owners} owner processes; limits {p.limits}"
+                  + (f", {p.quarantined} quarantined record(s)" if p.quarantined else ""),
+                  highlight=False)
     if report.containers:
         table = Table(show_edge=False, pad_edge=False)
         for col in ("container", "status", "docker", "agent", "session", "heartbeat", "age",
                     "problem"):
             table.add_column(col, overflow="fold")  # names in full, even when narrow
         for c in report.containers:
-            table.add_row(_esc(c.name), c.status, c.docker_state or "?", _esc(c.agent or "-"),
+            table.add_row(_esc(c.name), _esc(c.status), _esc(c.docker_state or "?"),
+                          _esc(c.agent or "-"),
                           _esc(c.session or "-"), _age(c.heartbeat_age_ms), _age(c.age_ms),
                           f"[red]{_esc(c.problem)}[/red]" if c.problem else "")
         out.print(table)
@@ -388,7 +412,7 @@ def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
                                      workspace=str(workspace) if workspace else None) as s:
                 async for event in s.stream(prompt, timeout=timeout):
                     if as_json:
-                        click.echo(event.model_dump_json())
+                        _echo_json(event.model_dump_json())
                     else:
                         _print_event(event, sys.stdout, err)
                     if isinstance(event, Result):
@@ -402,7 +426,8 @@ def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
     for name, why in result.fallback_reasons.items():
         err.print(f"[yellow]passed over[/yellow] {_esc(name)}: {_esc(why)}", highlight=False)
     cost = f", ${result.cost_usd:.5f}" if result.cost_usd is not None else ""
-    err.print(f"[dim]{_esc(result.provider)}: {result.subtype}, {result.duration_ms} ms{cost}[/dim]",
+    err.print(f"[dim]{_esc(result.provider)}: {_esc(result.subtype)}, {result.duration_ms} ms"
+              f"{cost}[/dim]",
               highlight=False)
     sys.exit(0 if result.ok else 1)
 
@@ -427,19 +452,17 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
             out = []
             for key, value in sorted(raw.items()):
                 sid = key.decode() if isinstance(key, bytes) else str(key)
-                try:
-                    record = json.loads(value)
-                except ValueError:
-                    record = {}
+                record = loads_record(value)
                 state = await t.state(sid)
                 hb = state.get("heartbeat")
                 out.append({
                     "id": sid, "agent": record.get("agent", ""), "owner": record.get("owner", ""),
                     "parent": record.get("parent") or None, "created": record.get("created"),
                     "status": state.get("status", "?"), "container": state.get("container"),
-                    "heartbeat_age_ms": now_ms() - int(hb) if hb and hb.isdigit() else None,
-                    "turns": int(state.get("turns") or 0),
-                    "cost_usd": float(state.get("cost_usd") or 0.0),
+                    "heartbeat_age_ms": now_ms() - int(hb) if hb and hb.isdigit()
+                    and len(hb) < 20 else None,
+                    "turns": as_int(state.get("turns")),
+                    "cost_usd": _float(state.get("cost_usd")),
                     "model": state.get("model") or None,
                 })
             return out
@@ -448,7 +471,7 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
 
     rows: list[dict[str, Any]] = _run_async(go())
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -460,8 +483,9 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
     for col in ("session", "agent", "status", "heartbeat", "turns", "cost", "owner"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["id"], r["agent"], r["status"], _age(r["heartbeat_age_ms"]),
-                      str(r["turns"]), f"${r['cost_usd']:.4f}", r["owner"])
+        table.add_row(_esc(r["id"]), _esc(r["agent"]), _esc(r["status"]),
+                      _age(r["heartbeat_age_ms"]), str(r["turns"]), f"${r['cost_usd']:.4f}",
+                      _esc(r["owner"]))
     Console().print(table)
 
 
@@ -485,7 +509,8 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
     err = _console()
 
     async def from_docker() -> None:
-        from .pool.backend import DockerBackend
+        from .pool.backend import LABEL, DockerBackend
+        from .pool.registry import ContainerRecord
 
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         backend = DockerBackend(config.docker.base_url)
@@ -496,10 +521,13 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                 if container:
                     rec = await t.client.hget(t.pool_keys.containers, container)
                     if rec:
-                        names.insert(0, json.loads(rec)["name"])
+                        names.insert(0, ContainerRecord.validate(rec, container).name)
             for name in names:
-                if await backend.inspect(name) is not None:
-                    sys.stdout.write(await backend.logs(name, tail))
+                info = await backend.inspect(name)
+                # only a container of this pool (by its labels): a name read from Redis may
+                # point at any container on the engine
+                if info is not None and info.labels.get(f"{LABEL}.prefix") == t.prefix:
+                    sys.stdout.write(terminal_safe(await backend.logs(name, tail)))
                     sys.stdout.flush()
                     return
             _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
@@ -528,7 +556,7 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
 
     def _emit(env: Any, mapper: EventMapper) -> None:
         if raw:
-            click.echo(json.dumps({"seq": env.seq, "ts": env.ts, "event": env.event},
+            _echo_json(json.dumps({"seq": env.seq, "ts": env.ts, "event": env.event},
                                   ensure_ascii=False))
             return
         for event in mapper.map(env):
@@ -574,7 +602,7 @@ def gc(ctx: click.Context) -> None:
     A process that heartbeats the pool is alive; everything of owners that stopped
     heartbeating (killed processes) is removed. Live pools are not touched."""
     from .pool.manager import ContainerPool
-    from .transport import RedisTransport, as_str, now_ms
+    from .transport import RedisTransport, as_int, as_str, now_ms
 
     config = _load_config(ctx)
 
@@ -589,14 +617,11 @@ def gc(ctx: click.Context) -> None:
             entries = before - len(await pool.records())
             r = t.client
             stale = pool.stale_ms
-            owners = {as_str(k): int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
+            owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
             alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
             dropped = 0
             for key, value in (await r.hgetall(f"{t.prefix}sessions")).items():
-                try:
-                    owner = json.loads(value).get("owner", "")
-                except ValueError:
-                    owner = ""
+                owner = loads_record(value).get("owner", "")
                 if owner not in alive:
                     sid = as_str(key)
                     await r.hdel(f"{t.prefix}sessions", sid)
@@ -625,8 +650,12 @@ def gc(ctx: click.Context) -> None:
               envvar="DOCKERCC_GATEWAY_PORT", help="Port [env: DOCKERCC_GATEWAY_PORT]")
 @click.option("--warm", type=click.IntRange(0), default=None,
               help="Warm containers to keep (overrides pool.minWarm)")
+@click.option("--token", default=None, envvar="DOCKERCC_GATEWAY_TOKEN", show_envvar=True,
+              help="Bearer token for the full health report (overrides gateway.token; "
+                   "required for a non-loopback --host)")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, warm: int | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, warm: int | None,
+          token: str | None) -> None:
     """The gateway: own a pool (warm containers, health checks, scheduled jobs) and serve
     GET /api/docker-cc/health until SIGTERM / Ctrl-C; then remove the pool's containers."""
     from .gateway import HEALTH_PATH, Gateway
@@ -645,7 +674,7 @@ def serve(ctx: click.Context, host: str, port: int, warm: int | None) -> None:
                       f"minWarm {config.pool.min_warm})", highlight=False)
 
     async def go() -> None:
-        gateway = Gateway(config, host=host, port=port)
+        gateway = Gateway(config, host=host, port=port, token=token)
         await gateway.run(on_started=started)
 
     status_ctx.start()

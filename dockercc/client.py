@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -22,12 +21,27 @@ from .events import Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
+from .protocol.bounded import loads_record
 from .session import AsyncSession, EventCallback, SessionOptions, default_prestart
 from .transport import RedisTransport
 
 ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
 
 MAX_PROMPT_BYTES = 8 * 1024 * 1024
+
+
+def default_tenant() -> str:
+    """The tenant when ``pool.tenant`` is unset: the OS user on this host (stable across
+    restarts, so cron jobs outlive their process; distinct for people sharing a Redis)."""
+    import getpass
+    import re
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry (a container's random uid)
+        user = str(os.getuid())
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{user}.{socket.gethostname()}")[:128]
 
 
 class AsyncPool(NotebookDisplay):
@@ -51,6 +65,9 @@ class AsyncPool(NotebookDisplay):
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
         self.tools = ToolRegistry(tools)
         self.sessions_key = f"{self.config.redis.key_prefix}sessions"
+        #: who the built-in tools of this pool's sessions act for: they reach only sessions
+        #: and cron jobs of this tenant (``pool.tenant``; default: the OS user on this host)
+        self.tenant: str = self.config.pool.tenant or default_tenant()
         #: channels of the built-in ``message`` tool (see :meth:`channel`)
         self.channels = ChannelRegistry(self.transport, self.config.tools.message.redis_channels)
         #: scheduled prompts (``cron_*`` tools); its scheduler runs while the pool is started
@@ -157,7 +174,7 @@ class AsyncPool(NotebookDisplay):
         out = []
         for sid, raw in (await r.hgetall(self.sessions_key)).items():
             sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
-            record = json.loads(raw)
+            record = loads_record(raw)
             record["id"] = sid_s
             record["state"] = await self.transport.state(sid_s)
             out.append(record)

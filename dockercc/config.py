@@ -98,6 +98,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from .errors import ConfigError, InvalidSessionId
 from .protocol.keys import DEFAULT_PREFIX, validate_id
+from .redaction import redact
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -168,26 +169,14 @@ MASK = "***"
 
 # --------------------------------------------------------------------------- helpers (pure)
 
-_URL_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
-_QUERY_SECRET_RE = re.compile(
-    r"(?i)([?&;](?:password|passwd|pass|pwd|token|secret|auth|api[_-]?key)[^=&;#\s]*=)[^&;#\s]*"
-)
 _SECRET_WORD_RE = re.compile(r"(?i)(token|secret|passw|pwd|api[_-]?key|credential|auth|private)")
 _TOKEN_LIKE_RE = re.compile(r"sk-ant-|sk-[A-Za-z0-9]{20,}")
 
 
 def mask_url(text: str) -> str:
-    """Mask the password of every URL in ``text`` (``redis://u:pw@h`` -> ``redis://u:***@h``)
-    and secret-looking query parameters (``?password=...``)."""
-
-    def one(match: re.Match[str]) -> str:
-        rest = match["rest"]
-        userinfo, at, hostpart = rest.rpartition("@")
-        if at and ":" in userinfo:
-            rest = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostpart}"
-        return match["scheme"] + _QUERY_SECRET_RE.sub(lambda m: m.group(1) + MASK, rest)
-
-    return _URL_RE.sub(one, text)
+    """Mask credentials in ``text``: URL userinfo, secret query parameters, ``sk-ant-``
+    keys, bearer tokens (one rule set for the whole SDK: :func:`dockercc.redaction.redact`)."""
+    return redact(text)
 
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -379,6 +368,14 @@ class PoolConfig(_Model):
         60000,
         ge=0,
         **_doc("How long a claim waits in the queue for a free slot before `PoolExhausted` (ms)"),
+    )
+    tenant: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        **_doc(
+            "Tenant of the sessions this process opens: built-in tools reach only sessions and "
+            "cron jobs of the same tenant; null = the OS user on this host (`user.hostname`)"
+        ),
     )
 
     @model_validator(mode="after")
@@ -644,6 +641,13 @@ class AgentConfig(_Model):
     nodes_exec: bool = Field(
         False, **_doc("Offer the `nodes_exec` built-in tool (commands in throwaway containers)")
     )
+    subagents: list[AgentName] = Field(
+        default_factory=list,
+        **_doc(
+            "Other agents this agent's sessions may start with `sessions_spawn` or schedule "
+            "with `cron_create` (its own agent always; others only if listed here)"
+        ),
+    )
     egress: AgentEgressConfig = Field(
         default_factory=AgentEgressConfig, **_doc("This agent's egress allow-list")
     )
@@ -800,6 +804,9 @@ class CronConfig(_Model):
             "A run missed while no scheduler ran is made up once if it is at most this late (ms)"
         ),
     )
+    min_interval_s: Int = Field(
+        60, ge=1, **_doc("Shortest interval between two runs of a job an agent may schedule (s)")
+    )
 
 
 class MessageConfig(_Model):
@@ -847,6 +854,23 @@ class ModelConfig(_Model):
         return {"primary": value} if isinstance(value, str) else value
 
 
+class GatewayConfig(_Model):
+    """``dockercc serve``: who may read the health endpoint (see docs/security-host.md)."""
+
+    token: SecretStr | None = Field(
+        None,
+        **_doc(
+            "Bearer token for the full health report; without it callers get only "
+            '`{"status": ...}`. Required when the gateway binds a non-loopback address'
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        **_doc("Host header values the gateway answers (DNS rebinding guard); the bind "
+               "address is added"),
+    )
+
+
 class DockerCCConfig(_Model):
     """All of dockercc's configuration (the seed's ``dockerClaudeCode`` block)."""
 
@@ -876,6 +900,9 @@ class DockerCCConfig(_Model):
     history_max: Int = Field(1000, ge=0, **_doc("Messages kept in a session's history"))
     tools: ToolsConfig = Field(
         default_factory=ToolsConfig, **_doc("Built-in tools (see docs/tools.md)")
+    )
+    gateway: GatewayConfig = Field(
+        default_factory=GatewayConfig, **_doc("The `dockercc serve` health endpoint")
     )
 
     _sources: tuple[str, ...] = PrivateAttr(default=())

@@ -22,6 +22,7 @@ __all__ = [
     "PoolExhausted",
     "StartupTimeout",
     "ContainerLost",
+    "CLIDied",
     "ImageError",
     "AgentError",
     "ToolError",
@@ -81,6 +82,19 @@ class ContainerLost(PoolError):
     """A container died, stopped heartbeating or was removed while it served a session."""
 
 
+class CLIDied(ContainerLost):
+    """The session's Claude Code CLI died mid-turn; the runner restarted it, so the turn was
+    lost but the session goes on (the next prompt continues the conversation). ``exit_code``
+    is the CLI's (negative: the signal), ``reason`` the likely cause the runner found
+    (``"out_of_memory"``, ``"pids_limit"``) or None."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.reason = reason
+
+
 class ImageError(DockerCCError):
     """The agent image is missing or could not be built."""
 
@@ -111,3 +125,18 @@ class DeadlockError(DockerCCError, RuntimeError):
 
 class SessionClosed(DockerCCError):
     """The session was closed; open a new one (or resume it) to go on."""
+
+
+class BadData(DockerCCError, ValueError):
+    """Data from a container or from Redis failed validation (too big, too deep, not JSON,
+    wrong types): it is dropped (or quarantined), never acted on."""
+
+
+class TranscriptRejected(DockerCCError):
+    """A session's saved CLI transcript failed the host's check (missing or wrong seal, bad
+    shape): it is not restored into a container; open a new session instead."""
+
+
+class SessionExists(DockerCCError, ValueError):
+    """A new session was given an id that already has keys in Redis (a closed session's, or
+    planted ones): pass ``resume=`` to continue that session, or use another id."""

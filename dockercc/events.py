@@ -501,7 +501,7 @@ class _PendingTool:
             return self.input
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         return value if isinstance(value, dict) else None
 

@@ -9,6 +9,12 @@ whatever the pool owns, e.g. scheduled jobs) and serves::
 on ``127.0.0.1:18789`` by default (the seed's port; ``--host`` / ``--port``). On SIGTERM or
 SIGINT it stops serving, then closes the pool, which removes the containers it owns.
 
+Who may read what: a request whose ``Host`` header is not an allowed name is refused (421),
+so a web page cannot reach the endpoint through DNS rebinding. With ``gateway.token`` set (it
+must be, to bind a non-loopback address), only ``Authorization: Bearer <token>`` gets the
+report; anyone else gets ``{"status": "ok"|"unhealthy"}``. Without a token (loopback only)
+the report leaves out session ids, container names and ids, and pool owners.
+
 Why Starlette + uvicorn: both are already installed as dependencies of the ``mcp`` SDK the
 host bridge uses, so the gateway adds no weight; they give a correct HTTP/1.1 server (HEAD,
 keep-alive, 404/405) that runs inside our own event loop next to the pool. uvicorn's own
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import signal
 import time
@@ -27,6 +35,7 @@ from typing import Any
 
 from .client import AsyncPool
 from .config import DockerCCConfig, resolve_config
+from .errors import ConfigError
 from .health import HealthReport, collect_health
 
 __all__ = ["Gateway", "HEALTH_PATH", "DEFAULT_PORT", "DEFAULT_HOST"]
@@ -54,16 +63,63 @@ def _server_class() -> Any:
     return _Server
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port (``[::1]:80`` -> ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+_PRIVATE_FIELDS = ("id", "name", "session", "owner")
+
+
+def public_view(report: HealthReport) -> dict[str, Any]:
+    """The report for callers without the token: counts and states, but no session ids,
+    container names or ids, or owners (they would tell a local web page or user what runs)."""
+    data = report.model_dump(mode="json")
+    for item in data.get("containers") or []:
+        for key in _PRIVATE_FIELDS:
+            item.pop(key, None)
+    hidden = sum(1 for p in data.get("problems") or [] if p.startswith("container "))
+    data["problems"] = [p for p in data.get("problems") or [] if not p.startswith("container ")]
+    if hidden:
+        data["problems"].append(f"{hidden} container problem(s): details with the gateway "
+                                f"token or `dockercc status`")
+    data["orphans"] = len(data.get("orphans") or [])
+    if isinstance(data.get("stats"), dict):
+        data["stats"].pop("owner", None)
+    return data
+
+
 class Gateway:
     """A pool plus the health endpoint. ``await gateway.start()`` / ``await gateway.stop()``,
     or ``await gateway.run()`` until SIGTERM / SIGINT / :meth:`request_stop`."""
 
     def __init__(self, config: DockerCCConfig | str | dict[str, Any] | None = None, *,
                  host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 pool: AsyncPool | None = None) -> None:
+                 pool: AsyncPool | None = None, token: str | None = None) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0-65535, got {port}")
         self.config = pool.config if pool is not None else resolve_config(config)
+        gw = self.config.gateway
+        self._token = token or (gw.token.get_secret_value() if gw.token is not None else "")
+        if not _is_loopback(host) and not self._token:
+            raise ConfigError(f"the gateway on {host} (not a loopback address) would serve "
+                              "anyone who can reach it: set gateway.token (or --token / "
+                              "DOCKERCC_GATEWAY_TOKEN), or bind 127.0.0.1")
+        self.allowed_hosts = {h.lower().strip("[]") for h in gw.allowed_hosts}
+        if host not in ("0.0.0.0", "::", ""):
+            self.allowed_hosts.add(host.lower().strip("[]"))
         self.host = host
         self.port = port
         self.pool = pool or AsyncPool(self.config)
@@ -83,9 +139,19 @@ class Gateway:
         from starlette.routing import Route
 
         async def health(request: Request) -> JSONResponse:
+            if _host_name(request.headers.get("host", "")) not in self.allowed_hosts:
+                # a browser sends the name it resolved: a rebinding page's own name
+                return JSONResponse({"error": "host not allowed"}, status_code=421)
             report = await self.health()
-            return JSONResponse(report.model_dump(mode="json"),
-                                status_code=200 if report.healthy else 503)
+            code = 200 if report.healthy else 503
+            given = request.headers.get("authorization", "")
+            if self._token and hmac.compare_digest(given.encode(),
+                                                   f"Bearer {self._token}".encode()):
+                return JSONResponse(report.model_dump(mode="json"), status_code=code)
+            if self._token:
+                return JSONResponse({"status": "ok" if report.healthy else "unhealthy"},
+                                    status_code=code)
+            return JSONResponse(public_view(report), status_code=code)
 
         return Starlette(routes=[Route(HEALTH_PATH, health, methods=["GET"])])
 

@@ -28,11 +28,12 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .config import DockerCCConfig, mask_url
+from .errors import BadData
 from .pool.backend import LABEL, ContainerInfo, DockerBackend
 from .pool.manager import PoolStats
 from .pool.registry import ContainerRecord
 from .protocol.keys import PoolKeys
-from .transport import as_str, now_ms
+from .transport import as_int, as_str, now_ms
 
 __all__ = ["Check", "ContainerHealth", "PoolCounts", "EgressStatus", "HealthReport",
            "collect_health"]
@@ -85,6 +86,8 @@ class PoolCounts(BaseModel):
     sessions: int = 0
     waiting: int = 0
     owners: int = 0
+    quarantined: int = Field(0, description="registry records that failed validation (moved "
+                             "to pool:quarantine, or awaiting it): never acted on")
     per_agent: dict[str, int] = Field(default_factory=dict)
     limits: dict[str, int] = Field(default_factory=dict)
 
@@ -235,12 +238,20 @@ async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerI
     pipe.hgetall(keys.owners)
     pipe.hlen(keys.sessions)
     pipe.zcard(keys.queue)
-    raw_records, raw_owners, sessions, waiting = await pipe.execute()
-    records = [r for r in (ContainerRecord.decode(v) for v in raw_records.values())
-               if r is not None]
+    pipe.hlen(f"{keys.prefix}pool:quarantine")
+    raw_records, raw_owners, sessions, waiting, quarantined = await pipe.execute()
+    records = []
+    for field, value in raw_records.items():
+        try:
+            records.append(ContainerRecord.validate(value, as_str(field)))
+        except BadData:
+            quarantined += 1  # a running pool moves it aside; status only reads
+    if quarantined:
+        problems.append(f"{quarantined} pool registry record(s) failed validation and are "
+                        f"ignored (see `redis-cli hgetall {keys.prefix}pool:quarantine`)")
     records.sort(key=lambda r: (r.created, r.id))
     now = now_ms()
-    owners = {as_str(k): int(v) for k, v in raw_owners.items()}
+    owners = {as_str(k): as_int(v) for k, v in raw_owners.items()}
     alive = {o for o, hb in owners.items() if now - hb <= max(stale_ms, 1000)}
     pipe = client.pipeline(transaction=False)
     for rec in records:
@@ -258,7 +269,7 @@ async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerI
         if infos is not None:
             docker_state = (info.status or ("running" if info.running else "stopped")) \
                 if info is not None else "missing"
-        hb_age = now - int(beat) if beat else None
+        hb_age = now - as_int(beat) if beat else None
         item = ContainerHealth(
             id=rec.id, name=info.name if info is not None else rec.name, status=rec.status,
             agent=rec.agent, session=rec.session, owner=rec.owner,
@@ -288,7 +299,7 @@ async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerI
     counts = PoolCounts(
         total=len(records), warm=status["warm"], busy=status["busy"],
         creating=status["creating"], stopping=status["stopping"], sessions=int(sessions),
-        waiting=int(waiting), owners=len(alive),
+        waiting=int(waiting), owners=len(alive), quarantined=int(quarantined),
         per_agent=dict(Counter(r.agent for r in records if r.agent)),
         limits={"maxTotal": config.pool.max_total, "maxPerAgent": config.pool.max_per_agent,
                 "minWarm": config.pool.min_warm})

@@ -4,7 +4,11 @@
 made from this very package, the runner's run-time wheels, and an optional CA bundle for
 TLS-intercepting proxies — and builds it with the Docker engine. The result is labelled with
 a content hash of everything that went in; when an image with that tag and hash already
-exists, the build is skipped (a second CI run costs nothing).
+exists, the build is skipped (a second CI run costs nothing). The image also records the base
+image and CA bundle it was built with (labels), and a later build that is given neither uses
+them again: ``bash scripts/stack.sh up`` sets both once, and a plain ``pytest`` or
+``dockercc image build`` afterwards rebuilds from the same inputs (offline, same hash) instead
+of falling back to the public base image, which a machine without a registry cannot pull.
 
 ``build_base_image`` debootstraps a minimal Debian from apt's own mirror and ``docker
 import``s it, for engines that cannot pull ``node:22-bookworm-slim``.
@@ -36,6 +40,8 @@ DEFAULT_BASE = "node:22-bookworm-slim"
 OFFLINE_BASE_TAG = "dockercc/debian-base:bookworm"
 CLAUDE_CODE_VERSION = "2.1.328"
 HASH_LABEL = "dev.dockercc.content-hash"
+BASE_LABEL = "dev.dockercc.base-image"
+CA_LABEL = "dev.dockercc.ca-bundle"  # a path on the building host (public certificates only)
 RUNTIME_PACKAGES = ("redis", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
                     "typing-inspection", "async-timeout")
 
@@ -175,20 +181,50 @@ def image_hash(client: Any, tag: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def recorded_build_settings(client: Any, tag: str) -> tuple[str | None, str | None]:
+    """(base image, CA bundle path) that ``tag`` -- or, if it does not exist, the default tag
+    -- was built with, each only if it can be used again here (the base image exists locally,
+    the bundle file exists); ``(None, None)`` when nothing usable was recorded."""
+    import docker.errors
+
+    for candidate in dict.fromkeys((tag, DEFAULT_TAG)):
+        try:
+            labels = client.images.get(candidate).labels or {}
+        except docker.errors.ImageNotFound:
+            continue
+        base, ca = labels.get(BASE_LABEL), labels.get(CA_LABEL)
+        if base:
+            try:
+                client.images.get(base)
+            except docker.errors.ImageNotFound:
+                base = None
+        if ca and not Path(ca).is_file():
+            ca = None
+        return base or None, ca or None
+    return None, None
+
+
 def build_image(tag: str = DEFAULT_TAG, *, base_image: str | None = None,
                 ca_bundle: str | Path | None = None,
                 claude_version: str = CLAUDE_CODE_VERSION, force: bool = False,
                 docker_url: str | None = None, progress: Progress | None = None) -> str:
     """Build the agent image unless an identical one (same content hash) exists.
 
-    Returns the content hash. ``base_image`` defaults to ``$DOCKERCC_BASE_IMAGE`` or the
-    public Node.js image. ``ca_bundle`` is a PEM file added to the build so npm can reach
-    the registry through a TLS-intercepting proxy (``$DOCKERCC_CA_BUNDLE`` by default).
+    Returns the content hash. ``base_image`` defaults to ``$DOCKERCC_BASE_IMAGE``, else the
+    base the existing image was built from (see :func:`recorded_build_settings`), else the
+    public Node.js image. ``ca_bundle`` is a PEM file added to the build so npm can reach the
+    registry through a TLS-intercepting proxy (``$DOCKERCC_CA_BUNDLE``, else the recorded one).
     """
     say = progress or (lambda _msg: None)
-    base_image = base_image or os.environ.get("DOCKERCC_BASE_IMAGE") or DEFAULT_BASE
     client = _docker_client(docker_url)
+    base_image = base_image or os.environ.get("DOCKERCC_BASE_IMAGE") or None
     ca_bundle = ca_bundle or os.environ.get("DOCKERCC_CA_BUNDLE") or None
+    if base_image is None or ca_bundle is None:
+        recorded_base, recorded_ca = recorded_build_settings(client, tag)
+        if base_image is None and recorded_base:
+            say(f"base image {recorded_base} (recorded by the previous build)")
+        base_image = base_image or recorded_base or DEFAULT_BASE
+        ca_bundle = ca_bundle or recorded_ca
     with tempfile.TemporaryDirectory(prefix="dockercc-build-") as tmp:
         ctx = Path(tmp)
         (ctx / "certs").mkdir()
@@ -215,15 +251,22 @@ def build_image(tag: str = DEFAULT_TAG, *, base_image: str | None = None,
                      "DOCKERCC_VERSION": _version()}
         error = None
         # forcerm: a failed step's container is removed too (rm only cleans up successes)
+        labels = {HASH_LABEL: content, BASE_LABEL: base_image}
+        if ca_bundle:
+            labels[CA_LABEL] = str(Path(ca_bundle).resolve())
         for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=buildargs, rm=True,
                                       forcerm=True, network_mode="host",
-                                      labels={HASH_LABEL: content}, decode=True):
+                                      labels=labels, decode=True):
             if "stream" in chunk and chunk["stream"].strip():
                 say(chunk["stream"].rstrip())
             if "error" in chunk:
                 error = chunk["error"]
         if error:
-            raise ImageError(f"building {tag} failed: {error}")
+            hint = ""
+            if base_id == base_image:  # not on this machine: the engine had to pull it
+                hint = (f" (the base image {base_image} is not on this machine; pass --base / "
+                        "$DOCKERCC_BASE_IMAGE with a local one, or run `bash scripts/stack.sh up`)")
+            raise ImageError(f"building {tag} failed: {error}{hint}")
         say(f"built {tag} ({content[:12]})")
         return content
 

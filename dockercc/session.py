@@ -19,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -29,15 +31,29 @@ from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
-from .errors import AgentError, ContainerLost, InvalidPrompt, SessionClosed, TransportError
+from .errors import (
+    AgentError,
+    BadData,
+    CLIDied,
+    ContainerLost,
+    InvalidPrompt,
+    SessionClosed,
+    SessionExists,
+    TransportError,
+)
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
-from .protocol import control
+from .protocol import bounded, control
+from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
 from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
+from .transcript_key import load_key
 from .transport import as_str, now_ms
+from .workspace import git_risks
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import AsyncPool
@@ -97,6 +113,17 @@ class AsyncSession(NotebookDisplay):
         self.mapper = EventMapper(self.id)
         self._lock = asyncio.Lock()
         self._relay: asyncio.Task[None] | None = None
+        # a secret per claim, given to the claimed container only (in its assignment): an MCP
+        # request that does not carry it did not come from this session's current lease
+        self._lease_token = ""
+        self._keys_checked = False  # a new session's id was checked to have no keys yet
+        #: git hooks / config in the workspace that appeared during the session (they would
+        #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
+        self.workspace_warnings: list[str] = []
+        self._git_before: set[str] | None = None
+        if options.workspace:
+            with contextlib.suppress(OSError):
+                self._git_before = set(git_risks(options.workspace))
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -212,6 +239,7 @@ class AsyncSession(NotebookDisplay):
             # the container went away: continue the conversation in a new one
             await self.pool.containers.release(self.lease.container)
             self.lease = None
+            await self._seal_transcript()  # its lease is over: what it saved is final
             if not self._turn_open:
                 # lost between turns: its error event is old news, not the next turn's
                 tail = await self.pool.transport.client.lindex(self.keys.output_buffer, -1)
@@ -219,6 +247,8 @@ class AsyncSession(NotebookDisplay):
                 if env is not None:
                     self.last_seq = max(self.last_seq, env.seq)
         await self.pool.start()
+        if not self._keys_checked:
+            await self._check_new_id()
         if self.options.resume and self._resume_id is None:
             await self._resolve_resume(self.options.resume)
         elif self.claude_session_id is None:
@@ -229,7 +259,14 @@ class AsyncSession(NotebookDisplay):
         if len(self._tools) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
+        digest = ""
+        if self._restore_from:  # TranscriptRejected unless this host sealed it
+            raw = await self.pool.transport.client.hgetall(
+                self.pool.transport.keys(self._restore_from).transcript)
+            digest = sealing.verify(load_key(), self._restore_from, raw)
+        self._lease_token = secrets.token_hex(16)
         assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
+                      "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
                       "tools_digest": tools_digest(self.tool_manifest())}
@@ -247,6 +284,42 @@ class AsyncSession(NotebookDisplay):
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
 
+    async def _check_new_id(self) -> None:
+        """A new session (not ``resume=``) must not find keys of its id: they would be a
+        closed session's or planted ones (a transcript, a Claude session id to resume)."""
+        if not self.options.resume:
+            k = self.keys
+            found = await self.pool.transport.client.exists(
+                k.state, k.history, k.transcript, k.result, k.output_buffer)
+            if found:
+                raise SessionExists(
+                    f"session id {self.id!r} already has keys in Redis (a closed session's?): "
+                    f"continue it with pool.session(resume={self.id!r}) or use another id")
+        self._keys_checked = True
+
+    def _check_workspace(self) -> None:
+        if self._git_before is None or not self.options.workspace:
+            return
+        try:
+            new = [r for r in git_risks(self.options.workspace) if r not in self._git_before]
+        except OSError:
+            return
+        if new:
+            self.workspace_warnings = new
+            log.warning("session %s left git entries in its workspace %s that run programs "
+                        "on the host (check before running git there): %s", self.id,
+                        self.options.workspace, ", ".join(new))
+
+    async def _seal_transcript(self) -> None:
+        """Seal this session's saved transcript now that no container of it runs (see
+        :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
+        r = self.pool.transport.client
+        key = self.keys.transcript
+        raw = await r.hgetall(key)
+        tag = sealing.seal(load_key(), self.id, raw)
+        if tag is not None:
+            await r.hset(key, "mac", tag)
+
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
         if raw:
@@ -254,9 +327,14 @@ class AsyncSession(NotebookDisplay):
 
     async def _register(self) -> None:
         record = {"agent": self.agent, "owner": self.pool.containers.owner,
+                  "tenant": self.pool.tenant,
                   "created": now_ms(), "parent": self.options.parent or ""}
-        await self.pool.transport.client.hset(self.pool.sessions_key, self.id,
-                                              json.dumps(record))
+        pipe = self.pool.transport.client.pipeline(transaction=False)
+        pipe.hset(self.pool.sessions_key, self.id, json.dumps(record))
+        # the state outlives the registry entry (closed sessions stay readable): the
+        # built-in tools find the session's tenant there once it is closed
+        pipe.hset(self.keys.state, "tenant", self.pool.tenant)
+        await pipe.execute()
 
     @property
     def keys(self) -> Any:
@@ -294,10 +372,25 @@ class AsyncSession(NotebookDisplay):
 
     async def _answer(self, r: Any, raw: Any) -> None:
         try:
-            req = json.loads(raw)
-            request_id = str(req["request_id"])
+            req = bounded.loads_object(raw, max_bytes=bounded.MAX_MESSAGE_BYTES,
+                                       what="MCP request")
+            request_id = req["request_id"]
             message = req.get("message") or {}
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id) \
+                    or not isinstance(message, dict):
+                raise BadData("MCP request: bad request_id or message")
+        except (BadData, KeyError) as exc:
+            log.warning("MCP request for %s dropped: %s", self.id, exc)
+            return
+        # host tools run with the host's power: answer only the container holding this
+        # session's current lease (it alone got the lease token, through its own assignment)
+        token, container = req.get("lease_token"), req.get("container")
+        lease = self.lease
+        if (not self._lease_token or not isinstance(token, str)
+                or not secrets.compare_digest(token, self._lease_token)
+                or (lease is not None and container != lease.container)):
+            log.warning("MCP request for %s dropped: not from the session's current container",
+                        self.id)
             return
         assert self._bridge is not None
         reply = await self._bridge.handle(message)
@@ -416,9 +509,10 @@ class AsyncSession(NotebookDisplay):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
-                        raise ContainerLost(
+                        raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
-                            f"the turn was lost: {event.message}")
+                            f"the turn was lost: {event.message}",
+                            exit_code=event.exit_code, reason=event.reason)
                     if isinstance(event, Result):
                         # before the yield: a consumer that stops at the Result never
                         # resumes this generator
@@ -491,7 +585,9 @@ class AsyncSession(NotebookDisplay):
         """This session's turns (prompt, text, tool calls, outcome), oldest first."""
         end = -1 if count is None else start + count - 1
         raw = await self.pool.transport.client.lrange(self.keys.history, start, end)
-        return [json.loads(x) for x in raw]
+        entries = (bounded.loads_record(x, max_bytes=bounded.MAX_MESSAGE_BYTES,
+                                        what="history entry") for x in raw)
+        return [e for e in entries if e]
 
     async def state(self) -> dict[str, str]:
         return await self.pool.transport.state(self.id)
@@ -530,12 +626,15 @@ class AsyncSession(NotebookDisplay):
             await self._refresh_claude_id()
             r = t.client
             await r.hdel(self.pool.sessions_key, self.id)
+            self._check_workspace()
             if forget:
                 await t.delete_session(self.id)
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
                 return
             await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
+            with contextlib.suppress(Exception):
+                await self._seal_transcript()
             pipe = r.pipeline(transaction=False)
             pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
             for key in (self.keys.state, self.keys.history, self.keys.result,

@@ -32,13 +32,28 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import TransportError
-from .protocol.envelope import Envelope
-from .protocol.keys import DEFAULT_PREFIX, PoolKeys, SessionKeys, validate_id
+from .errors import BadData, TransportError
+from .protocol import bounded
+from .protocol.bounded import MAX_ENVELOPE_BYTES
+from .protocol.envelope import SEQ_WINDOW, Envelope
+from .protocol.keys import (
+    DEFAULT_PREFIX,
+    OUTPUT_BUFFER_MAX,
+    PoolKeys,
+    SessionKeys,
+    validate_id,
+)
+from .redaction import redact
 
 log = logging.getLogger("dockercc.transport")
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_PUSH_BUFFER_MAX = MAX_ENVELOPE_BYTES + (1 << 20)
+
+
+def _log_dropped(session: str, seq: int, last: int) -> None:
+    log.warning("session %s: envelope seq %d dropped (last seen %d: beyond the window of %d, "
+                "not from its runner)", session, seq, last, SEQ_WINDOW)
 
 
 class _PushReader:
@@ -88,6 +103,13 @@ class _PushReader:
             if not chunk:
                 raise RedisConnectionError("Redis closed the subscription")
             self._buf += chunk
+            if len(self._buf) > _PUSH_BUFFER_MAX:
+                # one message over the envelope limit: not an envelope any reader takes; drop
+                # the connection (the reader reconnects and replays from the buffer, where
+                # Envelope.decode skips it) rather than buffer without bound
+                self._buf = b""
+                raise RedisConnectionError(
+                    f"a message on the subscription is over {_PUSH_BUFFER_MAX} bytes")
 
     def _parse(self) -> list[bytes]:
         buf, pos, out = self._buf, 0, []
@@ -155,13 +177,9 @@ RETRIES = 20
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs; the
+    SDK's one rule set, :func:`dockercc.redaction.redact`)."""
+    return redact(url)
 
 
 def now_ms() -> int:
@@ -310,15 +328,21 @@ class RedisTransport:
             raw = await self._call(self.client.lrange, key, -count, -1)
             out: list[Envelope] = []
             reached = False  # the window holds an envelope the reader already had
+            base = after_seq  # with no seq seen yet, the oldest buffered one sets the base
             for item in raw:
                 env = Envelope.decode(item)
                 if env is None:
                     continue
                 if env.seq > after_seq:
+                    if base and env.seq > base + SEQ_WINDOW:
+                        _log_dropped(session, env.seq, base)
+                        continue
                     out.append(env)
+                    base = max(base, env.seq)
                 else:
                     reached = True
-            if reached or len(raw) < count or (out and out[0].seq == after_seq + 1):
+            if reached or len(raw) < count or (out and out[0].seq == after_seq + 1) \
+                    or count > OUTPUT_BUFFER_MAX:
                 return out
             # seqs increase by one per envelope: at most newest - after_seq are new (more
             # may have arrived meanwhile: then look again)
@@ -383,7 +407,7 @@ class RedisTransport:
                         # quiet for a second: make sure nothing was published while the
                         # subscription was silently re-established (a Redis restart)
                         tail = decode(await self.client.lindex(keys.output_buffer, -1) or b"")
-                        if tail is not None and tail.seq > last:
+                        if tail is not None and last < tail.seq <= last + SEQ_WINDOW:
                             for missed in await self._replay(session, last):
                                 if missed.seq > last:
                                     last = missed.seq
@@ -392,6 +416,11 @@ class RedisTransport:
                     for payload in batch:
                         item = decode(payload)
                         if item is None or item.seq <= last:
+                            continue
+                        if item.seq > last + SEQ_WINDOW:
+                            # (with no envelope seen yet the buffer was empty: a runner
+                            # starts again from 1 then)
+                            _log_dropped(session, item.seq, last)
                             continue
                         if item.seq > last + 1:
                             # a gap (e.g. a reconnect of the publisher): fill it from the buffer
@@ -453,10 +482,9 @@ class RedisTransport:
         if raw is None:
             return None
         try:
-            value = json.loads(raw)
-        except ValueError:
+            return bounded.loads_object(raw, max_bytes=bounded.MAX_ENVELOPE_BYTES, what="result")
+        except BadData:
             return None
-        return value if isinstance(value, dict) else None
 
     async def delete_session(self, session: str, *, keep: tuple[str, ...] = ()) -> None:
         """Remove a session's keys (``keep`` names key attributes to leave, e.g. ``"state"``)."""
@@ -486,3 +514,13 @@ class RedisTransport:
 
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    """A Redis value that should be an integer (a heartbeat, a counter); ``default`` for
+    anything else, so one forged value cannot break a pass over many."""
+    try:
+        text = as_str(value)
+        return int(text) if len(text) <= 20 else default
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return default

@@ -11,7 +11,9 @@
 # with its dev extras. Starts dockerd (no default bridge traffic) unless an engine answers.
 # Builds the agent image, cached by content hash. Set DOCKERCC_BASE_IMAGE to use a base image
 # you have (default here: an offline Debian base built with debootstrap) and
-# DOCKERCC_CA_BUNDLE for a TLS-intercepting proxy (default: the system bundle).
+# DOCKERCC_CA_BUNDLE for a TLS-intercepting proxy (default: the system bundle). The image
+# records both (labels), so a plain `python3 -m pytest` or `dockercc image build` afterwards,
+# without these variables, builds from the same inputs (a cache hit until the code changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

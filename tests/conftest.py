@@ -20,16 +20,41 @@ from dockercc.testing import RedisServer
 
 RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "claude-code-2.1.328"
+FIXTURES = ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
+"""Transcripts of the real CLI, made by ``scripts/capture_transcripts.py`` and committed."""
+SEED_TABLES = ROOT / "tests" / "data" / "seed_tables.md"
+"""The spec's tables (copied from the seed) that the docs and defaults are checked against."""
 IMAGE = os.environ.get("DOCKERCC_TEST_IMAGE", "clawdbot/docker-cc:latest")
+
+
+DOCKER_FIXTURES = frozenset({"docker_client", "agent_image", "own_dockerd"})
+"""Fixtures that need a Docker engine (``make_config`` and the like depend on them): a test
+that uses one, directly or through another fixture, must be marked ``docker``."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `-m "not docker"` must leave out every test that needs Docker: an unmarked one is a
+    # collection error, so a forgotten marker cannot slip in
+    for item in items:
+        if item.path.suffix == ".ipynb":  # the tutorials (nbmake) all run real pools
+            item.add_marker(pytest.mark.docker)
+    unmarked = [item.nodeid for item in items
+                if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("docker") is None]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use Docker fixtures must be marked `docker` (pytest.mark.docker):\n  "
+            + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
 def cli_fixtures() -> Path:
-    """The real CLI transcripts (../shared/fixtures): missing means a broken checkout, a
-    failure with what to do, never a skip."""
-    if not FIXTURES.is_dir():
-        pytest.fail(f"CLI transcripts not found at {FIXTURES}: check out shared/ beside the repo")
+    """The real CLI transcripts (tests/fixtures): missing means a broken checkout, a failure
+    with what to do, never a skip."""
+    if not any(FIXTURES.glob("*.jsonl")):
+        pytest.fail(f"CLI transcripts not found in {FIXTURES}: restore them from git, or "
+                    "recapture with `python3 scripts/capture_transcripts.py`")
     return FIXTURES
 
 
@@ -61,8 +86,9 @@ def agent_image(docker_client: Any) -> str:
     """The agent image, (re)built from this checkout when its content hash changed."""
     from dockercc.image import build_image
 
-    # same inputs as `dockercc image build` in .ci/run ($DOCKERCC_BASE_IMAGE,
-    # $DOCKERCC_CA_BUNDLE), so this is a cache hit there and a rebuild after code changes
+    # same inputs as `dockercc image build` in scripts/stack.sh: $DOCKERCC_BASE_IMAGE and
+    # $DOCKERCC_CA_BUNDLE if set, else those the existing image recorded; so this is a cache
+    # hit after `stack.sh up` (even in a plain `pytest`) and a rebuild after code changes
     build_image(IMAGE)
     return IMAGE
 

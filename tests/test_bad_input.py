@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +42,6 @@ from dockercc.protocol.envelope import Envelope, encode_envelope
 from dockercc.protocol.keys import PoolKeys, SessionKeys, validate_id
 from dockercc.testing import text, tool_use
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -276,6 +276,7 @@ def _mutate(obj: Any, data: st.DataObject) -> Any:
     return obj
 
 
+@pytest.mark.usefixtures("cli_fixtures")  # (without them, half the cases vanish)
 @HEAVY
 @given(st.data())
 def test_event_mapper_never_raises_on_mutated_and_random_streams(data: st.DataObject) -> None:
@@ -320,6 +321,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 FIXTURE_LINES = [json.dumps(o, separators=(",", ":")).encode() for o in OBJECTS] or [b"{}"]
 
 
+@pytest.mark.usefixtures("cli_fixtures")  # (without them, half the cases vanish)
 @FUZZ
 @given(lines=st.lists(st.binary(max_size=200)
                       | json_values.map(lambda v: json.dumps(v).encode())

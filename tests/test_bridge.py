@@ -7,16 +7,15 @@ import base64
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
+from conftest import FIXTURES
 from pydantic import BaseModel, Field
 
 from dockercc.bridge import HostBridge, Tool, ToolOutput, ToolRegistry, tool
 from dockercc.errors import ToolError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 16
 

@@ -110,7 +110,7 @@ def test_cron_job_from_the_tool_fires_and_survives_an_owner_restart(
                                           "description": "every two seconds"}),
            "scheduled")
     api.on("cron-tick", "tick done")
-    config = make_config()
+    config = make_config(tools={"cron": {"minIntervalS": 1}})
 
     def ticks(after: float = 0.0) -> list[Any]:
         return [r for r in api.message_requests
@@ -186,7 +186,8 @@ async def test_scheduler_claims_each_run_once_and_records_missed_and_skipped_run
 
         # a job for a session nobody has open: due now, claimed, recorded as skipped
         other = await a.transport.client.hset(a.sessions_key, "ghost-session", json.dumps(
-            {"agent": "main", "owner": "gone-owner", "created": 0, "parent": ""}))
+            {"agent": "main", "owner": "gone-owner", "created": 0, "parent": "",
+             "tenant": a.tenant}))
         assert other == 1
         ghost = await a.cron.create("* * * * *", "hello ghost", session="ghost-session")
         await a.transport.client.hdel(a.sessions_key, "ghost-session")

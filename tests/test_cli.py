@@ -75,6 +75,7 @@ def test_version_help_and_config_errors(tmp_path: Path) -> None:
     assert out.returncode == 2 and "the prompt is empty" in out.stderr
 
 
+@pytest.mark.docker
 def test_status_exits_nonzero_when_redis_is_down(tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
     env["REDIS_URL"] = "redis://:hunter2-secret@127.0.0.1:1/0"
@@ -94,6 +95,7 @@ def test_status_exits_nonzero_when_redis_is_down(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- status + gc
 
 
+@pytest.mark.docker
 def test_status_and_gc(redis_server: Any, prefix: str, docker_client: Any, agent_image: str,
                        tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
@@ -148,6 +150,7 @@ def test_status_and_gc(redis_server: Any, prefix: str, docker_client: Any, agent
 # --------------------------------------------------------------------------- run
 
 
+@pytest.mark.docker
 def test_run_streams_and_falls_back(make_config: Any, api: Any, tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
     cfg = write_config(tmp_path / "dockercc.yaml", make_config(model=SEED_CHAIN))
@@ -186,6 +189,7 @@ def test_run_streams_and_falls_back(make_config: Any, api: Any, tmp_path: Path) 
 # --------------------------------------------------------------------------- sessions etc.
 
 
+@pytest.mark.docker
 async def test_sessions_logs_interrupt(make_config: Any, api: Any, tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
     conf = make_config()
@@ -245,6 +249,7 @@ async def test_sessions_logs_interrupt(make_config: Any, api: Any, tmp_path: Pat
 # --------------------------------------------------------------------------- image, demo
 
 
+@pytest.mark.docker
 def test_image_commands(agent_image: str, prefix: str, tmp_path: Path) -> None:
     # (``prefix``: the leak check then looks only at this test's containers; it makes none)
     env = base_env(tmp_path / "home")
@@ -266,6 +271,28 @@ def test_image_commands(agent_image: str, prefix: str, tmp_path: Path) -> None:
     assert inspect.returncode != 0
 
 
+@pytest.mark.docker
+def test_a_plain_build_reuses_the_recorded_base_and_ca_bundle(
+        agent_image: str, docker_client: Any, prefix: str, tmp_path: Path) -> None:
+    """Without $DOCKERCC_BASE_IMAGE / $DOCKERCC_CA_BUNDLE (a plain ``pytest`` after
+    ``stack.sh up``), a build takes the inputs the existing image recorded: same hash, no
+    rebuild, no pull of the public base a registry-less machine cannot reach."""
+    from dockercc.image import BASE_LABEL, CA_LABEL, HASH_LABEL
+
+    labels = docker_client.images.get(agent_image).labels
+    assert labels[BASE_LABEL] and labels[HASH_LABEL]
+    docker_client.images.get(labels[BASE_LABEL])  # recorded only what exists here
+    env = {k: v for k, v in base_env(tmp_path / "home").items()
+           if k not in ("DOCKERCC_BASE_IMAGE", "DOCKERCC_CA_BUNDLE")}
+    out = dcc("image", "build", "--tag", agent_image, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "up to date" in out.stderr and "building" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].split()[1] == labels[HASH_LABEL][:12]
+    after = docker_client.images.get(agent_image).labels
+    assert after == labels and after.get(CA_LABEL) == labels.get(CA_LABEL)
+
+
+@pytest.mark.docker
 @pytest.mark.usefixtures("docker_client")
 def test_demo(agent_image: str, prefix: str, tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")

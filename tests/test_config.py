@@ -214,6 +214,7 @@ def test_redacted_dump_uses_camel_case_and_seed_defaults() -> None:
         "maxTotal": 10,
         "maxPerAgent": 3,
         "acquireTimeoutMs": 60000,
+        "tenant": None,
     }
     assert dump["resources"] == {"memory": "4g", "cpus": 2, "pidsLimit": 256}
     assert dump["redis"] == {
@@ -401,6 +402,7 @@ def test_both_key_spellings_load() -> None:
         "maxTotal": 2,
         "maxPerAgent": 1,
         "acquireTimeoutMs": 60000,
+        "tenant": None,
     }
     config = load_config(
         env={},

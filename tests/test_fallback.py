@@ -150,6 +150,7 @@ def test_the_chain_is_the_seeds(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- acceptance
 
 
+@pytest.mark.docker
 async def test_dockerd_stopped_falls_back_to_cli_then_without_cli_to_anthropic(
         own_dockerd: OwnDockerd, redis_server: RedisServer, prefix: str, api: Any,
         tmp_path: Path) -> None:
@@ -208,6 +209,7 @@ async def test_dockerd_stopped_falls_back_to_cli_then_without_cli_to_anthropic(
     assert [t["name"] for t in second.body["tools"]] == ["mcp__host__add"]
 
 
+@pytest.mark.docker
 async def test_redis_down_falls_back(tmp_path: Path, docker_client: Any, api: Any,
                                      prefix: str) -> None:
     with RedisServer() as redis:
@@ -300,6 +302,7 @@ async def test_nothing_left_raises_every_reason(tmp_path: Path, api: Any) -> Non
     assert "disabled" in result.fallback_reasons["docker-claude-code/opus"]
 
 
+@pytest.mark.docker
 async def test_docker_primary_serves_when_everything_is_up(make_config: Any, api: Any,
                                                            tmp_path: Path) -> None:
     cfg = make_config(model={"primary": SEED_CHAIN[0], "fallbacks": SEED_CHAIN[1:]})

@@ -13,10 +13,10 @@ tool-input deltas, unicode and escaped text, sub-agents, and malformed or unknow
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,6 @@ from dockercc.events import (
 from dockercc.protocol import Envelope, TurnAccumulator, parse_message, stream_delta
 from dockercc.protocol import messages as wire
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 SESSION = "sess-fast"
 
 

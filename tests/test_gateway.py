@@ -26,13 +26,16 @@ from dockercc.testing import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.docker
 async def test_gateway_serves_health_and_cleans_up(make_config: Any, docker_client: Any,
                                                    prefix: str) -> None:
-    gateway = Gateway(make_config(pool={"minWarm": 1}), port=0)
+    token = "health-token-0123456789abcdef"
+    gateway = Gateway(make_config(pool={"minWarm": 1}), port=0, token=token)
     await gateway.start()
     try:
         assert gateway.port != 0 and gateway.url.endswith(HEALTH_PATH)
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(timeout=30,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
             resp = await http.get(gateway.url)
             assert resp.status_code == 200, resp.text
             assert "sk-ant-scripted-test" not in resp.text  # no secret in the report
@@ -57,6 +60,7 @@ async def test_gateway_serves_health_and_cleans_up(make_config: Any, docker_clie
         all=True, filters={"label": f"clawdbot.docker-cc.prefix={prefix}"})
 
 
+@pytest.mark.docker
 async def test_health_is_503_when_redis_goes_down(tmp_path: Path, make_config: Any) -> None:
     with RedisServer(tmp_path / "r") as redis:
         gateway = Gateway(make_config(redis={"url": redis.url}), port=0)
@@ -83,6 +87,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
+@pytest.mark.docker
 def test_serve_command_and_curl(redis_server: Any, prefix: str, docker_client: Any,
                                 tmp_path: Path) -> None:
     """The seed's check, verbatim: ``curl http://localhost:18789/api/docker-cc/health``."""

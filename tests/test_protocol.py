@@ -1,13 +1,14 @@
-"""The protocol layer against the real CLI 2.1.328 transcripts in ../shared/fixtures."""
+"""The protocol layer against the real CLI 2.1.328 transcripts in tests/fixtures."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 
 from dockercc.protocol import (
     MESSAGE_TYPES,
@@ -50,9 +51,11 @@ from dockercc.protocol import (
     user_message_dict,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
-
 pytestmark = pytest.mark.usefixtures("cli_fixtures")
+
+
+CAPTURE_CWD = "/dockercc-capture/work"  # scripts/capture_transcripts.py runs the CLI there
+BASH_COMMAND = "echo hi-from-bash && echo $((6 * 7))"
 
 
 def load(name: str) -> list[Message]:
@@ -215,19 +218,25 @@ def test_parse_line_and_parse_message_agree() -> None:
 
 
 def test_system_init_fields() -> None:
-    init = load("bash-tool.jsonl")[0]
+    msgs = load("bash-tool.jsonl")
+    init, res = msgs[0], msgs[-1]
     assert isinstance(init, SystemMessage) and init.is_init
-    assert init.session_id == "f765f84f-c056-4049-9c9e-f9943f4674b7"
+    # the CLI's session id changes with every capture: the typed field is the wire value, a
+    # UUID, and the same one the result reports
+    assert init.session_id == raw_lines("bash-tool.jsonl")[0]["session_id"]
+    assert str(uuid.UUID(init.session_id)) == init.session_id
+    assert isinstance(res, ResultMessage) and res.session_id == init.session_id
     assert init.model == "claude-opus-5-5"
     assert init.permissionMode == "bypassPermissions"
-    assert init.cwd == "/"
+    assert init.cwd is not None and init.cwd.endswith(CAPTURE_CWD)
     assert init.tools is not None and "Bash" in init.tools
     assert init.mcp_servers == []
     assert init.claude_code_version == "2.1.328"
     assert init.apiKeySource == "ANTHROPIC_API_KEY"
     # fields this SDK does not model are kept
     assert init.model_extra is not None
-    assert init.model_extra["messaging_socket_path"] == "/tmp/cc-socks/7.sock"
+    socket_path = init.model_extra["messaging_socket_path"]
+    assert socket_path.startswith("/tmp/cc-socks/") and socket_path.endswith(".sock")
     assert init.data["view_mode"] == "default"
 
 
@@ -239,7 +248,8 @@ def test_system_status() -> None:
 
 
 def test_result_fields_typed() -> None:
-    res = load("text-partial.jsonl")[-1]
+    msgs = load("text-partial.jsonl")
+    res, raw = msgs[-1], raw_lines("text-partial.jsonl")[-1]
     assert isinstance(res, ResultMessage)
     assert res.subtype == "success"
     assert res.is_error is False and res.ok
@@ -247,16 +257,19 @@ def test_result_fields_typed() -> None:
     assert res.total_cost_usd == pytest.approx(0.00028)
     assert isinstance(res.total_cost_usd, float)
     assert res.usage is not None and res.usage["output_tokens"] == 12
-    assert res.duration_ms == 116 and isinstance(res.duration_ms, int)
-    assert res.duration_api_ms == 25
+    # timings change with every capture: typed as ints, equal to the wire values
+    assert res.duration_ms == raw["duration_ms"] and isinstance(res.duration_ms, int)
+    assert res.duration_api_ms == raw["duration_api_ms"] and isinstance(res.duration_api_ms, int)
+    assert 0 < res.duration_api_ms <= res.duration_ms
     assert res.num_turns == 1
     assert res.stop_reason == "end_turn"
     assert res.terminal_reason == "completed"
     assert res.permission_denials == []
     assert res.modelUsage is not None
     assert res.modelUsage["claude-opus-5-5"]["costUSD"] == pytest.approx(0.00028)
-    assert res.session_id == "7d004273-a735-4d5f-9141-023678753ce9"
-    assert res.model_extra is not None and res.model_extra["ttft_ms"] == 106
+    assert res.session_id == msgs[0].session_id == raw["session_id"]  # type: ignore[union-attr]
+    assert res.model_extra is not None and res.model_extra["ttft_ms"] == raw["ttft_ms"]
+    assert isinstance(res.model_extra["ttft_ms"], int)
 
 
 def test_error_result_fields() -> None:
@@ -299,13 +312,13 @@ def test_assistant_and_user_blocks() -> None:
     assert isinstance(tool, AssistantMessage) and tool.message_id == "msg_bash_1"
     (use,) = tool.tool_uses
     assert isinstance(use, ToolUseBlock) and use.name == "Bash" and use.id == "toolu_01"
-    assert use.input["command"] == "echo hi-from-bash && id -u"
+    assert use.input["command"] == BASH_COMMAND
     assert isinstance(user, UserMessage)
     (res,) = user.tool_results
     assert isinstance(res, ToolResultBlock)
-    assert res.tool_use_id == "toolu_01" and res.content == "hi-from-bash\n1000"
+    assert res.tool_use_id == "toolu_01" and res.content == "hi-from-bash\n42"
     assert res.is_error is False
-    assert user.tool_use_result["stdout"] == "hi-from-bash\n1000"
+    assert user.tool_use_result["stdout"] == "hi-from-bash\n42"
     assert user.model_extra is not None and "tool_result_meta" in user.model_extra
 
 
@@ -577,7 +590,7 @@ def test_accumulator_text_partial_counts_text_once() -> None:
     assert acc.tool_calls == [] and acc.tool_results == {}
     assert acc.is_error is False and acc.subtype == "success"
     assert acc.stop_reason == "end_turn"
-    assert acc.session_id == "7d004273-a735-4d5f-9141-023678753ce9"
+    assert acc.session_id == raw_lines("text-partial.jsonl")[0]["session_id"]
     assert acc.message_ids == ["msg_text_1"]
 
 
@@ -589,8 +602,8 @@ def test_accumulator_bash_tool_without_partial_messages() -> None:
     assert "echo hi-from-bash" in call.input["command"]
     assert call.complete
     res = acc.tool_results["toolu_01"]
-    assert res.content == "hi-from-bash\n1000" and res.is_error is False
-    assert res.structured["stdout"] == "hi-from-bash\n1000"
+    assert res.content == "hi-from-bash\n42" and res.is_error is False
+    assert res.structured["stdout"] == "hi-from-bash\n42"
     assert acc.text == "Running a command.\n\nThe command printed hi."
     assert acc.text.endswith("The command printed hi.")
     assert acc.result is not None and acc.result.result == "The command printed hi."

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,8 +19,6 @@ from dockercc.protocol import (
     WireModel,
     parse_message,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code-2.1.328"
 
 pytestmark = pytest.mark.usefixtures("cli_fixtures")
 
@@ -122,8 +120,14 @@ def test_garbled_bytes_never_raise_and_resync(garbage: bytes, cuts: list[int]) -
     assert [m.raw for m in msgs[-len(expected) :]] == expected
 
 
+def _stripped(line: bytes) -> str:
+    text = line.decode("utf-8", "replace").strip()
+    return text[1:].lstrip() if text.startswith("\ufeff") else text
+
+
 @FUZZ
-@given(data=st.binary(max_size=500))
+@given(data=st.binary(max_size=500)
+       | json_values.map(lambda v: b" \xef\xbb\xbf" + json.dumps(v).encode() + b"\r"))
 def test_random_bytes_never_raise(data: bytes) -> None:
     parser = LineParser(max_line_bytes=64)
     for m in parser.feed(data) + parser.flush():
@@ -131,7 +135,19 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     parser = LineParser()
     for m in parser.feed(data) + parser.flush():
         check(m)
-    assert parser.parse_line(data) is None or True
+    # one line on its own and the same line fed as a stream agree: a message exactly when
+    # it is a JSON object, skipped (counted) exactly when it is neither that nor blank
+    line = data.replace(b"\n", b"")
+    single, streamed = LineParser(), LineParser()
+    msg = single.parse_line(line)
+    assert [m.raw for m in streamed.feed(line + b"\n")] == ([] if msg is None else [msg.raw])
+    assert single.skipped == streamed.skipped
+    text = _stripped(line)
+    if msg is None:
+        assert single.skipped == (1 if text else 0)
+    else:
+        check(msg)
+        assert single.skipped == 0 and msg.raw == json.loads(text)
 
 
 @FUZZ
@@ -202,8 +218,8 @@ def test_mutated_fixture_objects(data: st.DataObject, value: Any) -> None:
     check(msg)
     assert msg.raw is mutated
     acc = TurnAccumulator()
-    acc.add(msg)
-    assert isinstance(acc.text, str)
+    appended = acc.add(msg)
+    assert isinstance(appended, str) and acc.text == appended  # what add() reports is the text
 
 
 @FUZZ

@@ -219,6 +219,15 @@ def test_tool_ids_fresh_or_fixed(api: ScriptedAPI, client: httpx.Client) -> None
     assert first != second  # a repeated route reply never reuses a tool id
 
 
+def test_message_ids_fresh_or_fixed(api: ScriptedAPI, client: httpx.Client) -> None:
+    fixed = Reply(blocks=(TextBlock("a"),), message_id="msg_fixed") + text("b")
+    api.script(fixed, text("c"))
+    first = post_stream(client)[1][0][1]["message"]
+    assert first["id"] == "msg_fixed"  # kept through `+`, as the capture script uses it
+    second = post_stream(client)[1][0][1]["message"]
+    assert second["id"].startswith("msg_scripted_") and second["id"] != "msg_fixed"
+
+
 def test_thinking_stream(api: ScriptedAPI, client: httpx.Client) -> None:
     api.script(thinking("let me think about it", "The answer is 4."))
     _, events = post_stream(client)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -39,8 +40,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..protocol import control
-from ..protocol.envelope import encode_envelope, runner_event
+from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
+from ..protocol.transcript import check_meta as check_transcript_meta
 from .early import BASE_ARGS, bind_forwarder, claude_home, install_credentials, take_listener
 from .forwarder import Forwarder
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
@@ -49,7 +51,8 @@ log = logging.getLogger("dockercc.agent")
 
 FAST_PREFIXES = (b'{"type":"stream_event"', b'{"type":"user"')
 """Lines that start so need no parsing: the runner keeps no state from them."""
-LINE_LIMIT = 256 * 1024 * 1024  # longest stdout line the runner relays
+LINE_LIMIT = 15 * 1024 * 1024  # longest stdout line the runner relays (the host drops
+# envelopes over 16 MiB: protocol.bounded.MAX_ENVELOPE_BYTES)
 HISTORY_RESULT_LINE = 64 * 1024  # tool results on lines up to this size go into the history
 STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
@@ -158,6 +161,8 @@ class Assignment:
     history_max: int = 1000
     restore_from: str | None = None  # dockercc session whose CLI transcript to restore
     tools_digest: str = ""  # digest of the session's host tools (see Prestart)
+    lease_token: str = ""  # sent with every MCP request: the host answers only this lease
+    transcript_sha256: str = ""  # the host-verified digest of the transcript to restore
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -168,12 +173,16 @@ class Assignment:
                    args=[str(a) for a in obj.get("args") or []],
                    history_max=int(obj.get("history_max", 1000)),
                    restore_from=validate_id(restore) if restore else None,
-                   tools_digest=str(obj.get("tools_digest") or ""))
+                   tools_digest=str(obj.get("tools_digest") or ""),
+                   lease_token=str(obj.get("lease_token") or ""),
+                   transcript_sha256=str(obj.get("transcript_sha256") or ""))
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
 OOM_COUNTERS = ("/sys/fs/cgroup/memory.events",  # cgroup v2
                 "/sys/fs/cgroup/memory/memory.oom_control")  # cgroup v1
+PIDS_EVENTS = ("/sys/fs/cgroup/pids.events",  # cgroup v2
+               "/sys/fs/cgroup/pids/pids.events")  # cgroup v1
 
 
 def kill_leftovers() -> int:
@@ -200,6 +209,21 @@ def kill_leftovers() -> int:
                     os.kill(int(entry), signal.SIGKILL)
                     killed += 1
     return killed
+
+
+def pids_refusals() -> int | None:
+    """How many forks (and thread creations) the container's process limit refused (the pids
+    cgroup's ``max`` counter); ``None`` where the counter cannot be read."""
+    for path in PIDS_EVENTS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "max":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def oom_kills() -> int | None:
@@ -432,8 +456,9 @@ class Runner:
         pipe.hset(keys.state, "container", self.s.container)
         last, prev, *_ = await pipe.execute()
         if last:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.seq = int(json.loads(last)["seq"])
+            env = Envelope.decode(last)
+            if env is not None:  # (a forged seq beyond the window is no base either)
+                self.seq = env.seq
         sid: Any = prev.get(b"claude_session_id") or b""
         self.claude_session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
         self.turns = int(prev.get(b"turns") or 0)
@@ -449,7 +474,7 @@ class Runner:
         code = 0
         try:
             while not self.stopping.is_set():
-                ooms = oom_kills()
+                ooms, refusals = oom_kills(), pids_refusals()
                 code = await self.run_cli(a)
                 if self.stopping.is_set():
                     break
@@ -461,6 +486,13 @@ class Runner:
                     why = {"reason": "out_of_memory", "message": (
                         f"the Claude Code CLI was killed (exit code {code}): out of memory, the "
                         "container's memory limit (resources.memory) was reached")}
+                elif code != 0 and refusals is not None and (pids_refusals() or 0) > refusals:
+                    # the CLI shares the container's process limit with its tools: a fork
+                    # bomb can leave it no pid for a thread it needs, and it aborts
+                    why = {"reason": "pids_limit", "message": (
+                        f"the Claude Code CLI died (exit code {code}) while the container was "
+                        "out of process ids: its process limit (resources.pidsLimit) was "
+                        "reached, e.g. by a fork bomb in a tool")}
                 # a turn was in flight (its prompt written, no result yet): that turn is lost;
                 # otherwise the restarted CLI gets the next prompt and nothing is lost
                 turn_lost, self.busy = self.busy, False
@@ -979,16 +1011,23 @@ class Runner:
         if not raw.get(b"meta") or not raw.get(b"data"):
             return
         try:
-            meta = json.loads(raw[b"meta"])
-            rel = Path(meta["path"])
-            if rel.is_absolute() or ".." in rel.parts:
-                return
+            # only projects/<dir>/<claude id>.jsonl (never settings.json, hooks or any other
+            # file the CLI would act on), and only the bytes the host sealed and verified
+            rel, cid = check_transcript_meta(raw[b"meta"])
+            want = self.assignment.transcript_sha256 if self.assignment else ""
+            if not want or hashlib.sha256(raw[b"data"]).hexdigest() != want:
+                raise ValueError("not the transcript the host verified")
             dest = claude_home() / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(zlib.decompress(raw[b"data"]))
-            self.claude_session_id = str(meta.get("claude_session_id") or "")
+            inflate = zlib.decompressobj()
+            data = inflate.decompress(raw[b"data"], TRANSCRIPT_MAX + 1)
+            if len(data) > TRANSCRIPT_MAX or inflate.unconsumed_tail:
+                raise ValueError(f"transcript over {TRANSCRIPT_MAX} bytes")
+            dest.write_bytes(data)
+            self.claude_session_id = cid
         except (ValueError, KeyError, OSError, zlib.error) as exc:
             log.warning("could not restore transcript of %s: %s", source, exc)
+            self.emit(runner_event("warning", warning="transcript_refused", message=str(exc)))
 
     async def stderr_loop(self, proc: CLIProcess) -> None:
         assert proc.stderr is not None
@@ -1073,7 +1112,10 @@ class Runner:
         assert keys is not None
         message = request.get("message") or {}
         payload = json.dumps({"request_id": request_id, "server_name": request.get("server_name"),
-                              "message": message, "ts": now_ms()}, ensure_ascii=False)
+                              "message": message, "ts": now_ms(),
+                              "container": self.s.container,
+                              "lease_token": self.assignment.lease_token
+                              if self.assignment else ""}, ensure_ascii=False)
         reply_key = keys.mcp_reply(request_id)
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would

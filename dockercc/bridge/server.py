@@ -30,7 +30,6 @@ Details:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -47,7 +46,8 @@ from mcp.shared.message import SessionMessage
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
-from ..errors import ToolError
+from ..errors import BadData, ToolError
+from ..protocol import bounded
 from .tools import AnyTool, Tool, ToolOutput, ToolRegistry
 
 __all__ = ["ACK", "HostBridge", "REQUEST_CANCELLED", "BRIDGE_CLOSED"]
@@ -330,9 +330,11 @@ class HostBridge:
     def _parse(self, message: Any) -> mt.JSONRPCMessage | JSONDict:
         if isinstance(message, bytes | bytearray | str):
             try:
-                message = json.loads(message)
-            except ValueError as exc:
+                message = bounded.loads(message, what="MCP message")
+            except BadData as exc:
                 return _error_reply(None, mt.PARSE_ERROR, f"parse error: {exc}")
+        elif bounded.depth(message) > bounded.MAX_DEPTH:
+            return _error_reply(None, mt.PARSE_ERROR, "parse error: nested too deeply")
         if not isinstance(message, Mapping):
             return _error_reply(None, mt.INVALID_REQUEST,
                                 f"invalid JSON-RPC message: expected an object, "

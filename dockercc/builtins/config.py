@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ..bridge import Tool
 from ..config import AgentConfig
+from ..redaction import redact
 from ._base import BuiltinToolError, ToolContext, builtin, clip, to_json
 
 __all__ = ["config_tools"]
@@ -31,7 +32,7 @@ def agent_view(name: str, agent: AgentConfig, tools: list[str]) -> dict[str, Any
     for key, value in (("system_prompt", agent.system_prompt),
                        ("append_system_prompt", agent.append_system_prompt)):
         if value:
-            out[key], cut = clip(value, PROMPT_CHARS)
+            out[key], cut = clip(redact(value), PROMPT_CHARS)
             if cut:
                 out[key] += "..."
     return {k: v for k, v in out.items() if v not in (None, [])}

@@ -36,9 +36,11 @@ from pydantic import BaseModel, Field
 
 from ..bridge import Tool
 from ..errors import ConfigError, InvalidSessionId
+from ..protocol.bounded import loads_record
 from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import BuiltinToolError, ToolContext, builtin, clip, now_ms, run_turn, to_json
+from .sessions import spawn_agent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import AsyncPool
@@ -68,7 +70,8 @@ return 0
 _RECORD = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local job = cjson.decode(raw)
+local ok, job = pcall(cjson.decode, raw)
+if not ok or type(job) ~= 'table' then return 0 end
 local run = cjson.decode(ARGV[2])
 if ARGV[3] == 'skip' then
   job['last_skip'] = run
@@ -106,6 +109,8 @@ class CronJob(BaseModel):
     description: str | None = None
     created_ms: int = Field(default_factory=now_ms)
     created_by: str | None = None
+    tenant: str | None = Field(None, description="Only processes of this tenant run the job "
+                               "and only its sessions see it (cron_list, cron_delete)")
     run_count: int = Field(0, description="Runs that sent the prompt (whatever their outcome)")
     last_run: CronRun | None = None
     skipped_count: int = Field(0, description="Runs not made (missed, overlapping, no session)")
@@ -140,6 +145,17 @@ def next_run_ms(schedule: str, timezone: str, after_ms: int) -> int:
     base = datetime.fromtimestamp(after_ms / 1000, _zone(timezone))
     nxt = croniter(schedule, base).get_next(datetime)
     return int(nxt.timestamp() * 1000)
+
+
+def shortest_interval_s(schedule: str, timezone: str, runs: int = 12) -> float:
+    """The shortest gap (s) between the next ``runs`` firings of ``schedule``."""
+    t = next_run_ms(schedule, timezone, now_ms())
+    gaps = []
+    for _ in range(runs):
+        nxt = next_run_ms(schedule, timezone, t)
+        gaps.append((nxt - t) / 1000)
+        t = nxt
+    return min(gaps)
 
 
 def _iso(ms: int | None) -> str | None:
@@ -182,11 +198,19 @@ class CronScheduler:
 
     async def create(self, schedule: str, prompt: str, *, agent: str | None = None,
                      session: str | None = None, timezone: str = "UTC",
-                     description: str | None = None, created_by: str | None = None) -> CronJob:
-        """Store a job and schedule its first run. ``ValueError`` / ``ConfigError`` for bad
-        arguments."""
+                     description: str | None = None, created_by: str | None = None,
+                     min_interval_s: float | None = None) -> CronJob:
+        """Store a job (of this pool's tenant) and schedule its first run. ``ValueError`` /
+        ``ConfigError`` for bad arguments; ``min_interval_s`` refuses schedules that fire more
+        often (the tools pass ``tools.cron.minIntervalS``)."""
         expr = validate_schedule(schedule)
         _zone(timezone)
+        if min_interval_s is not None:
+            gap = shortest_interval_s(expr, timezone)
+            if gap < min_interval_s:
+                raise ValueError(f"schedule {expr!r} fires every {gap:g}s; the shortest "
+                                 f"interval allowed is {min_interval_s:g}s "
+                                 f"(tools.cron.minIntervalS)")
         if not prompt.strip():
             raise ValueError("the prompt is empty")
         if (agent is None) == (session is None):
@@ -198,7 +222,8 @@ class CronScheduler:
                 validate_id(session)
             except InvalidSessionId as exc:
                 raise ValueError(str(exc)) from None
-            if not await self.pool.transport.client.hexists(self.pool.sessions_key, session):
+            raw = await self.pool.transport.client.hget(self.pool.sessions_key, session)
+            if raw is None or loads_record(raw).get("tenant") != self.pool.tenant:
                 raise ValueError(f"no open session {session!r} to schedule prompts to")
         r = self.pool.transport.client
         if await r.hlen(self.jobs_key) >= self.config.max_jobs:
@@ -206,7 +231,8 @@ class CronScheduler:
                              f"(tools.cron.maxJobs); delete one first")
         job = CronJob(id=f"job-{secrets.token_hex(4)}", schedule=expr, prompt=prompt,
                       agent=agent, session=session, timezone=timezone,
-                      description=description, created_by=created_by)
+                      description=description, created_by=created_by,
+                      tenant=self.pool.tenant)
         nxt = next_run_ms(expr, timezone, now_ms())
         pipe = r.pipeline(transaction=True)
         pipe.hset(self.jobs_key, job.id, job.model_dump_json())
@@ -219,8 +245,8 @@ class CronScheduler:
         raw = await self.pool.transport.client.hget(self.jobs_key, job_id)
         return CronJob.model_validate_json(raw) if raw is not None else None
 
-    async def jobs(self) -> list[tuple[CronJob, int | None]]:
-        """Every job with its next run (ms), oldest job first."""
+    async def jobs(self, *, tenant: str | None = None) -> list[tuple[CronJob, int | None]]:
+        """Every job (or ``tenant``'s) with its next run (ms), oldest job first."""
         r = self.pool.transport.client
         raw = await r.hgetall(self.jobs_key)
         scored: list[Any] = await r.zrange(self.due_key, 0, -1, withscores=True)
@@ -228,15 +254,24 @@ class CronScheduler:
         jobs = []
         for value in raw.values():
             try:
-                jobs.append(CronJob.model_validate_json(value))
+                job = CronJob.model_validate_json(value)
             except ValueError:
                 continue
+            if tenant is None or job.tenant == tenant:
+                jobs.append(job)
         jobs.sort(key=lambda j: j.created_ms)
         return [(job, due.get(job.id)) for job in jobs]
 
-    async def delete(self, job_id: str) -> bool:
-        """Remove a job (a run in progress finishes); False if there was none."""
+    async def delete(self, job_id: str, *, tenant: str | None = None) -> bool:
+        """Remove a job (a run in progress finishes); False if there was none (or, with
+        ``tenant``, none of that tenant)."""
         r = self.pool.transport.client
+        if tenant is not None:
+            job = None
+            with contextlib.suppress(ValueError):
+                job = await self.get(job_id)
+            if job is None or job.tenant != tenant:
+                return False
         pipe = r.pipeline(transaction=True)
         pipe.hdel(self.jobs_key, job_id)
         pipe.zrem(self.due_key, job_id)
@@ -300,16 +335,21 @@ class CronScheduler:
         if raw is None:
             await r.zrem(self.due_key, job_id)
             return
-        job = CronJob.model_validate_json(raw)
+        try:
+            job = CronJob.model_validate_json(raw)
+        except ValueError as exc:  # not a job this process wrote: drop it, never run it
+            log.warning("cron job %r dropped: %s", job_id[:64], str(exc)[:200])
+            await r.zrem(self.due_key, job_id)
+            return
+        if job.tenant != self.pool.tenant:
+            return  # another tenant's job: its own processes run it (never claimed here)
         if job.session is not None:
             local = self.pool.get(job.session)
             if local is None or local.closed:
                 record = await r.hget(self.pool.sessions_key, job.session)
                 if record is not None:
-                    import json
-
-                    owner = json.loads(record).get("owner")
-                    if owner != self.pool.containers.owner and await self._owner_alive(owner):
+                    owner = loads_record(record).get("owner") or ""
+                    if owner != self.pool.containers.owner and await self._owner_alive(str(owner)):
                         return  # the process that has the session open runs it
         claim, _ = self._scripts()
         nxt = next_run_ms(job.schedule, job.timezone, max(now, score))
@@ -399,7 +439,7 @@ def cron_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return ctx.pool.cron
 
     async def cron_list() -> Any:
-        jobs = await scheduler().jobs()
+        jobs = await scheduler().jobs(tenant=ctx.pool.tenant)
         return to_json({"count": len(jobs), "jobs": [_job_view(j, n) for j, n in jobs]})
 
     async def cron_create(schedule: Annotated[str, Field(min_length=1, max_length=200)],
@@ -410,17 +450,20 @@ def cron_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                           ) -> Any:
         if agent is None and session_id is None:
             agent = me.agent
+        if agent is not None:
+            spawn_agent(me, agent)  # the agents sessions_spawn may start, no others
         try:
             job = await scheduler().create(schedule, prompt, agent=agent, session=session_id,
                                            timezone=timezone, description=description,
-                                           created_by=me.id)
+                                           created_by=me.id,
+                                           min_interval_s=scheduler().config.min_interval_s)
         except (ValueError, ConfigError) as exc:
             raise BuiltinToolError(str(exc)) from None
         nxt = next_run_ms(job.schedule, job.timezone, now_ms())
         return to_json({"created": True, **_job_view(job, nxt)})
 
     async def cron_delete(job_id: Annotated[str, Field(min_length=1, max_length=64)]) -> Any:
-        if not await scheduler().delete(job_id):
+        if not await scheduler().delete(job_id, tenant=ctx.pool.tenant):
             raise BuiltinToolError(f"no cron job {job_id!r} (cron_list shows the jobs)")
         return to_json({"deleted": job_id})
 

@@ -44,6 +44,8 @@ class ChannelMessage(BaseModel):
     data: dict[str, Any] | None = None
     session: str | None = Field(None, description="The sending session's id")
     agent: str | None = Field(None, description="The sending session's agent")
+    tenant: str | None = Field(None, description="The sending session's tenant (`pool.tenant`): "
+                               "a Redis channel's subscribers filter on it")
     ts: int = Field(default_factory=now_ms, description="When it was sent (ms since epoch)")
 
 
@@ -136,7 +138,7 @@ def message_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
             known = ", ".join(channels.names()) or "none are registered"
             raise BuiltinToolError(f"unknown channel {channel!r} (known channels: {known})")
         msg = ChannelMessage(channel=channel, text=text, data=data, session=me.id,
-                             agent=me.agent)
+                             agent=me.agent, tenant=ctx.pool.tenant)
         try:
             out = await channels.deliver(msg)
         except asyncio.CancelledError:

@@ -8,13 +8,13 @@ be read by that process as the answer to its own next prompt.
 """
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from ..bridge import Tool
 from ..errors import InvalidSessionId
+from ..protocol.bounded import MAX_MESSAGE_BYTES, loads_record
 from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import (
@@ -58,11 +58,8 @@ async def registry(pool: "AsyncPool") -> dict[str, dict[str, Any]]:
     raw = await pool.transport.client.hgetall(pool.sessions_key)
     out: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
-        try:
-            record = json.loads(value)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
+        record = loads_record(value)
+        if record:
             out[as_str(key)] = record
     return out
 
@@ -97,6 +94,41 @@ def _last_activity(state: dict[str, str], record: dict[str, Any]) -> int | None:
     return max(values) if values else None
 
 
+async def tenant_of(pool: "AsyncPool", session_id: str) -> str | None:
+    """The tenant a session belongs to: its registry record (written by the host that opened
+    it), else its state (closed sessions keep it there); None when neither names one."""
+    raw = await pool.transport.client.hget(pool.sessions_key, session_id)
+    tenant = loads_record(raw).get("tenant") if raw is not None else None
+    if not isinstance(tenant, str) or not tenant:
+        value = await pool.transport.client.hget(pool.transport.keys(session_id).state, "tenant")
+        tenant = as_str(value) if value is not None else None
+    return tenant or None
+
+
+async def check_reach(pool: "AsyncPool", me: "AsyncSession", session_id: str,
+                      missing: str = "no session {sid!r} in this pool") -> str:
+    """``session_id`` if the calling session may reach it (it is the caller, or it belongs
+    to the caller's tenant); otherwise the same error as for a session that does not exist,
+    so an agent learns nothing about other tenants' sessions."""
+    sid = _check_id(session_id)
+    if sid != me.id and await tenant_of(pool, sid) != pool.tenant:
+        raise BuiltinToolError(missing.format(sid=sid) + " (sessions_list shows the open ones)")
+    return sid
+
+
+def spawn_agent(me: "AsyncSession", agent: str | None) -> str:
+    """The agent a session may start (``sessions_spawn``) or schedule (``cron_create``): its
+    own, or one its agent's ``subagents`` lists; never one with other tools or prompts that
+    the caller's agent was not given."""
+    name = agent or me.agent
+    me.pool.config.agent(name)  # ConfigError (clean) for an unknown agent
+    if name != me.agent and name not in me.agent_config.subagents:
+        allowed = ", ".join([me.agent, *me.agent_config.subagents])
+        raise BuiltinToolError(f"agent {name!r} is not one this agent may start (allowed: "
+                               f"{allowed}; agents.{me.agent}.subagents lists others)")
+    return name
+
+
 def depth_of(session_id: str, records: dict[str, dict[str, Any]],
              first_parent: str | None = None) -> int:
     """How many ancestors a session has (a session opened by code is depth 0)."""
@@ -127,7 +159,8 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return state
 
     async def sessions_list(agent: str | None = None) -> Any:
-        records = await registry(pool)
+        records = {sid: rec for sid, rec in (await registry(pool)).items()
+                   if rec.get("tenant") == pool.tenant or sid == me.id}
         ids = sorted(records, key=lambda s: _int(records[s].get("created")) or 0)
         if agent is not None:
             ids = [s for s in ids if records[s].get("agent") == agent]
@@ -154,7 +187,7 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
     async def sessions_history(session_id: str | None = None,
                                offset: Annotated[int, Field(ge=0)] = 0,
                                limit: Annotated[int, Field(ge=1, le=1000)] = 20) -> Any:
-        sid = _check_id(session_id) if session_id else me.id
+        sid = await check_reach(pool, me, session_id) if session_id else me.id
         keys = ctx.transport.keys(sid)
         r = ctx.transport.client
         total = int(await r.llen(keys.history))
@@ -165,9 +198,8 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         raw = await r.lrange(keys.history, offset, offset + limit - 1) if offset < total else []
         entries = []
         for item in raw:
-            try:
-                entry = json.loads(item)
-            except ValueError:
+            entry = loads_record(item, max_bytes=MAX_MESSAGE_BYTES, what="history entry")
+            if not entry:
                 continue
             if isinstance(entry.get("text"), str):
                 entry["text"], cut = clip(entry["text"], HISTORY_TEXT_LIMIT)
@@ -198,7 +230,7 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
 
     async def sessions_send(session_id: str, prompt: Prompt, wait: bool = False,
                             timeout_s: WaitSeconds = None) -> Any:
-        sid = _check_id(session_id)
+        sid = await check_reach(pool, me, session_id, "no open session {sid!r}")
         if sid == me.id:
             raise BuiltinToolError("a session cannot send a prompt to itself")
         target = pool.get(sid)
@@ -225,8 +257,21 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                              model: str | None = None, system_prompt: str | None = None,
                              append_system_prompt: str | None = None,
                              max_turns: Annotated[int | None, Field(ge=1)] = None) -> Any:
-        agent_name = agent or me.agent
+        agent_name = spawn_agent(me, agent)
         ctx.config.agent(agent_name)  # ConfigError (clean) for an unknown agent
+        if system_prompt is not None:
+            raise BuiltinToolError("sessions_spawn cannot replace the system prompt: a child "
+                                   "gets its agent's (add to it with append_system_prompt)")
+        inherit: dict[str, Any] = {}
+        if agent_name == me.agent:
+            # the caller's own limits (options its code set beyond the agent's config) carry
+            # over: a child never has more tools or a freer prompt than its parent
+            o = me.options
+            inherit = {"allowed_tools": o.allowed_tools, "disallowed_tools": o.disallowed_tools,
+                       "permission_mode": o.permission_mode, "system_prompt": o.system_prompt}
+            if o.append_system_prompt:
+                append_system_prompt = "\n\n".join(
+                    p for p in (o.append_system_prompt, append_system_prompt) if p)
         if session_id is not None:
             _check_id(session_id)
         if wait and not (prompt and prompt.strip()):
@@ -248,8 +293,8 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
             if session_id is not None and (session_id in records or pool.get(session_id)):
                 raise BuiltinToolError(f"a session {session_id!r} already exists")
             child = pool.session(agent_name, session_id=session_id, parent=me.id, model=model,
-                                 system_prompt=system_prompt,
-                                 append_system_prompt=append_system_prompt, max_turns=max_turns)
+                                 append_system_prompt=append_system_prompt, max_turns=max_turns,
+                                 **inherit)
             ctx.state.children.setdefault(me.id, set()).add(child.id)
         try:
             await child.start()
@@ -263,9 +308,10 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return to_json(out)
 
     async def session_status(session_id: str | None = None) -> Any:
-        sid = _check_id(session_id) if session_id else me.id
+        sid = await check_reach(pool, me, session_id) if session_id else me.id
         state = await known(sid)
-        records = await registry(pool)
+        records = {s: r for s, r in (await registry(pool)).items()
+                   if r.get("tenant") == pool.tenant}
         record = records.get(sid, {})
         now = now_ms()
         out: dict[str, Any] = {

@@ -19,6 +19,10 @@ from .spec import CREDENTIALS_MOUNT, EGRESS_DIR, RELAY_SOCKET, SOCKET_DIR, Conta
 
 log = logging.getLogger("dockercc.pool")
 
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILE = "3"
+"""Container log rotation (json-file): an agent printing without end fills no disk."""
+
 LABEL = "clawdbot.docker-cc"
 """The seed's label: every container dockercc makes has ``clawdbot.docker-cc=1``."""
 
@@ -101,7 +105,7 @@ class DockerBackend:
     def _create(self, spec: ContainerSpec, name: str, labels: dict[str, str],
                 env: dict[str, str], cpu_shares: int | None = None) -> str:
         import docker.errors
-        from docker.types import Mount
+        from docker.types import LogConfig, Mount
 
         self._ensure_network(spec.network)
         mounts: list[Any] = []
@@ -133,6 +137,8 @@ class DockerBackend:
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
                    "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts},
             stop_signal="SIGTERM",
+            log_config=LogConfig(type="json-file",
+                                 config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
         )
         if spec.network not in ("host", "none"):
             kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
@@ -176,7 +182,10 @@ class DockerBackend:
         old_labels = (old.get("Config") or {}).get("Labels") or {}
         if old_labels.get(LABEL) != "1" or old_labels.get(prefix_label) != labels.get(prefix_label):
             return False
-        self._remove(name)
+        instance_label = f"{LABEL}.instance"
+        if old_labels.get(instance_label, "") not in ("", labels.get(instance_label, "")):
+            return False  # another Redis's pool with the same prefix: not ours to remove
+        self._remove(str(old.get("Id") or name))
         for _ in range(100):
             try:
                 self.client.api.inspect_container(name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import os
 import secrets
@@ -31,14 +30,15 @@ from pydantic import BaseModel, Field
 from ..config import DockerCCConfig
 from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
 from ..egress.proxy import relay_target
-from ..errors import ContainerLost, PoolError, PoolExhausted, StartupTimeout
-from ..protocol.envelope import encode_envelope, runner_event
+from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
+from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
-from ..transport import RedisTransport, as_str, now_ms
+from ..transport import RedisTransport, as_int, as_str, now_ms
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
 from .registry import (
     CLAIM,
     MARK_WARM,
+    QUARANTINE,
     RESERVE_WARM,
     RETIRE_WARM,
     ContainerRecord,
@@ -83,6 +83,7 @@ class PoolStats(BaseModel):
     reaped: int = 0
     recycled: int = 0
     startup_failures: int = 0
+    quarantined: int = 0
     claim_latency_ms: dict[str, int] = Field(default_factory=dict,
                                              description="histogram: bucket upper bound -> count")
     claim_p50_ms: float | None = None
@@ -145,6 +146,7 @@ class ContainerPool:
         self._reserve_warm = r.register_script(RESERVE_WARM)
         self._mark_warm = r.register_script(MARK_WARM)
         self._retire_warm = r.register_script(RETIRE_WARM)
+        self._quarantine = r.register_script(QUARANTINE)
 
     # -- settings --------------------------------------------------------------------------
 
@@ -282,15 +284,41 @@ class ContainerPool:
     async def records(self) -> list[ContainerRecord]:
         raw = await self.transport.client.hgetall(self.pk.containers)
         out = []
-        for value in raw.values():
-            rec = ContainerRecord.decode(value)
+        for key, value in raw.items():
+            rec = await self._checked(key, value)
             if rec is not None:
                 out.append(rec)
         return out
 
     async def record(self, container: str) -> ContainerRecord | None:
         raw = await self.transport.client.hget(self.pk.containers, container)
-        return ContainerRecord.decode(raw) if raw else None
+        return await self._checked(container, raw) if raw else None
+
+    async def _checked(self, key: bytes | str, value: bytes | str) -> ContainerRecord | None:
+        """A registry record the pool may act on, or ``None``: a record that fails validation
+        (forged or corrupted: anything that can write the registry can write one) is moved to
+        ``pool:quarantine`` and logged, never used to remove or claim anything."""
+        field = as_str(key)
+        try:
+            return ContainerRecord.validate(value, field)
+        except BadData as exc:
+            moved = await self._quarantine(keys=[self.pk.containers, self.rk.quarantine],
+                                           args=[key, value])
+            if moved:
+                self._counters["quarantined"] += 1
+                log.warning("registry record %r quarantined: %s", field[:64], exc)
+            return None
+
+    def _is_ours(self, info: ContainerInfo | None, container: str | None = None) -> bool:
+        """A container the pool may remove or rename: labelled with this pool's prefix and
+        instance (and with ``container`` as its registry id, when given). A record's name
+        alone proves nothing: anyone who can write the registry can name any container."""
+        if info is None or not info.id:
+            return False
+        want = dict(self.labels_base)
+        if container is not None:
+            want[f"{LABEL}.container"] = container
+        return all(info.labels.get(k) == v for k, v in want.items())
 
     async def _update(self, rec: ContainerRecord) -> None:
         await self.transport.client.hset(self.pk.containers, rec.id, rec.encode())
@@ -438,7 +466,13 @@ class ContainerPool:
         if rename is None:
             return
         try:
-            await rename(old, new)
+            # the Docker id of the container labelled for this record, not the record's name
+            found = [i for i in await self.backend.list(
+                {**self.labels_base, f"{LABEL}.container": container})
+                if self._is_ours(i, container)]
+            if len(found) != 1:
+                return
+            await rename(found[0].id, new)
         except Exception as exc:  # a stale container of that name: keep the warm name
             log.debug("rename %s -> %s skipped: %s", old, new, exc)
             return
@@ -505,10 +539,11 @@ class ContainerPool:
             await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
                                     args=[rec.id])
         try:
-            # by label and Docker id, not name: a warm container may be renamed for its
-            # session meanwhile (between the list and the remove too)
+            # by label and Docker id, never by the record's name: a warm container may be
+            # renamed for its session meanwhile, and a forged record may name any container
+            # on the engine; only one carrying this pool's labels for this id is removed
             found = await self.backend.list({**self.labels_base, f"{LABEL}.container": rec.id})
-            for ref in {i.id or i.name for i in found} or {rec.name}:
+            for ref in {i.id for i in found if self._is_ours(i, rec.id)}:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
@@ -677,12 +712,16 @@ class ContainerPool:
                 if rec.status == "creating" and now - rec.created > t.startup_ms * 2:
                     await self._destroy(rec)
                 continue
-            info = infos.get(rec.name) or by_id.get(rec.id)
+            info = by_id.get(rec.id) or infos.get(rec.name)
+            if not self._is_ours(info, rec.id):
+                info = None
             if info is None or not info.running:
-                # double-check before declaring a loss (a list can race a rename)
-                info = await self.backend.inspect(rec.name) or info
+                # double-check before declaring a loss (a list can race a rename); what the
+                # name points at counts only if it carries this record's labels
+                found = await self.backend.inspect(rec.name)
+                info = found if self._is_ours(found, rec.id) else info
             hb_raw = await r.hget(self.pk.container_state(rec.id), "heartbeat")
-            heartbeat = int(hb_raw) if hb_raw else 0
+            heartbeat = as_int(hb_raw)
             dead = info is None or not info.running
             stale = heartbeat and now - heartbeat > self.stale_ms and now >= self._grace_until
             if dead or stale:
@@ -774,10 +813,8 @@ class ContainerPool:
         keys = SessionKeys(session, self.transport.prefix)
         r = self.transport.client
         last = await r.lindex(keys.output_buffer, -1)
-        seq = 0
-        if last:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                seq = int(json.loads(last)["seq"])
+        prev = Envelope.decode(last) if last else None
+        seq = prev.seq if prev is not None else 0
         env = encode_envelope(seq + 1, now_ms(), runner_event(
             "error", error=error, message=message, restart=False, **fields))
         pipe = r.pipeline(transaction=False)
@@ -792,7 +829,7 @@ class ContainerPool:
         r = self.transport.client
         if not self.instance:
             await self._load_instance(create=False)  # gc: read it, don't make one
-        owners = {as_str(k): int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
+        owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
         now = now_ms()
         alive = {o for o, hb in owners.items() if now - hb <= max(self.stale_ms, 1000)}
         alive.add(self.owner)
@@ -806,15 +843,13 @@ class ContainerPool:
             cid = info.labels.get(f"{LABEL}.container", "")
             rec = records.get(cid)
             owner = rec.owner if rec else info.labels.get(f"{LABEL}.owner", "")
-            if owner not in alive:
-                await self.backend.remove(info.name)
+            if owner not in alive and info.id:
+                await self.backend.remove(info.id)
                 removed += 1
-        names = {i.name for i in infos}
         for rec in records.values():
             labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)
-            if rec.owner not in alive or (rec.status != "creating" and not labelled
-                                          and rec.name not in names):
-                await self._destroy(rec)
+            if rec.owner not in alive or (rec.status != "creating" and not labelled):
+                await self._destroy(rec)  # removes only a container labelled for rec.id
         for owner in owners:
             if owner not in alive:
                 await r.hdel(self.pk.owners, owner)
@@ -838,7 +873,9 @@ class ContainerPool:
             exhausted=self._counters["exhausted"], replacements=self._counters["replacements"],
             lost=self._counters["lost"], reaped=self._counters["reaped"],
             recycled=self._counters["recycled"],
-            startup_failures=self._counters["startup_failures"], claim_latency_ms=hist,
+            startup_failures=self._counters["startup_failures"],
+            quarantined=int(await self.transport.client.hlen(self.rk.quarantine)),
+            claim_latency_ms=hist,
             claim_p50_ms=lat[len(lat) // 2] if lat else None,
             claim_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             per_agent=dict(Counter(r.agent for r in records if r.agent)),

@@ -15,12 +15,33 @@ Keys (under the prefix, see :class:`dockercc.protocol.keys.PoolKeys`):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import BadData
+from ..protocol.bounded import MAX_RECORD_BYTES, loads_object
 from ..protocol.keys import PoolKeys
 
-CLAIM = r"""
+# Every script decodes registry values through dec(): a value that is not a JSON object with
+# the fields a script reads (a forged or corrupted record) is skipped, never fatal: one bad
+# record must not break claims for every process (the host quarantines it, see
+# ContainerPool.records).
+_DEC = r"""
+local function dec(raw)
+  if type(raw) ~= 'string' then return nil end
+  local ok, v = pcall(cjson.decode, raw)
+  if not ok or type(v) ~= 'table' then return nil end
+  if type(v.id) ~= 'string' or type(v.status) ~= 'string' or type(v.spec) ~= 'string' then
+    return nil
+  end
+  if v.agent ~= nil and type(v.agent) ~= 'string' then return nil end
+  if v.name ~= nil and type(v.name) ~= 'string' then return nil end
+  return v
+end
+"""
+
+CLAIM = _DEC + r"""
 local containers, queue, tickets, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local warm_prefix = ARGV[1]
 local spec, agent, session = ARGV[2], ARGV[3], ARGV[4]
@@ -31,8 +52,8 @@ local ticket_deadline, name = tonumber(ARGV[11]), ARGV[12]
 -- drop tickets whose waiter went away
 local tk = redis.call('HGETALL', tickets)
 for i = 1, #tk, 2 do
-  local t = cjson.decode(tk[i+1])
-  if t.deadline < now then
+  local ok, t = pcall(cjson.decode, tk[i+1])
+  if not ok or type(t) ~= 'table' or type(t.deadline) ~= 'number' or t.deadline < now then
     redis.call('HDEL', tickets, tk[i]); redis.call('ZREM', queue, tk[i])
   end
 end
@@ -42,12 +63,13 @@ local total = 0
 local per_agent = {}
 local other_warm = nil
 for i = 1, #all, 2 do
-  local rec = cjson.decode(all[i+1])
+  local rec = dec(all[i+1])
   total = total + 1
-  if rec.agent ~= nil and rec.agent ~= '' then
+  if rec ~= nil and rec.agent ~= nil and rec.agent ~= '' then
     per_agent[rec.agent] = (per_agent[rec.agent] or 0) + 1
   end
-  if rec.status == 'warm' and rec.spec ~= spec and other_warm == nil then
+  if rec ~= nil and rec.status == 'warm' and rec.spec ~= spec and other_warm == nil
+     and rec.id == all[i] then
     other_warm = rec
   end
 end
@@ -73,8 +95,8 @@ else
 end
 for _, t in ipairs(older) do
   local raw = redis.call('HGET', tickets, t)
-  if raw then
-    local info = cjson.decode(raw)
+  local ok, info = pcall(cjson.decode, raw or '')
+  if ok and type(info) == 'table' and type(info.agent) == 'string' then
     if (per_agent[info.agent] or 0) < max_per_agent then return wait('queue') end
   end
 end
@@ -89,8 +111,8 @@ while true do
   local id = redis.call('LPOP', warm_prefix .. spec)
   if not id then break end
   local raw = redis.call('HGET', containers, id)
-  if raw then
-    local rec = cjson.decode(raw)
+  local rec = dec(raw)
+  if rec ~= nil and rec.id == id then
     if rec.status == 'warm' then
       rec.status = 'busy'; rec.agent = agent; rec.session = session; rec.owner = owner
       rec.claimed = now
@@ -122,7 +144,7 @@ end
 return wait('maxTotal')
 """
 
-RESERVE_WARM = r"""
+RESERVE_WARM = _DEC + r"""
 local containers, queue = KEYS[1], KEYS[2]
 local spec, max_total, min_warm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local owner, now, new_id, name = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
@@ -130,9 +152,9 @@ if redis.call('ZCARD', queue) > 0 then return false end
 local all = redis.call('HGETALL', containers)
 local total, warm = 0, 0
 for i = 1, #all, 2 do
-  local rec = cjson.decode(all[i+1])
+  local rec = dec(all[i+1])
   total = total + 1
-  if rec.spec == spec and rec.warm and (rec.status == 'warm' or rec.status == 'creating') then
+  if rec ~= nil and rec.spec == spec and rec.warm and (rec.status == 'warm' or rec.status == 'creating') then
     warm = warm + 1
   end
 end
@@ -143,10 +165,9 @@ redis.call('HSET', containers, new_id, cjson.encode(rec))
 return new_id
 """
 
-MARK_WARM = r"""
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local rec = cjson.decode(raw)
+MARK_WARM = _DEC + r"""
+local rec = dec(redis.call('HGET', KEYS[1], ARGV[1]))
+if rec == nil then return 0 end
 if rec.status ~= 'creating' then return 0 end
 rec.status = 'warm'; rec.ready = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
@@ -155,16 +176,30 @@ return 1
 """
 
 # take a warm container out of service (idle reaping, max age) unless someone claimed it
-RETIRE_WARM = r"""
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local rec = cjson.decode(raw)
+RETIRE_WARM = _DEC + r"""
+local rec = dec(redis.call('HGET', KEYS[1], ARGV[1]))
+if rec == nil then return 0 end
 if rec.status ~= 'warm' then return 0 end
 rec.status = 'stopping'
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 return 1
 """
+
+# move a record that failed validation aside, unless it changed since it was read
+QUARANTINE = r"""
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], string.sub(ARGV[2], 1, 4096))
+return 1
+"""
+
+STATUSES = frozenset({"creating", "warm", "busy", "stopping"})
+RECORD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CONTAINER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+"""Docker's own rule for container names."""
+_STR_FIELDS = {"owner": 256, "agent": 128, "session": 128, "spec": 64}
+_INT_FIELDS = ("created", "claimed", "ready")
 
 
 @dataclass
@@ -190,8 +225,39 @@ class ContainerRecord:
             obj = json.loads(raw)
             known = {k: obj.pop(k) for k in list(obj) if k in cls.__dataclass_fields__}
             return cls(**known, extra=obj)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             return None
+
+    @classmethod
+    def validate(cls, raw: bytes | str | None, field_id: str | None = None) -> ContainerRecord:
+        """Decode a registry value strictly; :class:`BadData` for anything the pool must not
+        act on (any process that can write the registry can forge a record)."""
+        obj = loads_object(raw, max_bytes=MAX_RECORD_BYTES, what="registry record")
+        rid, name, status = obj.get("id"), obj.get("name"), obj.get("status")
+        if not isinstance(rid, str) or not RECORD_ID_RE.fullmatch(rid):
+            raise BadData("registry record: bad id")
+        if field_id is not None and rid != field_id:
+            raise BadData("registry record: id differs from its key")
+        if not isinstance(name, str) or not CONTAINER_NAME_RE.fullmatch(name):
+            raise BadData("registry record: bad container name")
+        if status not in STATUSES:
+            raise BadData("registry record: bad status")
+        for key, limit in _STR_FIELDS.items():
+            value = obj.get(key, "")
+            if not isinstance(value, str) or len(value) > limit:
+                raise BadData(f"registry record: bad {key}")
+        for key in _INT_FIELDS:
+            value = obj.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadData(f"registry record: bad {key}")
+        if not isinstance(obj.get("warm", False), bool):
+            raise BadData("registry record: bad warm")
+        if "owner" not in obj or "created" not in obj or "spec" not in obj:
+            raise BadData("registry record: fields missing")
+        rec = cls.decode(json.dumps(obj))
+        if rec is None:  # pragma: no cover - the checks above cover decode's needs
+            raise BadData("registry record: undecodable")
+        return rec
 
     def encode(self) -> str:
         data = asdict(self)
@@ -214,6 +280,11 @@ class RegistryKeys:
     @property
     def events(self) -> str:
         return f"{self.keys.prefix}pool:events"
+
+    @property
+    def quarantine(self) -> str:
+        """Hash: registry entries that failed validation, kept (truncated) for inspection."""
+        return f"{self.keys.prefix}pool:quarantine"
 
     @property
     def warm_prefix(self) -> str:

@@ -14,8 +14,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .bounded import MAX_ENVELOPE_BYTES
+
 # the decoder's scanner (json.loads = this + a whitespace regex + checks, per call)
 _scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+SEQ_MAX = 2**53
+"""Largest seq an envelope may carry (a JSON integer every reader keeps exactly)."""
+SEQ_WINDOW = 100_000
+"""How far ahead of the last seen envelope a reader accepts the next one: a runner's seqs
+step by one (across restarts too), so an envelope far ahead is forged, and trusting it would
+make the reader drop every real envelope after it as "already seen"."""
 
 RUNNER_EVENT_TYPE = "dockercc"
 """``type`` of events the runner itself emits (errors, lifecycle), next to the CLI's own."""
@@ -44,8 +53,12 @@ class Envelope:
 
     @classmethod
     def decode(cls, data: str | bytes) -> Envelope | None:
-        """Decode one envelope; ``None`` for anything that is not a well-formed envelope."""
+        """Decode one envelope; ``None`` for anything that is not a well-formed envelope
+        (also: over ``MAX_ENVELOPE_BYTES``, nested too deeply, seq not an int in
+        ``[0, SEQ_MAX]``). Never raises."""
         try:
+            if len(data) > MAX_ENVELOPE_BYTES:
+                return None
             text = data
             if type(data) is bytes and data.startswith(b'{"'):
                 # what json.loads does with such bytes (UTF-8, surrogatepass), minus its
@@ -62,11 +75,11 @@ class Envelope:
                 obj = json.loads(data)
             seq = obj["seq"]
             event = obj["event"]
-            if not isinstance(seq, int) or not isinstance(event, dict):
+            if type(seq) is not int or not 0 <= seq <= SEQ_MAX or not isinstance(event, dict):
                 return None
             ts = obj.get("ts", 0)
             return cls(seq=seq, ts=ts if isinstance(ts, int) else 0, event=event)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return None
 
     @property

@@ -125,6 +125,8 @@ class Reply:
       content), small realistic numbers so the CLI computes a cost.
     - ``error``: answer with an error instead (see :class:`APIError`).
     - ``model``: model name to report (default: the request's ``model``).
+    - ``message_id``: the message ``id`` to report (default: a fresh ``msg_scripted_...``);
+      fixed ids make captured transcripts stable across captures.
     """
 
     blocks: tuple[Block, ...] = ()
@@ -135,6 +137,7 @@ class Reply:
     output_tokens: int | None = None
     error: APIError | None = None
     model: str | None = None
+    message_id: str | None = None
 
     def __add__(self, other: Reply) -> Reply:
         """Concatenate blocks; settings (delay, error, ...) come from ``self`` unless unset."""
@@ -148,6 +151,7 @@ class Reply:
             stop_reason=self.stop_reason or other.stop_reason,
             error=self.error or other.error,
             model=self.model or other.model,
+            message_id=self.message_id or other.message_id,
         )
 
     @property
@@ -362,7 +366,7 @@ def _resolve(r: Reply, request_model: str | None) -> _Resolved:
             )
             produced += json.dumps(dict(b.input)) + b.name
     return _Resolved(
-        message_id=new_message_id(),
+        message_id=r.message_id or new_message_id(),
         model=r.model or request_model or "claude-scripted",
         content=content,
         stop_reason=r.effective_stop_reason,
