@@ -162,3 +162,19 @@ def test_host_network_and_other_providers_keep_todays_behaviour() -> None:
     assert spec.egress == () and spec.env["AWS_SECRET_ACCESS_KEY"] == "aws"
     assert spec.env["ANTHROPIC_API_KEY"] == "sk-real"  # signed in the container: stays
     assert spec.env["HTTPS_PROXY"] == "http://127.0.0.1:3128"  # through the allow-list
+
+
+def test_public_health_view_counts_the_allow_list() -> None:
+    from dockercc.config import resolve_config
+    from dockercc.gateway import public_view
+    from dockercc.health import DockerCheck, HealthReport, RedisCheck, egress_status
+
+    config = resolve_config({"egress": {"allow": ["intranet.example:8080", "10.0.0.0/8"]}})
+    report = HealthReport(status="ok", healthy=True, checked_at=0,
+                          redis=RedisCheck(ok=True, url="redis://x", key_prefix="p:"),
+                          docker=DockerCheck(ok=True, engine="local"),
+                          egress=egress_status(config))
+    assert report.model_dump()["egress"]["allow"] == ["intranet.example:8080", "10.0.0.0/8"]
+    public = public_view(report)
+    assert public["egress"] == {"isolated": True, "network": "none",
+                                "credentials_in_container": False, "allow": 2}
