@@ -32,6 +32,7 @@ from dockercc.events import (
 )
 from dockercc.protocol import Envelope, TurnAccumulator, parse_message, stream_delta
 from dockercc.protocol import messages as wire
+from dockercc.protocol.envelope import SEQ_MAX
 
 SESSION = "sess-fast"
 
@@ -472,7 +473,8 @@ def reference_decode(data: Any) -> tuple[Any, Any, Any] | None:
     try:
         obj = json.loads(data)
         seq, event = obj["seq"], obj["event"]
-        if not isinstance(seq, int) or not isinstance(event, dict):
+        # a seq is an int (not a bool) a runner can reach: [0, SEQ_MAX]
+        if type(seq) is not int or not 0 <= seq <= SEQ_MAX or not isinstance(event, dict):
             return None
         ts = obj.get("ts", 0)
         return seq, ts if isinstance(ts, int) else 0, event

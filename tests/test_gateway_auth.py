@@ -43,6 +43,7 @@ def record(redis_server: Any, prefix: str) -> Any:
         redis_server.cli("del", key)
 
 
+@pytest.mark.docker
 async def test_without_a_token_no_names_and_no_foreign_hosts(redis_server: Any, prefix: str,
                                                              docker_client: Any,
                                                              record: Any) -> None:
@@ -67,6 +68,7 @@ async def test_without_a_token_no_names_and_no_foreign_hosts(redis_server: Any, 
         await gw.stop()
 
 
+@pytest.mark.docker
 async def test_with_a_token_only_the_token_gets_the_report(redis_server: Any, prefix: str,
                                                            docker_client: Any,
                                                            record: Any) -> None:

@@ -118,6 +118,7 @@ async def test_bad_records_are_quarantined_and_claims_go_on(redis_server: Any,
 
 # -- with Docker: a forged record naming an unrelated container ------------------------------
 
+@pytest.mark.docker
 async def test_forged_record_cannot_remove_an_unrelated_container(
         make_config: Any, docker_client: Any, prefix: str, victim: Any, tmp_path: Path,
         redis_server: Any) -> None:
