@@ -271,3 +271,29 @@ async def test_many_requests_in_parallel(tmp_path: Path, n: int) -> None:
                                           for _ in range(n)))
         assert all(r.startswith(b"HTTP/1.1 200") for r in raws)
         assert {r.headers["x-api-key"] for r in api.message_requests} == {API_KEY}
+
+
+async def test_directories_of_dead_pools_are_swept(tmp_path: Path) -> None:
+    import socket as sk
+    import time
+
+    from dockercc.egress.proxy import sweep_stale
+
+    rt = tmp_path / "rt"
+    dead, live, young = rt / "pool-dead", rt / "pool-live", rt / "pool-young"
+    for d in (dead, live, young):
+        d.mkdir(parents=True)
+    listener = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    listener.bind(str(live / "redis.sock"))
+    listener.listen(1)
+    gone = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    gone.bind(str(dead / "redis.sock"))
+    gone.close()  # a socket file nobody listens on: its pool was killed
+    old = time.time() - 120
+    for d in (dead, live):
+        os.utime(d, (old, old))
+    try:
+        sweep_stale(rt)
+        assert not dead.exists() and live.exists() and young.exists()
+    finally:
+        listener.close()

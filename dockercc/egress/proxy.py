@@ -176,6 +176,36 @@ class _Closed(Exception):
     """The client went away or sent something we answered with an error."""
 
 
+STALE_AFTER_S = 60.0
+
+
+def sweep_stale(runtime_dir: Path) -> None:
+    """Remove the directories of pools that died without closing (SIGKILL): older than a
+    minute, and no socket in them that anyone still listens on."""
+    now = time.time()
+    for directory in runtime_dir.glob("pool-*"):
+        try:
+            if now - directory.stat().st_mtime < STALE_AFTER_S:
+                continue
+            sockets = [p for p in directory.rglob("*.sock")]
+        except OSError:
+            continue
+        alive = False
+        for path in sockets:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(0.5)
+                probe.connect(str(path))
+                alive = True
+                break
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        if not alive:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 class EgressProxy:
     """``await proxy.start()``, ``await proxy.add(container, policy, upstream)`` per container
     (gives the host directory to bind-mount), ``remove``, ``close``."""
@@ -216,6 +246,7 @@ class EgressProxy:
             return self
         try:
             self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            sweep_stale(self.runtime_dir)
             # a private directory per pool: other users of the host cannot reach the sockets
             self._dir = Path(tempfile.mkdtemp(prefix="pool-", dir=self.runtime_dir))
         except OSError as exc:

@@ -240,6 +240,13 @@ class ContainerPool:
 
     async def close(self) -> None:
         """Remove every container this process owns and leave the registry clean."""
+        try:
+            await self._close()
+        finally:  # also when Redis is gone: the sockets and their directory go
+            with contextlib.suppress(Exception):
+                await self._close_egress()
+
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
