@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 import shlex
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,6 +36,30 @@ AGENT_USER_ENV = "DOCKERCC_AGENT_USER"
 AGENT_HOME = "/home/agent"
 
 AgentIds = tuple[int, int]
+
+_listener: socket.socket | None = None
+
+
+def bind_forwarder(env: Mapping[str, str] | None = None) -> socket.socket | None:
+    """The egress forwarder's listening socket (:mod:`.forwarder`), bound before the CLI
+    starts so its first connection already finds it (the runner serves it once its loop
+    runs). None without an egress proxy or if the port is taken."""
+    global _listener
+    env = os.environ if env is None else env
+    if _listener is None and env.get("DOCKERCC_EGRESS_SOCKET"):
+        from .forwarder import bind
+
+        try:
+            _listener = bind(int(env.get("DOCKERCC_EGRESS_PORT") or 3128))
+        except (OSError, ValueError):
+            _listener = None
+    return _listener
+
+
+def take_listener() -> socket.socket | None:
+    global _listener
+    sock, _listener = _listener, None
+    return sock
 
 
 def claude_home() -> Path:
@@ -167,6 +192,7 @@ def spawn_from_env(env: Mapping[str, str] | None = None) -> subprocess.Popen[byt
     raw = env.get("DOCKERCC_PRESTART")
     if not raw:
         return None
+    bind_forwarder(env)
     try:
         args = [str(a) for a in json.loads(raw)["args"]]
         ids = agent_ids(env)

@@ -49,10 +49,13 @@ from .early import (
     AgentIds,
     agent_fs,
     agent_ids,
+    bind_forwarder,
     claude_home,
     install_credentials,
     spawn_cli,
+    take_listener,
 )
+from .forwarder import Forwarder
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
 
 log = logging.getLogger("dockercc.agent")
@@ -103,6 +106,8 @@ class RunnerSettings:
     workdir: str | None = None
     prestart: Prestart | None = None
     agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
+    egress_socket: str | None = None  # the host egress proxy's socket (network none)
+    egress_port: int = 3128
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
@@ -117,6 +122,8 @@ class RunnerSettings:
             mcp_timeout_s=float(env.get("DOCKERCC_MCP_TIMEOUT_S", "300")),
             workdir=env.get("DOCKERCC_WORKDIR") or None,
             agent=agent_ids(env),
+            egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
+            egress_port=int(env.get("DOCKERCC_EGRESS_PORT") or 3128),
         )
 
 
@@ -369,6 +376,7 @@ class Runner:
         self.warmed_up = False  # the pre-started CLI took its throwaway warm-up turn
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
+        self.forwarder: Forwarder | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -400,6 +408,7 @@ class Runner:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
         ckey = self.pool_keys.container_state(self.s.container)
+        await self.start_forwarder()
         if self.s.prestart is not None:
             # before registering: the pool counts the container warm once it is listed here
             await self.prestart_cli(self.s.prestart)
@@ -422,8 +431,35 @@ class Runner:
                 await self.r.expire(ckey, 60)
             for task in list(self._tasks):
                 task.cancel()
+            if self.forwarder is not None:
+                with contextlib.suppress(Exception):
+                    await self.forwarder.close()
             with contextlib.suppress(Exception):
                 await self.r.aclose()
+
+    async def start_forwarder(self) -> None:
+        """The loopback forwarder to the host's egress proxy, before any CLI asks for it (the
+        socket may be bound already: see :func:`.early.bind_forwarder`)."""
+        if not self.s.egress_socket:
+            return
+        sock = take_listener() or bind_forwarder({"DOCKERCC_EGRESS_SOCKET": self.s.egress_socket,
+                                                  "DOCKERCC_EGRESS_PORT": str(self.s.egress_port)})
+        take_listener()
+        try:
+            self.forwarder = await Forwarder(self.s.egress_socket, sock=sock,
+                                             port=self.s.egress_port,
+                                             on_denied=self.on_egress_denied).start()
+        except OSError as exc:
+            log.error("egress forwarder on port %s failed: %s", self.s.egress_port, exc)
+
+    def on_egress_denied(self, denial: dict[str, Any]) -> None:
+        """The host's proxy refused a connection of this container: tell the session."""
+        log.warning("egress refused: %s:%s (%s)", denial.get("host"), denial.get("port"),
+                    denial.get("reason"))
+        if self.keys is not None:  # before a claim nothing belongs to any session
+            self.emit(runner_event("egress_denied", host=str(denial.get("host", "")),
+                                   port=int(denial.get("port") or 0),
+                                   reason=str(denial.get("reason", ""))))
 
     async def wait_assignment(self) -> Assignment | None:
         key = self.pool_keys.assign(self.s.container)

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import ImageError, PoolError
-from .spec import CREDENTIALS_MOUNT, RUNNER_DIR, SOCKET_DIR, ContainerSpec
+from .spec import (
+    CREDENTIALS_MOUNT,
+    EGRESS_DIR,
+    RELAY_SOCKET,
+    RUNNER_DIR,
+    SOCKET_DIR,
+    ContainerSpec,
+)
 
 log = logging.getLogger("dockercc.pool")
 
@@ -117,6 +124,12 @@ class DockerBackend:
         if spec.credentials_file:
             mounts.append(Mount(target=CREDENTIALS_MOUNT, source=spec.credentials_file,
                                 type="bind", read_only=True))
+        if spec.egress_dir:  # the container's own proxy socket (a directory: see EgressProxy)
+            mounts.append(Mount(target=EGRESS_DIR, source=spec.egress_dir, type="bind",
+                                read_only=True))
+        if spec.redis_relay_socket:
+            mounts.append(Mount(target=RELAY_SOCKET, source=spec.redis_relay_socket,
+                                type="bind"))
         uid = spec.user.split(":")[0]
         gid = spec.user.split(":")[1] if ":" in spec.user else uid
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
