@@ -60,6 +60,7 @@ _LAZY = {
     "UserMessage": ".events",
     "Result": ".events",
     "ErrorEvent": ".events",
+    "EgressDenied": ".events",
     "RawEvent": ".events",
 }
 
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import DockerCCConfig, load_config
     from .events import (
         AssistantMessage,
+        EgressDenied,
         ErrorEvent,
         Event,
         RawEvent,
@@ -115,7 +117,7 @@ __all__ = [
     "AsyncPool", "AsyncSession", "Pool", "Session", "DockerCCConfig", "load_config", "tool",
     "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
-    "ErrorEvent", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
+    "ErrorEvent", "EgressDenied", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",

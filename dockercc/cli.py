@@ -137,7 +137,8 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
         return time.strftime("%Y-%m-%d %H:%M:%S")
 
     async def run(redis_url: str, api: ScriptedAPI | None) -> None:
-        overrides: dict[str, Any] = {"redis": {"url": redis_url}, "docker": {"network": "host"}}
+        # the product's default: no network, the API through the host's egress proxy
+        overrides: dict[str, Any] = {"redis": {"url": redis_url}}
         if image_tag:
             overrides["image"] = image_tag
         if api is not None:
@@ -270,7 +271,7 @@ def _run_async(coro: Any) -> Any:
 
 def _print_event(event: Any, out: Any, err: Any) -> None:
     """Render one event: answer text to ``out``, everything else (dim) to ``err``."""
-    from .events import ErrorEvent, Result, TextDelta, ToolResult, ToolUse
+    from .events import EgressDenied, ErrorEvent, Result, TextDelta, ToolResult, ToolUse
 
     if isinstance(event, TextDelta):
         if event.parent_tool_use_id is None:
@@ -284,6 +285,9 @@ def _print_event(event: Any, out: Any, err: Any) -> None:
         err.print(f"{mark} {_esc(repr(event.text[:300]))}", highlight=False)
     elif isinstance(event, ErrorEvent):
         err.print(f"[red]{_esc(event.error)}[/red] {_esc(event.message)}", highlight=False)
+    elif isinstance(event, EgressDenied):
+        err.print(f"[yellow]egress denied[/yellow] {_esc(event.host)}:{event.port} "
+                  f"{_esc(event.reason)}", highlight=False)
     elif isinstance(event, Result):
         if not event.text.endswith("\n"):
             out.write("\n")
@@ -331,6 +335,13 @@ def _print_report(report: Any) -> None:
     out.print(_esc(f"         {report.redis.url} prefix {report.redis.key_prefix}"),
               highlight=False)
     line("docker", report.docker)
+    if report.egress is not None:
+        e = report.egress
+        what = (f"isolated (network none; proxy allows the API and {len(e.allow)} "
+                "egress.allow entries)" if e.isolated else
+                f"[yellow]not isolated[/yellow] (network {_esc(e.network)}: open egress, "
+                "credentials in the containers)")
+        out.print(f"  egress {what}", highlight=False)
     if report.pool is not None:
         p = report.pool
         out.print(f"  pool   {p.total} containers ({p.warm} warm, {p.busy} busy, {p.creating} "

@@ -110,6 +110,8 @@ __all__ = [
     "TimeoutsConfig",
     "RedisConfig",
     "DockerConfig",
+    "EgressConfig",
+    "AgentEgressConfig",
     "CredentialsConfig",
     "AgentConfig",
     "ModelConfig",
@@ -475,7 +477,15 @@ class DockerConfig(_Model):
             allowed="a Docker name prefix: A-Z a-z 0-9 _ . -, starting with a letter or digit",
         ),
     )
-    network: str = Field("clawdbot-net", min_length=1, **_doc("Docker network name"))
+    network: str = Field(
+        "none",
+        min_length=1,
+        **_doc(
+            "Docker network: `none` (no network; the API and `egress.allow` through the "
+            "host's egress proxy, credentials stay on the host), or `host` / a network name "
+            "(weaker: open egress, credentials in the container; see docs/egress.md)"
+        ),
+    )
     cap_drop: list[str] = Field(default_factory=lambda: ["ALL"], **_doc("Capabilities to drop"))
     security_opts: list[str] = Field(
         default_factory=lambda: ["no-new-privileges"], **_doc("Security options")
@@ -493,8 +503,16 @@ class DockerConfig(_Model):
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
         **_doc(
-            "User (and group) the agent runs as",
+            "User (and group) the agent runs as: the CLI and its tools (no supplementary groups)",
             allowed="'user' or 'user:group' as a quoted string, e.g. \"1000:1000\"",
+        ),
+    )
+    isolate_runner: bool = Field(
+        True,
+        **_doc(
+            "Run the container's runner as root with only SETUID, SETGID and KILL, apart from "
+            "the agent (`user`), which then cannot read, signal or trace it; false: everything "
+            "runs as `user` (the agent can read the runner's Redis secret)"
         ),
     )
     base_url: str | None = Field(
@@ -551,6 +569,62 @@ class CredentialsConfig(_Model):
         return value.expanduser() if value is not None else None
 
 
+def _check_egress(value: list[str] | None) -> list[str] | None:
+    from .egress.policy import parse_rule
+
+    for item in value or []:
+        parse_rule(item)
+    return value
+
+
+_EGRESS_ALLOWED = (
+    "a list of 'example.com', '*.example.com', 'host:port', an IP address or CIDR "
+    "('10.0.0.0/8', '[::1]:8080'), or '*' (any public name)"
+)
+
+
+class EgressConfig(_Model):
+    """The host egress proxy of containers on the `none` network (see docs/egress.md)."""
+
+    allow: Annotated[list[str], AfterValidator(_check_egress)] = Field(
+        default_factory=list,
+        **_doc(
+            "Targets every agent may reach besides the API (agents.<name>.egress.allow "
+            "replaces it); private, loopback and link-local addresses only by IP/CIDR or "
+            "exact host:port",
+            allowed=_EGRESS_ALLOWED,
+        ),
+    )
+    max_connections: Int = Field(
+        64, ge=1, **_doc("Open connections one container may have through the proxy")
+    )
+    connect_timeout_ms: Int = Field(
+        10_000, gt=0, **_doc("Time limit to resolve and connect to a target or the API (ms)")
+    )
+    idle_timeout_ms: Int = Field(
+        600_000, gt=0, **_doc("A proxied connection with no data for this long is closed (ms)")
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        **_doc(
+            "Host directory for the per-container sockets",
+            default_doc="`$XDG_RUNTIME_DIR/dockercc`, else `<tmp>/dockercc-<uid>`",
+        ),
+    )
+
+
+class AgentEgressConfig(_Model):
+    """One agent's egress (see EgressConfig)."""
+
+    allow: Annotated[list[str] | None, AfterValidator(_check_egress)] = Field(
+        None,
+        **_doc(
+            "Targets this agent may reach besides the API; null = `egress.allow`",
+            allowed=_EGRESS_ALLOWED + ", or null",
+        ),
+    )
+
+
 class AgentConfig(_Model):
     """One named agent: how its Claude Code CLI is launched. Unset options use the CLI's."""
 
@@ -589,6 +663,9 @@ class AgentConfig(_Model):
             "Other agents this agent's sessions may start with `sessions_spawn` or schedule "
             "with `cron_create` (its own agent always; others only if listed here)"
         ),
+    )
+    egress: AgentEgressConfig = Field(
+        default_factory=AgentEgressConfig, **_doc("This agent's egress allow-list")
     )
 
     def env_values(self) -> dict[str, str]:
@@ -822,6 +899,9 @@ class DockerCCConfig(_Model):
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, **_doc("Timeouts"))
     redis: RedisConfig = Field(default_factory=RedisConfig, **_doc("Redis connection"))
     docker: DockerConfig = Field(default_factory=DockerConfig, **_doc("Docker options"))
+    egress: EgressConfig = Field(
+        default_factory=EgressConfig, **_doc("Egress proxy (network `none`)")
+    )
     credentials: CredentialsConfig = Field(
         default_factory=CredentialsConfig, **_doc("Credentials for the CLI in containers")
     )
@@ -1761,6 +1841,8 @@ _SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Timeouts", "timeouts", TimeoutsConfig),
     ("Redis", "redis", RedisConfig),
     ("Docker", "docker", DockerConfig),
+    ("Egress", "egress", EgressConfig),
+    ("Agents: egress", "agents.<name>.egress", AgentEgressConfig),
     ("Credentials", "credentials", CredentialsConfig),
     ("Model", "model", ModelConfig),
     ("Agents", "agents.<name>", AgentConfig),
@@ -1825,7 +1907,7 @@ def reference_markdown() -> str:
         ]
         notes = []
         for name, field in model.model_fields.items():
-            if model is DockerCCConfig and _is_model(_strip(field.annotation)[0]):
+            if _is_model(_strip(field.annotation)[0]):
                 continue  # sections get their own table
             alias = _alias(name, field)
             desc = (field.description or "").replace("|", "\\|")

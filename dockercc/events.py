@@ -14,7 +14,8 @@ envelope into zero or more events:
   lines -> :class:`UserMessage`
 * ``result`` -> :class:`Result`
 * ``control_request`` / ``control_response`` -> nothing (internal)
-* runner / pool ``dockercc`` ``error`` -> :class:`ErrorEvent`; other ``dockercc`` events
+* runner / pool ``dockercc`` ``error`` -> :class:`ErrorEvent`; ``egress_denied`` (the egress
+  proxy refused a connection) -> :class:`EgressDenied`; other ``dockercc`` events
   -> :class:`SystemEvent` with subtype ``"dockercc.started"``, ``"dockercc.warning"``, ...
 * anything else, or anything malformed -> :class:`RawEvent`
 
@@ -65,6 +66,7 @@ __all__ = [
     "UserMessage",
     "Result",
     "ErrorEvent",
+    "EgressDenied",
     "RawEvent",
     "Event",
     "EventMapper",
@@ -431,6 +433,17 @@ class ErrorEvent(BaseEvent):
     stderr_tail: str = ""
 
 
+class EgressDenied(BaseEvent):
+    """The host's egress proxy refused a connection of the session's container (a target not
+    in the allow-list, or a private address): ``host``, ``port`` and why. The agent's tool
+    saw a ``403``; nothing left the container."""
+
+    type: Literal["egress_denied"] = "egress_denied"
+    host: str = ""
+    port: int = 0
+    reason: str = ""
+
+
 class RawEvent(BaseEvent):
     """Anything the mapper does not know (a newer CLI's message type, an unhandled SSE event)
     or could not read. ``wire_type`` is the wire ``type`` ("" if none), ``reason`` says why it
@@ -452,6 +465,7 @@ Event: TypeAlias = Annotated[
     | UserMessage
     | Result
     | ErrorEvent
+    | EgressDenied
     | RawEvent,
     Field(discriminator="type"),
 ]
@@ -639,6 +653,12 @@ class EventMapper:
     def _on_runner(self, event: JsonDict) -> list[Event]:
         subtype = event.get("subtype")
         subtype = subtype if isinstance(subtype, str) else ""
+        if subtype == "egress_denied":
+            port = event.get("port")
+            return [EgressDenied(**self._meta(), host=str(event.get("host") or ""),
+                                 port=port if isinstance(port, int) and
+                                 not isinstance(port, bool) else 0,
+                                 reason=str(event.get("reason") or ""))]
         if subtype != "error":
             return [SystemEvent(**self._meta(), subtype=f"dockercc.{subtype or 'event'}",
                                 data=event)]

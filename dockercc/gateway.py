@@ -98,6 +98,8 @@ def public_view(report: HealthReport) -> dict[str, Any]:
     data["orphans"] = len(data.get("orphans") or [])
     if isinstance(data.get("stats"), dict):
         data["stats"].pop("owner", None)
+    if isinstance(data.get("egress"), dict):  # internal hosts and networks: only how many
+        data["egress"]["allow"] = len(data["egress"].get("allow") or [])
     return data
 
 

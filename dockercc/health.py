@@ -35,7 +35,7 @@ from .pool.registry import ContainerRecord
 from .protocol.keys import PoolKeys
 from .transport import as_int, as_str, now_ms
 
-__all__ = ["Check", "ContainerHealth", "PoolCounts", "Isolation", "HealthReport",
+__all__ = ["Check", "ContainerHealth", "PoolCounts", "EgressStatus", "Isolation", "HealthReport",
            "collect_health"]
 
 HealthStatus = Literal["ok", "degraded", "down"]
@@ -92,6 +92,25 @@ class PoolCounts(BaseModel):
     limits: dict[str, int] = Field(default_factory=dict)
 
 
+class EgressStatus(BaseModel):
+    """How the pool's containers reach the outside (from the configuration)."""
+
+    isolated: bool = Field(description="no network of their own: only the egress proxy (the "
+                                       "API and the allow-list) and Redis, over unix sockets")
+    network: str = Field(description="docker.network")
+    credentials_in_container: bool = Field(
+        description="whether the API credentials are in the containers' environment")
+    allow: list[str] = Field(default_factory=list, description="egress.allow (agents may "
+                                                               "replace it)")
+
+
+def egress_status(config: DockerCCConfig) -> EgressStatus:
+    isolated = config.docker.network == "none"
+    return EgressStatus(isolated=isolated, network=config.docker.network,
+                        credentials_in_container=not isolated,
+                        allow=list(config.egress.allow) if isolated else [])
+
+
 class Isolation(BaseModel):
     """Are the pool's containers kept apart in Redis (a Redis ACL user each)?"""
 
@@ -111,6 +130,7 @@ class HealthReport(BaseModel):
     checked_at: int = Field(description="ms since the epoch")
     redis: RedisCheck
     docker: DockerCheck
+    egress: EgressStatus | None = None
     pool: PoolCounts | None = None
     isolation: Isolation | None = None
     containers: list[ContainerHealth] = Field(default_factory=list)
@@ -215,8 +235,8 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
         status = "degraded"
     return HealthReport(
         status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
-        docker=docker_check, pool=counts, isolation=isolation, containers=containers,
-        orphans=orphans,
+        docker=docker_check, egress=egress_status(config), pool=counts, isolation=isolation,
+        containers=containers, orphans=orphans,
         problems=problems, stats=stats,
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))
 

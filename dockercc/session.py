@@ -63,6 +63,11 @@ log = logging.getLogger("dockercc.session")
 EventCallback = Callable[[Event], Awaitable[None] | None]
 RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
+SANDBOX_PERMISSION_MODE = "bypassPermissions"
+"""The CLI's permission mode when neither the session nor its agent sets one: the agent is
+sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
+so its tools run without asking. The CLI refuses this mode as root: an agent configured to
+run as root (``docker.user``) keeps the CLI's default."""
 
 
 @contextlib.contextmanager
@@ -194,7 +199,8 @@ class AsyncSession(NotebookDisplay):
             model=o.model or a.model,
             system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
             append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=o.permission_mode or a.permission_mode,
+            permission_mode=(o.permission_mode or a.permission_mode
+                             or self._default_permission_mode()),
             allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
             disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
                               else a.disallowed_tools),
@@ -202,6 +208,10 @@ class AsyncSession(NotebookDisplay):
             resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
             include_partial_messages=o.include_partial_messages)
+
+    def _default_permission_mode(self) -> str | None:
+        user = self.pool.config.docker.user.split(":")[0]
+        return None if user in ("0", "root") else SANDBOX_PERMISSION_MODE
 
     async def _resolve_resume(self, resume: str) -> None:
         """``resume`` is a dockercc session id (or a Claude session id we know)."""

@@ -177,13 +177,14 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
 @pytest.fixture
 def make_config(redis_server: RedisServer, api: Any, agent_image: str,
                 prefix: str) -> Callable[..., dict[str, Any]]:
-    """Config for a pool on the test Redis, host network, and the scripted API."""
+    """Config for a pool on the test Redis and the scripted API, with the product's defaults:
+    network ``none``, the egress proxy and Redis through the pool's unix-socket relay (a test
+    that needs host networking passes ``docker={"network": "host"}``)."""
 
     def make(**overrides: Any) -> dict[str, Any]:
         cfg: dict[str, Any] = {
             "image": agent_image,
             "redis": {"url": redis_server.url, "keyPrefix": prefix},
-            "docker": {"network": "host"},
             "credentials": {"baseUrl": api.url, "apiKey": "sk-ant-scripted-test"},
             "resources": {"memory": "1g", "cpus": 1},
             "timeouts": {"healthIntervalMs": 1000, "startupMs": 30000},

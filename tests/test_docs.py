@@ -62,6 +62,11 @@ def test_configuration_reference_is_generated_and_current() -> None:
     assert doc.endswith(reference_markdown())
 
 
+# Defaults dockercc changes on purpose (and documents): the seed's "clawdbot-net" bridge
+# has open egress; dockercc's containers have no network but the egress proxy.
+DEVIATIONS = {("Docker", "`network`"): '"none"'}
+
+
 def test_reference_matches_the_seeds_tables() -> None:
     seed = tables(SEED.read_text())
     ours = tables(reference_markdown())
@@ -71,7 +76,11 @@ def test_reference_matches_the_seeds_tables() -> None:
         generated = {row[0]: row for row in ours[section]}
         for option, kind, default, description in seed[section]:
             assert option in generated, f"{section}: {option} missing from the reference"
-            assert generated[option] == [option, kind, default, description], (section, option)
+            if (section, option) in DEVIATIONS:
+                assert generated[option][:3] == [option, kind, DEVIATIONS[section, option]]
+            else:
+                assert generated[option] == [option, kind, default, description], \
+                    (section, option)
             compared += 1
     assert compared == 18  # 3 pool, 3 resources, 4 timeouts, 2 redis, 6 docker
 

@@ -49,6 +49,8 @@ async def test_gateway_serves_health_and_cleans_up(make_config: Any, docker_clie
             assert warm["heartbeat_age_ms"] is not None and warm["heartbeat_age_ms"] < 10_000
             assert report["stats"]["owner"] == gateway.pool.containers.owner
             assert report["uptime_s"] >= 0
+            assert report["egress"] == {"isolated": True, "network": "none",
+                                        "credentials_in_container": False, "allow": []}
             names = {c.name for c in docker_client.containers.list(
                 filters={"label": f"clawdbot.docker-cc.prefix={prefix}"})}
             assert names == {warm["name"]}

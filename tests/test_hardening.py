@@ -1,7 +1,9 @@
 """Hardening, checked inside real pool containers running the real CLI.
 
 What the agent's own tools see (a Bash ``tool_use`` run by the CLI) and what ``docker exec``
-and ``docker inspect`` see: not root, no capabilities, ``no_new_privs``, a read-only root,
+and ``docker inspect`` see: the agent not root and without capabilities (the runner and init
+root with SETUID, SETGID and KILL only, see tests/test_runner_isolation.py), ``no_new_privs``
+everywhere, a read-only root,
 a pids limit that stops a fork bomb (the host and other sessions unaffected, the caller told),
 a memory limit whose breach reaches the caller as a typed error, no Docker socket, nothing of
 the host mounted beyond the configured binds.
@@ -27,6 +29,9 @@ from dockercc.session import AsyncSession
 from dockercc.testing import text, tool_use
 
 pytestmark = pytest.mark.docker
+
+RUNNER_CAPS = (1 << 5) | (1 << 6) | (1 << 7)
+"""CAP_KILL, CAP_SETGID, CAP_SETUID: all a container's root processes hold."""
 
 DOCKER_MANAGED = {"/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
 """Files Docker itself bind-mounts into every container (not our binds)."""
@@ -67,30 +72,46 @@ async def test_agent_runs_unprivileged_on_a_read_only_root(make_config: Any, api
         out = bash_result(api)
         lines = out.splitlines()
         assert lines[0] == "1000" and lines[1] == "1000", out  # uid, gid: not root
-        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
             assert f"{cap}:\t0000000000000000" in out, out
+        # the bounding set is the root runner's three (KILL, SETGID, SETUID): with
+        # no_new_privs nothing the agent executes can gain any of them
+        assert f"CapBnd:\t{RUNNER_CAPS:016x}" in out, out
         assert "NoNewPrivs:\t1" in out
         assert out.count("Read-only file system") == 5, out
         for d in ("/tmp", "/workspace", "/home/agent"):
             assert f"wrote {d}" in out
         assert "rootfs ro," in out
 
-        # every process in the container (runner, CLI, init), not only the tool's
+        # every process in the container (runner, CLI, init), not only the tool's: root ones
+        # (init, the runner, this exec) hold the three capabilities and nothing else, the
+        # agent's (the CLI) none
         c = container_of(docker_client, prefix, s)
         code, status = sh(c, "for p in /proc/[0-9]*; do cat $p/status 2>/dev/null; done")
         assert code == 0
         blocks = [b for b in status.split("Name:") if "Uid:" in b]
-        assert len(blocks) >= 3, status  # init, runner, CLI, sh
+        assert len(blocks) >= 4, status  # init, runner, CLI, sh
+        names = {"root": set(), "agent": set()}
         for block in blocks:
             fields = dict(line.split(":", 1) for line in block.splitlines()[1:] if ":" in line)
-            assert set(fields["Uid"].split()) == {"1000"}, block
-            assert fields["CapEff"].strip() == "0" * 16 and fields["CapBnd"].strip() == "0" * 16
+            uids = set(fields["Uid"].split())
+            assert uids in ({"0"}, {"1000"}), block
+            root = uids == {"0"}
+            names["root" if root else "agent"].add(block.split()[0])
+            want = f"{RUNNER_CAPS:016x}" if root else "0" * 16
+            assert fields["CapEff"].strip() == want and fields["CapPrm"].strip() == want, block
+            assert fields["CapBnd"].strip() == f"{RUNNER_CAPS:016x}", block
+            assert fields["CapAmb"].strip() == "0" * 16, block
             assert fields["NoNewPrivs"].strip() == "1", block
+            if not root:
+                assert set(fields["Gid"].split()) == {"1000"} and not fields["Groups"].strip()
+        assert {"tini", "python3"} <= names["root"] and "claude" in names["agent"], names
         host = c.attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True and host["Privileged"] is False
-        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert host["CapDrop"] == ["ALL"]
+        assert sorted(host["CapAdd"]) == ["KILL", "SETGID", "SETUID"], host["CapAdd"]
         assert "no-new-privileges" in host["SecurityOpt"]
-        assert c.attrs["Config"]["User"] == "1000:1000"
+        assert c.attrs["Config"]["User"] == "0:0"  # the runner's; the agent's is docker.user
         await s.close(forget=True)
 
 
@@ -319,9 +340,9 @@ async def test_container_killed_for_memory_is_container_lost_out_of_memory(
         make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
     """When the memory limit takes the whole container down (the kernel's victim is its init
     process), the pool reports ContainerLost "out of memory" (Docker's OOMKilled) and the next
-    prompt resumes in a new container. The OOM killer picks by size; the tool points it at
-    PID 1 (oom_score_adj, allowed to raise for one's own processes) to make that happen."""
-    hog = ("echo 1000 > /proc/1/oom_score_adj; python3 -c \"import time; "
+    prompt resumes in a new container. The OOM killer picks by size; the test points it at
+    PID 1 (oom_score_adj, from a root ``docker exec``: init is not the agent's to touch)."""
+    hog = ("python3 -c \"import time; "
            "b = b'x' * (700 << 20); time.sleep(5)\"; echo survived")
     api.on("allocate", tool_use("Bash", {"command": hog}), text("should not get here"))
     api.on("after", text("resumed after the oom"))
@@ -329,6 +350,9 @@ async def test_container_killed_for_memory_is_container_lost_out_of_memory(
         s = pool.session(permission_mode="bypassPermissions")
         await s.start()
         first = s.lease
+        code, out = sh(container_of(docker_client, prefix, s),
+                       "echo 1000 > /proc/1/oom_score_adj")
+        assert code == 0, out
         with pytest.raises(ContainerLost) as info:
             await s.ask("allocate a lot", timeout=180)
         assert "out of memory (killed by the memory limit)" in str(info.value), info.value

@@ -461,10 +461,12 @@ async def test_sigterm_closes_the_pool_and_removes_its_containers(
 
 async def test_credentials_file_is_mounted_read_only_and_copied_home(
         make_config: Any, api: Any, tmp_path: Any) -> None:
+    """With a network (here ``host``) the file goes into the container; on the default
+    ``none`` network the egress proxy reads it on the host (tests/test_egress.py)."""
     creds = tmp_path / "credentials.json"
     creds.write_text('{"claudeAiOauth": {"accessToken": "test-not-a-real-token"}}')
     cfg = make_config(credentials={"baseUrl": api.url, "apiKey": "sk-ant-scripted-test",
-                                   "credentialsFile": str(creds)})
+                                   "credentialsFile": str(creds)}, docker={"network": "host"})
     api.script(tool_use("Bash", {"command": "stat -c %a ~/.claude/.credentials.json; "
                                             "md5sum < ~/.claude/.credentials.json; "
                                             "touch /run/dockercc/credentials.json || echo RO"}),
@@ -492,7 +494,7 @@ async def test_a_hung_runner_goes_stale_and_is_replaced(make_config: Any, docker
         assert s.lease is not None
         c, = docker_client.containers.list(
             filters={"label": f"{LABEL}.container={s.lease.container}"})
-        code, out = c.exec_run(["pkill", "-STOP", "-f", "dockercc.agent"], user="1000")
+        code, out = c.exec_run(["pkill", "-STOP", "-f", "dockercc.agent"], user="0")
         assert code == 0, out
         stopped_at = time.monotonic()
         deadline = stopped_at + 20

@@ -27,6 +27,7 @@ import logging
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -43,7 +44,18 @@ from ..protocol import control
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from ..protocol.transcript import check_meta as check_transcript_meta
-from .early import BASE_ARGS, claude_home, install_credentials
+from .early import (
+    BASE_ARGS,
+    AgentIds,
+    agent_fs,
+    agent_ids,
+    bind_forwarder,
+    claude_home,
+    install_credentials,
+    spawn_cli,
+    take_listener,
+)
+from .forwarder import Forwarder
 from .warmup import DEFAULT_BASE_URL, WARMUP_PROMPT, WarmupAPI, warmup_supported
 
 log = logging.getLogger("dockercc.agent")
@@ -93,6 +105,9 @@ class RunnerSettings:
     mcp_timeout_s: float = 300.0
     workdir: str | None = None
     prestart: Prestart | None = None
+    agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
+    egress_socket: str | None = None  # the host egress proxy's socket (network none)
+    egress_port: int = 3128
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
@@ -106,6 +121,9 @@ class RunnerSettings:
             claude_bin=env.get("DOCKERCC_CLAUDE_BIN", "claude"),
             mcp_timeout_s=float(env.get("DOCKERCC_MCP_TIMEOUT_S", "300")),
             workdir=env.get("DOCKERCC_WORKDIR") or None,
+            agent=agent_ids(env),
+            egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
+            egress_port=int(env.get("DOCKERCC_EGRESS_PORT") or 3128),
         )
 
 
@@ -180,11 +198,12 @@ PIDS_EVENTS = ("/sys/fs/cgroup/pids.events",  # cgroup v2
                "/sys/fs/cgroup/pids/pids.events")  # cgroup v1
 
 
-def kill_leftovers() -> int:
+def kill_leftovers(agent_uid: int | None = None) -> int:
     """SIGKILL what a dead CLI left running (its tools run in sessions of their own, so they
     outlive it: a memory hog or a fork bomb would take the restarted CLI down too). Only in a
-    container whose init is us or a plain init (tini) that started us: every process of our
-    user but init and the runner."""
+    container whose init is us or a plain init (tini) that started us: every process of the
+    agent's uid (``agent_uid``; our own without one) but init and the runner. A root runner
+    signals the agent's processes with CAP_KILL; ``docker exec`` sessions (root) are spared."""
     me = os.getpid()
     if me != 1:
         try:
@@ -197,10 +216,11 @@ def kill_leftovers() -> int:
     if not os.path.exists("/.dockerenv"):
         return 0
     killed = 0
+    uid = os.getuid() if agent_uid is None else agent_uid
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in (1, me):
             with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{entry}").st_uid == os.getuid():
+                if os.stat(f"/proc/{entry}").st_uid == uid:
                     os.kill(int(entry), signal.SIGKILL)
                     killed += 1
     return killed
@@ -236,16 +256,30 @@ def oom_kills() -> int | None:
     return None
 
 
-def find_transcript(claude_session_id: str) -> Path | None:
-    """The CLI's own transcript of a conversation (``~/.claude/projects/*/<id>.jsonl``)."""
+def find_transcript(claude_session_id: str, agent: AgentIds | None = None) -> Path | None:
+    """The CLI's own transcript of a conversation (``~/.claude/projects/*/<id>.jsonl``),
+    looked up as the agent (``agent``: see :func:`.early.agent_fs`)."""
     # the id comes from the CLI's output and names a file: plain characters only, so a glob
     # pattern ("*") or a path cannot pick up another conversation's transcript
     if not claude_session_id or not all(c.isascii() and (c.isalnum() or c in "-_")
                                         for c in claude_session_id):
         return None
-    for path in (claude_home() / "projects").glob(f"*/{claude_session_id}.jsonl"):
-        return path
+    with agent_fs(agent):
+        for path in (claude_home() / "projects").glob(f"*/{claude_session_id}.jsonl"):
+            return path
     return None
+
+
+def read_agent_file(path: Path, limit: int, agent: AgentIds | None) -> bytes:
+    """A file of the agent's, read as the agent: only a regular file, only up to ``limit``
+    (+1, so a caller sees it was longer): a FIFO or a huge file the agent put in its place
+    must not stall or swamp the runner's loop."""
+    with agent_fs(agent):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return f.read(limit + 1)
 
 
 class PopenProcess:
@@ -342,6 +376,7 @@ class Runner:
         self.warmed_up = False  # the pre-started CLI took its throwaway warm-up turn
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
+        self.forwarder: Forwarder | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -373,6 +408,7 @@ class Runner:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stopping.set)
         ckey = self.pool_keys.container_state(self.s.container)
+        await self.start_forwarder()
         if self.s.prestart is not None:
             # before registering: the pool counts the container warm once it is listed here
             await self.prestart_cli(self.s.prestart)
@@ -395,8 +431,35 @@ class Runner:
                 await self.r.expire(ckey, 60)
             for task in list(self._tasks):
                 task.cancel()
+            if self.forwarder is not None:
+                with contextlib.suppress(Exception):
+                    await self.forwarder.close()
             with contextlib.suppress(Exception):
                 await self.r.aclose()
+
+    async def start_forwarder(self) -> None:
+        """The loopback forwarder to the host's egress proxy, before any CLI asks for it (the
+        socket may be bound already: see :func:`.early.bind_forwarder`)."""
+        if not self.s.egress_socket:
+            return
+        sock = take_listener() or bind_forwarder({"DOCKERCC_EGRESS_SOCKET": self.s.egress_socket,
+                                                  "DOCKERCC_EGRESS_PORT": str(self.s.egress_port)})
+        take_listener()
+        try:
+            self.forwarder = await Forwarder(self.s.egress_socket, sock=sock,
+                                             port=self.s.egress_port,
+                                             on_denied=self.on_egress_denied).start()
+        except OSError as exc:
+            log.error("egress forwarder on port %s failed: %s", self.s.egress_port, exc)
+
+    def on_egress_denied(self, denial: dict[str, Any]) -> None:
+        """The host's proxy refused a connection of this container: tell the session."""
+        log.warning("egress refused: %s:%s (%s)", denial.get("host"), denial.get("port"),
+                    denial.get("reason"))
+        if self.keys is not None:  # before a claim nothing belongs to any session
+            self.emit(runner_event("egress_denied", host=str(denial.get("host", "")),
+                                   port=int(denial.get("port") or 0),
+                                   reason=str(denial.get("reason", ""))))
 
     async def wait_assignment(self) -> Assignment | None:
         key = self.pool_keys.assign(self.s.container)
@@ -436,7 +499,7 @@ class Runner:
         self.claude_session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
         self.turns = int(prev.get(b"turns") or 0)
         self.cost = float(prev.get(b"cost_usd") or 0.0)
-        install_credentials()
+        install_credentials(ids=self.s.agent)
         if a.restore_from:
             await self.restore_transcript(a.restore_from)
         writer = self._spawn(self.writer_loop())
@@ -452,7 +515,7 @@ class Runner:
                 if self.stopping.is_set():
                     break
                 self.restarts += 1
-                leftovers = kill_leftovers()
+                leftovers = kill_leftovers(self.s.agent[0] if self.s.agent else None)
                 tail = "\n".join(self.stderr_tail)
                 why: dict[str, str] = {}
                 if code in (-9, 137) and ooms is not None and (oom_kills() or 0) > ooms:
@@ -493,7 +556,7 @@ class Runner:
         if "--resume" in args:
             i = args.index("--resume")
             wanted = args[i + 1] if i + 1 < len(args) else ""
-            if find_transcript(wanted) is None:
+            if find_transcript(wanted, self.s.agent) is None:
                 # nothing to resume from (the turn before was lost): start afresh, say so
                 del args[i:i + 2]
                 self.emit(runner_event("warning", warning="resume_unavailable",
@@ -507,14 +570,22 @@ class Runner:
         return [*shlex.split(self.s.claude_bin), *BASE_ARGS, *args]
 
     async def _spawn_cli(self, argv: list[str]) -> CLIProcess | None:
-        """Start the CLI and its stdout/stderr readers (``self._io_tasks``)."""
+        """Start the CLI (as the agent, :func:`.early.spawn_cli`, like the early CLI) and its
+        stdout/stderr readers (``self._io_tasks``)."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT, cwd=self.s.workdir,
-                start_new_session=True)
+            # Popen here, not asyncio's: the fork must happen on this thread inside
+            # agent_fs (the child's chdir into the workdir runs as the agent), which an
+            # await between the two could not promise
+            popen = spawn_cli(argv, ids=self.s.agent, cwd=self.s.workdir)
         except OSError as exc:
             self.stderr_tail.append(f"cannot start {argv[0]}: {exc}")
+            return None
+        try:
+            proc: CLIProcess = await PopenProcess.adopt(popen, LINE_LIMIT)
+        except (OSError, ValueError) as exc:
+            self.stderr_tail.append(f"cannot read from {argv[0]}: {exc}")
+            with contextlib.suppress(OSError):
+                popen.kill()
             return None
         self.proc = proc
         self._io_tasks = [self._spawn(self.stdout_loop(proc)), self._spawn(self.stderr_loop(proc))]
@@ -536,7 +607,7 @@ class Runner:
         Nothing the CLI prints before the claim reaches any session. Any failure here only
         means the claim starts the CLI as a cold container would.
         """
-        install_credentials()
+        install_credentials(ids=self.s.agent)
         proc: CLIProcess | None = None
         if self.early is not None:
             early, self.early = self.early, None
@@ -965,10 +1036,11 @@ class Runner:
     def transcript_op(self) -> PipeOp:
         """Keep the CLI's transcript in Redis so the session can resume in a new container
         (read now, written with the turn's result; zlib level 1: ~300 MB/s)."""
-        path = find_transcript(self.claude_session_id)
+        path = find_transcript(self.claude_session_id, self.s.agent)
         key = self.keys.transcript if self.keys is not None else None
         try:
-            data = path.read_bytes() if path is not None and key is not None else b""
+            data = (read_agent_file(path, TRANSCRIPT_MAX, self.s.agent)
+                    if path is not None and key is not None else b"")
         except OSError:
             data = b""
         if not data or len(data) > TRANSCRIPT_MAX or path is None or key is None:
@@ -991,12 +1063,13 @@ class Runner:
             if not want or hashlib.sha256(raw[b"data"]).hexdigest() != want:
                 raise ValueError("not the transcript the host verified")
             dest = claude_home() / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
             inflate = zlib.decompressobj()
             data = inflate.decompress(raw[b"data"], TRANSCRIPT_MAX + 1)
             if len(data) > TRANSCRIPT_MAX or inflate.unconsumed_tail:
                 raise ValueError(f"transcript over {TRANSCRIPT_MAX} bytes")
-            dest.write_bytes(data)
+            with agent_fs(self.s.agent):  # the agent's files, as the CLI would have written
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
             self.claude_session_id = cid
         except (ValueError, KeyError, OSError, zlib.error) as exc:
             log.warning("could not restore transcript of %s: %s", source, exc)

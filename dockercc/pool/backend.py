@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import ImageError, PoolError
-from .spec import CREDENTIALS_MOUNT, SOCKET_DIR, ContainerSpec
+from .spec import (
+    CREDENTIALS_MOUNT,
+    EGRESS_DIR,
+    RELAY_SOCKET,
+    RUNNER_DIR,
+    SOCKET_DIR,
+    ContainerSpec,
+)
 
 log = logging.getLogger("dockercc.pool")
 
@@ -117,23 +124,39 @@ class DockerBackend:
         if spec.credentials_file:
             mounts.append(Mount(target=CREDENTIALS_MOUNT, source=spec.credentials_file,
                                 type="bind", read_only=True))
+        if spec.egress_dir:  # the container's own proxy socket (a directory: see EgressProxy)
+            mounts.append(Mount(target=EGRESS_DIR, source=spec.egress_dir, type="bind",
+                                read_only=True))
+        if spec.redis_relay_socket:
+            mounts.append(Mount(target=RELAY_SOCKET, source=spec.redis_relay_socket,
+                                type="bind"))
         uid = spec.user.split(":")[0]
         gid = spec.user.split(":")[1] if ":" in spec.user else uid
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
+        # the runner's own directory (its sockets and secret files are mounted inside): a
+        # tmpfs only the runner's uid may enter, whatever the image has there
+        ruid, rgid = (0, 0) if spec.isolate_runner else (uid, gid)
+        runner_opts = f"rw,nosuid,nodev,noexec,size=1m,uid={ruid},gid={rgid},mode=0700"
         kwargs: dict[str, Any] = dict(
             image=spec.image, name=name, detach=True, labels=labels, environment=env,
-            user=spec.user, network_mode=spec.network if spec.network in ("host", "none")
+            user=spec.container_user(), network_mode=spec.network if spec.network in ("host", "none")
             else None, network=None if spec.network in ("host", "none") else spec.network,
             mem_limit=spec.memory, memswap_limit=spec.memory,
             nano_cpus=int(spec.cpus * 1e9), pids_limit=spec.pids_limit,
             cap_drop=list(spec.cap_drop), security_opt=list(spec.security_opts),
             read_only=spec.read_only, init=False, volumes=binds or None, mounts=mounts or None,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
-                   "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts},
+                   "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts,
+                   RUNNER_DIR: runner_opts},
             stop_signal="SIGTERM",
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
         )
+        if spec.isolate_runner:
+            kwargs["cap_add"] = spec.cap_add()
+            # the root runner's working directory: not the agent-writable /workspace (python
+            # -m would put it first on the runner's import path)
+            kwargs["working_dir"] = "/"
         if spec.network not in ("host", "none"):
             kwargs["extra_hosts"] = {"host.docker.internal": "host-gateway"}
         if spec.command:

@@ -28,6 +28,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..config import DockerCCConfig
+from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
+from ..egress.proxy import relay_target
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
@@ -137,6 +139,11 @@ class ContainerPool:
         self._closed = False
         self.instance = ""
         self._checked_ms = 0  # when the last health pass looked at the heartbeats
+        #: the egress proxy of the containers this process creates on the `none` network
+        #: (they keep using it after another process claims them: it lives as long as we do)
+        self.egress: EgressProxy | None = None
+        #: the unix-socket relay to a TCP Redis for those containers
+        self.relay: UnixRelay | None = None
         self._grace_until = 0  # no "heartbeat stale" verdicts before this (ms)
         r = transport.client
         self._claim = r.register_script(CLAIM)
@@ -213,6 +220,7 @@ class ContainerPool:
         if self.acl is not None:
             await self.acl.check()
         await self.backend.ping()
+        await self._start_egress()
         await self._load_instance()
         await self._heartbeat_owner()
         await self.reconcile()
@@ -220,13 +228,50 @@ class ContainerPool:
         self._monitor = asyncio.create_task(self._monitor_loop(), name="dockercc-pool-monitor")
         await self.top_up()
 
+    async def _start_egress(self) -> None:
+        """The egress proxy (and Redis relay) for containers on the `none` network."""
+        if self.config.docker.network != "none" or self.egress is not None:
+            return
+        e = self.config.egress
+        proxy = EgressProxy(runtime_dir=e.runtime_dir, max_connections=e.max_connections,
+                            connect_timeout=e.connect_timeout_ms / 1000,
+                            idle_timeout=e.idle_timeout_ms / 1000)
+        await proxy.start()
+        self.egress = proxy
+        url = self.config.redis.url_secret()
+        if self.config.redis.container_url is None and url.startswith("redis://"):
+            host, port = relay_target(url)
+            self.relay = await UnixRelay(proxy.directory / "redis.sock", host, port).start()
+
+    async def _close_egress(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.close()
+        proxy, self.egress = self.egress, None
+        if proxy is not None:
+            await proxy.close()
+
+    @property
+    def egress_isolated(self) -> bool:
+        """Whether this pool's containers have no network but the egress proxy."""
+        return self.config.docker.network == "none"
+
     async def close(self) -> None:
         """Remove every container this process owns and leave the registry clean."""
+        try:
+            await self._close()
+        finally:  # also when Redis is gone: the sockets and their directory go
+            with contextlib.suppress(Exception):
+                await self._close_egress()
+
+    async def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if not self._started and not self._tasks:
             # never started: nothing was created (and Redis may not even be there)
+            with contextlib.suppress(Exception):
+                await self._close_egress()
             with contextlib.suppress(Exception):
                 await self.backend.close()
             return
@@ -251,6 +296,8 @@ class ContainerPool:
                                self.pk.queue, self.rk.tickets)
                 async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
                     await r.delete(key)
+        with contextlib.suppress(Exception):
+            await self._close_egress()
         with contextlib.suppress(Exception):
             await self.backend.close()
 
@@ -481,6 +528,20 @@ class ContainerPool:
             if not self.acl.has_password(container):  # a warm container: its record only
                 await self.acl.create(container)
             env["DOCKERCC_REDIS_URL"] = self.acl.runner_url(env["DOCKERCC_REDIS_URL"], container)
+        if spec.egress is not None:
+            await self._start_egress()
+            if self.egress is None:
+                raise PoolError("containers on the `none` network need the egress proxy, "
+                                "which runs only with docker.network: none")
+            directory = await self.egress.add(container, EgressPolicy(spec.egress),
+                                              spec.upstream or Upstream(), agent=agent)
+            update: dict[str, Any] = {"egress_dir": str(directory)}
+            if spec.redis_relay:
+                if self.relay is None:
+                    raise PoolError("no Redis relay for a container on the `none` network "
+                                    "(set redis.containerUrl, or use a redis:// URL)")
+                update["redis_relay_socket"] = str(self.relay.path)
+            spec = spec.model_copy(update=update)
         if cpu_shares is None or "cpu_shares" not in inspect.signature(
                 self.backend.create).parameters:  # a backend without CPU weights
             return await self.backend.create(spec, name=name, labels=labels, env=env)
@@ -535,6 +596,8 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
+        if self.egress is not None:
+            await self.egress.remove(rec.id)
         pipe = r.pipeline(transaction=False)
         pipe.hdel(self.pk.containers, rec.id)
         pipe.lrem(self.rk.warm_prefix + rec.spec, 0, rec.id)
@@ -673,7 +736,14 @@ class ContainerPool:
         """One health pass: heartbeats, lost containers, idle reaping, max age, top-up."""
         await self._heartbeat_owner()
         r = self.transport.client
-        records = [rec for rec in await self.records() if rec.owner == self.owner]
+        everyone = await self.records()
+        records = [rec for rec in everyone if rec.owner == self.owner]
+        if self.egress is not None:
+            # containers we made and handed over keep our proxy until they are gone
+            known = {rec.id for rec in everyone}
+            for cid in self.egress.containers():
+                if cid not in known:
+                    await self.egress.remove(cid)
         if self.acl is not None:
             try:
                 # users a Redis restart (or fail-over) lost come back; users of removed

@@ -16,10 +16,32 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import AgentConfig, DockerCCConfig, container_env
+from ..egress.proxy import DEFAULT_API, SOCKET_NAME, Upstream
+from ..errors import PoolError
 
 CONTAINER_HOME = "/home/agent"
-CREDENTIALS_MOUNT = "/run/dockercc/credentials.json"
-SOCKET_DIR = "/run/dockercc/redis"
+RUNNER_DIR = "/run/dockercc"
+"""What only the runner may reach is mounted here: a tmpfs of the runner's uid, mode 0700 (the
+image has it root's 0700 too)."""
+CREDENTIALS_MOUNT = f"{RUNNER_DIR}/credentials.json"
+SOCKET_DIR = f"{RUNNER_DIR}/redis"
+RUNNER_USER = "0:0"
+RUNNER_CAPS = ("SETUID", "SETGID", "KILL")
+"""All the root runner keeps: start the CLI as the agent (and look at its files as the agent,
+``setfsuid``), and signal the agent's processes. No DAC_OVERRIDE: root cannot open the
+agent's files except as the agent."""
+RELAY_SOCKET = f"{SOCKET_DIR}/relay.sock"
+"""Where a container on the ``none`` network finds the pool's relay to a TCP Redis."""
+EGRESS_DIR = f"{RUNNER_DIR}/egress"
+"""Where the container's egress proxy socket directory is mounted (the runner forwards to it)."""
+EGRESS_PORT = 3128
+"""The runner's forwarder on the container's own loopback: the CLI's API base URL and
+HTTP(S) proxy (each container has its own network namespace, so a fixed port is fine)."""
+PLACEHOLDER = "dockercc-proxy-placeholder"
+"""What the container holds instead of a credential: the proxy replaces it on the way out."""
+OTHER_PROVIDERS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+               "no_proxy", "all_proxy")
 
 
 class ContainerSpec(BaseModel):
@@ -31,25 +53,50 @@ class ContainerSpec(BaseModel):
     memory: str = "4g"
     cpus: float = 2.0
     pids_limit: int = 256
-    network: str = "clawdbot-net"
+    network: str = "none"
     cap_drop: tuple[str, ...] = ("ALL",)
     security_opts: tuple[str, ...] = ("no-new-privileges",)
     binds: tuple[str, ...] = ()
     read_only: bool = True
-    user: str = "1000:1000"
+    user: str = "1000:1000"  # the agent's (the CLI and its tools)
+    isolate_runner: bool = True  # the runner as RUNNER_USER with RUNNER_CAPS, not as ``user``
     env: dict[str, str] = Field(default_factory=dict, repr=False)
     redis_url: str = Field("redis://localhost:6379", repr=False)
     credentials_file: str | None = None
     command: tuple[str, ...] | None = None
     tmpfs_size: str = "1g"
+    egress: tuple[str, ...] | None = None
+    """The allow-list when the container goes out through the pool's egress proxy (network
+    ``none``); None: no proxy (``host`` or a named network)."""
+    redis_relay: bool = False
+    """The runner reaches the (TCP) Redis through the pool's unix-socket relay."""
+    upstream: Upstream | None = Field(None, exclude=True, repr=False)
+    """The API base URL and the real credentials, for the proxy (never in the container)."""
+    egress_dir: str | None = Field(None, exclude=True)
+    redis_relay_socket: str | None = Field(None, exclude=True)
+    """(host paths set by the pool for one container, not part of the spec's identity)"""
 
     def key(self) -> str:
         """Short stable hash of the spec (secrets enter only hashed)."""
         public = self.model_dump(exclude={"env", "redis_url"})
         env_digest = hashlib.sha256(json.dumps(sorted(self.env.items())).encode()).hexdigest()
         url_digest = hashlib.sha256(self.redis_url.encode()).hexdigest()
-        blob = json.dumps([public, env_digest, url_digest], sort_keys=True, default=str)
+        up = self.upstream
+        # the proxy's credentials: containers of pools with other credentials never mix
+        up_digest = hashlib.sha256(json.dumps(
+            None if up is None else [up.base_url, up.api_key, up.bearer, up.credentials_file]
+        ).encode()).hexdigest()
+        blob = json.dumps([public, env_digest, url_digest, up_digest], sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def container_user(self) -> str:
+        """Docker's ``User``: root (the runner, with :data:`RUNNER_CAPS` only) when the
+        runner is isolated from the agent, else the agent's user for everything."""
+        return RUNNER_USER if self.isolate_runner else self.user
+
+    def cap_add(self) -> list[str]:
+        return list(RUNNER_CAPS) if self.isolate_runner else []
 
     def redis_socket(self) -> str | None:
         """Host path of the Redis unix socket, when the runners reach Redis through one."""
@@ -62,14 +109,15 @@ def runner_redis_url(config: DockerCCConfig) -> str:
     """The Redis URL as the runner inside a container sees it.
 
     ``redis.containerUrl`` wins. With ``network: host`` the host's URL works as is. A unix
-    socket is bind-mounted into the container. Otherwise ``localhost`` becomes
+    socket is bind-mounted into the container. With ``network: none`` a TCP URL is reached
+    through the pool's unix-socket relay (:func:`relay_url`). Otherwise ``localhost`` becomes
     ``host.docker.internal`` (mapped to the host gateway when the container is created).
     """
     if config.redis.container_url is not None:
         return config.redis.container_url.get_secret_value()
     url = config.redis.url_secret()
-    if url.startswith("unix://") or config.docker.network == "host":
-        return url
+    if url.startswith("unix://") or config.docker.network in ("host", "none"):
+        return url  # (none: a TCP URL is reached through the pool's relay, see relay_url)
     parts = urlsplit(url)
     if parts.hostname in ("localhost", "127.0.0.1", "::1"):
         netloc = parts.netloc.replace(parts.hostname, "host.docker.internal", 1)
@@ -88,6 +136,20 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
     if extra_env:
         values.update(extra_env)
     creds = config.credentials.credentials_file
+    egress: tuple[str, ...] | None = None
+    upstream: Upstream | None = None
+    redis_url = runner_redis_url(config)
+    relay = False
+    if config.docker.network == "none":
+        allow = agent_config.egress.allow
+        egress = tuple(config.egress.allow if allow is None else allow)
+        values, upstream = proxied_env(values, str(creds) if creds else None)
+        creds = None  # read by the proxy on the host, never mounted
+        relay = not redis_url.startswith("unix://")
+        if relay and not redis_url.startswith("redis://"):
+            raise PoolError("a container on the `none` network reaches a TCP Redis through a "
+                            "plain relay: use a redis:// or unix:// URL, or set "
+                            "redis.containerUrl")
     return ContainerSpec(
         image=image or agent_config.image or config.image,
         memory=config.resources.memory,
@@ -99,10 +161,63 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
         binds=tuple(config.docker.binds or ()),
         read_only=config.docker.read_only,
         user=config.docker.user,
+        isolate_runner=config.docker.isolate_runner,
         env=values,
-        redis_url=runner_redis_url(config),
+        redis_url=redis_url,
         credentials_file=str(creds) if creds else None,
+        egress=egress,
+        redis_relay=relay,
+        upstream=upstream,
     )
+
+
+def other_provider(env: dict[str, str]) -> bool:
+    """Whether the CLI talks to Bedrock / Vertex / Foundry (not the Anthropic API)."""
+    return any(env.get(k, "").strip().lower() not in ("", "0", "false", "no")
+               for k in OTHER_PROVIDERS)
+
+
+def proxied_env(values: dict[str, str], credentials_file: str | None
+                ) -> tuple[dict[str, str], Upstream]:
+    """A container environment for the egress proxy: the CLI's API base URL and HTTP(S)
+    proxy are the runner's forwarder, and each credential becomes :data:`PLACEHOLDER` (the
+    CLI still sends its header, the proxy puts the real value in). Returns the environment
+    and the :class:`Upstream` (real base URL and credentials) for the proxy.
+
+    Bedrock / Vertex / Foundry cannot work that way (their requests are signed in the
+    container): with ``CLAUDE_CODE_USE_*`` set the credentials stay in the environment as
+    without the proxy, and their endpoints must be in the allow-list."""
+    out = {k: v for k, v in values.items() if k not in _PROXY_VARS}
+    forwarder = f"http://127.0.0.1:{EGRESS_PORT}"
+    if other_provider(out):
+        upstream = Upstream(out.get("ANTHROPIC_BASE_URL") or DEFAULT_API)
+    else:
+        api_key = out.pop("ANTHROPIC_API_KEY", "") or None
+        oauth = out.pop("CLAUDE_CODE_OAUTH_TOKEN", "") or None
+        auth_token = out.pop("ANTHROPIC_AUTH_TOKEN", "") or None
+        upstream = Upstream(out.pop("ANTHROPIC_BASE_URL", "") or DEFAULT_API, api_key=api_key,
+                            bearer=oauth or auth_token, credentials_file=credentials_file)
+        if api_key:
+            out["ANTHROPIC_API_KEY"] = PLACEHOLDER
+        if oauth or credentials_file:
+            out["CLAUDE_CODE_OAUTH_TOKEN"] = PLACEHOLDER
+        if auth_token and not oauth:
+            out["ANTHROPIC_AUTH_TOKEN"] = PLACEHOLDER
+        out["ANTHROPIC_BASE_URL"] = forwarder
+    no_proxy = "localhost,127.0.0.1,::1"
+    out.update({"HTTP_PROXY": forwarder, "HTTPS_PROXY": forwarder, "http_proxy": forwarder,
+                "https_proxy": forwarder, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
+    return out, upstream
+
+
+def relay_url(url: str) -> str:
+    """The runner's URL for a TCP Redis reached through the pool's relay: the same user,
+    password, database and options, over :data:`RELAY_SOCKET`."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    db = parts.path.strip("/") or "0"
+    query = "&".join(q for q in (f"db={db}", parts.query) if q)
+    return f"unix://{userinfo + '@' if userinfo else ''}{RELAY_SOCKET}?{query}"
 
 
 def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
@@ -119,6 +234,8 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
     socket = spec.redis_socket()
     if socket:
         url = f"unix://{SOCKET_DIR}/{socket.rsplit('/', 1)[-1]}"
+    elif spec.redis_relay:
+        url = relay_url(url)
     env: dict[str, Any] = {
         **spec.env,
         "DOCKERCC_REDIS_URL": url,
@@ -128,8 +245,13 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
         "DOCKERCC_WORKDIR": "/workspace",
         "HOME": CONTAINER_HOME,
     }
+    if spec.isolate_runner:
+        env["DOCKERCC_AGENT_USER"] = spec.user  # whom the root runner starts the CLI as
     if spec.credentials_file:
         env["DOCKERCC_CREDENTIALS_FILE"] = CREDENTIALS_MOUNT
+    if spec.egress is not None:
+        env["DOCKERCC_EGRESS_SOCKET"] = f"{EGRESS_DIR}/{SOCKET_NAME}"
+        env["DOCKERCC_EGRESS_PORT"] = str(EGRESS_PORT)
     if prestart is not None and not spec.command:
         env["DOCKERCC_PRESTART"] = json.dumps(prestart, separators=(",", ":"))
     return {k: str(v) for k, v in env.items()}
