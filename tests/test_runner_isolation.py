@@ -304,6 +304,10 @@ async def test_the_agents_bash_cannot_reach_the_runner(
         report = probe_report(api)
         raw = json.dumps(report)
         assert REDIS_PASSWORD not in raw, "the runner's secret reached the agent"
+        # (isolated pools: the runner's secret is its container's own Redis password)
+        assert s.lease is not None and pool.containers.acl is not None
+        _, own_password = pool.containers.acl.credentials(s.lease.container)
+        assert own_password not in raw, "the runner's secret reached the agent"
 
         # who the agent is: uid/gid 1000, no other group, no capability
         assert report["id"] == "uid=1000(agent) gid=1000(agent) groups=1000(agent)", report["id"]
@@ -342,7 +346,7 @@ async def test_the_agents_bash_cannot_reach_the_runner(
         # the runner has the secret (so the probe was a real test) and is unharmed
         assert s.lease is not None
         c = container_of(docker_client, prefix, s.lease.container)
-        assert any(e.startswith("DOCKERCC_REDIS_URL=") and REDIS_PASSWORD in e
+        assert any(e.startswith("DOCKERCC_REDIS_URL=") and own_password in e
                    for e in c.attrs["Config"]["Env"])
         code, out = sh(c, f"cat /proc/{runner_pid}/status")
         assert code == 0 and "State:\tS" in out and "\nUid:\t0\t0\t0\t0" in out, out
