@@ -871,7 +871,7 @@ class ModelConfig(_Model):
 
 
 class GatewayConfig(_Model):
-    """``dockercc serve``: who may read the health endpoint (see docs/security-host.md)."""
+    """``dockercc serve``: who may read the health endpoint (see docs/security.md)."""
 
     token: SecretStr | None = Field(
         None,
