@@ -42,7 +42,7 @@ from .errors import (
     TransportError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
-from .pool.manager import Lease
+from .pool.manager import RESUME_TTL_S, Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
@@ -61,7 +61,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("dockercc.session")
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
-RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
@@ -323,12 +322,7 @@ class AsyncSession(NotebookDisplay):
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see
         :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
-        r = self.pool.transport.client
-        key = self.keys.transcript
-        raw = await r.hgetall(key)
-        tag = sealing.seal(load_key(), self.id, raw)
-        if tag is not None:
-            await r.hset(key, "mac", tag)
+        await self.pool.containers.seal_transcript(self.id)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -642,17 +636,7 @@ class AsyncSession(NotebookDisplay):
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
                 return
-            await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
-            with contextlib.suppress(Exception):
-                await self._seal_transcript()
-            pipe = r.pipeline(transaction=False)
-            pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
-            for key in (self.keys.state, self.keys.history, self.keys.result,
-                        self.keys.transcript):
-                pipe.expire(key, RESUME_TTL_S)
-            if self.claude_session_id:
-                pipe.hset(f"{t.prefix}claude_sessions", self.claude_session_id, self.id)
-            await pipe.execute()
+            await self.pool.containers.end_session(self.id, self.claude_session_id or "")
         finally:
             self.pool._forget(self)
 

@@ -31,8 +31,10 @@ from ..config import DockerCCConfig
 from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
 from ..egress.proxy import relay_target
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
+from ..protocol import transcript as sealing
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
@@ -105,6 +107,11 @@ class Lease:
     warm: bool
     spec: str
     claim_ms: float
+
+
+RESUME_TTL_S = 7 * 24 * 3600
+"""How long a closed session stays resumable (its state, history, result and transcript)."""
+RETAINED_KEYS = ("state", "history", "result", "transcript")
 
 
 def _new_id() -> str:
@@ -909,6 +916,11 @@ class ContainerPool:
             labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)
             if rec.owner not in alive or (rec.status != "creating" and not labelled):
                 await self._destroy(rec)  # removes only a container labelled for rec.id
+                if rec.session and rec.owner not in alive:
+                    # its owner died without closing it: close it as its owner would have
+                    # (resumable, sealed; its live keys and its record gone)
+                    with contextlib.suppress(Exception):
+                        await self.end_session(rec.session)
         for owner in owners:
             if owner not in alive:
                 await r.hdel(self.pk.owners, owner)
@@ -918,6 +930,35 @@ class ContainerPool:
             except Exception as exc:
                 log.warning("removing stale container Redis users failed: %s", exc)
         return removed
+
+    async def end_session(self, session: str, claude_session_id: str = "") -> None:
+        """Close a session's keys once no container of it runs: its record and live keys go,
+        what a resume needs (state, history, result, the sealed transcript) stays for
+        ``RESUME_TTL_S``. Used by ``close()`` and for sessions of owners that died."""
+        keys = SessionKeys(session, self.transport.prefix)
+        r = self.transport.client
+        await r.hdel(f"{self.transport.prefix}sessions", session)
+        await self.transport.delete_session(session, keep=RETAINED_KEYS)
+        with contextlib.suppress(Exception):
+            await self.seal_transcript(session)
+        if not claude_session_id:
+            claude_session_id = as_str(await r.hget(keys.state, "claude_session_id") or b"")
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(keys.state, mapping={"status": "closed", "closed": now_ms()})
+        for key in (keys.state, keys.history, keys.result, keys.transcript):
+            pipe.expire(key, RESUME_TTL_S)
+        if claude_session_id:
+            pipe.hset(f"{self.transport.prefix}claude_sessions", claude_session_id, session)
+        await pipe.execute()
+
+    async def seal_transcript(self, session: str) -> None:
+        """Seal a session's saved transcript once no container of it runs any more (see
+        :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
+        r = self.transport.client
+        key = SessionKeys(session, self.transport.prefix).transcript
+        tag = sealing.seal(load_key(), session, await r.hgetall(key))
+        if tag is not None:
+            await r.hset(key, "mac", tag)
 
     async def stats(self) -> PoolStats:
         records = await self.records()
