@@ -198,6 +198,7 @@ async def test_one_turn_with_a_host_tool_is_one_trace_across_the_container(
     spans = [sp for sp in exporter.get_finished_spans()
              if sp.attributes.get("dockercc.session") == s.id
              or sp.name == "dockercc.tool"]
+    exporter.shutdown()  # (the provider stays for the process: keep nothing more)
     by_name: dict[str, list[Any]] = {}
     for sp in spans:
         by_name.setdefault(sp.name, []).append(sp)
