@@ -162,6 +162,18 @@ async def test_metrics_match_what_the_sessions_measured(make_config: Any, api: A
 # -- traces --------------------------------------------------------------------------------
 
 
+def test_tracing_is_a_no_op_without_a_provider_or_otel() -> None:
+    from dockercc import tracing
+
+    if tracing.enabled():
+        pytest.skip("a tracer provider is configured in this process")
+    assert tracing.TurnTrace.start("s", "main") is None
+    with tracing.claim_span(None, "s", "main") as span:
+        assert span is None
+    with tracing.tool_span(None, {"traceparent": "junk"}, "s") as span:
+        assert span is None
+
+
 def _memory_exporter() -> Any:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -227,18 +239,6 @@ async def test_one_turn_with_a_host_tool_is_one_trace_across_the_container(
     assert turn.start_time <= runner.start_time <= relay.start_time
     assert tool_span.end_time <= runner.end_time <= turn.end_time
     assert turn.attributes["dockercc.outcome"] == "ok"
-
-
-def test_tracing_is_a_no_op_without_a_provider_or_otel() -> None:
-    from dockercc import tracing
-
-    if tracing.enabled():
-        pytest.skip("a tracer provider is configured in this process")
-    assert tracing.TurnTrace.start("s", "main") is None
-    with tracing.claim_span(None, "s", "main") as span:
-        assert span is None
-    with tracing.tool_span(None, {"traceparent": "junk"}, "s") as span:
-        assert span is None
 
 
 # -- logs ----------------------------------------------------------------------------------
