@@ -174,6 +174,27 @@ def test_tracing_is_a_no_op_without_a_provider_or_otel() -> None:
         assert span is None
 
 
+def test_spans_exported_to_a_local_file(tmp_path: Any) -> None:
+    """``tracing.export_to_file``: one JSON span per line (in a fresh process: a tracer
+    provider is set once per process)."""
+    pytest.importorskip("opentelemetry.sdk")
+    import subprocess
+    import sys
+
+    out = tmp_path / "spans.jsonl"
+    code = ("from dockercc import tracing\n"
+            f"p = tracing.export_to_file({str(out)!r})\n"
+            "t = tracing.TurnTrace.start('s-file', 'main')\n"
+            "with tracing.claim_span(t, 's-file', 'main'): pass\n"
+            "t.end(outcome='ok')\n"
+            "p.shutdown()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    spans = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["name"] for s in spans] == ["dockercc.claim", "dockercc.turn"]
+    assert spans[0]["context"]["trace_id"] == spans[1]["context"]["trace_id"]
+    assert spans[0]["parent_id"] == spans[1]["context"]["span_id"]
+
+
 def _memory_exporter() -> Any:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
