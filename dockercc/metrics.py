@@ -130,6 +130,22 @@ def on_events(agent: str, counts: Mapping[str, int]) -> None:
             EVENTS.labels(a, _label(kind)).inc(n)
 
 
+# error codes and result subtypes come from the container (runner events, the CLI's result
+# line): only known ones become labels, anything else one bucket, so a hostile agent cannot
+# grow the registry
+RUNNER_ERRORS = frozenset({"cli_exited", "container_lost"})
+RESULT_SUBTYPES = frozenset({"error_max_turns", "error_during_execution", "error_max_budget_usd",
+                             "error_max_structured_output_retries"})
+
+
+def runner_error(code: str) -> str:
+    return code if code in RUNNER_ERRORS else "runner_error"
+
+
+def result_error(subtype: str | None) -> str:
+    return f"result_{subtype}" if subtype in RESULT_SUBTYPES else "result_error"
+
+
 def on_error(kind: str) -> None:
     ERRORS.labels(_label(kind)).inc()
 

@@ -419,14 +419,18 @@ class AsyncSession(NotebookDisplay):
         t0 = time.perf_counter()
         with tracing.tool_span(self._trace, req, self.id) as span:
             reply = await self._bridge.handle(message)
-            failed = "error" in reply or bool((reply.get("result") or {}).get("isError"))
+            outcome = reply.get("result")
+            failed = "error" in reply or (isinstance(outcome, dict)
+                                          and bool(outcome.get("isError")))
             if span is not None and failed:
                 span.set_status(tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
         if call:
             params = message.get("params")
             name = params.get("name") if isinstance(params, dict) else None
-            metrics.on_tool_call(str(name or "?"), time.perf_counter() - t0,
-                                 not failed)
+            # the name comes from the container: only the session's own tools become labels
+            # (any other string would grow the metric without bound)
+            metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
+                                 else "unknown", time.perf_counter() - t0, not failed)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
@@ -597,11 +601,11 @@ class AsyncSession(NotebookDisplay):
         seconds = None if self._turn_t0 is None else time.perf_counter() - self._turn_t0
         self._turn_t0 = None
         if error:
-            metrics.on_error(error)
+            metrics.on_error(metrics.runner_error(error))
         elif outcome == "timeout":
             metrics.on_error("timeout")
         elif result is not None and not result.ok and not result.interrupted:
-            metrics.on_error(f"result_{result.subtype or 'error'}")
+            metrics.on_error(metrics.result_error(result.subtype))
         metrics.on_turn(self.agent, seconds, outcome,
                         cost_usd=result.cost_usd if result is not None else None,
                         usage=result.usage if result is not None else None)

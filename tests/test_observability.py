@@ -291,3 +291,13 @@ def test_json_log_lines_carry_ids_and_redact() -> None:
     assert lines[2]["session"] == "s-2" and "container" not in lines[2]
     with pytest.raises(ValueError, match="json or text"):
         logs.configure("xml")
+
+
+def test_labels_from_the_container_stay_bounded() -> None:
+    """Error codes and result subtypes come from the container: unknown ones share a label."""
+    assert metrics.runner_error("cli_exited") == "cli_exited"
+    assert metrics.runner_error("anything-a-runner-says-1234") == "runner_error"
+    assert metrics.result_error("error_max_turns") == "result_error_max_turns"
+    assert metrics.result_error("error_" + "x" * 500) == "result_error"
+    assert metrics.loss_reason("out of memory (killed by the memory limit)") == "out_of_memory"
+    assert metrics.loss_reason("container exited (exit code 137)") == "exited"
