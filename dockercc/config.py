@@ -887,6 +887,19 @@ class GatewayConfig(_Model):
     )
 
 
+class LoggingConfig(_Model):
+    """Log lines of ``dockercc serve`` and the runners (see docs/observability.md)."""
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        **_doc("`json`: one JSON object per line with session and container ids, for the "
+               "gateway and every runner it starts (`DOCKERCC_LOG_FORMAT` in the containers)"),
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", **_doc("Level of dockercc's loggers in `dockercc serve` and the runners")
+    )
+
+
 class DockerCCConfig(_Model):
     """All of dockercc's configuration (the seed's ``dockerClaudeCode`` block)."""
 
@@ -919,6 +932,9 @@ class DockerCCConfig(_Model):
     )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig, **_doc("The `dockercc serve` health endpoint")
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, **_doc("Log format and level (gateway and runners)")
     )
 
     _sources: tuple[str, ...] = PrivateAttr(default=())

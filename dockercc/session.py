@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from . import logs, metrics, tracing
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
@@ -137,6 +138,9 @@ class AsyncSession(NotebookDisplay):
         # the output subscription send() made for the next receive(): up before the prompt
         # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
         self._subscription: AsyncGenerator[Envelope, None] | None = None
+        # the turn in flight, for metrics and traces: when send() began, its spans
+        self._turn_t0: float | None = None
+        self._trace: tracing.TurnTrace | None = None
 
     def __repr__(self) -> str:
         container = self.lease.name if self.lease else None
@@ -232,9 +236,11 @@ class AsyncSession(NotebookDisplay):
 
     async def start(self) -> AsyncSession:
         """Claim a container and hand it this session (done on first use anyway)."""
-        async with self._lock:
-            with _typed_redis_errors(self.pool.transport.url):
-                await self._ensure_container()
+        # (its log lines, and those of the tasks it starts, e.g. the MCP relay, name it)
+        with logs.bound(session=self.id):
+            async with self._lock:
+                with _typed_redis_errors(self.pool.transport.url):
+                    await self._ensure_container()
         return self
 
     async def _ensure_container(self) -> None:
@@ -281,12 +287,18 @@ class AsyncSession(NotebookDisplay):
                       "tools_digest": tools_digest(self.tool_manifest())}
         await self._register()
         try:
-            self.lease = await self.pool.containers.claim(
-                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
-                # a new container may start the CLI first thing (not to resume: the runner
-                # restores the transcript before that CLI may start)
-                prestart=None if self._restore_from or self._resume_id else self.prestart())
-        except BaseException:
+            with tracing.claim_span(self._trace, self.id, self.agent) as span:
+                self.lease = await self.pool.containers.claim(
+                    session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
+                    # a new container may start the CLI first thing (not to resume: the runner
+                    # restores the transcript before that CLI may start)
+                    prestart=None if self._restore_from or self._resume_id else self.prestart())
+                if span is not None:
+                    span.set_attributes({"dockercc.warm": self.lease.warm,
+                                         "dockercc.claim_ms": self.lease.claim_ms,
+                                         "dockercc.container": self.lease.container})
+        except BaseException as exc:
+            metrics.on_error(type(exc).__name__)
             with contextlib.suppress(Exception):
                 await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
             raise
@@ -397,7 +409,22 @@ class AsyncSession(NotebookDisplay):
                         self.id)
             return
         assert self._bridge is not None
-        reply = await self._bridge.handle(message)
+        call = message.get("method") == "tools/call"
+        t0 = time.perf_counter()
+        with tracing.tool_span(self._trace, req, self.id) as span:
+            reply = await self._bridge.handle(message)
+            outcome = reply.get("result")
+            failed = "error" in reply or (isinstance(outcome, dict)
+                                          and bool(outcome.get("isError")))
+            if span is not None and failed:
+                span.set_status(tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
+        if call:
+            params = message.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            # the name comes from the container: only the session's own tools become labels
+            # (any other string would grow the metric without bound)
+            metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
+                                 else "unknown", time.perf_counter() - t0, not failed)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
@@ -421,9 +448,20 @@ class AsyncSession(NotebookDisplay):
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
+        with logs.bound(session=self.id):
+            return await self._send_locked(line)
+
+    async def _send_locked(self, line: str) -> str:
         async with self._lock:
+            self._turn_t0 = time.perf_counter()
+            self._end_trace(outcome="abandoned")  # a turn sent before was never read to its end
+            self._trace = tracing.TurnTrace.start(self.id, self.agent)
             with _typed_redis_errors(self.pool.transport.url):
-                input_id = await self._send_line(line)
+                try:
+                    input_id = await self._send_line(line)
+                except BaseException:
+                    self._end_trace(outcome="send_failed")
+                    raise
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
@@ -447,7 +485,8 @@ class AsyncSession(NotebookDisplay):
         try:
             if subscribing is not None:
                 self._subscription = await subscribing
-            input_id = await t.send_input(self.id, line)
+            input_id = await t.send_input(
+                self.id, line, traceparent=self._trace.traceparent if self._trace else "")
             await claiming
         except BaseException:
             for task in (subscribing, claiming):
@@ -485,6 +524,10 @@ class AsyncSession(NotebookDisplay):
         # one timer for the whole turn, not one per event: this loop is hot
         deadline = _Deadline(timeout)
         mapper = self.mapper
+        # counted here, added to the metrics once per turn: this loop is hot
+        deltas = 0
+        counts: dict[str, int] = {}
+        trace = self._trace
         try:
             while True:
                 try:
@@ -492,27 +535,37 @@ class AsyncSession(NotebookDisplay):
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
+                    self._turn_done(None, "timeout")
                     raise TimeoutError(
                         f"no result from session {self.id!r} within {timeout}s") from None
                 seq = envelope.seq
                 if seq <= self.last_seq:
                     continue  # (a subscription opened before last_seq moved on)
                 self.last_seq = seq
+                if trace is not None:
+                    trace.envelope(envelope.ts, self.lease.container if self.lease else None)
                 callbacks = self.on_event is not None or self.pool.on_event is not None
                 for event in mapper.map(envelope):
                     if callbacks:
                         await self._dispatch(event)
                     if type(event) is TextDelta:  # most events: nothing else to check
+                        deltas += 1
+                        if deltas == 1 and self._turn_t0 is not None:
+                            metrics.on_first_token(self.agent,
+                                                   time.perf_counter() - self._turn_t0)
                         yield event
                         continue
+                    counts[event.type] = counts.get(event.type, 0) + 1
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
+                        self._turn_done(None, "lost", error=event.error or "container_lost")
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
                     if (isinstance(event, ErrorEvent) and self._turn_open
                             and event.raw.get("turn_lost") is not False):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
+                        self._turn_done(None, "cli_died", error=event.error or "cli_exited")
                         raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}",
@@ -523,14 +576,46 @@ class AsyncSession(NotebookDisplay):
                         self._turn_open = False
                         if event.session_id:
                             self.claude_session_id = event.session_id
+                        self._turn_done(event, "ok" if event.ok else "interrupted"
+                                        if event.interrupted else "error")
                         yield event
                         return
                     yield event
         finally:
             deadline.cancel()
+            if deltas:
+                counts["text_delta"] = deltas
+            metrics.on_events(self.agent, counts)
             # (not kept for the next turn: an idle subscription would pile up whatever is
             # published meanwhile, for the next reader to wade through)
             await stream.aclose()
+
+    def _turn_done(self, result: Result | None, outcome: str, *, error: str = "") -> None:
+        """The turn ended (a result, a loss, a timeout): its metrics and spans."""
+        seconds = None if self._turn_t0 is None else time.perf_counter() - self._turn_t0
+        self._turn_t0 = None
+        if error:
+            metrics.on_error(metrics.runner_error(error))
+        elif outcome == "timeout":
+            metrics.on_error("timeout")
+        elif result is not None and not result.ok and not result.interrupted:
+            metrics.on_error(metrics.result_error(result.subtype))
+        metrics.on_turn(self.agent, seconds, outcome,
+                        cost_usd=result.cost_usd if result is not None else None,
+                        usage=result.usage if result is not None else None)
+        self._end_trace(result=result, outcome=outcome)
+
+    def _end_trace(self, *, result: Result | None = None, outcome: str = "ok") -> None:
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return
+        attrs: dict[str, Any] = {}
+        if result is not None:
+            attrs = {"dockercc.cost_usd": result.cost_usd, "dockercc.subtype": result.subtype,
+                     "dockercc.num_turns": result.num_turns, "dockercc.model": result.model}
+        with contextlib.suppress(Exception):  # tracing never breaks a turn
+            trace.end(result_ts_ms=result.ts if result is not None else 0, outcome=outcome,
+                      attributes=attrs)
 
     async def _dispatch(self, event: Event) -> None:
         for cb in (self.on_event, self.pool.on_event):
@@ -541,7 +626,7 @@ class AsyncSession(NotebookDisplay):
                 if asyncio.iscoroutine(res):
                     await res
             except Exception:
-                log.exception("on_event callback failed")
+                log.exception("on_event callback failed", extra={"session": self.id})
 
     async def stream(self, prompt: str | list[dict[str, Any]], *,
                      timeout: float | None = None) -> AsyncIterator[Event]:
@@ -604,6 +689,7 @@ class AsyncSession(NotebookDisplay):
         if self.closed:
             return
         self.closed = True
+        self._end_trace(outcome="closed")
         from .builtins import on_session_close
 
         with contextlib.suppress(Exception):

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .. import metrics
 from ..config import DockerCCConfig
 from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
 from ..egress.proxy import relay_target
@@ -402,6 +403,7 @@ class ContainerPool:
                     await self.transport.client.zrem(self.pk.queue, ticket)
                     await self.transport.client.hdel(self.rk.tickets, ticket)
                     self._counters["exhausted"] += 1
+                    metrics.on_error("PoolExhausted")
                     limit = res[1].decode()
                     limit = "maxTotal" if limit == "queue" else limit
                     total, mine = int(res[2]), int(res[3])
@@ -451,6 +453,7 @@ class ContainerPool:
                 else:
                     await self._drop_user(container)
                 self._counters["startup_failures"] += 1
+                metrics.on_error("startup_failure")
                 if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
                     raise
                 continue
@@ -464,6 +467,7 @@ class ContainerPool:
             self._counters["claims"] += 1
             self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
             self._latencies.append(lease.claim_ms)
+            metrics.on_claim(agent, lease.warm, lease.claim_ms)
             if len(self._latencies) > 10000:
                 del self._latencies[:5000]
             self._spawn(self._refill_later())
@@ -531,6 +535,10 @@ class ContainerPool:
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
                          prestart=prestart)
+        if self.config.logging.format == "json":  # the runner logs like its gateway
+            env["DOCKERCC_LOG_FORMAT"] = "json"
+        if self.config.logging.level != "INFO":
+            env["DOCKERCC_LOG_LEVEL"] = self.config.logging.level
         if self.acl is not None:
             if not self.acl.has_password(container):  # a warm container: its record only
                 await self.acl.create(container)
@@ -684,6 +692,7 @@ class ContainerPool:
         except Exception as exc:
             log.warning("warm container %s failed: %s", name, exc)
             self._counters["startup_failures"] += 1
+            metrics.on_error("startup_failure")
             rec = await self.record(container)
             if rec is not None:
                 await self._destroy(rec)
@@ -744,6 +753,7 @@ class ContainerPool:
         await self._heartbeat_owner()
         r = self.transport.client
         everyone = await self.records()
+        metrics.on_pool_sizes(Counter(rec.status for rec in everyone))
         records = [rec for rec in everyone if rec.owner == self.owner]
         if self.egress is not None:
             # containers we made and handed over keep our proxy until they are gone
@@ -836,7 +846,9 @@ class ContainerPool:
         if now is None or now.status == "stopping":
             return  # its session released it meanwhile: an exit on purpose, not a loss
         self._counters["lost"] += 1
-        log.warning("container %s lost: %s", rec.name, reason)
+        metrics.on_lost(reason)
+        log.warning("container %s lost: %s", rec.name, reason,
+                    extra={"session": rec.session, "container": rec.id})
         # a runner that only looks dead (stale heartbeat, still running) goes for good before
         # the session hears of it: it must not take a prompt sent after the loss; a dead
         # one is reported first (sooner) and removed after
@@ -963,6 +975,7 @@ class ContainerPool:
     async def stats(self) -> PoolStats:
         records = await self.records()
         status = Counter(r.status for r in records)
+        metrics.on_pool_sizes(status)
         lat = sorted(self._latencies)
         hist: dict[str, int] = {}
         for b in LATENCY_BUCKETS_MS:
