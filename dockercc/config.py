@@ -654,6 +654,13 @@ class AgentConfig(_Model):
         None, **_doc("Additional environment variables for this agent's containers")
     )
     image: str | None = Field(None, min_length=1, **_doc("Image override for this agent"))
+    workspace: str | None = Field(
+        None, **_doc("Default `workspace=` of this agent's sessions: an absolute host folder "
+                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch tmpfs "
+                     "(docs/workspaces.md)"))
+    add_dirs: list[str] | None = Field(
+        None, **_doc("Default `add_dirs=`: more host folders, read-only (`:rw` to write), at "
+                     "/mnt/dirs/NAME and given to the CLI with `--add-dir`"))
     nodes_exec: bool = Field(
         False, **_doc("Offer the `nodes_exec` built-in tool (commands in throwaway containers)")
     )

@@ -24,12 +24,13 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
+from .agent.early import agent_env
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
@@ -40,8 +41,11 @@ from .errors import (
     SessionClosed,
     SessionExists,
     TransportError,
+    WorkspaceError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
+from .files import AsyncFiles, CommandResult, run_command, stream_command
+from .pool.backend import LABEL
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import bounded, control
@@ -51,7 +55,7 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
-from .workspace import git_risks
+from .workspace import git_risks, parse_add_dirs, parse_workspace
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -93,6 +97,7 @@ class SessionOptions(BaseModel):
     disallowed_tools: list[str] | None = None
     tools: list[Any] = Field(default_factory=list)
     workspace: str | None = None
+    add_dirs: list[str] | None = None
     resume: str | None = None
     env: dict[str, str] | None = Field(default=None, repr=False)
     max_turns: int | None = None
@@ -126,9 +131,18 @@ class AsyncSession(NotebookDisplay):
         #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
         self.workspace_warnings: list[str] = []
         self._git_before: set[str] | None = None
-        if options.workspace:
+        # checked now: a bad path is a ConfigError before any container starts
+        self.workspace_mount = parse_workspace(
+            options.workspace if options.workspace is not None else self.agent_config.workspace)
+        self.add_dir_mounts = parse_add_dirs(
+            options.add_dirs if options.add_dirs is not None else self.agent_config.add_dirs)
+        self._host_workspace = (self.workspace_mount.source if self.workspace_mount is not None
+                                and self.workspace_mount.kind == "bind" else None)
+        if self._host_workspace:
             with contextlib.suppress(OSError):
-                self._git_before = set(git_risks(options.workspace))
+                self._git_before = set(git_risks(self._host_workspace))
+        self._files: Any = None
+        self._exec_cache: tuple[str, tuple[Any, str, str, list[str]]] | None = None
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -172,13 +186,12 @@ class AsyncSession(NotebookDisplay):
         return self._turn_open
 
     def spec(self) -> ContainerSpec:
-        binds = []
-        if self.options.workspace:
-            binds.append(f"{self.options.workspace}:/workspace:rw")
         spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
                         extra_env=self.options.env)
-        if binds:
-            spec = spec.model_copy(update={"binds": (*spec.binds, *binds)})
+        mounts = [m.as_tuple() for m in (
+            [self.workspace_mount] if self.workspace_mount else []) + self.add_dir_mounts]
+        if mounts:
+            spec = spec.model_copy(update={"mounts": tuple(mounts)})
         return spec
 
     def tool_manifest(self) -> list[dict[str, Any]]:
@@ -207,7 +220,8 @@ class AsyncSession(NotebookDisplay):
             max_turns=o.max_turns or a.max_turns,
             resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
-            include_partial_messages=o.include_partial_messages)
+            include_partial_messages=o.include_partial_messages) + [
+                arg for m in self.add_dir_mounts for arg in ("--add-dir", m.target)]
 
     def _default_permission_mode(self) -> str | None:
         user = self.pool.config.docker.user.split(":")[0]
@@ -294,6 +308,84 @@ class AsyncSession(NotebookDisplay):
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
 
+    # -- the workspace from the host (docs/workspaces.md) -----------------------------------
+
+    @property
+    def files(self) -> AsyncFiles:
+        """The session's ``/workspace``: ``write``, ``read``, ``list``, ``upload``,
+        ``download``, ``remove`` (see :class:`dockercc.files.AsyncFiles`)."""
+        if self._files is None:
+            self._files = AsyncFiles(self)
+        return cast(AsyncFiles, self._files)
+
+    async def _exec_target(self) -> tuple[Any, str, str, list[str]]:
+        """(docker client, container id, exec user, argv prefix) for running something in
+        this session's container as the agent, with the agent's environment."""
+        await self.start()
+        lease = self.lease
+        backend: Any = self.pool.containers.backend
+        if lease is None or not hasattr(backend, "client"):
+            raise WorkspaceError("the session has no Docker container to run in")
+        cached = self._exec_cache
+        if cached is not None and cached[0] == lease.container:
+            return cached[1]
+        found = await backend.list({**self.pool.containers.labels_base,
+                                    f"{LABEL}.container": lease.container})
+        if not found:
+            raise WorkspaceError(f"the container of session {self.id!r} is gone")
+        cid = found[0].id
+        attrs = await asyncio.to_thread(backend.client.api.inspect_container, cid)
+        env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or []
+                   if "=" in e)
+        keep = agent_env(env)
+        unset = [arg for k in sorted(env) if k not in keep for arg in ("-u", k)]
+        spec = self.spec()
+        if spec.isolate_runner:
+            # env runs as root and drops the runner's variables before setpriv becomes the
+            # agent: no process of the agent's uid ever holds them
+            uid, _, gid = spec.user.partition(":")
+            prefix = ["env", *unset, "setpriv", f"--reuid={uid}", f"--regid={gid or uid}",
+                      "--clear-groups", "--"]
+            target = (backend.client, cid, "0:0", prefix)
+        else:
+            target = (backend.client, cid, spec.user, ["env", *unset])
+        self._exec_cache = (lease.container, target)
+        return target
+
+    async def _wait_turn(self, timeout: float | None, concurrent: bool) -> None:
+        """The rule: a command waits for the agent's turn in flight to end (the agent may be
+        editing the same files), unless ``concurrent=True``."""
+        if concurrent or not self._turn_open:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._turn_open:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkspaceError(
+                    f"session {self.id!r}: the agent's turn is still running after "
+                    f"{timeout}s (consume its stream, or pass concurrent=True)")
+            await asyncio.sleep(0.05)
+
+    async def run(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                  env: dict[str, str] | None = None, concurrent: bool = False,
+                  turn_timeout: float | None = None) -> CommandResult:
+        """Run ``cmd`` (a shell string, or an argv list) in this session's container as the
+        agent's user, in ``/workspace`` (or ``cwd`` under it), with the agent's environment
+        (plus ``env``). Waits for a turn in flight to end first unless ``concurrent``
+        (``turn_timeout``, default ``timeout``). Killed after ``timeout`` s:
+        :class:`~dockercc.errors.CommandTimeout` (``exc.result`` holds the output so far)."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        return await run_command(self, cmd, timeout=timeout, cwd=cwd, env=env, on_output=None)
+
+    async def run_stream(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                         env: dict[str, str] | None = None, concurrent: bool = False,
+                         turn_timeout: float | None = None
+                         ) -> AsyncIterator[tuple[str, bytes]]:
+        """:meth:`run` as it prints: ``("stdout"|"stderr", bytes)`` pieces, then
+        ``("exit", b"<code>")``."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        async for item in stream_command(self, cmd, timeout=timeout, cwd=cwd, env=env):
+            yield item
+
     async def _check_new_id(self) -> None:
         """A new session (not ``resume=``) must not find keys of its id: they would be a
         closed session's or planted ones (a transcript, a Claude session id to resume)."""
@@ -308,17 +400,17 @@ class AsyncSession(NotebookDisplay):
         self._keys_checked = True
 
     def _check_workspace(self) -> None:
-        if self._git_before is None or not self.options.workspace:
+        if self._git_before is None or not self._host_workspace:
             return
         try:
-            new = [r for r in git_risks(self.options.workspace) if r not in self._git_before]
+            new = [r for r in git_risks(self._host_workspace) if r not in self._git_before]
         except OSError:
             return
         if new:
             self.workspace_warnings = new
             log.warning("session %s left git entries in its workspace %s that run programs "
                         "on the host (check before running git there): %s", self.id,
-                        self.options.workspace, ", ".join(new))
+                        self._host_workspace, ", ".join(new))
 
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see

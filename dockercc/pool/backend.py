@@ -130,6 +130,10 @@ class DockerBackend:
         if spec.redis_relay_socket:
             mounts.append(Mount(target=RELAY_SOCKET, source=spec.redis_relay_socket,
                                 type="bind"))
+        for kind, source, target, read_only in spec.mounts:
+            if kind == "volume":
+                self._ensure_volume(source)
+            mounts.append(Mount(target=target, source=source, type=kind, read_only=read_only))
         uid = spec.user.split(":")[0]
         gid = spec.user.split(":")[1] if ":" in spec.user else uid
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
@@ -146,8 +150,10 @@ class DockerBackend:
             cap_drop=list(spec.cap_drop), security_opt=list(spec.security_opts),
             read_only=spec.read_only, init=False, volumes=binds or None, mounts=mounts or None,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
-                   "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts,
-                   RUNNER_DIR: runner_opts},
+                   "/home/agent": tmpfs_opts, RUNNER_DIR: runner_opts,
+                   # a mounted workspace replaces the scratch tmpfs (both: "Duplicate mount")
+                   **({} if any(m[2] == "/workspace" for m in spec.mounts)
+                      else {"/workspace": tmpfs_opts})},
             stop_signal="SIGTERM",
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
@@ -176,6 +182,18 @@ class DockerBackend:
         except docker.errors.APIError as exc:
             raise PoolError(f"creating container {name} failed: {exc.explanation or exc}") from exc
         return str(container.id)
+
+    def _ensure_volume(self, name: str) -> None:
+        """A ``volume:NAME`` workspace: created on demand with dockercc's labels (so ``dockercc
+        gc --volumes`` and ``docker volume ls`` find it), kept until deleted. Docker fills a
+        new volume from the image's ``/workspace`` (owned by the agent's uid) on first mount."""
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            with contextlib.suppress(docker.errors.APIError):  # created concurrently
+                self.client.volumes.create(name, labels={LABEL: "1", f"{LABEL}.workspace": "1"})
 
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
                      env: dict[str, str], cpu_shares: int | None = None) -> str:

@@ -65,6 +65,10 @@ class ContainerSpec(BaseModel):
     credentials_file: str | None = None
     command: tuple[str, ...] | None = None
     tmpfs_size: str = "1g"
+    mounts: tuple[tuple[str, str, str, bool], ...] = ()
+    """The session's workspace and ``add_dirs`` as ``(kind, source, target, read_only)``
+    (see :class:`dockercc.workspace.WorkspaceMount`); a ``/workspace`` one replaces the
+    scratch tmpfs. Part of the key: such a session gets a cold container (docs/workspaces.md)."""
     egress: tuple[str, ...] | None = None
     """The allow-list when the container goes out through the pool's egress proxy (network
     ``none``); None: no proxy (``host`` or a named network)."""
