@@ -7,6 +7,7 @@ what an untrusted agent would: symlinks out, a sparse giant file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import tracemalloc
@@ -191,6 +192,10 @@ async def test_a_volume_workspace_survives_kill_and_resume(make_config: Any, api
         found = docker_client.containers.list(filters={"label": [
             f"{LABEL}.prefix={prefix}", f"{LABEL}.container={first}"]})
         found[0].kill()
+        for _ in range(200):  # the pool notices the loss (health check, Docker events)
+            if (await s.state()).get("status") == "lost":
+                break
+            await asyncio.sleep(0.1)
         # the next turn resumes the conversation in a new container with the same volume
         assert (await s.ask("again", timeout=180)).text == "still here"
         assert s.lease is not None and s.lease.container != first
