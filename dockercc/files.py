@@ -106,6 +106,51 @@ def workspace_path(path: str | os.PathLike[str]) -> str:
     return "/".join(parts)
 
 
+async def exec_target(client: Any, container: str, *, user: str, isolate_runner: bool
+                      ) -> tuple[Any, str, str, list[str]]:
+    """(client, container, exec user, argv prefix) to run something in ``container`` as the
+    agent (``user``, e.g. ``1000:1000``) with the agent's environment."""
+    from .agent.early import agent_env
+
+    attrs = await asyncio.to_thread(client.api.inspect_container, container)
+    env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or []
+               if "=" in e)
+    keep = agent_env(env)
+    unset = [arg for k in sorted(env) if k not in keep for arg in ("-u", k)]
+    if isolate_runner:
+        # env runs as root and drops the runner's variables before setpriv becomes the
+        # agent: no process of the agent's uid ever holds them
+        uid, _, gid = user.partition(":")
+        return (client, container, "0:0", ["env", *unset, "setpriv", f"--reuid={uid}",
+                                           f"--regid={gid or uid}", "--clear-groups", "--"])
+    return (client, container, user, ["env", *unset])
+
+
+class ContainerWorkspace:
+    """The workspace of a container found by name (``dockercc cp`` / ``exec`` from another
+    process than the session's): what :class:`AsyncFiles` and :func:`run_command` need."""
+
+    _turn_open = False
+
+    def __init__(self, client: Any, container: str, *, user: str = "1000:1000") -> None:
+        self.client = client
+        self.container = container
+        self.user = user
+        self._target: tuple[Any, str, str, list[str]] | None = None
+
+    async def _exec_target(self) -> tuple[Any, str, str, list[str]]:
+        if self._target is None:
+            attrs = await asyncio.to_thread(self.client.api.inspect_container, self.container)
+            isolated = (attrs.get("Config") or {}).get("User") in ("0:0", "0", "root")
+            self._target = await exec_target(self.client, attrs["Id"], user=self.user,
+                                             isolate_runner=isolated)
+        return self._target
+
+    @property
+    def files(self) -> AsyncFiles:
+        return AsyncFiles(self)  # type: ignore[arg-type]
+
+
 class _Exec:
     """One ``docker exec`` with its raw, multiplexed socket (blocking; used in a thread)."""
 

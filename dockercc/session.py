@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
-from .agent.early import agent_env
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
@@ -44,7 +43,7 @@ from .errors import (
     WorkspaceError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
-from .files import AsyncFiles, CommandResult, run_command, stream_command
+from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from .pool.backend import LABEL
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
@@ -333,22 +332,9 @@ class AsyncSession(NotebookDisplay):
                                     f"{LABEL}.container": lease.container})
         if not found:
             raise WorkspaceError(f"the container of session {self.id!r} is gone")
-        cid = found[0].id
-        attrs = await asyncio.to_thread(backend.client.api.inspect_container, cid)
-        env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or []
-                   if "=" in e)
-        keep = agent_env(env)
-        unset = [arg for k in sorted(env) if k not in keep for arg in ("-u", k)]
         spec = self.spec()
-        if spec.isolate_runner:
-            # env runs as root and drops the runner's variables before setpriv becomes the
-            # agent: no process of the agent's uid ever holds them
-            uid, _, gid = spec.user.partition(":")
-            prefix = ["env", *unset, "setpriv", f"--reuid={uid}", f"--regid={gid or uid}",
-                      "--clear-groups", "--"]
-            target = (backend.client, cid, "0:0", prefix)
-        else:
-            target = (backend.client, cid, spec.user, ["env", *unset])
+        target = await exec_target(backend.client, found[0].id, user=spec.user,
+                                   isolate_runner=spec.isolate_runner)
         self._exec_cache = (lease.container, target)
         return target
 

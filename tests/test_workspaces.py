@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from dockercc.client import AsyncPool
 from dockercc.errors import (
@@ -177,7 +179,8 @@ async def test_files_and_run_in_a_host_folder(make_config: Any, api: Any, tmp_pa
 @pytest.mark.docker
 async def test_a_volume_workspace_survives_kill_and_resume(make_config: Any, api: Any,
                                                            docker_client: Any, prefix: str,
-                                                           volume_name: str) -> None:
+                                                           volume_name: str,
+                                                           tmp_path: Path) -> None:
     api.script(tool_use("Bash", {"command": "echo kept > result.txt; echo ok"}), text("wrote"),
                text("still here"), text("resumed"))
     sid = f"ws-{uuid.uuid4().hex[:8]}"
@@ -200,6 +203,23 @@ async def test_a_volume_workspace_survives_kill_and_resume(make_config: Any, api
         assert (await s.ask("again", timeout=180)).text == "still here"
         assert s.lease is not None and s.lease.container != first
         assert await s.files.read("result.txt") == b"kept\n"
+        # the CLI, from another process: exec and cp both ways
+        cfg = tmp_path / "dockercc.yaml"
+        cfg.write_text(yaml.safe_dump(make_config()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+
+        def dcc(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "dockercc.cli", "--config", str(cfg),
+                                   *args], env=env, capture_output=True, text=True, timeout=120)
+
+        out = await asyncio.to_thread(dcc, "exec", sid, "--", "sh", "-c", "cat result.txt; exit 4")
+        assert (out.returncode, out.stdout) == (4, "kept\n"), out.stderr
+        out = await asyncio.to_thread(dcc, "cp", f"{sid}:result.txt", str(tmp_path))
+        assert out.returncode == 0 and (tmp_path / "result.txt").read_text() == "kept\n", out
+        (tmp_path / "up.txt").write_text("from the host")
+        out = await asyncio.to_thread(dcc, "cp", str(tmp_path / "up.txt"), f"{sid}:in/up.txt")
+        assert out.returncode == 0, out.stderr
+        assert await s.files.read_text("in/up.txt") == "from the host"
         await s.close()
     # a new pool (another process would be the same: all state is in Redis and the volume)
     async with AsyncPool(make_config()) as pool:
