@@ -104,12 +104,25 @@ class AsyncPool(NotebookDisplay):
         return self
 
     async def warm(self, agent: str = "main", count: int | None = None, *,
-                   wait: bool = True, timeout: float = 120) -> None:
-        """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``."""
+                   wait: bool = True, timeout: float = 120,
+                   workspace: str | os.PathLike[str] | None = None,
+                   add_dirs: Iterable[str | os.PathLike[str]] | None = None) -> None:
+        """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``.
+
+        With ``workspace`` / ``add_dirs`` the warm containers are made with those mounts:
+        sessions opened with the same ones are then served warm (a container cannot gain a
+        mount once started; see docs/workspaces.md)."""
         await self.start()
         target = count if count is not None else max(1, self.config.pool.min_warm)
-        self.containers.register_spec(spec_for(self.config, agent, env=self.env), warm=target,
-                                      prestart=default_prestart(self, agent))
+        if workspace is None and add_dirs is None:
+            spec, prestart = spec_for(self.config, agent, env=self.env), default_prestart(
+                self, agent)
+        else:
+            probe = AsyncSession(self, SessionOptions(
+                agent=agent, workspace=os.fspath(workspace) if workspace else None,
+                add_dirs=None if add_dirs is None else [os.fspath(d) for d in add_dirs]))
+            spec, prestart = probe.spec(), probe.prestart()
+        self.containers.register_spec(spec, warm=target, prestart=prestart)
         await self.containers.top_up()
         if wait:
             await self.containers.wait_warm(timeout=timeout)
