@@ -228,3 +228,36 @@ async def test_a_volume_workspace_survives_kill_and_resume(make_config: Any, api
         assert (await s.ask("back?", timeout=180)).text == "resumed"
         assert (await s.run("cat result.txt")).stdout == "kept\n"
         await s.close(forget=True)
+
+
+@pytest.mark.docker
+def test_notebook_magics_list_upload_and_download(make_config: Any, api: Any,
+                                                  tmp_path: Path, monkeypatch: Any) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    import dockercc.jupyter as dj
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local.txt").write_text("from the notebook")
+    ip = InteractiveShell.instance()
+    assert ip.run_cell("%load_ext dockercc").success
+    dj.configure(make_config(), display="none")
+    try:
+        def magic(line: str) -> Any:
+            with capture_output():
+                result = ip.run_cell(line, store_history=True)
+            assert result.success, result.error_in_exec
+            return ip.user_ns.get("_")
+
+        magic("%dockercc --no-display hello")
+        magic("%dockercc upload local.txt notes/local.txt")
+        rows = magic("%dockercc files").data
+        assert [(r["name"], r["type"]) for r in rows] == [("notes", "dir")]
+        rows = magic("%dockercc files notes").data
+        assert [(r["name"], r["size"]) for r in rows] == [("local.txt", 17)]
+        magic("%dockercc download notes/local.txt back.txt")
+        assert (tmp_path / "back.txt").read_text() == "from the notebook"
+    finally:
+        dj.shutdown()
+        ip.run_cell("%unload_ext dockercc")
