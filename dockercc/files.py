@@ -59,6 +59,8 @@ _STDERR_KEEP = 64 * 1024
 DEFAULT_MAX_BYTES = 64 << 30
 DEFAULT_MAX_MEMBERS = 200_000
 DEFAULT_READ_MAX = 256 << 20
+IDLE_TIMEOUT_S = 600.0
+"""A file operation whose stream is silent this long fails (``WorkspaceError``)."""
 
 # resolve "$1" under /workspace as the agent; refuse what leads out (symlinks included)
 _RESOLVE = ('p=$(realpath -m -- "/workspace/$1") || exit 97; case "$p" in /workspace|'
@@ -165,7 +167,8 @@ class _Exec:
             raise WorkspaceError(f"docker exec in the session's container failed: "
                                  f"{getattr(exc, 'explanation', None) or exc}") from exc
         self.sock: socket.socket = getattr(sock, "_sock", sock)
-        self.sock.settimeout(None)
+        # a stalled container (or an agent holding a lock) must not hang the host forever
+        self.sock.settimeout(IDLE_TIMEOUT_S)
         self._buf = b""
         self.stderr = bytearray()
         self._eof = False
@@ -293,7 +296,11 @@ class AsyncFiles:
             finally:
                 ex.close()
 
-        return await asyncio.to_thread(work)
+        try:
+            return await asyncio.to_thread(work)
+        except TimeoutError as exc:
+            raise WorkspaceError(f"no data from the container for {IDLE_TIMEOUT_S:.0f}s") \
+                from exc
 
     @staticmethod
     def _check(code: int, err: str, path: str, what: str) -> None:
@@ -316,8 +323,9 @@ class AsyncFiles:
         blob = data.encode() if isinstance(data, str) else bytes(data)
         chunks = (blob[i:i + CHUNK] for i in range(0, len(blob), CHUNK))
         _, code, err = await self._run_script(
-            _RESOLVE + '[ -d "$p" ] && exit 96; mkdir -p -- "$(dirname -- "$p")" && '
-            'exec cat > "$p"', rel, stdin=chunks)
+            # only a regular file is replaced: a fifo the agent put there would block the host
+            _RESOLVE + '[ -e "$p" ] && [ ! -f "$p" ] && exit 96; mkdir -p -- "$(dirname -- '
+            '"$p")" && exec cat > "$p"', rel, stdin=chunks)
         self._check(code, err, path, "write")
 
     async def read(self, path: str, *, max_bytes: int = DEFAULT_READ_MAX) -> bytes:

@@ -27,6 +27,7 @@ from dockercc.errors import (
     ConfigError,
     FileNotFoundInWorkspace,
     PathEscape,
+    WorkspaceError,
 )
 from dockercc.files import workspace_path
 from dockercc.pool.backend import LABEL
@@ -101,7 +102,8 @@ async def test_files_and_run_in_a_host_folder(make_config: Any, api: Any, tmp_pa
     (repo / "README.md").write_text("hello\n")
     agent_owned(repo)
     plant = ("echo from-agent > made.txt; ln -s /run/dockercc out; ln -s /etc etc-link; "
-             "mkdir -p sub; ln -s /etc/passwd sub/pw; truncate -s 2G big.bin; echo planted")
+             "mkdir -p sub; ln -s /etc/passwd sub/pw; truncate -s 2G big.bin; mkfifo fifo; "
+             "echo planted")
     api.script(tool_use("Bash", {"command": plant}), text("done"))
     async with AsyncPool(make_config()) as pool:
         s = pool.session(workspace=str(repo), permission_mode="bypassPermissions")
@@ -114,12 +116,17 @@ async def test_files_and_run_in_a_host_folder(make_config: Any, api: Any, tmp_pa
         await s.files.write("notes/a.txt", "written by the host")
         assert (repo / "notes" / "a.txt").read_text() == "written by the host"
         names = {i.name: i for i in await s.files.list()}
+        assert names["fifo"].type == "other"
         assert names["notes"].type == "dir" and names["big.bin"].size == 2 << 30
         assert names["out"].type == "link"
         await s.files.remove("notes")
         assert not (repo / "notes").exists()
         with pytest.raises(FileNotFoundInWorkspace):
             await s.files.read("nope.txt")
+        # a fifo the agent made would block a reader or writer: refused at once
+        for op in (s.files.read("fifo"), s.files.write("fifo", "x")):
+            with pytest.raises(WorkspaceError):
+                await asyncio.wait_for(op, 30)
 
         # confinement: absolute, '..', and the agent's symlinks leading out
         for bad in ("/etc/passwd", "../etc/passwd", "out/redis", "etc-link/passwd", "sub/pw"):
