@@ -690,12 +690,13 @@ def gc(ctx: click.Context) -> None:
 
     A process that heartbeats the pool is alive; everything of owners that stopped
     heartbeating (killed processes) is removed. Live pools are not touched."""
+    from .files import sweep_scratch_volumes
     from .pool.manager import ContainerPool
     from .transport import RedisTransport, as_int, as_str, now_ms
 
     config = _load_config(ctx)
 
-    async def go() -> tuple[int, int, int]:
+    async def go() -> tuple[int, int, int, int]:
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         pool = ContainerPool(config, t, owner=f"gc-{os.getpid()}")
         try:
@@ -717,16 +718,20 @@ def gc(ctx: click.Context) -> None:
                     if await r.exists(t.keys(sid).state):
                         await r.hset(t.keys(sid).state, "status", "lost")
                     dropped += 1
-            return removed, entries, dropped
+            volumes = await sweep_scratch_volumes(pool)
+            return removed, entries, dropped, volumes
         finally:
             with contextlib.suppress(Exception):
                 await pool.backend.close()
             await t.close()
 
-    removed, entries, dropped = _run_async(go())
+    removed, entries, dropped, volumes = _run_async(go())
     _console().print(f"removed {removed} container{'s' if removed != 1 else ''}, {entries} "
                      f"registry entr{'ies' if entries != 1 else 'y'}, {dropped} session"
                      f"{'s' if dropped != 1 else ''} of dead processes")
+    if volumes:
+        _console().print(f"removed {volumes} scratch workspace volume"
+                         f"{'s' if volumes != 1 else ''} of deleted or expired sessions")
 
 
 # -- serve ---------------------------------------------------------------------------------

@@ -625,3 +625,36 @@ async def stream_command(session: AsyncSession, cmd: str | list[str], *, timeout
     finally:
         if not task.done():
             task.cancel()
+
+
+async def sweep_scratch_volumes(pool: Any) -> int:
+    """Remove scratch workspace volumes (``docker.scratchVolumes``) of this pool's prefix
+    that no container uses and no session keeps: never claimed, or their session was
+    deleted or expired (a closed session keeps its volume as long as it stays resumable,
+    7 days). Returns how many were removed. ``pool`` is a ContainerPool."""
+    from .pool.backend import LABEL
+    from .session import SCRATCH_KEY
+
+    client = getattr(pool.backend, "client", None)
+    if client is None:
+        return 0
+    t = pool.transport
+    labels = [f"{LABEL}.workspace=scratch", f"{LABEL}.prefix={t.prefix}"]
+    volumes = await asyncio.to_thread(client.volumes.list, filters={"label": labels})
+    removed = 0
+    for vol in volumes:
+        name = vol.name
+        used = await asyncio.to_thread(client.containers.list, all=True,
+                                       filters={"volume": name})
+        if used:
+            continue
+        owner = await t.client.hget(f"{t.prefix}{SCRATCH_KEY}", name)
+        if owner is not None:
+            sid = owner.decode() if isinstance(owner, bytes) else str(owner)
+            if await t.client.exists(t.keys(sid).state):
+                continue  # open, or closed and still resumable
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(vol.remove, force=True)
+            await t.client.hdel(f"{t.prefix}{SCRATCH_KEY}", name)
+            removed += 1
+    return removed

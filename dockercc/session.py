@@ -46,7 +46,7 @@ from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
 from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from .pool.backend import LABEL
 from .pool.manager import Lease
-from .pool.spec import ContainerSpec, spec_for
+from .pool.spec import ContainerSpec, scratch_volume_name, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
@@ -54,7 +54,14 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
-from .workspace import git_risks, parse_add_dirs, parse_workspace
+from .workspace import (
+    VOLUME_RE,
+    WORKSPACE,
+    WorkspaceMount,
+    git_risks,
+    parse_add_dirs,
+    parse_workspace,
+)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -80,6 +87,10 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
+
+
+SCRATCH_KEY = "pool:scratch"
+"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
 
 
 class SessionOptions(BaseModel):
@@ -232,6 +243,7 @@ class AsyncSession(NotebookDisplay):
         state: dict[str, str] = {}
         with contextlib.suppress(Exception):
             state = await t.state(validate_id(resume))
+        self._adopt_scratch(state.get("workspace_volume"))
         if state.get("claude_session_id"):
             self._restore_from = resume
             self._resume_id = state["claude_session_id"]
@@ -306,6 +318,14 @@ class AsyncSession(NotebookDisplay):
             raise
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
+        if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
+            # the container's fresh scratch volume is this session's from now on: later
+            # containers (after a loss, parking, resume=) mount it instead of their own
+            volume = scratch_volume_name(self.lease.container)
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
+            r = self.pool.transport.client
+            await r.hset(self.keys.state, "workspace_volume", volume)
+            await r.hset(f"{self.pool.transport.prefix}{SCRATCH_KEY}", volume, self.id)
 
     # -- the workspace from the host (docs/workspaces.md) -----------------------------------
 
@@ -407,6 +427,13 @@ class AsyncSession(NotebookDisplay):
         tag = sealing.seal(load_key(), self.id, raw)
         if tag is not None:
             await r.hset(key, "mac", tag)
+
+    def _adopt_scratch(self, volume: str | None) -> None:
+        """A resumed session takes its scratch volume back (the name comes from Redis: only
+        a scratch volume's shape is accepted)."""
+        if (volume and self.workspace_mount is None and volume.startswith("dockercc-ws-")
+                and VOLUME_RE.match(volume)):
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -716,6 +743,7 @@ class AsyncSession(NotebookDisplay):
             await r.hdel(self.pool.sessions_key, self.id)
             self._check_workspace()
             if forget:
+                await self._drop_scratch()
                 await t.delete_session(self.id)
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
@@ -733,6 +761,18 @@ class AsyncSession(NotebookDisplay):
             await pipe.execute()
         finally:
             self.pool._forget(self)
+
+    async def _drop_scratch(self) -> None:
+        """A deleted session's scratch volume goes with it."""
+        m = self.workspace_mount
+        remove = getattr(self.pool.containers.backend, "remove_volume", None)
+        if m is None or m.kind != "volume" or not m.source.startswith("dockercc-ws-") \
+                or remove is None:
+            return
+        with contextlib.suppress(Exception):
+            await remove(m.source)
+            await self.pool.transport.client.hdel(
+                f"{self.pool.transport.prefix}{SCRATCH_KEY}", m.source)
 
     async def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -268,3 +268,48 @@ def test_notebook_magics_list_upload_and_download(make_config: Any, api: Any,
     finally:
         dj.shutdown()
         ip.run_cell("%unload_ext dockercc")
+
+
+@pytest.mark.docker
+async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
+        make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
+    from dockercc.files import sweep_scratch_volumes
+
+    def scratch_volumes() -> set[str]:
+        return {v.name for v in docker_client.volumes.list(filters={"label": [
+            f"{LABEL}.workspace=scratch", f"{LABEL}.prefix={prefix}"]})}
+
+    api.script(tool_use("Bash", {"command": "echo scratch > s.txt; echo ok"}), text("wrote"),
+               text("after the kill"), text("resumed"))
+    sid = f"scr-{uuid.uuid4().hex[:8]}"
+    cfg = make_config(docker={"scratchVolumes": True})
+    try:
+        async with AsyncPool(cfg) as pool:
+            await pool.warm("main", count=1, timeout=120)
+            s = pool.session(session_id=sid, permission_mode="bypassPermissions")
+            assert (await s.ask("write", timeout=180)).text == "wrote"
+            assert s.lease is not None and s.lease.warm  # a scratch session stays warm
+            volume = f"dockercc-ws-{s.lease.container}"
+            assert s.workspace_mount is not None and s.workspace_mount.source == volume
+            docker_client.containers.list(filters={"label": [
+                f"{LABEL}.prefix={prefix}", f"{LABEL}.container={s.lease.container}"]})[0].kill()
+            for _ in range(200):
+                if (await s.state()).get("status") == "lost":
+                    break
+                await asyncio.sleep(0.1)
+            assert (await s.ask("again", timeout=180)).text == "after the kill"
+            assert await s.files.read("s.txt") == b"scratch\n"
+            await s.close()  # resumable: its volume stays, gc keeps it
+            assert await sweep_scratch_volumes(pool.containers) == 0
+            assert volume in scratch_volumes()
+        async with AsyncPool(cfg) as pool:
+            s = pool.session(resume=sid, permission_mode="bypassPermissions")
+            assert (await s.ask("back?", timeout=180)).text == "resumed"
+            assert (await s.run("cat s.txt")).stdout == "scratch\n"
+            await s.close(forget=True)  # deleted: its volume goes
+            assert volume not in scratch_volumes()
+        # the warm containers' own volumes (never claimed) went with them
+        assert not scratch_volumes()
+    finally:
+        for name in scratch_volumes():
+            docker_client.volumes.get(name).remove(force=True)
