@@ -192,21 +192,25 @@ class Bench:
         if os.geteuid() == 0:  # the agent (uid 1000) writes there
             os.chown(folder, 1000, 1000)
         plain, shared = self.pool(), self.pool()
+        scratch = self.pool(docker={"scratchVolumes": True})
         try:
             await plain.warm("main", count=1, timeout=300)
             await shared.warm("main", count=1, timeout=300, workspace=str(folder))
+            await scratch.warm("main", count=1, timeout=300)
             await self.new_session(plain)  # warm-up
             for i in range(self.args.runs):
                 say(f"workspace run {i + 1}/{self.args.runs}")
                 for pool, key, ws in ((plain, "ws_plain", None), (plain, "ws_cold", str(folder)),
-                                      (shared, "ws_warm", str(folder))):
+                                      (shared, "ws_warm", str(folder)),
+                                      (scratch, "ws_scratch", None)):
                     await pool.containers.wait_warm(timeout=300)
                     await self.settle()
                     r = await self.new_session(pool, workspace=ws)
                     self.s.add(key, r["first_token"])
                     self.s.add(key + "_was_warm", float(r["warm"]))
         finally:
-            await asyncio.gather(plain.close(), shared.close(), return_exceptions=True)
+            await asyncio.gather(plain.close(), shared.close(), scratch.close(),
+                                 return_exceptions=True)
 
     async def files(self) -> None:
         """1 GiB through ``files.upload`` / ``files.download``: time and the host's memory."""
@@ -448,6 +452,10 @@ class Bench:
                  fmt_ms(s.med("ws_warm")), n("ws_warm"),
                  f"{fmt_ratio(s.med('ws_warm') / plain)} no-workspace warm",
                  "<= 1.2x no-workspace", verdict(s.med("ws_warm") <= 1.2 * plain)],
+                ["first token, new session: scratch volume (docker.scratchVolumes), warm",
+                 fmt_ms(s.med("ws_scratch")), n("ws_scratch"),
+                 f"{fmt_ratio(s.med('ws_scratch') / plain)} no-workspace warm",
+                 "<= 1.2x no-workspace", verdict(s.med("ws_scratch") <= 1.2 * plain)],
                 ["first token, new session: workspace attached, no warm set (cold)",
                  fmt_ms(s.med("ws_cold")), n("ws_cold"),
                  f"{fmt_ratio(s.med('ws_cold') / plain)} no-workspace warm", "", ""],

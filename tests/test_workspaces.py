@@ -313,3 +313,26 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
     finally:
         for name in scratch_volumes():
             docker_client.volumes.get(name).remove(force=True)
+
+
+def test_the_turn_view_lists_the_files_the_agent_wrote() -> None:
+    from dockercc.events import ToolResult, ToolUse
+    from dockercc.jupyter import render
+    from dockercc.jupyter.state import TurnState
+
+    state = TurnState(session="s1")
+    for ev in [ToolUse(id="1", name="Write", input={"file_path": "/workspace/REPORT.md"}),
+               ToolResult(tool_use_id="1", content="ok", tool_name="Write"),
+               ToolUse(id="2", name="Edit", input={"file_path": "/workspace/src/a<b>.py"}),
+               ToolResult(tool_use_id="2", content="ok", tool_name="Edit"),
+               ToolUse(id="3", name="Write", input={"file_path": "/etc/x"}),
+               ToolResult(tool_use_id="3", content="ok", tool_name="Write"),
+               ToolUse(id="4", name="Write", input={"file_path": "/workspace/failed.txt"}),
+               ToolResult(tool_use_id="4", content="denied", is_error=True, tool_name="Write"),
+               ToolUse(id="5", name="Read", input={"file_path": "/workspace/README.md"}),
+               ToolResult(tool_use_id="5", content="..", tool_name="Read")]:
+        state.feed(ev)
+    assert state.written_files == ["REPORT.md", "src/a<b>.py"]
+    html = render.turn_html(state)
+    assert "%dockercc download REPORT.md" in html and "a&lt;b&gt;.py" in html
+    assert "failed.txt" not in html.split("files written")[1]
