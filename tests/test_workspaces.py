@@ -46,6 +46,24 @@ def agent_owned(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_volumes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every workspace volume a Docker test here makes is gone after it (the conftest checks
+    containers only)."""
+    if "docker_client" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("docker_client")
+
+    def ours() -> set[str]:
+        return {v.name for v in client.volumes.list(filters={"label": "clawdbot.docker-cc=1"})
+                if v.name.startswith(("dockercc-ws-", "dockercc-test-ws-"))}
+
+    before = ours()
+    yield
+    assert ours() <= before, f"leaked volumes: {sorted(ours() - before)}"
+
+
 @pytest.fixture
 def volume_name(docker_client: Any) -> Iterator[str]:
     """A unique workspace volume, removed after the test (and checked to be)."""
