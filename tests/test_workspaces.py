@@ -326,6 +326,12 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
             assert (await s.run("cat s.txt")).stdout == "scratch\n"
             await s.close(forget=True)  # deleted: its volume goes
             assert volume not in scratch_volumes()
+            # left behind (a pool killed between create and claim): nobody keeps it
+            orphan = f"dockercc-ws-orphan{uuid.uuid4().hex[:8]}"
+            docker_client.volumes.create(orphan, labels={
+                LABEL: "1", f"{LABEL}.workspace": "scratch", f"{LABEL}.prefix": prefix})
+            assert await sweep_scratch_volumes(pool.containers) == 1
+            assert orphan not in scratch_volumes()
         # the warm containers' own volumes (never claimed) went with them
         assert not scratch_volumes()
     finally:
