@@ -52,7 +52,7 @@ from ._common import (
 )
 from .metrics_check import MetricsCheck
 
-SECTIONS = ("first-token", "relay", "concurrency", "memory")
+SECTIONS = ("first-token", "workspace", "relay", "concurrency", "memory", "files")
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
 MEMORY = "4g"
@@ -101,9 +101,10 @@ class Bench:
 
     # -- dockercc: one new session ---------------------------------------------------------
 
-    async def new_session(self, pool: AsyncPool, *, next_turn: bool = False) -> dict[str, Any]:
+    async def new_session(self, pool: AsyncPool, *, next_turn: bool = False,
+                          workspace: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = pool.session()
+        s = pool.session(workspace=workspace)
         first = None
         try:
             # as users do: stream() claims the container on the way (the prompt is queued
@@ -192,6 +193,71 @@ class Bench:
             self.check.end()
             await floor.close()
             await asyncio.gather(warm_pool.close(), cold_pool.close(), return_exceptions=True)
+
+    async def workspace(self) -> None:
+        """New-session first token with a host folder at /workspace: cold (no warm set made
+        with that mount) and warm (``pool.warm(workspace=...)``), next to the plain warm one."""
+        folder = self.scratch / "bench-workspace"
+        folder.mkdir()
+        (folder / "README.md").write_text("bench\n")
+        if os.geteuid() == 0:  # the agent (uid 1000) writes there
+            os.chown(folder, 1000, 1000)
+        plain, shared = self.pool(), self.pool()
+        scratch = self.pool(docker={"scratchVolumes": True})
+        try:
+            await plain.warm("main", count=1, timeout=300)
+            await shared.warm("main", count=1, timeout=300, workspace=str(folder))
+            await scratch.warm("main", count=1, timeout=300)
+            await self.new_session(plain)  # warm-up
+            for i in range(self.args.runs):
+                say(f"workspace run {i + 1}/{self.args.runs}")
+                for pool, key, ws in ((plain, "ws_plain", None), (plain, "ws_cold", str(folder)),
+                                      (shared, "ws_warm", str(folder)),
+                                      (scratch, "ws_scratch", None)):
+                    await pool.containers.wait_warm(timeout=300)
+                    await self.settle()
+                    r = await self.new_session(pool, workspace=ws)
+                    self.s.add(key, r["first_token"])
+                    self.s.add(key + "_was_warm", float(r["warm"]))
+        finally:
+            await asyncio.gather(plain.close(), shared.close(), scratch.close(),
+                                 return_exceptions=True)
+
+    async def files(self) -> None:
+        """1 GiB through ``files.upload`` / ``files.download``: time and the host's memory."""
+        import resource
+        import tracemalloc
+
+        size = int(os.environ.get("DOCKERCC_BENCH_FILE_MIB", "1024")) << 20
+        blob = self.scratch / "blob.bin"
+        with open(blob, "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+        volume = f"dockercc-bench-{os.getpid()}"
+        pool = self.pool()
+        try:
+            s = pool.session(workspace=f"volume:{volume}")
+            await s.start()
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            await s.files.upload(blob, "blob.bin")
+            t1 = time.perf_counter()
+            await s.files.download("blob.bin", self.scratch / "back.bin")
+            t2 = time.perf_counter()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.s.add("files_up_mib_s", (size >> 20) / (t1 - t0))
+            self.s.add("files_down_mib_s", (size >> 20) / (t2 - t1))
+            self.s.add("files_py_peak_mib", peak / 2**20)
+            self.s.add("files_rss_growth_mib", (rss1 - rss0) / 1024)
+            self.info["files_size_mib"] = size >> 20
+            await s.close(forget=True)
+        finally:
+            await pool.close()
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
 
     async def relay(self) -> None:
         runs = max(3, self.args.runs // 2)
@@ -399,6 +465,35 @@ class Bench:
                   if s.get("warm_cli_ttr") else []),
                 ["claim latency, cold", fmt_ms(s.med("claim_cold")), n("claim_cold"), "", "",
                  ""],
+            ]
+        if s.get("ws_plain"):
+            plain = s.med("ws_plain")
+            rows += [
+                ["first token, new session: warm, no workspace", fmt_ms(plain), n("ws_plain"),
+                 "", "", ""],
+                ["first token, new session: workspace attached, warm set with that mount",
+                 fmt_ms(s.med("ws_warm")), n("ws_warm"),
+                 f"{fmt_ratio(s.med('ws_warm') / plain)} no-workspace warm",
+                 "<= 1.2x no-workspace", verdict(s.med("ws_warm") <= 1.2 * plain)],
+                ["first token, new session: scratch volume (docker.scratchVolumes), warm",
+                 fmt_ms(s.med("ws_scratch")), n("ws_scratch"),
+                 f"{fmt_ratio(s.med('ws_scratch') / plain)} no-workspace warm",
+                 "<= 1.2x no-workspace", verdict(s.med("ws_scratch") <= 1.2 * plain)],
+                ["first token, new session: workspace attached, no warm set (cold)",
+                 fmt_ms(s.med("ws_cold")), n("ws_cold"),
+                 f"{fmt_ratio(s.med('ws_cold') / plain)} no-workspace warm", "", ""],
+            ]
+        if s.get("files_up_mib_s"):
+            mib = self.info.get("files_size_mib", 0)
+            rows += [
+                [f"files.upload {mib} MiB", f"{s.med('files_up_mib_s'):.0f} MiB/s",
+                 n("files_up_mib_s"), "", "", ""],
+                [f"files.download {mib} MiB", f"{s.med('files_down_mib_s'):.0f} MiB/s",
+                 n("files_down_mib_s"), "", "", ""],
+                ["host memory for both (Python peak / RSS growth)",
+                 f"{s.med('files_py_peak_mib'):.1f} / {s.med('files_rss_growth_mib'):.0f} MiB",
+                 n("files_py_peak_mib"), "", "flat (<= 64 MiB)",
+                 verdict(s.med("files_rss_growth_mib") <= 64)],
             ]
         if s.get("relay_latency"):
             lat = s.get("relay_latency")

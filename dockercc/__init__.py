@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AgentError,
+    ArchiveRefused,
     BadData,
+    CommandTimeout,
     ConfigError,
     ContainerLost,
     DeadlockError,
     DockerCCError,
+    FileNotFoundInWorkspace,
     ImageError,
     InvalidSessionId,
+    PathEscape,
     PoolError,
     PoolExhausted,
     ProviderUnavailable,
@@ -33,6 +37,7 @@ from .errors import (
     ToolError,
     TranscriptRejected,
     TransportError,
+    WorkspaceError,
 )
 
 __version__ = "0.1.0"
@@ -62,6 +67,8 @@ _LAZY = {
     "ErrorEvent": ".events",
     "EgressDenied": ".events",
     "RawEvent": ".events",
+    "CommandResult": ".files",
+    "FileInfo": ".files",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ToolUse,
         UserMessage,
     )
+    from .files import CommandResult, FileInfo
     from .pool.manager import PoolStats
     from .session import AsyncSession
     from .sync import Pool, Session, query
@@ -121,4 +129,6 @@ __all__ = [
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",
+    "CommandResult", "FileInfo", "WorkspaceError", "PathEscape", "FileNotFoundInWorkspace",
+    "ArchiveRefused", "CommandTimeout",
 ]

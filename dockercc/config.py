@@ -499,6 +499,10 @@ class DockerConfig(_Model):
     )
     env: dict[EnvName, EnvSecret] | None = Field(None, **_doc("Additional environment variables"))
     read_only: bool = Field(True, **_doc("Mount the container's root filesystem read-only"))
+    scratch_volumes: bool = Field(
+        False, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
+                      "tmpfs; a session keeps its container's volume, so a scratch workspace "
+                      "survives container loss and `resume=` (docs/workspaces.md)"))
     user: str = Field(
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
@@ -654,6 +658,13 @@ class AgentConfig(_Model):
         None, **_doc("Additional environment variables for this agent's containers")
     )
     image: str | None = Field(None, min_length=1, **_doc("Image override for this agent"))
+    workspace: str | None = Field(
+        None, **_doc("Default `workspace=` of this agent's sessions: an absolute host folder "
+                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch tmpfs "
+                     "(docs/workspaces.md)"))
+    add_dirs: list[str] | None = Field(
+        None, **_doc("Default `add_dirs=`: more host folders, read-only (`:rw` to write), at "
+                     "/mnt/dirs/NAME and given to the CLI with `--add-dir`"))
     nodes_exec: bool = Field(
         False, **_doc("Offer the `nodes_exec` built-in tool (commands in throwaway containers)")
     )

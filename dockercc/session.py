@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
@@ -41,10 +41,13 @@ from .errors import (
     SessionClosed,
     SessionExists,
     TransportError,
+    WorkspaceError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
+from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
+from .pool.backend import LABEL
 from .pool.manager import RESUME_TTL_S, Lease
-from .pool.spec import ContainerSpec, spec_for
+from .pool.spec import ContainerSpec, scratch_volume_name, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
@@ -52,7 +55,14 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
-from .workspace import git_risks
+from .workspace import (
+    VOLUME_RE,
+    WORKSPACE,
+    WorkspaceMount,
+    git_risks,
+    parse_add_dirs,
+    parse_workspace,
+)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -79,6 +89,10 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
 
 
+SCRATCH_KEY = "pool:scratch"
+"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
+
+
 class SessionOptions(BaseModel):
     """Per-session options; ``None`` means "the agent's configured value"."""
 
@@ -93,6 +107,7 @@ class SessionOptions(BaseModel):
     disallowed_tools: list[str] | None = None
     tools: list[Any] = Field(default_factory=list)
     workspace: str | None = None
+    add_dirs: list[str] | None = None
     resume: str | None = None
     env: dict[str, str] | None = Field(default=None, repr=False)
     max_turns: int | None = None
@@ -126,9 +141,18 @@ class AsyncSession(NotebookDisplay):
         #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
         self.workspace_warnings: list[str] = []
         self._git_before: set[str] | None = None
-        if options.workspace:
+        # checked now: a bad path is a ConfigError before any container starts
+        self.workspace_mount = parse_workspace(
+            options.workspace if options.workspace is not None else self.agent_config.workspace)
+        self.add_dir_mounts = parse_add_dirs(
+            options.add_dirs if options.add_dirs is not None else self.agent_config.add_dirs)
+        self._host_workspace = (self.workspace_mount.source if self.workspace_mount is not None
+                                and self.workspace_mount.kind == "bind" else None)
+        if self._host_workspace:
             with contextlib.suppress(OSError):
-                self._git_before = set(git_risks(options.workspace))
+                self._git_before = set(git_risks(self._host_workspace))
+        self._files: Any = None
+        self._exec_cache: tuple[str, tuple[Any, str, str, list[str]]] | None = None
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         self._restore_from: str | None = None
@@ -175,13 +199,12 @@ class AsyncSession(NotebookDisplay):
         return self._turn_open
 
     def spec(self) -> ContainerSpec:
-        binds = []
-        if self.options.workspace:
-            binds.append(f"{self.options.workspace}:/workspace:rw")
         spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
                         extra_env=self.options.env)
-        if binds:
-            spec = spec.model_copy(update={"binds": (*spec.binds, *binds)})
+        mounts = [m.as_tuple() for m in (
+            [self.workspace_mount] if self.workspace_mount else []) + self.add_dir_mounts]
+        if mounts:
+            spec = spec.model_copy(update={"mounts": tuple(mounts)})
         return spec
 
     def tool_manifest(self) -> list[dict[str, Any]]:
@@ -210,7 +233,8 @@ class AsyncSession(NotebookDisplay):
             max_turns=o.max_turns or a.max_turns,
             resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
-            include_partial_messages=o.include_partial_messages)
+            include_partial_messages=o.include_partial_messages) + [
+                arg for m in self.add_dir_mounts for arg in ("--add-dir", m.target)]
 
     def _default_permission_mode(self) -> str | None:
         user = self.pool.config.docker.user.split(":")[0]
@@ -222,6 +246,7 @@ class AsyncSession(NotebookDisplay):
         state: dict[str, str] = {}
         with contextlib.suppress(Exception):
             state = await t.state(validate_id(resume))
+        self._adopt_scratch(state.get("workspace_volume"))
         if state.get("claude_session_id"):
             self._restore_from = resume
             self._resume_id = state["claude_session_id"]
@@ -304,6 +329,79 @@ class AsyncSession(NotebookDisplay):
             raise
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
+        if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
+            # the container's fresh scratch volume is this session's from now on: later
+            # containers (after a loss, parking, resume=) mount it instead of their own
+            volume = scratch_volume_name(self.lease.container)
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
+            r = self.pool.transport.client
+            await r.hset(self.keys.state, "workspace_volume", volume)
+            await r.hset(f"{self.pool.transport.prefix}{SCRATCH_KEY}", volume, self.id)
+
+    # -- the workspace from the host (docs/workspaces.md) -----------------------------------
+
+    @property
+    def files(self) -> AsyncFiles:
+        """The session's ``/workspace``: ``write``, ``read``, ``list``, ``upload``,
+        ``download``, ``remove`` (see :class:`dockercc.files.AsyncFiles`)."""
+        if self._files is None:
+            self._files = AsyncFiles(self)
+        return cast(AsyncFiles, self._files)
+
+    async def _exec_target(self) -> tuple[Any, str, str, list[str]]:
+        """(docker client, container id, exec user, argv prefix) for running something in
+        this session's container as the agent, with the agent's environment."""
+        await self.start()
+        lease = self.lease
+        backend: Any = self.pool.containers.backend
+        if lease is None or not hasattr(backend, "client"):
+            raise WorkspaceError("the session has no Docker container to run in")
+        cached = self._exec_cache
+        if cached is not None and cached[0] == lease.container:
+            return cached[1]
+        found = await backend.list({**self.pool.containers.labels_base,
+                                    f"{LABEL}.container": lease.container})
+        if not found:
+            raise WorkspaceError(f"the container of session {self.id!r} is gone")
+        spec = self.spec()
+        target = await exec_target(backend.client, found[0].id, user=spec.user,
+                                   isolate_runner=spec.isolate_runner)
+        self._exec_cache = (lease.container, target)
+        return target
+
+    async def _wait_turn(self, timeout: float | None, concurrent: bool) -> None:
+        """The rule: a command waits for the agent's turn in flight to end (the agent may be
+        editing the same files), unless ``concurrent=True``."""
+        if concurrent or not self._turn_open:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._turn_open:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkspaceError(
+                    f"session {self.id!r}: the agent's turn is still running after "
+                    f"{timeout}s (consume its stream, or pass concurrent=True)")
+            await asyncio.sleep(0.05)
+
+    async def run(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                  env: dict[str, str] | None = None, concurrent: bool = False,
+                  turn_timeout: float | None = None) -> CommandResult:
+        """Run ``cmd`` (a shell string, or an argv list) in this session's container as the
+        agent's user, in ``/workspace`` (or ``cwd`` under it), with the agent's environment
+        (plus ``env``). Waits for a turn in flight to end first unless ``concurrent``
+        (``turn_timeout``, default ``timeout``). Killed after ``timeout`` s:
+        :class:`~dockercc.errors.CommandTimeout` (``exc.result`` holds the output so far)."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        return await run_command(self, cmd, timeout=timeout, cwd=cwd, env=env, on_output=None)
+
+    async def run_stream(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                         env: dict[str, str] | None = None, concurrent: bool = False,
+                         turn_timeout: float | None = None
+                         ) -> AsyncIterator[tuple[str, bytes]]:
+        """:meth:`run` as it prints: ``("stdout"|"stderr", bytes)`` pieces, then
+        ``("exit", b"<code>")``."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        async for item in stream_command(self, cmd, timeout=timeout, cwd=cwd, env=env):
+            yield item
 
     async def _check_new_id(self) -> None:
         """A new session (not ``resume=``) must not find keys of its id: they would be a
@@ -319,22 +417,29 @@ class AsyncSession(NotebookDisplay):
         self._keys_checked = True
 
     def _check_workspace(self) -> None:
-        if self._git_before is None or not self.options.workspace:
+        if self._git_before is None or not self._host_workspace:
             return
         try:
-            new = [r for r in git_risks(self.options.workspace) if r not in self._git_before]
+            new = [r for r in git_risks(self._host_workspace) if r not in self._git_before]
         except OSError:
             return
         if new:
             self.workspace_warnings = new
             log.warning("session %s left git entries in its workspace %s that run programs "
                         "on the host (check before running git there): %s", self.id,
-                        self.options.workspace, ", ".join(new))
+                        self._host_workspace, ", ".join(new))
 
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see
         :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
         await self.pool.containers.seal_transcript(self.id)
+
+    def _adopt_scratch(self, volume: str | None) -> None:
+        """A resumed session takes its scratch volume back (the name comes from Redis: only
+        a scratch volume's shape is accepted)."""
+        if (volume and self.workspace_mount is None and volume.startswith("dockercc-ws-")
+                and VOLUME_RE.match(volume)):
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -718,6 +823,7 @@ class AsyncSession(NotebookDisplay):
             await r.hdel(self.pool.sessions_key, self.id)
             self._check_workspace()
             if forget:
+                await self._drop_scratch()
                 await t.delete_session(self.id)
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
@@ -725,6 +831,18 @@ class AsyncSession(NotebookDisplay):
             await self.pool.containers.end_session(self.id, self.claude_session_id or "")
         finally:
             self.pool._forget(self)
+
+    async def _drop_scratch(self) -> None:
+        """A deleted session's scratch volume goes with it."""
+        m = self.workspace_mount
+        remove = getattr(self.pool.containers.backend, "remove_volume", None)
+        if m is None or m.kind != "volume" or not m.source.startswith("dockercc-ws-") \
+                or remove is None:
+            return
+        with contextlib.suppress(Exception):
+            await remove(m.source)
+            await self.pool.transport.client.hdel(
+                f"{self.pool.transport.prefix}{SCRATCH_KEY}", m.source)
 
     async def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -48,7 +48,7 @@ from .registry import (
     ContainerRecord,
     RegistryKeys,
 )
-from .spec import ContainerSpec, runner_env
+from .spec import ContainerSpec, runner_env, scratch_volume_name
 
 log = logging.getLogger("dockercc.pool")
 
@@ -611,6 +611,11 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
+        remove_volume = getattr(self.backend, "remove_volume", None)
+        if self.config.docker.scratch_volumes and not rec.session and remove_volume:
+            # never claimed: its scratch workspace is nobody's (a session keeps its own)
+            with contextlib.suppress(Exception):
+                await remove_volume(scratch_volume_name(rec.id))
         if self.egress is not None:
             await self.egress.remove(rec.id)
         pipe = r.pipeline(transaction=False)
