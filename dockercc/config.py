@@ -423,6 +423,13 @@ class TimeoutsConfig(_Model):
     stale_after_misses: Int = Field(
         3, gt=0, **_doc("Heartbeats missed before a container is considered lost")
     )
+    orphan_ms: Int = Field(
+        300000, gt=0,
+        **_doc("How long a runner that cannot reach Redis keeps trying before it exits (5 min): "
+               "longer than a Redis restart or Sentinel fail-over, so a claimed session "
+               "goes on; short enough that an orphan of a dead owner and a stopped Redis "
+               "does not linger"),
+    )
 
 
 class RedisConfig(_Model):

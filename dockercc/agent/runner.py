@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shlex
 import signal
 import stat
@@ -71,6 +72,60 @@ MAX_RESTARTS = 3
 PipeOp = Callable[[Any], None]
 REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError)
 """What a Redis outage (or restart) raises; loops that meet it wait and go on."""
+ORPHAN_EXIT = 75
+"""The runner's exit code when it gave up on Redis (``timeouts.orphanMs``): EX_TEMPFAIL, so
+``docker ps -a`` tells an orphan's exit from a crash."""
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+
+
+class RedisLink:
+    """Whether Redis answers the runner, shared by all its loops.
+
+    Loops report each failure here and sleep the returned back-off (exponential, jittered,
+    at most BACKOFF_MAX_S), so an outage costs a handful of tries a minute instead of five a
+    second per loop. The log gets one line per change of state (lost, back, given up), never
+    one per try: an orphan's log stays a few lines however long it waits. After ``orphan_s``
+    without an answer the runner is an orphan (its owner, relay or Redis is gone for good)
+    and ``on_orphan`` ends it; a Redis that is back sooner finds the runner (and its claimed
+    session) going on as before.
+    """
+
+    def __init__(self, orphan_s: float, on_orphan: Callable[[], None]) -> None:
+        self.orphan_s = orphan_s
+        self.on_orphan = on_orphan
+        self.down_since: float | None = None
+        self.tries = 0
+        self.orphaned = False
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("Redis reachable again after %.1fs (%d failed tries)",
+                        time.monotonic() - self.down_since, self.tries)
+            self.down_since, self.tries = None, 0
+
+    def backoff(self, what: str, exc: BaseException) -> float:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("Redis unreachable (%s: %s); retrying with back-off up to %.0fs, "
+                        "exiting after %.0fs without it (timeouts.orphanMs)",
+                        what, _short(exc), BACKOFF_MAX_S, self.orphan_s)
+        self.tries += 1
+        if now - self.down_since >= self.orphan_s and not self.orphaned:
+            self.orphaned = True
+            log.error("Redis unreachable for %.0fs (%d tries): exiting as an orphan",
+                      now - self.down_since, self.tries)
+            self.on_orphan()
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(self.tries, 10))
+        return delay * random.uniform(0.5, 1.0)
+
+    async def failed(self, what: str, exc: BaseException) -> None:
+        await asyncio.sleep(self.backoff(what, exc))
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:200]
 
 APPEND_ENVELOPES = """
 -- KEYS: output_buffer, output channel; ARGV: first seq, buffer max, envelopes...
@@ -108,6 +163,7 @@ class RunnerSettings:
     agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
     egress_socket: str | None = None  # the host egress proxy's socket (network none)
     egress_port: int = 3128
+    orphan_ms: int = 300_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
@@ -124,6 +180,7 @@ class RunnerSettings:
             agent=agent_ids(env),
             egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
             egress_port=int(env.get("DOCKERCC_EGRESS_PORT") or 3128),
+            orphan_ms=int(env.get("DOCKERCC_ORPHAN_MS") or 300_000),
         )
 
 
@@ -377,6 +434,7 @@ class Runner:
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
         self.forwarder: Forwarder | None = None
+        self.link = RedisLink(settings.orphan_ms / 1000, self.stopping.set)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -420,8 +478,9 @@ class Runner:
         try:
             assignment = await self.wait_assignment()
             if assignment is None:
-                return 0
-            return await self.serve(assignment)
+                return ORPHAN_EXIT if self.link.orphaned else 0
+            code = await self.serve(assignment)
+            return ORPHAN_EXIT if self.link.orphaned else code
         finally:
             if self.proc is not None and self.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -466,11 +525,12 @@ class Runner:
         while not self.stopping.is_set():
             try:
                 item = await self.r.blpop([key], timeout=1)
+                self.link.ok()
             except REDIS_DOWN as exc:
                 # Redis restarting, or this container's Redis user not back yet after a
-                # restart (the pool re-creates it): the warm container waits, it does not die
-                log.warning("waiting for an assignment failed (%s), retrying", exc)
-                await asyncio.sleep(0.5)
+                # restart (the pool re-creates it): the warm container waits (up to
+                # timeouts.orphanMs), it does not die
+                await self.link.failed("waiting for an assignment", exc)
                 continue
             if item is None:
                 continue
@@ -876,8 +936,7 @@ class Runner:
                     if not await self.deliver(taken):
                         return
             except REDIS_DOWN as exc:
-                log.warning("reading input failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("reading input", exc)
 
     async def deliver(self, item: Any) -> bool:
         keys = self.keys
@@ -901,8 +960,7 @@ class Runner:
                 await self.r.lrem(keys.processing, 1, item)
                 break
             except REDIS_DOWN as exc:
-                log.warning("acknowledging input failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("acknowledging input", exc)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
@@ -1110,7 +1168,6 @@ class Runner:
             # that failed, so re-executing it would silently drop the batch: a seq gap).
             # APPEND_ENVELOPES skips envelopes the buffer already has, so a retry after a
             # lost reply (Redis restart) never duplicates a seq either.
-            attempt = 0
             while True:
                 pipe = self.r.pipeline(transaction=True)
                 for op in ops:
@@ -1120,11 +1177,10 @@ class Runner:
                               self.seq - len(envs) + 1, OUTPUT_BUFFER_MAX, *envs)
                 try:
                     await pipe.execute()
+                    self.link.ok()
                     break
                 except REDIS_DOWN as exc:
-                    attempt += 1
-                    log.warning("redis write failed (%s), retrying", exc)
-                    await asyncio.sleep(min(1.0, 0.05 * attempt))
+                    await self.link.failed("writing output", exc)
 
     async def control_loop(self) -> None:
         assert self.keys is not None
@@ -1141,8 +1197,8 @@ class Runner:
                     except ValueError:
                         continue
                     await self.on_control(cmd if isinstance(cmd, dict) else {})
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
-                await asyncio.sleep(0.5)
+            except REDIS_DOWN as exc:
+                await self.link.failed("control channel", exc)
 
     async def on_control(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("type")
@@ -1172,8 +1228,7 @@ class Runner:
             try:
                 item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
             except REDIS_DOWN as exc:
-                log.warning("waiting for the MCP reply failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("waiting for an MCP reply", exc)
         if item is None:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
                 "code": -32001, "message": f"host tool bridge did not answer in "
@@ -1199,8 +1254,11 @@ class Runner:
                 if self.keys is not None:
                     pipe.hset(self.keys.state, "heartbeat", now_ms())
                 await pipe.execute()
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self.link.ok()
+            except REDIS_DOWN as exc:
+                # (this loop runs in every state: it is what notices an orphan that has
+                # nothing else to do)
+                await self.link.failed("heartbeat", exc)
 
 
 def prompt_text(line: str) -> str:

@@ -284,9 +284,15 @@ class ContainerPool:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        records = await self.records()
-        await asyncio.gather(*(self._destroy(rec) for rec in records if rec.owner == self.owner),
-                             return_exceptions=True)
+        try:
+            records = await self.records()
+        except Exception as exc:  # Redis gone: Docker's labels still say what is ours
+            log.warning("pool registry unreadable at close (%s): removing this owner's "
+                        "containers by their Docker labels", exc)
+            records = None
+        await asyncio.gather(*(self._destroy(rec) for rec in records or []
+                               if rec.owner == self.owner), return_exceptions=True)
+        await self._sweep_own_containers(redis_ok=records is not None)
         with contextlib.suppress(Exception):
             r = self.transport.client
             await r.hdel(self.pk.owners, self.owner)
@@ -300,6 +306,32 @@ class ContainerPool:
             await self._close_egress()
         with contextlib.suppress(Exception):
             await self.backend.close()
+
+    async def _sweep_own_containers(self, *, redis_ok: bool) -> None:
+        """Remove every container this owner created that is still on the engine.
+
+        The registry is not asked: a Redis that stopped (or lost its data) must not leave
+        containers behind. The owner label is set at create time and only this process
+        knows its owner id, so this never touches another process's containers.
+        """
+        try:
+            found = await self.backend.list({**self.labels_base, f"{LABEL}.owner": self.owner})
+        except Exception as exc:
+            log.warning("listing this owner's containers failed: %s", exc)
+            return
+        for info in found:
+            if info.labels.get(f"{LABEL}.owner") != self.owner:
+                continue
+            cid = info.labels.get(f"{LABEL}.container", "")
+            if cid and redis_ok:  # (without Redis its users went with it, or gc takes them)
+                await self._drop_user(cid)
+            try:
+                await self.backend.remove(info.id)
+            except Exception as exc:
+                log.warning("removing %s failed: %s", info.name, exc)
+            if self.egress is not None and cid:
+                with contextlib.suppress(Exception):
+                    await self.egress.remove(cid)
 
     async def _heartbeat_owner(self) -> None:
         await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
@@ -523,7 +555,7 @@ class ContainerPool:
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
-                         prestart=prestart)
+                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms)
         if self.acl is not None:
             if not self.acl.has_password(container):  # a warm container: its record only
                 await self.acl.create(container)
