@@ -141,3 +141,40 @@ async def test_sigkilled_owner_and_stopped_redis_the_orphan_exits_by_itself(
                 owner.wait(10)
             for c in own_containers(docker_client, prefix):
                 c.remove(force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(400)
+async def test_docker_kill_reaches_the_session_as_container_lost_within_a_second(
+        api: Any, agent_image: str, docker_client: Any, make_config: Any, prefix: str) -> None:
+    """Docker's `die` event, not the health pass, reports the loss: the health interval is
+    set far beyond the budget so polling cannot be what makes it."""
+    from dockercc.errors import ContainerLost
+    from dockercc.events import TextDelta
+    from dockercc.testing import text
+
+    kills = int(os.environ.get("DOCKERCC_KILL_ROUNDS", "10"))
+    api.on("count", text("one two three four five six seven eight nine ten " * 20, delay=0.5))
+    cfg = make_config(timeouts={"healthIntervalMs": 30000, "startupMs": 60000},
+                      pool={"minWarm": 1, "acquireTimeoutMs": 60000})
+    latencies: list[float] = []
+    async with AsyncPool(cfg) as pool:
+        s = pool.session(session_id=f"kill-{uuid.uuid4().hex[:6]}")
+        for _ in range(kills):
+            await s.send("count slowly")
+            killed_at = 0.0
+            with pytest.raises(ContainerLost):
+                async for ev in s.receive(timeout=90):
+                    if isinstance(ev, TextDelta) and not killed_at:
+                        assert s.lease is not None
+                        [c] = docker_client.containers.list(filters={"label": [
+                            f"{LABEL}.prefix={prefix}", f"{LABEL}.container={s.lease.container}"]})
+                        killed_at = time.monotonic()
+                        await asyncio.to_thread(c.kill)
+            latencies.append(time.monotonic() - killed_at)
+        await s.close(forget=True)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    print(f"\ndocker kill -> ContainerLost over {kills} kills: p50 {p50 * 1000:.0f} ms, "
+          f"max {latencies[-1] * 1000:.0f} ms, all {[round(x * 1000) for x in latencies]}")
+    assert p50 < 1.0, latencies

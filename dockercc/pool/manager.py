@@ -145,6 +145,11 @@ class ContainerPool:
         #: the unix-socket relay to a TCP Redis for those containers
         self.relay: UnixRelay | None = None
         self._grace_until = 0  # no "heartbeat stale" verdicts before this (ms)
+        #: the Docker events stream (die, oom, destroy of this pool's containers)
+        self._watch: Any = None
+        #: containers this process is ending on purpose, or already reporting as lost: an
+        #: event about them is no (new) loss
+        self._ending: set[str] = set()
         r = transport.client
         self._claim = r.register_script(CLAIM)
         self._reserve_warm = r.register_script(RESERVE_WARM)
@@ -226,6 +231,7 @@ class ContainerPool:
         await self.reconcile()
         self._started = True
         self._monitor = asyncio.create_task(self._monitor_loop(), name="dockercc-pool-monitor")
+        self._start_events()
         await self.top_up()
 
     async def _start_egress(self) -> None:
@@ -275,6 +281,9 @@ class ContainerPool:
             with contextlib.suppress(Exception):
                 await self.backend.close()
             return
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await asyncio.to_thread(watch.close)
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(BaseException):
@@ -332,6 +341,48 @@ class ContainerPool:
             if self.egress is not None and cid:
                 with contextlib.suppress(Exception):
                     await self.egress.remove(cid)
+
+    def _start_events(self) -> None:
+        """Docker's ``die``/``oom``/``destroy`` events make a loss known at once; the health
+        pass keeps polling as the fallback (a backend without events, a stream that broke)."""
+        watch = getattr(self.backend, "watch", None)
+        if watch is None or self._watch is not None:
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def on_event(event: dict[str, Any]) -> None:  # (the watcher's thread)
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self._watch = watch(self.labels_base, on_event)
+        self._spawn(self._events_loop(queue))
+
+    async def _events_loop(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._on_docker_event(event)
+            except Exception as exc:  # the health pass will see it
+                log.warning("handling Docker event %s failed: %s", event.get("Action"), exc)
+
+    async def _on_docker_event(self, event: dict[str, Any]) -> None:
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        action = str(event.get("Action") or event.get("status") or "")
+        cid = attrs.get(f"{LABEL}.container", "")
+        if action == "oom" or not cid or cid in self._ending:
+            return  # (an OOM kill is followed by its `die`, whose inspect says OOMKilled)
+        rec = await self.record(cid)
+        if rec is None or rec.owner != self.owner or rec.status != "busy":
+            return  # warm and other owners' containers: the health pass replaces them
+        info = None
+        if action == "die":
+            found = await self.backend.inspect(str(event.get("id") or attrs.get("name", "")))
+            info = found if self._is_ours(found, cid) else None
+            if info is not None and info.running:
+                return  # (restarted meanwhile)
+        self._counters["lost_by_event"] += 1
+        await self._lost(rec, self._lost_reason(info, stale=False))
 
     async def _heartbeat_owner(self) -> None:
         await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
@@ -613,6 +664,15 @@ class ContainerPool:
             log.warning("deleting the Redis user of container %s failed: %s", container, exc)
 
     async def _destroy(self, rec: ContainerRecord) -> None:
+        lost = rec.id in self._ending  # (_lost removes what it reports: it stays marked)
+        self._ending.add(rec.id)
+        try:
+            await self._destroy_now(rec)
+        finally:
+            if not lost:
+                self._ending.discard(rec.id)
+
+    async def _destroy_now(self, rec: ContainerRecord) -> None:
         r = self.transport.client
         # its Redis rights go first: nothing it does while Docker removes it reaches Redis
         await self._drop_user(rec.id)
@@ -857,6 +917,15 @@ class ContainerPool:
         return "unknown"
 
     async def _lost(self, rec: ContainerRecord, reason: str) -> None:
+        if rec.id in self._ending:
+            return  # (the event and the health pass may both see one death)
+        self._ending.add(rec.id)
+        try:
+            await self._lost_once(rec, reason)
+        finally:
+            self._ending.discard(rec.id)
+
+    async def _lost_once(self, rec: ContainerRecord, reason: str) -> None:
         now = await self.record(rec.id)
         if now is None or now.status == "stopping":
             return  # its session released it meanwhile: an exit on purpose, not a loss
@@ -894,8 +963,12 @@ class ContainerPool:
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
         """Take an idle session's container away; the session resumes in a new one."""
         keys = SessionKeys(rec.session, self.transport.prefix)
-        await self.transport.send_control(rec.session, "stop")
-        await self._destroy(rec)
+        self._ending.add(rec.id)  # its runner exits on the stop: no loss
+        try:
+            await self.transport.send_control(rec.session, "stop")
+            await self._destroy(rec)
+        finally:
+            self._ending.discard(rec.id)
         await self.transport.client.hset(keys.state, mapping={"status": "parked",
                                                               "parked_reason": reason})
 
