@@ -91,8 +91,10 @@ class RedisLink:
     session) going on as before.
     """
 
-    def __init__(self, orphan_s: float, on_orphan: Callable[[], None]) -> None:
+    def __init__(self, orphan_s: float, on_orphan: Callable[[], None],
+                 max_backoff_s: float = BACKOFF_MAX_S) -> None:
         self.orphan_s = orphan_s
+        self.max_backoff_s = max_backoff_s
         self.on_orphan = on_orphan
         self.down_since: float | None = None
         self.tries = 0
@@ -110,14 +112,14 @@ class RedisLink:
             self.down_since = now
             log.warning("Redis unreachable (%s: %s); retrying with back-off up to %.0fs, "
                         "exiting after %.0fs without it (timeouts.orphanMs)",
-                        what, _short(exc), BACKOFF_MAX_S, self.orphan_s)
+                        what, _short(exc), self.max_backoff_s, self.orphan_s)
         self.tries += 1
         if now - self.down_since >= self.orphan_s and not self.orphaned:
             self.orphaned = True
             log.error("Redis unreachable for %.0fs (%d tries): exiting as an orphan",
                       now - self.down_since, self.tries)
             self.on_orphan()
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(self.tries, 10))
+        delay = min(self.max_backoff_s, BACKOFF_FIRST_S * 2 ** min(self.tries, 10))
         return delay * random.uniform(0.5, 1.0)
 
     async def failed(self, what: str, exc: BaseException) -> None:
@@ -434,7 +436,10 @@ class Runner:
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
         self.forwarder: Forwarder | None = None
-        self.link = RedisLink(settings.orphan_ms / 1000, self.stopping.set)
+        # back-off under half a health interval: a Redis that is back gets heartbeats again
+        # well inside the pool's grace window (see ContainerPool.check), so nobody is lost
+        self.link = RedisLink(settings.orphan_ms / 1000, self.stopping.set,
+                              min(BACKOFF_MAX_S, max(0.05, settings.health_interval_ms / 2000)))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -507,7 +512,8 @@ class Runner:
         try:
             self.forwarder = await Forwarder(self.s.egress_socket, sock=sock,
                                              port=self.s.egress_port,
-                                             on_denied=self.on_egress_denied).start()
+                                             on_denied=self.on_egress_denied,
+                                             on_upstream_error=self.on_api_unreachable).start()
         except OSError as exc:
             log.error("egress forwarder on port %s failed: %s", self.s.egress_port, exc)
 
@@ -519,6 +525,15 @@ class Runner:
             self.emit(runner_event("egress_denied", host=str(denial.get("host", "")),
                                    port=int(denial.get("port") or 0),
                                    reason=str(denial.get("reason", ""))))
+
+    def on_api_unreachable(self, failure: dict[str, Any]) -> None:
+        """The proxy could not reach the API for the CLI (which only sees a 502 and retries):
+        the session hears the cause at once. One event per failed request: the CLI's own
+        retry back-off bounds them."""
+        if self.keys is not None:
+            self.emit(runner_event("api_unreachable", cause=str(failure.get("cause", "")),
+                                   target=str(failure.get("target", "")),
+                                   status=int(failure.get("status") or 502)))
 
     async def wait_assignment(self) -> Assignment | None:
         key = self.pool_keys.assign(self.s.container)
