@@ -247,8 +247,9 @@ def _env_secret(name: str) -> SecretStr | None:
 
 # --------------------------------------------------------------------------- Redis URL secret
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-_REDIS_URL_ALLOWED = "a redis://, rediss:// or unix:// URL"
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+_REDIS_URL_ALLOWED = ("a redis://, rediss://, unix:// or "
+                      "redis+sentinel://host:port[,host:port]/service[/db] URL")
 
 
 class RedisUrl:
@@ -264,6 +265,13 @@ class RedisUrl:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest.strip("/"):
             raise ValueError(f"must be {_REDIS_URL_ALLOWED}")
+        if scheme.lower() == "redis+sentinel":
+            from .sentinel import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(url)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; must be {_REDIS_URL_ALLOWED}") from None
         self._url = url
 
     def get_secret_value(self) -> str:

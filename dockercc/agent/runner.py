@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ReadOnlyError
 
 from ..protocol import control
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from ..protocol.transcript import check_meta as check_transcript_meta
+from ..sentinel import connect
 from .early import (
     BASE_ARGS,
     AgentIds,
@@ -70,8 +72,9 @@ STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
 
 PipeOp = Callable[[Any], None]
-REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError)
-"""What a Redis outage (or restart) raises; loops that meet it wait and go on."""
+REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError, ReadOnlyError)
+"""What a Redis outage (or restart, or fail-over: a demoted primary answers READONLY) raises;
+loops that meet it wait and go on."""
 ORPHAN_EXIT = 75
 """The runner's exit code when it gave up on Redis (``timeouts.orphanMs``): EX_TEMPFAIL, so
 ``docker ps -a`` tells an orphan's exit from a crash."""
@@ -122,7 +125,14 @@ class RedisLink:
         delay = min(self.max_backoff_s, BACKOFF_FIRST_S * 2 ** min(self.tries, 10))
         return delay * random.uniform(0.5, 1.0)
 
-    async def failed(self, what: str, exc: BaseException) -> None:
+    async def failed(self, what: str, exc: BaseException,
+                     client: aioredis.Redis | None = None) -> None:
+        if isinstance(exc, ReadOnlyError) and client is not None:
+            # a fail-over demoted the primary this connection reached: drop the pooled
+            # connections so the next command reconnects (the relay or Sentinel picks the
+            # new primary)
+            with contextlib.suppress(Exception):
+                await client.connection_pool.disconnect()
         await asyncio.sleep(self.backoff(what, exc))
 
 
@@ -407,7 +417,7 @@ class Runner:
         self.s = settings
         self.early = early  # the CLI .early started before the runner's imports
         self.pool_keys = PoolKeys(settings.prefix)
-        self.r: aioredis.Redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.r: aioredis.Redis = connect(settings.redis_url, socket_connect_timeout=5)
         self.keys: SessionKeys | None = None
         self.assignment: Assignment | None = None
         self.proc: CLIProcess | None = None
@@ -545,7 +555,7 @@ class Runner:
                 # Redis restarting, or this container's Redis user not back yet after a
                 # restart (the pool re-creates it): the warm container waits (up to
                 # timeouts.orphanMs), it does not die
-                await self.link.failed("waiting for an assignment", exc)
+                await self.link.failed("waiting for an assignment", exc, self.r)
                 continue
             if item is None:
                 continue
@@ -951,7 +961,7 @@ class Runner:
                     if not await self.deliver(taken):
                         return
             except REDIS_DOWN as exc:
-                await self.link.failed("reading input", exc)
+                await self.link.failed("reading input", exc, self.r)
 
     async def deliver(self, item: Any) -> bool:
         keys = self.keys
@@ -975,7 +985,7 @@ class Runner:
                 await self.r.lrem(keys.processing, 1, item)
                 break
             except REDIS_DOWN as exc:
-                await self.link.failed("acknowledging input", exc)
+                await self.link.failed("acknowledging input", exc, self.r)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
@@ -1195,7 +1205,7 @@ class Runner:
                     self.link.ok()
                     break
                 except REDIS_DOWN as exc:
-                    await self.link.failed("writing output", exc)
+                    await self.link.failed("writing output", exc, self.r)
 
     async def control_loop(self) -> None:
         assert self.keys is not None
@@ -1213,7 +1223,7 @@ class Runner:
                         continue
                     await self.on_control(cmd if isinstance(cmd, dict) else {})
             except REDIS_DOWN as exc:
-                await self.link.failed("control channel", exc)
+                await self.link.failed("control channel", exc, self.r)
 
     async def on_control(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("type")
@@ -1243,7 +1253,7 @@ class Runner:
             try:
                 item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
             except REDIS_DOWN as exc:
-                await self.link.failed("waiting for an MCP reply", exc)
+                await self.link.failed("waiting for an MCP reply", exc, self.r)
         if item is None:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
                 "code": -32001, "message": f"host tool bridge did not answer in "
@@ -1273,7 +1283,7 @@ class Runner:
             except REDIS_DOWN as exc:
                 # (this loop runs in every state: it is what notices an orphan that has
                 # nothing else to do)
-                await self.link.failed("heartbeat", exc)
+                await self.link.failed("heartbeat", exc, self.r)
 
 
 def prompt_text(line: str) -> str:

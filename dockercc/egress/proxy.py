@@ -626,10 +626,14 @@ class UnixRelay:
     speaks (and authenticates) to Redis itself."""
 
     def __init__(self, path: str | os.PathLike[str], host: str, port: int, *,
-                 max_connections: int = 1024, connect_timeout: float = 10.0) -> None:
+                 max_connections: int = 1024, connect_timeout: float = 10.0,
+                 resolve: Callable[[], Awaitable[tuple[str, int]]] | None = None) -> None:
         self.path = Path(path)
         self.host = host
         self.port = port
+        #: asked for the target on every new connection (Sentinel: the current primary, so
+        #: runners follow a fail-over by reconnecting); ``host``/``port`` without it
+        self.resolve = resolve
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self._server: asyncio.AbstractServer | None = None
@@ -653,8 +657,11 @@ class UnixRelay:
         try:
             if self._active > self.max_connections:
                 return
+            host, port = self.host, self.port
+            if self.resolve is not None:
+                host, port = await asyncio.wait_for(self.resolve(), self.connect_timeout)
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout)
+                asyncio.open_connection(host, port), self.connect_timeout)
             up = up_writer
 
             async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -673,6 +680,8 @@ class UnixRelay:
                         await p
         except (OSError, TimeoutError):
             pass
+        except Exception as exc:  # (no primary known to the sentinels: the runner retries)
+            log.warning("Redis relay: no upstream (%s)", type(exc).__name__)
         finally:
             self._active -= 1
             self._writers.discard(writer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -33,6 +34,7 @@ from ..egress.proxy import relay_target
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..sentinel import current_primary, is_sentinel_url
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
@@ -245,7 +247,12 @@ class ContainerPool:
         await proxy.start()
         self.egress = proxy
         url = self.config.redis.url_secret()
-        if self.config.redis.container_url is None and url.startswith("redis://"):
+        if self.config.redis.container_url is None and is_sentinel_url(url):
+            # the runners keep one unix:// URL; the relay asks the sentinels for the primary
+            # on every connection, so a fail-over is followed by reconnecting
+            self.relay = await UnixRelay(proxy.directory / "redis.sock", "", 0,
+                                         resolve=functools.partial(current_primary, url)).start()
+        elif self.config.redis.container_url is None and url.startswith("redis://"):
             host, port = relay_target(url)
             self.relay = await UnixRelay(proxy.directory / "redis.sock", host, port).start()
 
