@@ -60,6 +60,16 @@ class SentinelGroup:
                 return server
         raise RedisServerError(f"the sentinel names no known primary ({out})")
 
+    def _flags(self) -> str:
+        """The sentinel's flags for the primary (``master``; plus ``s_down``, ... while it
+        is not usable: clients refuse such a primary)."""
+        out = subprocess.run(["redis-cli", "-p", str(self.sentinel_port), "sentinel", "master",
+                              SERVICE], capture_output=True, text=True, timeout=5).stdout.split()
+        return out[out.index("flags") + 1] if "flags" in out else ""
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        return self.primary().keys(pattern)
+
     def replica(self) -> RedisServer:
         primary = self.primary()
         return next(s for s in self.servers if s is not primary)
@@ -72,7 +82,8 @@ class SentinelGroup:
         started = time.monotonic()
         old.kill()
         self._wait(lambda: self.primary() is new and "role:master" in new.cli(
-            "info", "replication"), timeout, "the sentinel did not fail over")
+            "info", "replication") and self._flags() == "master", timeout,
+            "the sentinel did not fail over")
         took = time.monotonic() - started
         old.extra_args = ("--replicaof", HOST, str(new.port))
         old.start()
@@ -92,7 +103,8 @@ class SentinelGroup:
         with open(self.dir / "sentinel.log", "ab") as log:
             self.sentinel = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait(lambda: self.primary() is self.servers[0], 20, "the sentinel did not start")
+        self._wait(lambda: self.primary() is self.servers[0] and self._flags() == "master", 20,
+                   "the sentinel did not start")
 
     @staticmethod
     def _wait(check: object, timeout: float, what: str) -> None:
