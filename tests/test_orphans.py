@@ -178,3 +178,49 @@ async def test_docker_kill_reaches_the_session_as_container_lost_within_a_second
     print(f"\ndocker kill -> ContainerLost over {kills} kills: p50 {p50 * 1000:.0f} ms, "
           f"max {latencies[-1] * 1000:.0f} ms, all {[round(x * 1000) for x in latencies]}")
     assert p50 < 1.0, latencies
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(180)
+async def test_an_unclaimed_runner_whose_owner_died_exits_while_redis_is_up(
+        tmp_path: Path, api: Any, agent_image: str, docker_client: Any) -> None:
+    """Host networking: the runner reaches Redis without its owner, so only the owner's
+    heartbeat (refreshed into the runner's own record) says it is an orphan."""
+    orphan_ms = 3000
+    prefix = f"o{uuid.uuid4().hex[:8]}:"
+    TEST_PREFIXES.add(prefix)
+    with RedisServer(tmp_path) as redis:
+        cfg = pool_config(redis, api, agent_image, prefix, orphanMs=orphan_ms)
+        cfg["docker"] = {"network": "host"}
+        owner = subprocess.Popen([sys.executable, "-c", OWNER.format(config=cfg)],
+                                 stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert owner.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 90)
+            assert line.strip() == "warm", line
+            [container] = own_containers(docker_client, prefix)
+            await asyncio.sleep(1.5)  # (one health pass: the owner's heartbeat is in place)
+            owner.send_signal(signal.SIGKILL)
+            owner.wait(10)
+            gone_at = time.monotonic()
+            deadline = gone_at + orphan_ms / 1000 + 15
+            while time.monotonic() < deadline:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    break
+                await asyncio.sleep(0.2)
+            waited = time.monotonic() - gone_at
+            container.reload()
+            assert container.status == "exited", f"still {container.status} after {waited:.1f}s"
+            assert container.attrs["State"]["ExitCode"] == ORPHAN_EXIT
+            log = container.logs().decode(errors="replace").splitlines()
+            assert len(log) <= 10 and any("owner has not been seen" in x for x in log), log
+            print(f"\nunclaimed orphan exited {waited:.1f}s after its owner died "
+                  f"(orphanMs {orphan_ms})")
+        finally:
+            if owner.poll() is None:
+                owner.kill()
+                owner.wait(10)
+            for c in own_containers(docker_client, prefix):
+                c.remove(force=True)

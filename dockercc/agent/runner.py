@@ -1278,12 +1278,32 @@ class Runner:
                 pipe.hset(ckey, "heartbeat", now_ms())
                 if self.keys is not None:
                     pipe.hset(self.keys.state, "heartbeat", now_ms())
-                await pipe.execute()
+                else:
+                    pipe.hgetall(ckey)
+                replies = await pipe.execute()
                 self.link.ok()
+                if self.keys is None and self.assignment is None:
+                    self.check_owner(replies[-1])
             except REDIS_DOWN as exc:
                 # (this loop runs in every state: it is what notices an orphan that has
                 # nothing else to do)
                 await self.link.failed("heartbeat", exc, self.r)
+
+
+    def check_owner(self, record: Any) -> None:
+        """An unclaimed runner whose owner stopped refreshing ``owner_heartbeat`` for
+        ``orphanMs`` is useless (no one will hand it a session it was made for, and no one
+        removes it): it exits. A claimed one never does this (its session owns it now)."""
+        raw = record.get(b"owner_heartbeat") if isinstance(record, dict) else None
+        try:
+            owner_hb = int(raw) if raw else 0
+        except ValueError:
+            return
+        if owner_hb and now_ms() - owner_hb > self.s.orphan_ms and not self.link.orphaned:
+            log.error("the pool's owner has not been seen for %.0fs (timeouts.orphanMs): "
+                      "exiting as an orphan", (now_ms() - owner_hb) / 1000)
+            self.link.orphaned = True
+            self.stopping.set()
 
 
 def prompt_text(line: str) -> str:

@@ -888,6 +888,9 @@ class ContainerPool:
                 continue
             if rec.status == "warm":
                 warm_by_spec.setdefault(rec.spec, []).append(rec)
+                # what an unclaimed runner checks its owner by (it may read only its own
+                # record): no owner heartbeat for timeouts.orphanMs and it exits by itself
+                await r.hset(self.pk.container_state(rec.id), "owner_heartbeat", now)
             elif rec.status == "busy" and now - rec.created > t.max_age_ms and rec.session:
                 state = await r.hget(SessionKeys(rec.session, self.transport.prefix).state,
                                      "status")
