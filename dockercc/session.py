@@ -41,7 +41,7 @@ from .errors import (
     SessionExists,
     TransportError,
 )
-from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
+from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, EventMapper, Result, TextDelta
 from .pool.manager import Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import bounded, control
@@ -491,6 +491,7 @@ class AsyncSession(NotebookDisplay):
         # one timer for the whole turn, not one per event: this loop is hot
         deadline = _Deadline(timeout)
         mapper = self.mapper
+        waiting = ""  # why the turn waits (the API unreachable, retrying), for the timeout
         try:
             while True:
                 try:
@@ -499,7 +500,8 @@ class AsyncSession(NotebookDisplay):
                     return
                 except TimeoutError:
                     raise TimeoutError(
-                        f"no result from session {self.id!r} within {timeout}s") from None
+                        f"no result from session {self.id!r} within {timeout}s"
+                        + (f"; it was waiting: {waiting}" if waiting else "")) from None
                 seq = envelope.seq
                 if seq <= self.last_seq:
                     continue  # (a subscription opened before last_seq moved on)
@@ -511,6 +513,8 @@ class AsyncSession(NotebookDisplay):
                     if type(event) is TextDelta:  # most events: nothing else to check
                         yield event
                         continue
+                    if isinstance(event, ApiRetry | ApiUnreachable):
+                        waiting = event.message
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")

@@ -93,4 +93,8 @@ async def test_a_session_whose_api_refuses_connections_says_why_within_5s(
               f"{[ev.message for _, ev in seen[1:]]}")
         assert isinstance(first, ApiUnreachable) and first.cause == "connection refused"
         assert isinstance(seen[-1][1], ApiRetry) and seen[-1][1].cause == "connection refused"
+        # a caller that only waits for the result hears the cause in the timeout
+        with pytest.raises(TimeoutError, match="it was waiting: the API"):
+            async for _ in s.receive(timeout=3):
+                pass
         await s.close(forget=True)
