@@ -61,6 +61,9 @@ _LAZY = {
     "Result": ".events",
     "ErrorEvent": ".events",
     "EgressDenied": ".events",
+    "ApiRetry": ".events",
+    "ApiUnreachable": ".events",
+    "SystemStatus": ".events",
     "RawEvent": ".events",
 }
 
@@ -69,6 +72,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import AsyncPool, aquery
     from .config import DockerCCConfig, load_config
     from .events import (
+        ApiRetry,
+        ApiUnreachable,
         AssistantMessage,
         EgressDenied,
         ErrorEvent,
@@ -77,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Result,
         SystemEvent,
         SystemInit,
+        SystemStatus,
         TextDelta,
         ThinkingDelta,
         ToolResult,
@@ -117,7 +123,8 @@ __all__ = [
     "AsyncPool", "AsyncSession", "Pool", "Session", "DockerCCConfig", "load_config", "tool",
     "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
-    "ErrorEvent", "EgressDenied", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
+    "ErrorEvent", "EgressDenied", "ApiRetry", "ApiUnreachable", "SystemStatus", "RawEvent",
+    "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",
