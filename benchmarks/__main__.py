@@ -7,6 +7,7 @@ stand-in), so the numbers are about start-up and relay, not the model. See docs/
     python -m benchmarks                  # everything, 5 runs each
     python -m benchmarks --runs 9 --json out.json
     python -m benchmarks --sections first-token,relay
+    python -m benchmarks --sections first-token --metrics   # and compare with /metrics
 
 Needs root-equivalent access to Docker, ``redis-server``, the ``claude`` CLI on PATH, and
 ``pip install claude-agent-sdk`` for the query() peer (skipped with a note when missing).
@@ -49,6 +50,7 @@ from ._common import (
     render_table,
     write_executable,
 )
+from .metrics_check import MetricsCheck
 
 SECTIONS = ("first-token", "relay", "concurrency", "memory")
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
@@ -69,6 +71,7 @@ class Bench:
         self.info: dict[str, Any] = {}
         self.scratch = Path(tempfile.mkdtemp(prefix="dockercc-bench-"))
         self.scratch.chmod(0o755)
+        self.check = MetricsCheck()  # --metrics: this process's /metrics vs our own figures
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -113,6 +116,9 @@ class Bench:
             assert s.lease is not None
             out: dict[str, Any] = {"first_token": (first - t0) * 1000,
                                    "claim": s.lease.claim_ms, "warm": s.lease.warm}
+            self.check.record("claim_warm" if s.lease.warm else "claim_cold", s.lease.claim_ms)
+            self.check.record("first_token", out["first_token"])
+            self.check.record("turn", 1)
             state = await s.state()
             out["prestarted"] = state.get("prestarted") == "1"
             out.update(cli_timing(await pool.transport.buffered(s.id)))
@@ -123,6 +129,9 @@ class Bench:
                     if second is None and isinstance(ev, TextDelta):
                         second = time.perf_counter()
                 out["next_turn"] = ((second or time.perf_counter()) - t1) * 1000
+                if second is not None:
+                    self.check.record("first_token", out["next_turn"])
+                self.check.record("turn", 1)
             return out
         finally:
             await s.close(forget=True)
@@ -147,6 +156,7 @@ class Bench:
             self.info["sdk_missing"] = True
         warm_pool, cold_pool = self.pool(), self.pool()
         try:
+            self.begin_check()
             await warm_pool.warm("main", count=1, timeout=300)
             await cold_pool.start()
             say("first-token: warm-up of each path")
@@ -179,6 +189,7 @@ class Bench:
                     await self.settle()
                     self.s.add("sdk", await peers.sdk_query(env, str(work)))
         finally:
+            self.check.end()
             await floor.close()
             await asyncio.gather(warm_pool.close(), cold_pool.close(), return_exceptions=True)
 
@@ -250,6 +261,7 @@ class Bench:
         pool = self.pool()
         try:
             await pool.start()
+            self.begin_check()
             for level in levels:
                 reps = self.args.runs if level == 1 else max(2, self.args.runs // (level // 2 + 1))
                 for i in range(reps):
@@ -262,9 +274,11 @@ class Bench:
                                                      for _ in range(level)))
                     self.s.extend(f"conc_{level}", [r["first_token"] for r in results])
                     self.s.extend(f"conc_{level}_warm", [float(r["warm"]) for r in results])
+            self.check.end()  # (the CPU step's sessions are not timed by the benchmark)
             await self.cpu_per_session(pool, max(levels))
             await pool.warm("main", count=0, wait=False)
         finally:
+            self.check.end()
             await pool.close()
 
     async def cpu_per_session(self, pool: AsyncPool, level: int) -> None:
@@ -329,10 +343,19 @@ class Bench:
     def sections(self) -> list[str]:
         return [x.strip() for x in self.args.sections.split(",") if x.strip()]
 
+    def begin_check(self) -> None:
+        if self.args.metrics:
+            self.check.begin()
+
     async def run(self) -> None:
-        for name in self.sections:
-            say(f"section {name}")
-            await getattr(self, name.replace("-", "_"))()
+        if self.args.metrics:
+            self.check.start()
+        try:
+            for name in self.sections:
+                say(f"section {name}")
+                await getattr(self, name.replace("-", "_"))()
+        finally:
+            self.check.close()
 
     # -- report ----------------------------------------------------------------------------
 
@@ -495,6 +518,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="events per latency run (0.5 ms apart)")
     p.add_argument("--burst-events", type=int, default=50000, help="events per throughput run")
     p.add_argument("--json", default=None, help="also write the raw samples to this file")
+    p.add_argument("--metrics", action="store_true",
+                   help="scrape this process's /metrics (dockercc.metrics) around the "
+                        "first-token and concurrency runs and compare with the figures above")
     return p.parse_args(argv)
 
 
@@ -519,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         redis.close()
         shutil.rmtree(bench.scratch, ignore_errors=True)
     print(bench.table(started_load, time.monotonic() - started))
+    if args.metrics:
+        print()
+        print(bench.check.table())
     if args.json:
         Path(args.json).write_text(json.dumps({"samples": bench.s.data, "args": vars(args)},
                                               indent=1))

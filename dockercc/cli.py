@@ -678,6 +678,11 @@ def serve(ctx: click.Context, host: str, port: int, warm: int | None,
 
     overrides = {"pool": {"minWarm": warm}} if warm is not None else {}
     config = _load_config(ctx, **overrides)
+    from .logs import FORMAT_ENV, configure
+
+    # logging.format (or DOCKERCC_LOG_FORMAT, which wins): the gateway's lines, redacted
+    configure(os.environ.get(FORMAT_ENV) or config.logging.format, level=config.logging.level,
+              process="gateway")
     console = _console()
     status_ctx = console.status(
         f"starting the pool (warming {config.pool.min_warm} container"

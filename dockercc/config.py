@@ -886,7 +886,7 @@ class ModelConfig(_Model):
 
 
 class GatewayConfig(_Model):
-    """``dockercc serve``: who may read the health endpoint (see docs/security-host.md)."""
+    """``dockercc serve``: who may read the health endpoint (see docs/security.md)."""
 
     token: SecretStr | None = Field(
         None,
@@ -899,6 +899,19 @@ class GatewayConfig(_Model):
         default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
         **_doc("Host header values the gateway answers (DNS rebinding guard); the bind "
                "address is added"),
+    )
+
+
+class LoggingConfig(_Model):
+    """Log lines of ``dockercc serve`` and the runners (see docs/observability.md)."""
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        **_doc("`json`: one JSON object per line with session and container ids, for the "
+               "gateway and every runner it starts (`DOCKERCC_LOG_FORMAT` in the containers)"),
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", **_doc("Level of dockercc's loggers in `dockercc serve` and the runners")
     )
 
 
@@ -934,6 +947,9 @@ class DockerCCConfig(_Model):
     )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig, **_doc("The `dockercc serve` health endpoint")
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, **_doc("Log format and level (gateway and runners)")
     )
 
     _sources: tuple[str, ...] = PrivateAttr(default=())

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from . import logs, metrics, tracing
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
@@ -42,7 +43,7 @@ from .errors import (
     TransportError,
 )
 from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, EventMapper, Result, TextDelta
-from .pool.manager import Lease
+from .pool.manager import RESUME_TTL_S, Lease
 from .pool.spec import ContainerSpec, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
@@ -61,7 +62,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("dockercc.session")
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
-RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
@@ -138,6 +138,9 @@ class AsyncSession(NotebookDisplay):
         # the output subscription send() made for the next receive(): up before the prompt
         # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
         self._subscription: AsyncGenerator[Envelope, None] | None = None
+        # the turn in flight, for metrics and traces: when send() began, its spans
+        self._turn_t0: float | None = None
+        self._trace: tracing.TurnTrace | None = None
 
     def __repr__(self) -> str:
         container = self.lease.name if self.lease else None
@@ -233,9 +236,11 @@ class AsyncSession(NotebookDisplay):
 
     async def start(self) -> AsyncSession:
         """Claim a container and hand it this session (done on first use anyway)."""
-        async with self._lock:
-            with _typed_redis_errors(self.pool.transport.url):
-                await self._ensure_container()
+        # (its log lines, and those of the tasks it starts, e.g. the MCP relay, name it)
+        with logs.bound(session=self.id):
+            async with self._lock:
+                with _typed_redis_errors(self.pool.transport.url):
+                    await self._ensure_container()
         return self
 
     async def _ensure_container(self) -> None:
@@ -282,12 +287,18 @@ class AsyncSession(NotebookDisplay):
                       "tools_digest": tools_digest(self.tool_manifest())}
         await self._register()
         try:
-            self.lease = await self.pool.containers.claim(
-                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
-                # a new container may start the CLI first thing (not to resume: the runner
-                # restores the transcript before that CLI may start)
-                prestart=None if self._restore_from or self._resume_id else self.prestart())
-        except BaseException:
+            with tracing.claim_span(self._trace, self.id, self.agent) as span:
+                self.lease = await self.pool.containers.claim(
+                    session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
+                    # a new container may start the CLI first thing (not to resume: the runner
+                    # restores the transcript before that CLI may start)
+                    prestart=None if self._restore_from or self._resume_id else self.prestart())
+                if span is not None:
+                    span.set_attributes({"dockercc.warm": self.lease.warm,
+                                         "dockercc.claim_ms": self.lease.claim_ms,
+                                         "dockercc.container": self.lease.container})
+        except BaseException as exc:
+            metrics.on_error(type(exc).__name__)
             with contextlib.suppress(Exception):
                 await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
             raise
@@ -323,12 +334,7 @@ class AsyncSession(NotebookDisplay):
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see
         :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
-        r = self.pool.transport.client
-        key = self.keys.transcript
-        raw = await r.hgetall(key)
-        tag = sealing.seal(load_key(), self.id, raw)
-        if tag is not None:
-            await r.hset(key, "mac", tag)
+        await self.pool.containers.seal_transcript(self.id)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -403,7 +409,22 @@ class AsyncSession(NotebookDisplay):
                         self.id)
             return
         assert self._bridge is not None
-        reply = await self._bridge.handle(message)
+        call = message.get("method") == "tools/call"
+        t0 = time.perf_counter()
+        with tracing.tool_span(self._trace, req, self.id) as span:
+            reply = await self._bridge.handle(message)
+            outcome = reply.get("result")
+            failed = "error" in reply or (isinstance(outcome, dict)
+                                          and bool(outcome.get("isError")))
+            if span is not None and failed:
+                span.set_status(tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
+        if call:
+            params = message.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            # the name comes from the container: only the session's own tools become labels
+            # (any other string would grow the metric without bound)
+            metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
+                                 else "unknown", time.perf_counter() - t0, not failed)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
@@ -427,9 +448,20 @@ class AsyncSession(NotebookDisplay):
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
+        with logs.bound(session=self.id):
+            return await self._send_locked(line)
+
+    async def _send_locked(self, line: str) -> str:
         async with self._lock:
+            self._turn_t0 = time.perf_counter()
+            self._end_trace(outcome="abandoned")  # a turn sent before was never read to its end
+            self._trace = tracing.TurnTrace.start(self.id, self.agent)
             with _typed_redis_errors(self.pool.transport.url):
-                input_id = await self._send_line(line)
+                try:
+                    input_id = await self._send_line(line)
+                except BaseException:
+                    self._end_trace(outcome="send_failed")
+                    raise
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
@@ -453,7 +485,8 @@ class AsyncSession(NotebookDisplay):
         try:
             if subscribing is not None:
                 self._subscription = await subscribing
-            input_id = await t.send_input(self.id, line)
+            input_id = await t.send_input(
+                self.id, line, traceparent=self._trace.traceparent if self._trace else "")
             await claiming
         except BaseException:
             for task in (subscribing, claiming):
@@ -492,6 +525,10 @@ class AsyncSession(NotebookDisplay):
         deadline = _Deadline(timeout)
         mapper = self.mapper
         waiting = ""  # why the turn waits (the API unreachable, retrying), for the timeout
+        # counted here, added to the metrics once per turn: this loop is hot
+        deltas = 0
+        counts: dict[str, int] = {}
+        trace = self._trace
         try:
             while True:
                 try:
@@ -499,6 +536,7 @@ class AsyncSession(NotebookDisplay):
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
+                    self._turn_done(None, "timeout")
                     raise TimeoutError(
                         f"no result from session {self.id!r} within {timeout}s"
                         + (f"; it was waiting: {waiting}" if waiting else "")) from None
@@ -506,23 +544,32 @@ class AsyncSession(NotebookDisplay):
                 if seq <= self.last_seq:
                     continue  # (a subscription opened before last_seq moved on)
                 self.last_seq = seq
+                if trace is not None:
+                    trace.envelope(envelope.ts, self.lease.container if self.lease else None)
                 callbacks = self.on_event is not None or self.pool.on_event is not None
                 for event in mapper.map(envelope):
                     if callbacks:
                         await self._dispatch(event)
                     if type(event) is TextDelta:  # most events: nothing else to check
+                        deltas += 1
+                        if deltas == 1 and self._turn_t0 is not None:
+                            metrics.on_first_token(self.agent,
+                                                   time.perf_counter() - self._turn_t0)
                         yield event
                         continue
                     if isinstance(event, ApiRetry | ApiUnreachable):
                         waiting = event.message
+                    counts[event.type] = counts.get(event.type, 0) + 1
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
+                        self._turn_done(None, "lost", error=event.error or "container_lost")
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
                     if (isinstance(event, ErrorEvent) and self._turn_open
                             and event.raw.get("turn_lost") is not False):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
+                        self._turn_done(None, "cli_died", error=event.error or "cli_exited")
                         raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}",
@@ -533,14 +580,46 @@ class AsyncSession(NotebookDisplay):
                         self._turn_open = False
                         if event.session_id:
                             self.claude_session_id = event.session_id
+                        self._turn_done(event, "ok" if event.ok else "interrupted"
+                                        if event.interrupted else "error")
                         yield event
                         return
                     yield event
         finally:
             deadline.cancel()
+            if deltas:
+                counts["text_delta"] = deltas
+            metrics.on_events(self.agent, counts)
             # (not kept for the next turn: an idle subscription would pile up whatever is
             # published meanwhile, for the next reader to wade through)
             await stream.aclose()
+
+    def _turn_done(self, result: Result | None, outcome: str, *, error: str = "") -> None:
+        """The turn ended (a result, a loss, a timeout): its metrics and spans."""
+        seconds = None if self._turn_t0 is None else time.perf_counter() - self._turn_t0
+        self._turn_t0 = None
+        if error:
+            metrics.on_error(metrics.runner_error(error))
+        elif outcome == "timeout":
+            metrics.on_error("timeout")
+        elif result is not None and not result.ok and not result.interrupted:
+            metrics.on_error(metrics.result_error(result.subtype))
+        metrics.on_turn(self.agent, seconds, outcome,
+                        cost_usd=result.cost_usd if result is not None else None,
+                        usage=result.usage if result is not None else None)
+        self._end_trace(result=result, outcome=outcome)
+
+    def _end_trace(self, *, result: Result | None = None, outcome: str = "ok") -> None:
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return
+        attrs: dict[str, Any] = {}
+        if result is not None:
+            attrs = {"dockercc.cost_usd": result.cost_usd, "dockercc.subtype": result.subtype,
+                     "dockercc.num_turns": result.num_turns, "dockercc.model": result.model}
+        with contextlib.suppress(Exception):  # tracing never breaks a turn
+            trace.end(result_ts_ms=result.ts if result is not None else 0, outcome=outcome,
+                      attributes=attrs)
 
     async def _dispatch(self, event: Event) -> None:
         for cb in (self.on_event, self.pool.on_event):
@@ -551,7 +630,7 @@ class AsyncSession(NotebookDisplay):
                 if asyncio.iscoroutine(res):
                     await res
             except Exception:
-                log.exception("on_event callback failed")
+                log.exception("on_event callback failed", extra={"session": self.id})
 
     async def stream(self, prompt: str | list[dict[str, Any]], *,
                      timeout: float | None = None) -> AsyncIterator[Event]:
@@ -614,6 +693,7 @@ class AsyncSession(NotebookDisplay):
         if self.closed:
             return
         self.closed = True
+        self._end_trace(outcome="closed")
         from .builtins import on_session_close
 
         with contextlib.suppress(Exception):
@@ -646,17 +726,7 @@ class AsyncSession(NotebookDisplay):
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
                 return
-            await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
-            with contextlib.suppress(Exception):
-                await self._seal_transcript()
-            pipe = r.pipeline(transaction=False)
-            pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
-            for key in (self.keys.state, self.keys.history, self.keys.result,
-                        self.keys.transcript):
-                pipe.expire(key, RESUME_TTL_S)
-            if self.claude_session_id:
-                pipe.hset(f"{t.prefix}claude_sessions", self.claude_session_id, self.id)
-            await pipe.execute()
+            await self.pool.containers.end_session(self.id, self.claude_session_id or "")
         finally:
             self.pool._forget(self)
 
