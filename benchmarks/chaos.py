@@ -4,6 +4,12 @@ Redis restarts mid-stream. Loopback only, bounded in count and time, cleans up a
 One command prints the figures (docs/reliability.md has the latest ones)::
 
     python -m benchmarks.chaos --sessions 20 --turns 10 --kills 6 --redis-restarts 2
+    python -m benchmarks.chaos --failover ...   # the Redis faults are Sentinel fail-overs
+
+With ``--failover`` Redis is a Sentinel group on loopback (an append-only primary, a replica
+and one ``redis-sentinel``; :class:`dockercc.testing.sentinel.SentinelGroup`), the pool and
+the runners use its ``redis+sentinel://`` URL, and each Redis fault SIGKILLs the primary
+while sessions stream: the sentinel promotes the replica (asynchronous replication).
 
 What it does:
 
@@ -55,6 +61,7 @@ from dockercc.pool.backend import LABEL
 from dockercc.protocol.envelope import Envelope
 from dockercc.session import AsyncSession
 from dockercc.testing import RedisServer, ScriptedAPI, last_user_text, text
+from dockercc.testing.sentinel import SentinelGroup
 
 log = logging.getLogger("dockercc.chaos")
 
@@ -75,6 +82,7 @@ class ChaosSettings:
     delay: float = 0.08
     outage_s: float = 0.5
     redis_signal: str = "TERM"
+    failover: bool = False  # Redis faults are Sentinel fail-overs (needs a SentinelGroup)
     turn_timeout_s: float = 120.0
     max_attempts: int = 5
     run_timeout_s: float = 600.0
@@ -126,6 +134,7 @@ class ChaosReport:
     kills_mid_stream: int = 0
     redis_restarts: int = 0
     streams_during_redis_restart: int = 0
+    failover_s: list[float] = field(default_factory=list)
     typed_errors: dict[str, int] = field(default_factory=dict)
     untyped_errors: list[str] = field(default_factory=list)
     hangs: int = 0
@@ -178,8 +187,12 @@ class ChaosReport:
         lines = [
             f"chaos run: {s['sessions']} sessions x {s['turns']} turns, "
             f"{self.kills} docker kills ({self.kills_mid_stream} mid-stream), "
-            f"{self.redis_restarts} Redis restarts ({self.streams_during_redis_restart} streams "
+            f"{self.redis_restarts} Redis "
+            f"{'Sentinel fail-overs' if s.get('failover') else 'restarts'} "
+            f"({self.streams_during_redis_restart} streams "
             f"in flight), maxTotal {s['max_total']}, healthIntervalMs {s['health_interval_ms']}",
+            *([f"  fail-over took      {', '.join(f'{x:.1f}' for x in self.failover_s)} s "
+               "(primary SIGKILLed -> replica answers as primary)"] if self.failover_s else []),
             f"  duration            {self.duration_s:.1f} s",
             f"  turns completed     {self.turns_completed}/{self.turns_expected} "
             f"({self.attempts} attempts)",
@@ -227,8 +240,8 @@ def _seq_problems(seqs: list[int], start: int = 1) -> tuple[int, int]:
 class ChaosRun:
     """One chaos run (see the module docs). ``run()`` returns a :class:`ChaosReport`."""
 
-    def __init__(self, settings: ChaosSettings, *, redis: RedisServer, api: ScriptedAPI,
-                 prefix: str | None = None) -> None:
+    def __init__(self, settings: ChaosSettings, *, redis: RedisServer | SentinelGroup,
+                 api: ScriptedAPI, prefix: str | None = None) -> None:
         self.s = settings
         self.redis = redis
         self.api = api
@@ -247,6 +260,7 @@ class ChaosRun:
         self._docker: Any = None
         self.logs_dir: Path | None = None
         self.tag = self.prefix.removeprefix("chaos")[:4]
+        self.failover_s: list[float] = []
 
     def _save_logs(self) -> None:
         assert self.logs_dir is not None
@@ -456,6 +470,11 @@ class ChaosRun:
         fault = Fault("redis_restart", time.monotonic() - self.t0,
                       [a.session for a in busy], [a.token for a in busy])
         self.faults.append(fault)
+        if isinstance(self.redis, SentinelGroup):
+            took = await asyncio.to_thread(self.redis.fail_over)
+            self.failover_s.append(took)
+            log.info("failed Redis over in %.1fs with %d streams in flight", took, len(busy))
+            return
         sig = getattr(signal, f"SIG{self.s.redis_signal}")
         await asyncio.to_thread(self.redis.restart, self.s.outage_s, sig)
         log.info("restarted Redis with %d streams in flight", len(busy))
@@ -487,7 +506,7 @@ class ChaosRun:
 
     async def run(self) -> ChaosReport:
         self.api.set_default(self.responder)
-        report = ChaosReport(settings=asdict(self.s))
+        report = ChaosReport(settings=asdict(self.s), failover_s=self.failover_s)
         report.turns_expected = self.s.sessions * self.s.turns
         self.t0 = time.monotonic()
         lost_events: list[str] = []
@@ -652,9 +671,15 @@ class ChaosRun:
 
 
 @contextlib.contextmanager
-def chaos_stack(directory: Path | None = None) -> Iterator[tuple[RedisServer, ScriptedAPI]]:
+def chaos_stack(directory: Path | None = None, *, failover: bool = False
+                ) -> Iterator[tuple[RedisServer | SentinelGroup, ScriptedAPI]]:
     """An AOF Redis (every write persisted before it is acknowledged, so it can be restarted
-    without data loss) and a scripted API on loopback, stopped afterwards."""
+    without data loss), or a Sentinel group (``failover``), and a scripted API on loopback,
+    stopped afterwards."""
+    if failover:
+        with SentinelGroup(directory) as group, ScriptedAPI() as api:
+            yield group, api
+        return
     with RedisServer(directory, appendonly=True) as redis, ScriptedAPI() as api:
         yield redis, api
 
@@ -675,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds Redis stays down in a restart")
     p.add_argument("--redis-signal", choices=["TERM", "KILL"], default=d.redis_signal,
                    help="how Redis is stopped (KILL: a crash; AOF keeps acknowledged writes)")
+    p.add_argument("--failover", action="store_true",
+                   help="Redis is a Sentinel group; each Redis fault is a fail-over")
     p.add_argument("--timeout", type=float, default=900, help="bound on the whole run (s)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--image", default=DEFAULT_IMAGE)
@@ -700,8 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         redis_restarts=args.redis_restarts, max_total=min(args.max_total, args.sessions),
         health_interval_ms=args.health_interval_ms, words=args.words, delay=args.delay,
         outage_s=args.outage, redis_signal=args.redis_signal, run_timeout_s=args.timeout,
-        seed=args.seed, image=args.image)
-    with chaos_stack() as (redis, api):
+        seed=args.seed, image=args.image, failover=args.failover)
+    with chaos_stack(failover=args.failover) as (redis, api):
         run = ChaosRun(settings, redis=redis, api=api)
         run.logs_dir = args.logs
         report = asyncio.run(run.run())

@@ -66,6 +66,9 @@ _LAZY = {
     "Result": ".events",
     "ErrorEvent": ".events",
     "EgressDenied": ".events",
+    "ApiRetry": ".events",
+    "ApiUnreachable": ".events",
+    "SystemStatus": ".events",
     "RawEvent": ".events",
     "CommandResult": ".files",
     "FileInfo": ".files",
@@ -76,6 +79,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import AsyncPool, aquery
     from .config import DockerCCConfig, load_config
     from .events import (
+        ApiRetry,
+        ApiUnreachable,
         AssistantMessage,
         EgressDenied,
         ErrorEvent,
@@ -84,6 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Result,
         SystemEvent,
         SystemInit,
+        SystemStatus,
         TextDelta,
         ThinkingDelta,
         ToolResult,
@@ -125,7 +131,8 @@ __all__ = [
     "AsyncPool", "AsyncSession", "Pool", "Session", "DockerCCConfig", "load_config", "tool",
     "Tool", "query", "aquery", "PoolStats", "Event", "SystemInit", "SystemEvent", "TextDelta",
     "ThinkingDelta", "ToolUse", "ToolResult", "AssistantMessage", "UserMessage", "Result",
-    "ErrorEvent", "EgressDenied", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
+    "ErrorEvent", "EgressDenied", "ApiRetry", "ApiUnreachable", "SystemStatus", "RawEvent",
+    "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",

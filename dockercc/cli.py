@@ -271,7 +271,16 @@ def _run_async(coro: Any) -> Any:
 
 def _print_event(event: Any, out: Any, err: Any) -> None:
     """Render one event: answer text to ``out``, everything else (dim) to ``err``."""
-    from .events import EgressDenied, ErrorEvent, Result, TextDelta, ToolResult, ToolUse
+    from .events import (
+        ApiRetry,
+        ApiUnreachable,
+        EgressDenied,
+        ErrorEvent,
+        Result,
+        TextDelta,
+        ToolResult,
+        ToolUse,
+    )
 
     if isinstance(event, TextDelta):
         if event.parent_tool_use_id is None:
@@ -285,6 +294,8 @@ def _print_event(event: Any, out: Any, err: Any) -> None:
         err.print(f"{mark} {_esc(repr(event.text[:300]))}", highlight=False)
     elif isinstance(event, ErrorEvent):
         err.print(f"[red]{_esc(event.error)}[/red] {_esc(event.message)}", highlight=False)
+    elif isinstance(event, ApiRetry | ApiUnreachable):
+        err.print(f"[yellow]waiting[/yellow] {_esc(event.message)}", highlight=False)
     elif isinstance(event, EgressDenied):
         err.print(f"[yellow]egress denied[/yellow] {_esc(event.host)}:{event.port} "
                   f"{_esc(event.reason)}", highlight=False)

@@ -247,8 +247,9 @@ def _env_secret(name: str) -> SecretStr | None:
 
 # --------------------------------------------------------------------------- Redis URL secret
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
-_REDIS_URL_ALLOWED = "a redis://, rediss:// or unix:// URL"
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+_REDIS_URL_ALLOWED = ("a redis://, rediss://, unix:// or "
+                      "redis+sentinel://host:port[,host:port]/service[/db] URL")
 
 
 class RedisUrl:
@@ -264,6 +265,13 @@ class RedisUrl:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest.strip("/"):
             raise ValueError(f"must be {_REDIS_URL_ALLOWED}")
+        if scheme.lower() == "redis+sentinel":
+            from .sentinel import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(url)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; must be {_REDIS_URL_ALLOWED}") from None
         self._url = url
 
     def get_secret_value(self) -> str:
@@ -422,6 +430,13 @@ class TimeoutsConfig(_Model):
     startup_ms: Int = Field(30000, gt=0, **_doc("Container startup timeout (30s)"))
     stale_after_misses: Int = Field(
         3, gt=0, **_doc("Heartbeats missed before a container is considered lost")
+    )
+    orphan_ms: Int = Field(
+        300000, gt=0,
+        **_doc("How long a runner that cannot reach Redis keeps trying before it exits (5 min): "
+               "longer than a Redis restart or Sentinel fail-over, so a claimed session "
+               "goes on; short enough that an orphan of a dead owner and a stopped Redis "
+               "does not linger"),
     )
 
 

@@ -153,6 +153,67 @@ class SystemEvent(BaseEvent):
     data: RawDict = Field(default_factory=dict)
 
 
+class ApiRetry(SystemEvent):
+    """The CLI's request to the Messages API failed and it will try again (``system``
+    ``api_retry``): the turn is waiting, not stuck. ``error_status`` is the HTTP status
+    (``None``: no answer at all, e.g. connection refused or DNS); ``cause`` is the best known
+    reason (from the egress proxy's :class:`ApiUnreachable` just before, else from the
+    status), and :attr:`message` says it in a sentence."""
+
+    type: Literal["api_retry"] = "api_retry"  # type: ignore[assignment]
+    subtype: str = "api_retry"
+    attempt: int = 0
+    max_retries: int = 0
+    retry_delay_ms: int = 0
+    error_status: int | None = None
+    error: str = ""
+    cause: str = ""
+
+    @property
+    def message(self) -> str:
+        why = self.cause or _status_cause(self.error_status, self.error)
+        return (f"the API is not answering ({why}); retry {self.attempt}/{self.max_retries} "
+                f"in {self.retry_delay_ms / 1000:.1f}s")
+
+
+class SystemStatus(SystemEvent):
+    """The CLI's ``system`` ``status`` line: what it is doing (``"requesting"``, ...)."""
+
+    type: Literal["system_status"] = "system_status"  # type: ignore[assignment]
+    subtype: str = "status"
+    status: str | None = None
+
+
+class ApiUnreachable(SystemEvent):
+    """The host's egress proxy could not reach the API for this session's CLI, and why:
+    ``cause`` is ``"connection refused"``, ``"DNS: ..."``, ``"timeout"``, ``"TLS: ..."``,
+    ... (the CLI saw a ``502`` and keeps retrying: :class:`ApiRetry` follows)."""
+
+    type: Literal["api_unreachable"] = "api_unreachable"  # type: ignore[assignment]
+    subtype: str = "dockercc.api_unreachable"
+    cause: str = ""
+    target: str = ""
+    status: int = 502
+
+    @property
+    def message(self) -> str:
+        return f"the API at {self.target or '?'} is unreachable: {self.cause or 'unknown'}"
+
+
+def _status_cause(status: int | None, error: str) -> str:
+    if status is None:
+        return "no answer: connection refused, DNS or network failure"
+    if status == 401:
+        return "401: the API key was refused"
+    if status == 403:
+        return "403: forbidden"
+    if status == 429:
+        return "429: rate limited"
+    if status == 529:
+        return "529: the API is overloaded"
+    return f"HTTP {status}" + (f" ({error})" if error and error != "unknown" else "")
+
+
 # ------------------------------------------------------------------------------ content
 
 
@@ -457,6 +518,9 @@ class RawEvent(BaseEvent):
 Event: TypeAlias = Annotated[
     SystemInit
     | SystemEvent
+    | ApiRetry
+    | SystemStatus
+    | ApiUnreachable
     | TextDelta
     | ThinkingDelta
     | ToolUse
@@ -549,6 +613,7 @@ class EventMapper:
         self._ts = 0
         self._raw: JsonDict = {}
         self._anon = 0
+        self._api_cause = ""  # the egress proxy's last cause, for the ApiRetry that follows
         self._new_turn_state()
         self._previous_tools: dict[str, ToolUse] = {}
 
@@ -659,6 +724,12 @@ class EventMapper:
                                  port=port if isinstance(port, int) and
                                  not isinstance(port, bool) else 0,
                                  reason=str(event.get("reason") or ""))]
+        if subtype == "api_unreachable":
+            status = event.get("status")
+            self._api_cause = str(event.get("cause") or "")[:300]
+            return [ApiUnreachable(**self._meta(), cause=self._api_cause,
+                                   target=str(event.get("target") or "")[:300],
+                                   status=_int(status) or 502, data=event)]
         if subtype != "error":
             return [SystemEvent(**self._meta(), subtype=f"dockercc.{subtype or 'event'}",
                                 data=event)]
@@ -698,7 +769,22 @@ class EventMapper:
                 cwd=msg.cwd,
                 claude_code_version=msg.claude_code_version,
             )
-        return SystemEvent(**self._meta(), subtype=msg.subtype or "", data=msg.raw)
+        raw = msg.raw
+        if msg.subtype == "api_retry":
+            status = _int(raw.get("error_status"))
+            # the proxy's cause belongs to this failure only when the CLI got the proxy's 502
+            cause = self._api_cause if status == 502 else ""
+            self._api_cause = ""
+            return ApiRetry(**self._meta(), data=raw, attempt=_int(raw.get("attempt")) or 0,
+                            max_retries=_int(raw.get("max_retries")) or 0,
+                            retry_delay_ms=_int(raw.get("retry_delay_ms")) or 0,
+                            error_status=status, error=str(raw.get("error") or "")[:300],
+                            cause=cause)
+        if msg.subtype == "status":
+            status_text = raw.get("status")
+            return SystemStatus(**self._meta(), data=raw,
+                                status=status_text if isinstance(status_text, str) else None)
+        return SystemEvent(**self._meta(), subtype=msg.subtype or "", data=raw)
 
     # ---------------------------------------------------------------------------- stream
 
@@ -898,3 +984,7 @@ class EventMapper:
         self.last_result = result
         self._end_turn()
         return result
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -148,14 +148,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisCheck, Any]:
-    import redis.asyncio as aioredis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from .sentinel import connect
+
     url = config.redis.url_secret()
     check = RedisCheck(ok=False, url=config.redis.redacted(), key_prefix=config.redis.key_prefix)
-    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                               retry=Retry(NoBackoff(), 0))
+    client = connect(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                     retry=Retry(NoBackoff(), 0))
     t0 = time.perf_counter()
     try:
         await asyncio.wait_for(client.ping(), timeout)

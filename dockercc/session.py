@@ -43,7 +43,7 @@ from .errors import (
     TransportError,
     WorkspaceError,
 )
-from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
+from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, EventMapper, Result, TextDelta
 from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from .pool.backend import LABEL
 from .pool.manager import RESUME_TTL_S, Lease
@@ -629,6 +629,7 @@ class AsyncSession(NotebookDisplay):
         # one timer for the whole turn, not one per event: this loop is hot
         deadline = _Deadline(timeout)
         mapper = self.mapper
+        waiting = ""  # why the turn waits (the API unreachable, retrying), for the timeout
         # counted here, added to the metrics once per turn: this loop is hot
         deltas = 0
         counts: dict[str, int] = {}
@@ -642,7 +643,8 @@ class AsyncSession(NotebookDisplay):
                 except TimeoutError:
                     self._turn_done(None, "timeout")
                     raise TimeoutError(
-                        f"no result from session {self.id!r} within {timeout}s") from None
+                        f"no result from session {self.id!r} within {timeout}s"
+                        + (f"; it was waiting: {waiting}" if waiting else "")) from None
                 seq = envelope.seq
                 if seq <= self.last_seq:
                     continue  # (a subscription opened before last_seq moved on)
@@ -660,6 +662,8 @@ class AsyncSession(NotebookDisplay):
                                                    time.perf_counter() - self._turn_t0)
                         yield event
                         continue
+                    if isinstance(event, ApiRetry | ApiUnreachable):
+                        waiting = event.message
                     counts[event.type] = counts.get(event.type, 0) + 1
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False

@@ -44,6 +44,7 @@ from .protocol.keys import (
     validate_id,
 )
 from .redaction import redact
+from .sentinel import connect
 
 log = logging.getLogger("dockercc.transport")
 
@@ -210,9 +211,10 @@ class RedisTransport:
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *,
                  socket_timeout: float | None = None) -> None:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
             raise TransportError(
-                f"unsupported Redis URL {redact_url(url)!r}: use redis://, rediss:// or unix://")
+                f"unsupported Redis URL {redact_url(url)!r}: use redis://, rediss://, unix:// "
+                "or redis+sentinel://")
         self._url = url
         self.prefix = prefix
         self.pool_keys = PoolKeys(prefix)
@@ -235,7 +237,7 @@ class RedisTransport:
     def _new_client(self, *, identify: bool = True) -> aioredis.Redis:
         # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a
         # longer outage surfaces as TransportError
-        return aioredis.from_url(self._url, socket_timeout=self._socket_timeout,
+        return connect(self._url, socket_timeout=self._socket_timeout,
                                  socket_connect_timeout=5, health_check_interval=15,
                                  retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), RETRIES),
                                  **_client_kwargs(identify))
@@ -251,7 +253,7 @@ class RedisTransport:
 
     async def ping(self) -> bool:
         """Is Redis there? Answers at once (no retries), unlike the other commands."""
-        probe = aioredis.from_url(self._url, socket_connect_timeout=5,
+        probe = connect(self._url, socket_connect_timeout=5,
                                   retry=Retry(EqualJitterBackoff(cap=0.2, base=0.05), 1),
                                   **_client_kwargs())
         try:

@@ -27,6 +27,8 @@ install_debian() {
   local missing=()
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  # the Sentinel fail-over tests (tests/test_sentinel.py, benchmarks.chaos --failover)
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the JupyterLab browser test

@@ -536,7 +536,8 @@ def test_three_bad_keys_give_one_error_listing_all(tmp_path: Path) -> None:
         (
             "agents.defaults.dockerClaudeCode.redis.url",
             "http://localhost:6379",
-            "a redis://, rediss:// or unix:// URL",
+            "a redis://, rediss://, unix:// or "
+            "redis+sentinel://host:port[,host:port]/service[/db] URL",
         ),
     ]
     assert "4g" in error.problems[1][2]

@@ -27,6 +27,7 @@ from typing import Any
 log = logging.getLogger("dockercc.agent.forwarder")
 
 DENIED_HEADER = b"x-dockercc-egress-denied:"
+UPSTREAM_HEADER = b"x-dockercc-upstream-error:"
 PEEK_LIMIT = 16 * 1024
 READ_SIZE = 64 * 1024
 
@@ -39,6 +40,18 @@ def bind(port: int, host: str = "127.0.0.1") -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def parse_upstream_error(head: bytes) -> dict[str, Any] | None:
+    """``{"target", "cause", "status"}`` of the proxy's 502 for an API it could not reach."""
+    if not head.startswith((b"HTTP/1.1 502", b"HTTP/1.0 502")):
+        return None
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(UPSTREAM_HEADER):
+            value = line[len(UPSTREAM_HEADER):].strip().decode("ascii", "replace")
+            target, _, cause = value.partition(";")
+            return {"target": target.strip()[:300], "cause": cause.strip()[:300], "status": 502}
+    return None
 
 
 def parse_denial(head: bytes) -> dict[str, Any] | None:
@@ -59,11 +72,12 @@ class Forwarder:
     """``await Forwarder(socket_path, sock=bind(port)).start()``; ``close()``."""
 
     def __init__(self, socket_path: str, *, sock: socket.socket | None = None,
-                 port: int = 3128, on_denied: Callable[[dict[str, Any]], None] | None = None
-                 ) -> None:
+                 port: int = 3128, on_denied: Callable[[dict[str, Any]], None] | None = None,
+                 on_upstream_error: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.socket_path = socket_path
         self.port = port
         self.on_denied = on_denied
+        self.on_upstream_error = on_upstream_error
         self.denied = 0
         self._sock = sock
         self._server: asyncio.AbstractServer | None = None
@@ -137,7 +151,7 @@ class Forwarder:
             if not data:
                 break
             head += data
-            if not head.startswith(b"HTTP/1.1 403"[:len(head)]):
+            if not head.startswith((b"HTTP/1.1 403"[:len(head)], b"HTTP/1.1 502"[:len(head)])):
                 break  # not a refusal: no need to wait for the whole head
         denial = parse_denial(head)
         if denial is not None:
@@ -145,6 +159,10 @@ class Forwarder:
             if self.on_denied is not None:
                 with contextlib.suppress(Exception):
                     self.on_denied(denial)
+        upstream = parse_upstream_error(head)
+        if upstream is not None and self.on_upstream_error is not None:
+            with contextlib.suppress(Exception):
+                self.on_upstream_error(upstream)
         if head:
             dst.write(head)
             await dst.drain()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shlex
 import signal
 import stat
@@ -39,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ReadOnlyError
 
 from ..protocol import control
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from ..protocol.transcript import check_meta as check_transcript_meta
+from ..sentinel import connect
 from .early import (
     BASE_ARGS,
     AgentIds,
@@ -69,8 +72,72 @@ STDERR_TAIL_LINES = 40
 MAX_RESTARTS = 3
 
 PipeOp = Callable[[Any], None]
-REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError)
-"""What a Redis outage (or restart) raises; loops that meet it wait and go on."""
+REDIS_DOWN = (OSError, aioredis.ConnectionError, aioredis.TimeoutError, ReadOnlyError)
+"""What a Redis outage (or restart, or fail-over: a demoted primary answers READONLY) raises;
+loops that meet it wait and go on."""
+ORPHAN_EXIT = 75
+"""The runner's exit code when it gave up on Redis (``timeouts.orphanMs``): EX_TEMPFAIL, so
+``docker ps -a`` tells an orphan's exit from a crash."""
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+
+
+class RedisLink:
+    """Whether Redis answers the runner, shared by all its loops.
+
+    Loops report each failure here and sleep the returned back-off (exponential, jittered,
+    at most BACKOFF_MAX_S), so an outage costs a handful of tries a minute instead of five a
+    second per loop. The log gets one line per change of state (lost, back, given up), never
+    one per try: an orphan's log stays a few lines however long it waits. After ``orphan_s``
+    without an answer the runner is an orphan (its owner, relay or Redis is gone for good)
+    and ``on_orphan`` ends it; a Redis that is back sooner finds the runner (and its claimed
+    session) going on as before.
+    """
+
+    def __init__(self, orphan_s: float, on_orphan: Callable[[], None],
+                 max_backoff_s: float = BACKOFF_MAX_S) -> None:
+        self.orphan_s = orphan_s
+        self.max_backoff_s = max_backoff_s
+        self.on_orphan = on_orphan
+        self.down_since: float | None = None
+        self.tries = 0
+        self.orphaned = False
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("Redis reachable again after %.1fs (%d failed tries)",
+                        time.monotonic() - self.down_since, self.tries)
+            self.down_since, self.tries = None, 0
+
+    def backoff(self, what: str, exc: BaseException) -> float:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("Redis unreachable (%s: %s); retrying with back-off up to %.0fs, "
+                        "exiting after %.0fs without it (timeouts.orphanMs)",
+                        what, _short(exc), self.max_backoff_s, self.orphan_s)
+        self.tries += 1
+        if now - self.down_since >= self.orphan_s and not self.orphaned:
+            self.orphaned = True
+            log.error("Redis unreachable for %.0fs (%d tries): exiting as an orphan",
+                      now - self.down_since, self.tries)
+            self.on_orphan()
+        delay = min(self.max_backoff_s, BACKOFF_FIRST_S * 2 ** min(self.tries, 10))
+        return delay * random.uniform(0.5, 1.0)
+
+    async def failed(self, what: str, exc: BaseException,
+                     client: aioredis.Redis | None = None) -> None:
+        if isinstance(exc, ReadOnlyError) and client is not None:
+            # a fail-over demoted the primary this connection reached: drop the pooled
+            # connections so the next command reconnects (the relay or Sentinel picks the
+            # new primary)
+            with contextlib.suppress(Exception):
+                await client.connection_pool.disconnect()
+        await asyncio.sleep(self.backoff(what, exc))
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:200]
 
 APPEND_ENVELOPES = """
 -- KEYS: output_buffer, output channel; ARGV: first seq, buffer max, envelopes...
@@ -108,6 +175,7 @@ class RunnerSettings:
     agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
     egress_socket: str | None = None  # the host egress proxy's socket (network none)
     egress_port: int = 3128
+    orphan_ms: int = 300_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RunnerSettings:
@@ -124,6 +192,7 @@ class RunnerSettings:
             agent=agent_ids(env),
             egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
             egress_port=int(env.get("DOCKERCC_EGRESS_PORT") or 3128),
+            orphan_ms=int(env.get("DOCKERCC_ORPHAN_MS") or 300_000),
         )
 
 
@@ -348,7 +417,7 @@ class Runner:
         self.s = settings
         self.early = early  # the CLI .early started before the runner's imports
         self.pool_keys = PoolKeys(settings.prefix)
-        self.r: aioredis.Redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.r: aioredis.Redis = connect(settings.redis_url, socket_connect_timeout=5)
         self.keys: SessionKeys | None = None
         self.assignment: Assignment | None = None
         self.proc: CLIProcess | None = None
@@ -377,6 +446,10 @@ class Runner:
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
         self.forwarder: Forwarder | None = None
+        # back-off under half a health interval: a Redis that is back gets heartbeats again
+        # well inside the pool's grace window (see ContainerPool.check), so nobody is lost
+        self.link = RedisLink(settings.orphan_ms / 1000, self.stopping.set,
+                              min(BACKOFF_MAX_S, max(0.05, settings.health_interval_ms / 2000)))
         self.traceparent = ""
 
     # -- helpers ---------------------------------------------------------------------------
@@ -421,8 +494,9 @@ class Runner:
         try:
             assignment = await self.wait_assignment()
             if assignment is None:
-                return 0
-            return await self.serve(assignment)
+                return ORPHAN_EXIT if self.link.orphaned else 0
+            code = await self.serve(assignment)
+            return ORPHAN_EXIT if self.link.orphaned else code
         finally:
             if self.proc is not None and self.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -449,7 +523,8 @@ class Runner:
         try:
             self.forwarder = await Forwarder(self.s.egress_socket, sock=sock,
                                              port=self.s.egress_port,
-                                             on_denied=self.on_egress_denied).start()
+                                             on_denied=self.on_egress_denied,
+                                             on_upstream_error=self.on_api_unreachable).start()
         except OSError as exc:
             log.error("egress forwarder on port %s failed: %s", self.s.egress_port, exc)
 
@@ -462,16 +537,26 @@ class Runner:
                                    port=int(denial.get("port") or 0),
                                    reason=str(denial.get("reason", ""))))
 
+    def on_api_unreachable(self, failure: dict[str, Any]) -> None:
+        """The proxy could not reach the API for the CLI (which only sees a 502 and retries):
+        the session hears the cause at once. One event per failed request: the CLI's own
+        retry back-off bounds them."""
+        if self.keys is not None:
+            self.emit(runner_event("api_unreachable", cause=str(failure.get("cause", "")),
+                                   target=str(failure.get("target", "")),
+                                   status=int(failure.get("status") or 502)))
+
     async def wait_assignment(self) -> Assignment | None:
         key = self.pool_keys.assign(self.s.container)
         while not self.stopping.is_set():
             try:
                 item = await self.r.blpop([key], timeout=1)
+                self.link.ok()
             except REDIS_DOWN as exc:
                 # Redis restarting, or this container's Redis user not back yet after a
-                # restart (the pool re-creates it): the warm container waits, it does not die
-                log.warning("waiting for an assignment failed (%s), retrying", exc)
-                await asyncio.sleep(0.5)
+                # restart (the pool re-creates it): the warm container waits (up to
+                # timeouts.orphanMs), it does not die
+                await self.link.failed("waiting for an assignment", exc, self.r)
                 continue
             if item is None:
                 continue
@@ -881,8 +966,7 @@ class Runner:
                     if not await self.deliver(taken):
                         return
             except REDIS_DOWN as exc:
-                log.warning("reading input failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("reading input", exc, self.r)
 
     async def deliver(self, item: Any) -> bool:
         keys = self.keys
@@ -908,8 +992,7 @@ class Runner:
                 await self.r.lrem(keys.processing, 1, item)
                 break
             except REDIS_DOWN as exc:
-                log.warning("acknowledging input failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("acknowledging input", exc, self.r)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
@@ -1121,7 +1204,6 @@ class Runner:
             # that failed, so re-executing it would silently drop the batch: a seq gap).
             # APPEND_ENVELOPES skips envelopes the buffer already has, so a retry after a
             # lost reply (Redis restart) never duplicates a seq either.
-            attempt = 0
             while True:
                 pipe = self.r.pipeline(transaction=True)
                 for op in ops:
@@ -1131,11 +1213,10 @@ class Runner:
                               self.seq - len(envs) + 1, OUTPUT_BUFFER_MAX, *envs)
                 try:
                     await pipe.execute()
+                    self.link.ok()
                     break
                 except REDIS_DOWN as exc:
-                    attempt += 1
-                    log.warning("redis write failed (%s), retrying", exc)
-                    await asyncio.sleep(min(1.0, 0.05 * attempt))
+                    await self.link.failed("writing output", exc, self.r)
 
     async def control_loop(self) -> None:
         assert self.keys is not None
@@ -1152,8 +1233,8 @@ class Runner:
                     except ValueError:
                         continue
                     await self.on_control(cmd if isinstance(cmd, dict) else {})
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
-                await asyncio.sleep(0.5)
+            except REDIS_DOWN as exc:
+                await self.link.failed("control channel", exc, self.r)
 
     async def on_control(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("type")
@@ -1184,8 +1265,7 @@ class Runner:
             try:
                 item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
             except REDIS_DOWN as exc:
-                log.warning("waiting for the MCP reply failed (%s), retrying", exc)
-                await asyncio.sleep(0.2)
+                await self.link.failed("waiting for an MCP reply", exc, self.r)
         if item is None:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
                 "code": -32001, "message": f"host tool bridge did not answer in "
@@ -1210,9 +1290,32 @@ class Runner:
                 pipe.hset(ckey, "heartbeat", now_ms())
                 if self.keys is not None:
                     pipe.hset(self.keys.state, "heartbeat", now_ms())
-                await pipe.execute()
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
-                log.warning("heartbeat failed: %s", exc)
+                else:
+                    pipe.hgetall(ckey)
+                replies = await pipe.execute()
+                self.link.ok()
+                if self.keys is None and self.assignment is None:
+                    self.check_owner(replies[-1])
+            except REDIS_DOWN as exc:
+                # (this loop runs in every state: it is what notices an orphan that has
+                # nothing else to do)
+                await self.link.failed("heartbeat", exc, self.r)
+
+
+    def check_owner(self, record: Any) -> None:
+        """An unclaimed runner whose owner stopped refreshing ``owner_heartbeat`` for
+        ``orphanMs`` is useless (no one will hand it a session it was made for, and no one
+        removes it): it exits. A claimed one never does this (its session owns it now)."""
+        raw = record.get(b"owner_heartbeat") if isinstance(record, dict) else None
+        try:
+            owner_hb = int(raw) if raw else 0
+        except ValueError:
+            return
+        if owner_hb and now_ms() - owner_hb > self.s.orphan_ms and not self.link.orphaned:
+            log.error("the pool's owner has not been seen for %.0fs (timeouts.orphanMs): "
+                      "exiting as an orphan", (now_ms() - owner_hb) / 1000)
+            self.link.orphaned = True
+            self.stopping.set()
 
 
 def prompt_text(line: str) -> str:

@@ -64,6 +64,10 @@ __all__ = ["EgressProxy", "EgressError", "Upstream", "Denial", "UnixRelay", "DEN
 log = logging.getLogger("dockercc.egress")
 
 DENIED_HEADER = "X-Dockercc-Egress-Denied"
+UPSTREAM_HEADER = "X-Dockercc-Upstream-Error"
+"""On a ``502`` for the API: ``<host:port>; <cause>`` (connection refused, DNS, timeout,
+TLS), which the runner's forwarder turns into an ``api_unreachable`` event of the session:
+the CLI itself only sees a 502 and retries."""
 SOCKET_NAME = "proxy.sock"
 MAX_HEAD = 64 * 1024
 READ_SIZE = 64 * 1024
@@ -522,9 +526,15 @@ class EgressProxy:
                 content=self._body(conn, reader) if has_body else None)
             response = await self._http.send(upstream, stream=True)
         except (httpx.HTTPError, OSError) as exc:
-            log.warning("egress proxy: API request of %s failed: %s", entry.container,
-                        type(exc).__name__)
-            await self._error(writer, conn, 502, f"the API is unreachable ({type(exc).__name__})")
+            cause = upstream_cause(exc)
+            parts = urlsplit(up.base_url)
+            target = _hostport(parts.hostname or "?", parts.port or (
+                443 if parts.scheme == "https" else 80))
+            log.warning("egress proxy: API request of %s to %s failed: %s", entry.container,
+                        target, cause)
+            value = f"{target}; {cause}".encode("ascii", "replace")
+            await self._error(writer, conn, 502, f"the API at {target} is unreachable: {cause}",
+                              [(UPSTREAM_HEADER.lower().encode(), value)])
             return
         try:
             head = [(k.lower(), v) for k, v in response.headers.raw]
@@ -616,10 +626,14 @@ class UnixRelay:
     speaks (and authenticates) to Redis itself."""
 
     def __init__(self, path: str | os.PathLike[str], host: str, port: int, *,
-                 max_connections: int = 1024, connect_timeout: float = 10.0) -> None:
+                 max_connections: int = 1024, connect_timeout: float = 10.0,
+                 resolve: Callable[[], Awaitable[tuple[str, int]]] | None = None) -> None:
         self.path = Path(path)
         self.host = host
         self.port = port
+        #: asked for the target on every new connection (Sentinel: the current primary, so
+        #: runners follow a fail-over by reconnecting); ``host``/``port`` without it
+        self.resolve = resolve
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self._server: asyncio.AbstractServer | None = None
@@ -643,8 +657,11 @@ class UnixRelay:
         try:
             if self._active > self.max_connections:
                 return
+            host, port = self.host, self.port
+            if self.resolve is not None:
+                host, port = await asyncio.wait_for(self.resolve(), self.connect_timeout)
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout)
+                asyncio.open_connection(host, port), self.connect_timeout)
             up = up_writer
 
             async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -663,6 +680,8 @@ class UnixRelay:
                         await p
         except (OSError, TimeoutError):
             pass
+        except Exception as exc:  # (no primary known to the sentinels: the runner retries)
+            log.warning("Redis relay: no upstream (%s)", type(exc).__name__)
         finally:
             self._active -= 1
             self._writers.discard(writer)
@@ -700,3 +719,38 @@ def relay_target(url: str) -> tuple[str, int]:
     with contextlib.suppress(ValueError):
         host = str(ipaddress.ip_address(host))
     return host, parts.port or 6379
+
+
+def upstream_cause(exc: BaseException) -> str:
+    """Why the API could not be reached, in words a user acts on (no secrets: only the
+    exception's kind and the OS error text)."""
+    import errno
+    import ssl
+
+    import httpx
+
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(seen) < 8:  # httpx wraps httpcore wraps OSError
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for e in seen:
+        if isinstance(e, socket.gaierror):
+            return f"DNS: {e.strerror or 'name not resolved'}"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS: {getattr(e, 'reason', None) or type(e).__name__}"
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(e, OSError) and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "network unreachable"
+    text = " ".join(str(e) for e in seen).lower()
+    if "name or service not known" in text or "temporary failure in name resolution" in text \
+            or "nodename nor servname" in text:
+        return "DNS: name not resolved"
+    if "connection refused" in text or "connect call failed" in text:
+        return "connection refused"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if "ssl" in text or "certificate" in text:
+        return "TLS: handshake failed"
+    return type(exc).__name__

@@ -30,8 +30,21 @@ SNAPSHOT_TIMEOUT_S = 2.0
 def _sync_redis(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=SNAPSHOT_TIMEOUT_S,
-                                socket_connect_timeout=SNAPSHOT_TIMEOUT_S)
+    from ..sentinel import is_sentinel_url, parse_sentinel_url
+
+    kwargs: dict[str, Any] = {"socket_timeout": SNAPSHOT_TIMEOUT_S,
+                              "socket_connect_timeout": SNAPSHOT_TIMEOUT_S}
+    if is_sentinel_url(url):  # (a snapshot: the primary the sentinels name now)
+        from redis.sentinel import Sentinel
+
+        t = parse_sentinel_url(url)
+        auth: dict[str, Any] = {k: v for k, v in (("username", t.username),
+                                                  ("password", t.password)) if v}
+        sentinel_kwargs = {**kwargs, **({"password": t.sentinel_password}
+                                        if t.sentinel_password else {})}
+        return Sentinel(list(t.sentinels), sentinel_kwargs=sentinel_kwargs, db=t.db, **auth,
+                        **kwargs).master_for(t.service)
+    return redis.Redis.from_url(url, **kwargs)
 
 
 def _s(value: Any) -> str:

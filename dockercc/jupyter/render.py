@@ -217,6 +217,9 @@ def turn_html(state: TurnState) -> str:
             body.append(thinking_html(part))
         elif isinstance(part, ToolCard):
             body.append(card_html(part))
+    if state.waiting and not state.final:
+        body.append(f'<div class="dockercc-waiting" style="color:#ef6c00">'
+                    f'waiting: {esc(state.waiting)}</div>')
     if state.error:
         body.append(f'<div class="dockercc-error" style="color:#c62828">'
                     f'{esc(state.error)}</div>')
@@ -251,6 +254,8 @@ def turn_text(state: TurnState) -> str:
             out.append(part.text)
         elif isinstance(part, ToolCard):
             out.append(f"[{card_title(part)} {part.summary}]")
+    if state.waiting and not state.final:
+        out.append(f"waiting: {state.waiting}")
     if state.error:
         out.append(f"error: {state.error}")
     out.append(f"-- {status_line(state)}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import (
+    ApiRetry,
+    ApiUnreachable,
     ErrorEvent,
     Result,
     SystemEvent,
@@ -144,6 +146,8 @@ class TurnState:
     parts: list[Part] = field(default_factory=list)
     result: Result | None = None
     error: str | None = None
+    #: why the turn waits (the API unreachable, retrying), until output arrives
+    waiting: str | None = None
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     version: int = 0
@@ -214,6 +218,14 @@ class TurnState:
 
     def feed(self, event: object) -> None:
         """Take one event of the turn."""
+        if isinstance(event, ApiRetry | ApiUnreachable):
+            if event.message != self.waiting:
+                self.waiting = event.message
+                self._changed()
+            return
+        if self.waiting is not None and isinstance(event, TextDelta | ThinkingDelta | ToolUse
+                                                   | Result | ErrorEvent):
+            self.waiting = None  # the API answered (or the turn ended)
         if isinstance(event, TextDelta):
             if event.text:
                 self._append_text(TextPart, event.text)

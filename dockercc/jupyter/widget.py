@@ -68,6 +68,9 @@ class StreamWidget(widgets.VBox):
         if added:
             self.body.children = tuple(self._parts)
         footer = render.footer_html(state.figures())
+        if state.waiting and not state.final:
+            footer = (f'<div class="dockercc-waiting" style="color:#ef6c00">waiting: '
+                      f'{render.esc(state.waiting)}</div>' + footer)
         if state.error:
             footer = (f'<div class="dockercc-error" style="color:#c62828">'
                       f'{render.esc(state.error)}</div>' + footer)

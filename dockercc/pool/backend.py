@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -324,8 +326,73 @@ class DockerBackend:
     async def logs(self, name: str, tail: int = 200) -> str:
         return await asyncio.to_thread(self._logs, name, tail)
 
+    def watch(self, labels: dict[str, str], on_event: Callable[[dict[str, Any]], None],
+              actions: tuple[str, ...] = ("die", "oom", "destroy")) -> EventWatch:
+        """Follow the engine's container events (``actions``) of containers carrying
+        ``labels``; ``on_event`` runs in the watcher's thread (hand over to a loop with
+        ``call_soon_threadsafe``). The stream reconnects after an engine hiccup."""
+        return EventWatch(self, labels, on_event, actions).start()
+
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(client.close)
+
+
+class EventWatch:
+    """A thread reading ``GET /events`` (filtered by label and action) for a pool.
+
+    Events make loss detection immediate; the pool's health pass still polls, so an event
+    the stream missed while it reconnected is found at the next pass anyway.
+    """
+
+    def __init__(self, backend: DockerBackend, labels: dict[str, str],
+                 on_event: Callable[[dict[str, Any]], None], actions: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.filters = {"type": ["container"], "event": list(actions),
+                        "label": [f"{k}={v}" for k, v in labels.items()]}
+        self.on_event = on_event
+        self._stop = threading.Event()
+        self._stream: Any = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="dockercc-docker-events",
+                                        daemon=True)
+        #: set once the first stream is open (events from then on are seen)
+        self.connected = threading.Event()
+
+    def start(self) -> EventWatch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                stream = self.backend.client.events(decode=True, filters=self.filters)
+                with self._lock:
+                    if self._stop.is_set():
+                        stream.close()
+                        return
+                    self._stream = stream
+                self.connected.set()
+                delay = 0.2
+                for event in stream:
+                    if isinstance(event, dict):
+                        self.on_event(event)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("Docker events stream ended (%s); reconnecting (polling goes "
+                            "on meanwhile)", exc)
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        self._thread.join(5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -35,6 +36,7 @@ from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTi
 from ..protocol import transcript as sealing
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..sentinel import current_primary, is_sentinel_url
 from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
@@ -153,6 +155,11 @@ class ContainerPool:
         #: the unix-socket relay to a TCP Redis for those containers
         self.relay: UnixRelay | None = None
         self._grace_until = 0  # no "heartbeat stale" verdicts before this (ms)
+        #: the Docker events stream (die, oom, destroy of this pool's containers)
+        self._watch: Any = None
+        #: containers this process is ending on purpose, or already reporting as lost: an
+        #: event about them is no (new) loss
+        self._ending: set[str] = set()
         r = transport.client
         self._claim = r.register_script(CLAIM)
         self._reserve_warm = r.register_script(RESERVE_WARM)
@@ -234,6 +241,7 @@ class ContainerPool:
         await self.reconcile()
         self._started = True
         self._monitor = asyncio.create_task(self._monitor_loop(), name="dockercc-pool-monitor")
+        self._start_events()
         await self.top_up()
 
     async def _start_egress(self) -> None:
@@ -247,7 +255,12 @@ class ContainerPool:
         await proxy.start()
         self.egress = proxy
         url = self.config.redis.url_secret()
-        if self.config.redis.container_url is None and url.startswith("redis://"):
+        if self.config.redis.container_url is None and is_sentinel_url(url):
+            # the runners keep one unix:// URL; the relay asks the sentinels for the primary
+            # on every connection, so a fail-over is followed by reconnecting
+            self.relay = await UnixRelay(proxy.directory / "redis.sock", "", 0,
+                                         resolve=functools.partial(current_primary, url)).start()
+        elif self.config.redis.container_url is None and url.startswith("redis://"):
             host, port = relay_target(url)
             self.relay = await UnixRelay(proxy.directory / "redis.sock", host, port).start()
 
@@ -283,6 +296,9 @@ class ContainerPool:
             with contextlib.suppress(Exception):
                 await self.backend.close()
             return
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await asyncio.to_thread(watch.close)
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(BaseException):
@@ -292,9 +308,15 @@ class ContainerPool:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        records = await self.records()
-        await asyncio.gather(*(self._destroy(rec) for rec in records if rec.owner == self.owner),
-                             return_exceptions=True)
+        try:
+            records = await self.records()
+        except Exception as exc:  # Redis gone: Docker's labels still say what is ours
+            log.warning("pool registry unreadable at close (%s): removing this owner's "
+                        "containers by their Docker labels", exc)
+            records = None
+        await asyncio.gather(*(self._destroy(rec) for rec in records or []
+                               if rec.owner == self.owner), return_exceptions=True)
+        await self._sweep_own_containers(redis_ok=records is not None)
         with contextlib.suppress(Exception):
             r = self.transport.client
             await r.hdel(self.pk.owners, self.owner)
@@ -308,6 +330,74 @@ class ContainerPool:
             await self._close_egress()
         with contextlib.suppress(Exception):
             await self.backend.close()
+
+    async def _sweep_own_containers(self, *, redis_ok: bool) -> None:
+        """Remove every container this owner created that is still on the engine.
+
+        The registry is not asked: a Redis that stopped (or lost its data) must not leave
+        containers behind. The owner label is set at create time and only this process
+        knows its owner id, so this never touches another process's containers.
+        """
+        try:
+            found = await self.backend.list({**self.labels_base, f"{LABEL}.owner": self.owner})
+        except Exception as exc:
+            log.warning("listing this owner's containers failed: %s", exc)
+            return
+        for info in found:
+            if info.labels.get(f"{LABEL}.owner") != self.owner:
+                continue
+            cid = info.labels.get(f"{LABEL}.container", "")
+            if cid and redis_ok:  # (without Redis its users went with it, or gc takes them)
+                await self._drop_user(cid)
+            try:
+                await self.backend.remove(info.id)
+            except Exception as exc:
+                log.warning("removing %s failed: %s", info.name, exc)
+            if self.egress is not None and cid:
+                with contextlib.suppress(Exception):
+                    await self.egress.remove(cid)
+
+    def _start_events(self) -> None:
+        """Docker's ``die``/``oom``/``destroy`` events make a loss known at once; the health
+        pass keeps polling as the fallback (a backend without events, a stream that broke)."""
+        watch = getattr(self.backend, "watch", None)
+        if watch is None or self._watch is not None:
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def on_event(event: dict[str, Any]) -> None:  # (the watcher's thread)
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self._watch = watch(self.labels_base, on_event)
+        self._spawn(self._events_loop(queue))
+
+    async def _events_loop(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._on_docker_event(event)
+            except Exception as exc:  # the health pass will see it
+                log.warning("handling Docker event %s failed: %s", event.get("Action"), exc)
+
+    async def _on_docker_event(self, event: dict[str, Any]) -> None:
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        action = str(event.get("Action") or event.get("status") or "")
+        cid = attrs.get(f"{LABEL}.container", "")
+        if action == "oom" or not cid or cid in self._ending:
+            return  # (an OOM kill is followed by its `die`, whose inspect says OOMKilled)
+        rec = await self.record(cid)
+        if rec is None or rec.owner != self.owner or rec.status != "busy":
+            return  # warm and other owners' containers: the health pass replaces them
+        info = None
+        if action == "die":
+            found = await self.backend.inspect(str(event.get("id") or attrs.get("name", "")))
+            info = found if self._is_ours(found, cid) else None
+            if info is not None and info.running:
+                return  # (restarted meanwhile)
+        self._counters["lost_by_event"] += 1
+        await self._lost(rec, self._lost_reason(info, stale=False))
 
     async def _heartbeat_owner(self) -> None:
         await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
@@ -534,7 +624,7 @@ class ContainerPool:
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
-                         prestart=prestart)
+                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms)
         if self.config.logging.format == "json":  # the runner logs like its gateway
             env["DOCKERCC_LOG_FORMAT"] = "json"
         if self.config.logging.level != "INFO":
@@ -596,6 +686,15 @@ class ContainerPool:
             log.warning("deleting the Redis user of container %s failed: %s", container, exc)
 
     async def _destroy(self, rec: ContainerRecord) -> None:
+        lost = rec.id in self._ending  # (_lost removes what it reports: it stays marked)
+        self._ending.add(rec.id)
+        try:
+            await self._destroy_now(rec)
+        finally:
+            if not lost:
+                self._ending.discard(rec.id)
+
+    async def _destroy_now(self, rec: ContainerRecord) -> None:
         r = self.transport.client
         # its Redis rights go first: nothing it does while Docker removes it reaches Redis
         await self._drop_user(rec.id)
@@ -811,6 +910,9 @@ class ContainerPool:
                 continue
             if rec.status == "warm":
                 warm_by_spec.setdefault(rec.spec, []).append(rec)
+                # what an unclaimed runner checks its owner by (it may read only its own
+                # record): no owner heartbeat for timeouts.orphanMs and it exits by itself
+                await r.hset(self.pk.container_state(rec.id), "owner_heartbeat", now)
             elif rec.status == "busy" and now - rec.created > t.max_age_ms and rec.session:
                 state = await r.hget(SessionKeys(rec.session, self.transport.prefix).state,
                                      "status")
@@ -847,6 +949,15 @@ class ContainerPool:
         return "unknown"
 
     async def _lost(self, rec: ContainerRecord, reason: str) -> None:
+        if rec.id in self._ending:
+            return  # (the event and the health pass may both see one death)
+        self._ending.add(rec.id)
+        try:
+            await self._lost_once(rec, reason)
+        finally:
+            self._ending.discard(rec.id)
+
+    async def _lost_once(self, rec: ContainerRecord, reason: str) -> None:
         now = await self.record(rec.id)
         if now is None or now.status == "stopping":
             return  # its session released it meanwhile: an exit on purpose, not a loss
@@ -886,8 +997,12 @@ class ContainerPool:
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
         """Take an idle session's container away; the session resumes in a new one."""
         keys = SessionKeys(rec.session, self.transport.prefix)
-        await self.transport.send_control(rec.session, "stop")
-        await self._destroy(rec)
+        self._ending.add(rec.id)  # its runner exits on the stop: no loss
+        try:
+            await self.transport.send_control(rec.session, "stop")
+            await self._destroy(rec)
+        finally:
+            self._ending.discard(rec.id)
         await self.transport.client.hset(keys.state, mapping={"status": "parked",
                                                               "parked_reason": reason})
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import AgentConfig, DockerCCConfig, container_env
 from ..egress.proxy import DEFAULT_API, SOCKET_NAME, Upstream
 from ..errors import PoolError
+from ..sentinel import parse_sentinel_url
 
 CONTAINER_HOME = "/home/agent"
 RUNNER_DIR = "/run/dockercc"
@@ -153,7 +154,7 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
         values, upstream = proxied_env(values, str(creds) if creds else None)
         creds = None  # read by the proxy on the host, never mounted
         relay = not redis_url.startswith("unix://")
-        if relay and not redis_url.startswith("redis://"):
+        if relay and not redis_url.startswith(("redis://", "redis+sentinel://")):
             raise PoolError("a container on the `none` network reaches a TCP Redis through a "
                             "plain relay: use a redis:// or unix:// URL, or set "
                             "redis.containerUrl")
@@ -229,12 +230,17 @@ def relay_url(url: str) -> str:
     parts = urlsplit(url)
     userinfo = parts.netloc.rpartition("@")[0]
     db = parts.path.strip("/") or "0"
+    if parts.scheme.lower() == "redis+sentinel":  # (path /service[/db]; the relay resolves)
+        db = str(parse_sentinel_url(url).db)
+        parts = parts._replace(query="&".join(q for q in parts.query.split("&")
+                                              if q and not q.startswith("sentinel_password=")))
     query = "&".join(q for q in (f"db={db}", parts.query) if q)
     return f"unix://{userinfo + '@' if userinfo else ''}{RELAY_SOCKET}?{query}"
 
 
 def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
-               health_interval_ms: int, prestart: dict[str, Any] | None = None) -> dict[str, str]:
+               health_interval_ms: int, prestart: dict[str, Any] | None = None,
+               orphan_ms: int | None = None) -> dict[str, str]:
     """The container's full environment: the spec's env plus the runner's settings.
 
     ``prestart`` (warm containers) makes the runner start the CLI before the claim with
@@ -255,6 +261,7 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
         "DOCKERCC_CONTAINER": container,
         "DOCKERCC_KEY_PREFIX": prefix,
         "DOCKERCC_HEALTH_INTERVAL_MS": str(health_interval_ms),
+        **({"DOCKERCC_ORPHAN_MS": str(orphan_ms)} if orphan_ms else {}),
         "DOCKERCC_WORKDIR": "/workspace",
         "HOME": CONTAINER_HOME,
     }

@@ -73,11 +73,13 @@ class RedisServer:
         appendfsync: Literal["always", "everysec", "no"] = "always",
         executable: str = "redis-server",
         start_timeout: float = 20.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         exe = shutil.which(executable)
         if exe is None:
             raise RedisServerError(f"{executable} not found: {INSTALL_HINT}")
         self.executable = exe
+        self.extra_args = tuple(extra_args)  # e.g. ("--replicaof", host, port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         """How many times :meth:`restart` brought the server back."""
@@ -215,7 +217,7 @@ class RedisServer:
             args += ["--appendfsync", self.appendfsync]
         if self.socket_path is not None:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "777"]
-        return args
+        return args + list(self.extra_args)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], log_from: int) -> None:
         """Until this process (not another one on the port) answers and has loaded its data."""
