@@ -62,6 +62,13 @@ _LAZY = {
     "ErrorEvent": ".events",
     "EgressDenied": ".events",
     "RawEvent": ".events",
+    "ClaudeAgentOptions": ".types",
+    "PermissionResultAllow": ".types",
+    "PermissionResultDeny": ".types",
+    "ToolPermissionContext": ".types",
+    "HookMatcher": ".types",
+    "OptionsError": ".types",
+    "create_sdk_mcp_server": ".types",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +93,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pool.manager import PoolStats
     from .session import AsyncSession
     from .sync import Pool, Session, query
+    from .types import (
+        ClaudeAgentOptions,
+        HookMatcher,
+        OptionsError,
+        PermissionResultAllow,
+        PermissionResultDeny,
+        ToolPermissionContext,
+        create_sdk_mcp_server,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -120,5 +136,7 @@ __all__ = [
     "ErrorEvent", "EgressDenied", "RawEvent", "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
-    "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",
+    "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
+    "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
+    "OptionsError", "create_sdk_mcp_server",
 ]

@@ -24,9 +24,10 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from ._display import NotebookDisplay
@@ -35,6 +36,7 @@ from .errors import (
     AgentError,
     BadData,
     CLIDied,
+    ConfigError,
     ContainerLost,
     InvalidPrompt,
     SessionClosed,
@@ -51,6 +53,7 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
+from .types import OptionsError
 from .workspace import git_risks
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -98,6 +101,68 @@ class SessionOptions(BaseModel):
     max_turns: int | None = None
     include_partial_messages: bool = True
     parent: str | None = None
+    # claude-agent-sdk's options beyond the shorthands above (see dockercc.types)
+    fallback_model: str | None = None
+    max_budget_usd: float | None = None
+    json_schema: dict[str, Any] | None = None
+    fork_session: bool = False
+    setting_sources: list[str] | None = None
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
+    agents: dict[str, Any] | None = None
+    mcp_servers: dict[str, Any] | None = Field(default=None, repr=False)
+    base_tools: list[str] | None = None
+    extra_args: dict[str, str | None] | None = None
+
+
+def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOptions:
+    """A session's options from a :class:`~dockercc.types.ClaudeAgentOptions` (checked
+    once, :class:`~dockercc.types.OptionsError` naming a bad field) and keyword shorthands,
+    which win over the object's fields. ``None`` keywords mean "not given"."""
+    from .types import validate_options
+
+    merged: dict[str, Any] = validate_options(options) if options is not None else {}
+    tools = [*merged.pop("tools", []), *(kwargs.pop("tools", None) or ())]
+    for key, value in kwargs.items():
+        if value is not None:
+            merged[key] = value
+    if tools:
+        merged["tools"] = tools
+    if merged.get("workspace"):
+        merged["workspace"] = str(Path(merged["workspace"]).resolve())
+    try:
+        return SessionOptions(agent=agent, **merged)
+    except TypeError as exc:
+        raise ConfigError(f"session options: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise OptionsError(where, err["msg"], err.get("input")) from None
+
+
+def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: str | None,
+                     mcp_server: str | None, default_permission_mode: str | None = None,
+                     ) -> list[str]:
+    """The CLI arguments of a session with options ``o`` and agent config ``a`` (the agent's
+    values are the defaults). Pure; the Docker provider (and its warm-container matching)
+    and the local-CLI provider both use it, so they cannot drift apart."""
+    extra: list[str] = []
+    for flag, value in (o.extra_args or {}).items():
+        extra += [f"--{flag}"] if value is None else [f"--{flag}", value]
+    return build_cli_args(
+        model=model,
+        system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
+        append_system_prompt=o.append_system_prompt or a.append_system_prompt,
+        permission_mode=o.permission_mode or a.permission_mode or default_permission_mode,
+        allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
+        disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
+                          else a.disallowed_tools),
+        max_turns=o.max_turns or a.max_turns, resume=resume, mcp_server=mcp_server,
+        include_partial_messages=o.include_partial_messages, extra_args=extra,
+        fallback_model=o.fallback_model, max_budget_usd=o.max_budget_usd,
+        json_schema=o.json_schema, fork_session=o.fork_session,
+        setting_sources=o.setting_sources, thinking=o.thinking, effort=o.effort,
+        agents=o.agents, mcp_servers=o.mcp_servers, base_tools=o.base_tools)
 
 
 class AsyncSession(NotebookDisplay):
@@ -195,19 +260,10 @@ class AsyncSession(NotebookDisplay):
 
     def cli_args(self) -> list[str]:
         o, a = self.options, self.agent_config
-        return build_cli_args(
-            model=o.model or a.model,
-            system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
-            append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=(o.permission_mode or a.permission_mode
-                             or self._default_permission_mode()),
-            allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
-            disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
-                              else a.disallowed_tools),
-            max_turns=o.max_turns or a.max_turns,
-            resume=self._resume_id,
+        return resolve_cli_args(
+            o, a, model=o.model or a.model, resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
-            include_partial_messages=o.include_partial_messages)
+            default_permission_mode=self._default_permission_mode())
 
     def _default_permission_mode(self) -> str | None:
         user = self.pool.config.docker.user.split(":")[0]

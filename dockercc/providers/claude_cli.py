@@ -29,11 +29,11 @@ from ..config import mask_url, secret_env
 from ..errors import AgentError
 from ..events import Event, EventMapper, Result
 from ..protocol import control
-from ..protocol.cli import MCP_SERVER_NAME, build_cli_args
+from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..protocol.messages import ControlRequest, ControlResponse, Message
 from ..protocol.parser import LineParser
-from ..session import SessionOptions
+from ..session import SessionOptions, resolve_cli_args
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, unavailable
 
 BASE_ARGS = ("--input-format", "stream-json", "--output-format", "stream-json", "--verbose")
@@ -93,17 +93,9 @@ class CLISession(ProviderSession):
 
     def argv(self, executable: str, with_tools: bool) -> list[str]:
         o, a = self.options, self.agent_config
-        return [executable, *BASE_ARGS, *build_cli_args(
-            model=self.ref.model,
-            system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
-            append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=o.permission_mode or a.permission_mode,
-            allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
-            disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
-                              else a.disallowed_tools),
-            max_turns=o.max_turns or a.max_turns, resume=o.resume,
-            mcp_server=MCP_SERVER_NAME if with_tools else None,
-            include_partial_messages=o.include_partial_messages)]
+        return [executable, *BASE_ARGS, *resolve_cli_args(
+            o, a, model=self.ref.model, resume=o.resume,
+            mcp_server=MCP_SERVER_NAME if with_tools else None)]
 
     async def start(self) -> None:
         if self.proc is not None:
