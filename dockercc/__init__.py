@@ -63,6 +63,7 @@ _LAZY = {
     "EgressDenied": ".events",
     "RawEvent": ".events",
     "ClaudeAgentOptions": ".types",
+    "AgentDefinition": ".types",
     "PermissionResultAllow": ".types",
     "PermissionResultDeny": ".types",
     "ToolPermissionContext": ".types",
@@ -94,6 +95,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .session import AsyncSession
     from .sync import Pool, Session, query
     from .types import (
+        AgentDefinition,
         ClaudeAgentOptions,
         HookMatcher,
         OptionsError,
@@ -138,5 +140,5 @@ __all__ = [
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
     "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
-    "OptionsError", "create_sdk_mcp_server",
+    "OptionsError", "create_sdk_mcp_server", "AgentDefinition",
 ]

@@ -94,6 +94,18 @@ class HookMatcher:
     timeout: float | None = None
 
 
+@dataclass
+class AgentDefinition:
+    """A subagent the main agent may delegate to (claude-agent-sdk's, same field names)."""
+
+    description: str
+    prompt: str
+    tools: list[str] | None = None
+    disallowedTools: list[str] | None = None  # noqa: N815 - the CLI's (and SDK's) spelling
+    model: str | None = None
+    maxTurns: int | None = None  # noqa: N815
+
+
 # -- SDK MCP servers -------------------------------------------------------------------------
 
 
@@ -347,6 +359,7 @@ def validate_options(options: ClaudeAgentOptions) -> dict[str, Any]:
 
 
 __all__ = [
+    "AgentDefinition",
     "CanUseTool",
     "ClaudeAgentOptions",
     "HookMatcher",

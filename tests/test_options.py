@@ -1,0 +1,226 @@
+"""ClaudeAgentOptions: claude-agent-sdk's options object, checked once and resolved to the
+CLI's arguments the same way for containers and the local CLI (and as the SDK does)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dockercc
+from dockercc import (
+    AsyncPool,
+    ClaudeAgentOptions,
+    OptionsError,
+    Result,
+    ToolResult,
+    create_sdk_mcp_server,
+    tool,
+)
+from dockercc.protocol.cli import build_cli_args
+from dockercc.session import SessionOptions, resolve_cli_args, session_options
+from dockercc.testing import text, tool_use
+
+# -- pure -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"permission_mode": "yolo"}, "permission_mode"),
+    ({"max_turns": 0}, "max_turns"),
+    ({"max_budget_usd": -1}, "max_budget_usd"),
+    ({"system_prompt": {"type": "preset", "preset": "other"}}, "system_prompt"),
+    ({"mcp_servers": {"x": {"type": "stdio"}}}, "mcp_servers.x"),
+    ({"mcp_servers": {"x": {"type": "ws", "url": "u"}}}, "mcp_servers.x"),
+    ({"agents": {"r": {"prompt": "p"}}}, "agents.r"),
+    ({"effort": "huge"}, "effort"),
+    ({"thinking": {"type": "enabled"}}, "thinking"),
+    ({"output_format": {"type": "json_schema"}}, "output_format"),
+    ({"extra_args": {"--x": None}}, "extra_args"),
+    ({"setting_sources": ["global"]}, "setting_sources"),
+    ({"fork_session": True}, "fork_session"),
+    ({"can_use_tool": lambda *a: None}, "can_use_tool"),
+])
+def test_bad_options_name_their_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(OptionsError) as err:
+        session_options("main", ClaudeAgentOptions(**kwargs))
+    assert err.value.field == field and str(err.value).startswith(field)
+    assert isinstance(err.value, dockercc.DockerCCError)
+
+
+def test_unknown_keyword_is_a_typed_error() -> None:
+    with pytest.raises(OptionsError, match="max_budget"):
+        AsyncPool({"redis": {"url": "redis://127.0.0.1:1"}}).session(max_budget=1)
+
+
+class _Agent:
+    """An agent config with nothing set (the options decide)."""
+
+    system_prompt = append_system_prompt = permission_mode = None
+    allowed_tools = disallowed_tools = max_turns = model = None
+
+
+def test_default_options_keep_the_warm_containers_arguments() -> None:
+    # the pre-started CLI of a warm container is matched on these: no new flag by default
+    a = _Agent()
+    o = session_options("main", ClaudeAgentOptions())
+    assert o == SessionOptions(agent="main")
+    assert resolve_cli_args(o, a, model=None, resume=None, mcp_server="host",
+                            default_permission_mode="bypassPermissions") == build_cli_args(
+        permission_mode="bypassPermissions", mcp_server="host")
+
+
+def test_keywords_win_over_the_object_and_sdk_servers_map_to_the_bridge() -> None:
+    @tool("add", "Add two numbers", {"a": float, "b": float})
+    async def add(args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": str(args["a"] + args["b"])}]}
+
+    opts = ClaudeAgentOptions(
+        model="m1", allowed_tools=["mcp__calc__add", "Read"], max_turns=3,
+        mcp_servers={"calc": create_sdk_mcp_server("calc", tools=[add]),
+                     "files": {"command": "mcp-files", "args": ["--ro"]}})
+    o = session_options("main", opts, model="m2", max_turns=None)
+    assert o.model == "m2" and o.max_turns == 3 and o.tools == [add]
+    assert o.allowed_tools == ["mcp__host__add", "Read"]
+    args = resolve_cli_args(o, _Agent(), model=o.model, resume=None, mcp_server="host")
+    mcp = json.loads(args[args.index("--mcp-config") + 1])["mcpServers"]
+    assert mcp == {"files": {"command": "mcp-files", "args": ["--ro"]},
+                   "host": {"type": "sdk", "name": "host"}}
+
+
+async def test_sdk_style_tool_keeps_its_result_meaning() -> None:
+    @tool("div", "Divide", {"a": int, "b": int})
+    def div(args: dict[str, Any]) -> dict[str, Any]:
+        if args["b"] == 0:
+            return {"content": [{"type": "text", "text": "division by zero"}], "is_error": True}
+        return {"content": [{"type": "text", "text": str(args["a"] // args["b"])}]}
+
+    assert div.input_schema["required"] == ["a", "b"]
+    ok, bad, missing = (await div.call({"a": 7, "b": 2}), await div.call({"a": 1, "b": 0}),
+                        await div.call({"a": 1}))
+    assert ok.text == "3" and not ok.is_error
+    assert bad.text == "division by zero" and bad.is_error
+    assert missing.is_error and "'b'" in missing.text
+
+
+# -- parity with claude-agent-sdk, real CLI and a real container ----------------------------
+
+# flags that take no value (the SDK and dockercc spell valued flags differently)
+_BOOLEAN = {"--verbose", "--include-partial-messages", "--fork-session",
+            "--replay-user-messages", "--continue", "--strict-mcp-config"}
+_JSON = {"--json-schema", "--mcp-config", "--agents"}
+
+
+def _flags(argv: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if not a.startswith("--"):
+            continue
+        if "=" in a:
+            flag, value = a.split("=", 1)
+        elif a in _BOOLEAN or i >= len(argv):
+            flag, value = a, None
+        else:
+            flag, value = a, argv[i]
+            i += 1
+        out[flag] = json.loads(value) if flag in _JSON and value else value
+    return out
+
+
+def _sdk_options(sdk: Any, cli: str | None, calc: Any) -> Any:
+    return sdk.ClaudeAgentOptions(
+        system_prompt={"type": "preset", "preset": "claude_code", "append": "Be brief."},
+        allowed_tools=["Read", "mcp__calc__add"], disallowed_tools=["WebFetch"],
+        permission_mode="acceptEdits", max_turns=4, max_budget_usd=2.5,
+        model="claude-sonnet-4-5", fallback_model="claude-haiku-4-5", effort="low",
+        setting_sources=["project"], include_partial_messages=True,
+        extra_args={"replay-user-messages": None},
+        output_format=None,
+        agents={"reviewer": sdk.AgentDefinition(description="Reviews code",
+                                                prompt="You review code.", tools=["Read"])},
+        mcp_servers={"calc": calc}, **({"cli_path": cli} if cli else {}))
+
+
+@pytest.mark.docker
+def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claude-agent-sdk quick-start (an SDK tool server), run by the SDK against the
+    host's CLI and, with only the import changed, by dockercc in a container: the same CLI
+    flags, the same subagents (initialize request vs ``--agents``), the same tool result."""
+    sdk = pytest.importorskip("claude_agent_sdk")
+    claude = shutil.which("claude")
+    if claude is None:
+        pytest.skip("no claude CLI on the host")
+    log = tmp_path / "argv.json"
+    wrapper = tmp_path / "claude"
+    # records what the SDK starts and writes, then is the real CLI
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"python3 -c 'import json,sys; json.dump(sys.argv[1:], open(\"{log}\",\"w\"))' "
+        "\"$@\"\n"
+        f"tee {tmp_path}/stdin.jsonl | {claude} \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-scripted-test")
+
+    # -- the SDK's quick-start, as written for claude-agent-sdk
+    @sdk.tool("add", "Add two numbers", {"a": float, "b": float})
+    async def sdk_add(args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": f"sum={args['a'] + args['b']:g}"}]}
+
+    api.script(tool_use("mcp__calc__add", {"a": 2, "b": 3}), text("five"))
+    sdk_opts = _sdk_options(sdk, str(wrapper), sdk.create_sdk_mcp_server(
+        "calc", "1.0.0", [sdk_add]))
+
+    async def run_sdk() -> list[Any]:
+        return [m async for m in sdk.query(prompt="add 2 and 3", options=sdk_opts)]
+
+    sdk_messages = asyncio.run(run_sdk())
+    assert type(sdk_messages[-1]).__name__ == "ResultMessage"
+    assert sdk_messages[-1].result == "five"
+    sdk_flags = _flags(json.loads(log.read_text()))
+    init = [json.loads(line) for line in (tmp_path / "stdin.jsonl").read_text().splitlines()
+            if '"initialize"' in line][0]["request"]
+
+    # -- the same, with dockercc's import (the model now sees the bridge's name)
+    @dockercc.tool("add", "Add two numbers", {"a": float, "b": float})
+    async def add(args: dict[str, Any]) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": f"sum={args['a'] + args['b']:g}"}]}
+
+    opts = _sdk_options(dockercc, None, dockercc.create_sdk_mcp_server("calc", "1.0.0", [add]))
+    api.script(tool_use("mcp__host__add", {"a": 2, "b": 3}), text("five"))
+
+    async def run_dockercc() -> tuple[list[str], list[Any]]:
+        async with AsyncPool(make_config()) as pool, pool.session(
+                options=opts, session_id=f"opts-{uuid.uuid4().hex[:8]}") as s:
+            events = [e async for e in s.stream("add 2 and 3", timeout=90)]
+            await s.close(forget=True)
+            return s.cli_args(), events
+
+    argv, events = asyncio.run(run_dockercc())
+    result = events[-1]
+    assert isinstance(result, Result) and result.text == "five", result
+    assert [e.text for e in events if isinstance(e, ToolResult)] == ["sum=5"]
+    ours = _flags(argv)
+
+    # dockercc's own: the host bridge (every session has one) and its tools' permission
+    assert set(ours.pop("--mcp-config")["mcpServers"]) == {"host"}
+    assert set(sdk_flags.pop("--mcp-config")["mcpServers"]) == {"calc"}
+    ours["--allowedTools"] = ",".join(
+        t for t in ours["--allowedTools"].split(",") if t != "mcp__host__*")
+    sdk_flags["--allowedTools"] = sdk_flags["--allowedTools"].replace("mcp__calc__",
+                                                                      "mcp__host__")
+    # subagents: the SDK sends them in its initialize request, dockercc as --agents
+    assert ours.pop("--agents") == init["agents"]
+    for flag in ("--output-format", "--input-format", "--verbose"):
+        sdk_flags.pop(flag, None)
+    assert ours == sdk_flags
