@@ -224,3 +224,5 @@ def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_pa
     for flag in ("--output-format", "--input-format", "--verbose"):
         sdk_flags.pop(flag, None)
     assert ours == sdk_flags
+    assert {"--max-budget-usd", "--fallback-model", "--effort", "--setting-sources",
+            "--append-system-prompt", "--replay-user-messages", "--disallowedTools"} <= set(ours)
