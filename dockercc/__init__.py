@@ -30,6 +30,7 @@ from .errors import (
     SessionClosed,
     SessionExists,
     StartupTimeout,
+    StructuredOutputError,
     ToolError,
     TranscriptRejected,
     TransportError,
@@ -140,5 +141,5 @@ __all__ = [
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
     "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
-    "OptionsError", "create_sdk_mcp_server", "AgentDefinition",
+    "OptionsError", "create_sdk_mcp_server", "AgentDefinition", "StructuredOutputError",
 ]

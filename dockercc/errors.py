@@ -114,6 +114,16 @@ class AgentError(DockerCCError):
         self.result = result
 
 
+class StructuredOutputError(AgentError):
+    """With ``output_format``: the turn's structured output is missing or does not match the
+    schema. ``result`` is the turn's Result; ``problems`` lists each mismatch."""
+
+    def __init__(self, message: str, result: Any = None,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(message, result)
+        self.problems: list[str] = problems or []
+
+
 class ToolError(DockerCCError):
     """A host tool failed or was called with bad arguments."""
 

@@ -41,6 +41,7 @@ from .errors import (
     InvalidPrompt,
     SessionClosed,
     SessionExists,
+    StructuredOutputError,
     TransportError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
@@ -138,6 +139,24 @@ def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOp
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         raise OptionsError(where, err["msg"], err.get("input")) from None
+
+
+def check_structured_output(schema: dict[str, Any], result: Result) -> None:
+    """Raise :class:`StructuredOutputError` unless ``result.structured_output`` matches
+    ``schema`` (the CLI asks the model again on a mismatch; this is the host's own check, so
+    a caller can rely on the shape)."""
+    import jsonschema
+
+    value = result.structured_output
+    if value is None:
+        raise StructuredOutputError("the turn ended without structured output "
+                                    "(output_format is set)", result, ["missing"])
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                for e in validator.iter_errors(value)]
+    if problems:
+        raise StructuredOutputError("the structured output does not match output_format: "
+                                    + "; ".join(problems[:5]), result, problems)
 
 
 def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: str | None,
@@ -627,6 +646,8 @@ class AsyncSession(NotebookDisplay):
             raise AgentError(f"session {self.id!r} ended the turn without a result")
         if check and not result.ok and not (result.interrupted and self._interrupted):
             result.raise_for_error()
+        if check and result.ok and self.options.json_schema is not None:
+            check_structured_output(self.options.json_schema, result)
         return result
 
     async def interrupt(self) -> None:

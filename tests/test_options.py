@@ -226,3 +226,23 @@ def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_pa
     assert ours == sdk_flags
     assert {"--max-budget-usd", "--fallback-model", "--effort", "--setting-sources",
             "--append-system-prompt", "--replay-user-messages", "--disallowedTools"} <= set(ours)
+
+
+@pytest.mark.docker
+async def test_structured_output_is_checked(make_config: Any, api: Any) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"},
+                                               "population": {"type": "integer"}},
+              "required": ["city", "population"]}
+    opts = ClaudeAgentOptions(output_format={"type": "json_schema", "schema": schema})
+    api.script(tool_use("StructuredOutput", {"city": "Oslo", "population": 709000}),
+               text("done"),
+               # a wrong answer the CLI sends back to the model, then no structured output
+               tool_use("StructuredOutput", {"city": "Oslo"}), text("gave up"), text("gave up"))
+    async with AsyncPool(make_config()) as pool, pool.session(
+            options=opts, session_id=f"opts-so-{uuid.uuid4().hex[:8]}") as s:
+        r = await s.ask("largest city of Norway?", timeout=90)
+        assert r.structured_output == {"city": "Oslo", "population": 709000}
+        with pytest.raises(dockercc.StructuredOutputError) as err:
+            await s.ask("again, wrongly", timeout=90)
+        assert isinstance(err.value, dockercc.AgentError) and err.value.problems
+        await s.close(forget=True)
