@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -67,6 +68,8 @@ log = logging.getLogger("dockercc.session")
 EventCallback = Callable[[Event], Awaitable[None] | None]
 RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
+PERMISSION_TIMEOUT_S = 300.0
+"""How long an approver (``can_use_tool``) may take before the request is denied."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
 sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
@@ -114,6 +117,8 @@ class SessionOptions(BaseModel):
     mcp_servers: dict[str, Any] | None = Field(default=None, repr=False)
     base_tools: list[str] | None = None
     extra_args: dict[str, str | None] | None = None
+    #: the approver of the CLI's permission requests (claude-agent-sdk's ``can_use_tool``)
+    can_use_tool: Any = Field(default=None, repr=False, exclude=True)
 
 
 def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOptions:
@@ -172,7 +177,10 @@ def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: st
         model=model,
         system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
         append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-        permission_mode=o.permission_mode or a.permission_mode or default_permission_mode,
+        # with an approver the CLI's own default mode asks it (the sandbox default never asks)
+        permission_mode=o.permission_mode or a.permission_mode or (
+            None if o.can_use_tool is not None else default_permission_mode),
+        permission_prompt_tool="stdio" if o.can_use_tool is not None else None,
         allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
         disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
                           else a.disallowed_tools),
@@ -341,7 +349,7 @@ class AsyncSession(NotebookDisplay):
         if self.claude_session_id and self._resume_id != self.claude_session_id:
             self._resume_id = self.claude_session_id
             self._restore_from = self.id
-        if len(self._tools) and self._relay is None:
+        if (len(self._tools) or self.options.can_use_tool is not None) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
         digest = ""
@@ -477,13 +485,58 @@ class AsyncSession(NotebookDisplay):
             log.warning("MCP request for %s dropped: not from the session's current container",
                         self.id)
             return
-        assert self._bridge is not None
-        reply = await self._bridge.handle(message)
+        if req.get("kind") == "permission":
+            request = req.get("request")
+            reply: Any = await self._decide(request if isinstance(request, dict) else {})
+        else:
+            assert self._bridge is not None
+            reply = await self._bridge.handle(message)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
         pipe.expire(key, 600)
         await pipe.execute()
+
+    async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The session's approver on one of the CLI's permission requests, as the CLI's
+        decision (an error, a bad answer or no answer in time denies)."""
+        from .types import (
+            PermissionResultAllow,
+            PermissionResultDeny,
+            ToolPermissionContext,
+        )
+
+        name = request.get("tool_name")
+        tool_input = request.get("input")
+        if not isinstance(name, str) or not isinstance(tool_input, dict):
+            return {"behavior": "deny", "message": "malformed permission request"}
+        approver = self.options.can_use_tool
+        if approver is None:
+            return {"behavior": "deny", "message": "no approver for this session"}
+        suggestions = request.get("permission_suggestions")
+        ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list)
+                                    else [])
+        try:
+            async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+                answer = approver(name, dict(tool_input), ctx)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            return {"behavior": "deny",
+                    "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
+        except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
+            log.warning("can_use_tool for %s raised %s", self.id, type(exc).__name__)
+            return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
+        if isinstance(answer, PermissionResultAllow):
+            return {"behavior": "allow", "updatedInput": answer.updated_input
+                    if answer.updated_input is not None else tool_input}
+        if isinstance(answer, PermissionResultDeny):
+            out: dict[str, Any] = {"behavior": "deny", "message": answer.message or "denied"}
+            if answer.interrupt:
+                out["interrupt"] = True
+            return out
+        return {"behavior": "deny", "message": "the approver returned neither "
+                                               "PermissionResultAllow nor PermissionResultDeny"}
 
     # -- conversation ----------------------------------------------------------------------
 

@@ -182,8 +182,12 @@ def validate_options(options: ClaudeAgentOptions) -> dict[str, Any]:
                                       f"{type(o).__name__}", o)
     out: dict[str, Any] = {}
     if o.can_use_tool is not None:
-        raise OptionsError("can_use_tool", "approval callbacks are not supported yet by "
-                                           "dockercc; use permission_mode / allowed_tools")
+        if not callable(o.can_use_tool):
+            raise OptionsError("can_use_tool", "expected a callable (tool_name, input, "
+                                               "context)", o.can_use_tool)
+        if o.permission_mode == "bypassPermissions":
+            raise OptionsError("can_use_tool", "bypassPermissions never asks the approver")
+        out["can_use_tool"] = o.can_use_tool
     if o.hooks:
         raise OptionsError("hooks", "hook callbacks are not supported yet by dockercc")
     if o.continue_conversation:

@@ -44,7 +44,7 @@ from dockercc.testing import text, tool_use
     ({"extra_args": {"--x": None}}, "extra_args"),
     ({"setting_sources": ["global"]}, "setting_sources"),
     ({"fork_session": True}, "fork_session"),
-    ({"can_use_tool": lambda *a: None}, "can_use_tool"),
+    ({"can_use_tool": "yes"}, "can_use_tool"),
 ])
 def test_bad_options_name_their_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(OptionsError) as err:
@@ -246,3 +246,41 @@ async def test_structured_output_is_checked(make_config: Any, api: Any) -> None:
             await s.ask("again, wrongly", timeout=90)
         assert isinstance(err.value, dockercc.AgentError) and err.value.problems
         await s.close(forget=True)
+
+
+@pytest.mark.docker
+async def test_can_use_tool_denies_changes_and_allows(make_config: Any, api: Any) -> None:
+    """An SDK-style approver: ``rm -rf`` denied, another command's input changed, the rest
+    allowed; its requests come from the CLI in the container, relayed through Redis."""
+    from dockercc import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+
+    asked: list[str] = []
+
+    async def approve(name: str, tool_input: dict[str, Any],
+                      ctx: ToolPermissionContext) -> Any:
+        command = str(tool_input.get("command", ""))
+        asked.append(command)
+        if "rm -rf" in command:
+            return PermissionResultDeny(message="rm -rf is not allowed here")
+        if "original" in command:
+            return PermissionResultAllow(
+                updated_input={**tool_input, "command": command.replace("original", "changed")})
+        return PermissionResultAllow()
+
+    api.script(tool_use("Bash", {"command": "rm -rf /tmp/precious"}),
+               tool_use("Bash", {"command": "printf original > /tmp/o.txt; cat /tmp/o.txt"}),
+               tool_use("Bash", {"command": "printf fine > /tmp/f.txt; cat /tmp/f.txt"}),
+               text("done"))
+    opts = ClaudeAgentOptions(can_use_tool=approve, allowed_tools=["Read"])
+    async with AsyncPool(make_config()) as pool, pool.session(
+            options=opts, session_id=f"opts-ap-{uuid.uuid4().hex[:8]}") as s:
+        assert "--permission-prompt-tool" in s.cli_args()
+        assert "--permission-mode" not in s.cli_args()  # the CLI's default: it asks
+        events = [e async for e in s.stream("clean up", timeout=120)]
+        await s.close(forget=True)
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [c for c in asked if "rm -rf" in c] == ["rm -rf /tmp/precious"]
+    assert results[0].is_error and "rm -rf is not allowed here" in results[0].text
+    assert results[1].text.strip() == "changed", results[1]
+    assert results[2].text.strip() == "fine", results[2]
+    assert isinstance(events[-1], Result) and events[-1].text == "done"

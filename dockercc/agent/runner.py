@@ -992,9 +992,15 @@ class Runner:
             if isinstance(req, dict) and req.get("subtype") == "mcp_message":
                 self._spawn(self.relay_mcp(obj.get("request_id", ""), req))
             elif isinstance(req, dict) and req.get("subtype") == "can_use_tool":
-                # no interactive approver in a container: the session's permission mode rules
-                self._spawn(self.write_stdin(control.control_error(
-                    obj.get("request_id", ""), "no interactive permission prompt in dockercc")))
+                if self.assignment is not None and \
+                        "--permission-prompt-tool" in self.assignment.args:
+                    # the session has an approver on the host (can_use_tool / notebook)
+                    self._spawn(self.relay_permission(obj.get("request_id", ""), req))
+                else:
+                    # nobody to ask: the session's permission mode rules
+                    self._spawn(self.write_stdin(control.control_error(
+                        obj.get("request_id", ""),
+                        "no interactive permission prompt in dockercc")))
         self.emit(line, *ops)
 
     def note_tool_results(self, line: bytes) -> None:
@@ -1151,6 +1157,41 @@ class Runner:
                 str(cmd.get("request_id") or control.new_request_id())))
         elif kind == "stop":
             self.stopping.set()
+
+    async def relay_permission(self, request_id: str, request: dict[str, Any]) -> None:
+        """Ask the host's approver (through the session's MCP relay list, ``kind``
+        ``permission``, with the lease token) and give its decision to the CLI; no answer
+        in ``mcp_timeout_s`` denies."""
+        keys = self.keys
+        assert keys is not None
+        payload = json.dumps({"kind": "permission", "request_id": request_id,
+                              "request": {k: request.get(k) for k in (
+                                  "tool_name", "input", "permission_suggestions",
+                                  "tool_use_id", "blocked_path", "decision_reason")},
+                              "ts": now_ms(), "container": self.s.container,
+                              "lease_token": self.assignment.lease_token
+                              if self.assignment else ""}, ensure_ascii=False, default=str)
+        reply_key = keys.mcp_reply(request_id)
+        await self.r.rpush(keys.mcp_requests, payload)
+        deadline = time.monotonic() + self.s.mcp_timeout_s
+        item = None
+        while item is None and (left := deadline - time.monotonic()) > 0:
+            try:
+                item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
+            except REDIS_DOWN as exc:
+                log.warning("waiting for the approval failed (%s), retrying", exc)
+                await asyncio.sleep(0.2)
+        decision: dict[str, Any] = {"behavior": "deny", "message": "no approval in "
+                                    f"{self.s.mcp_timeout_s:.0f}s: denied"}
+        if item is not None:
+            try:
+                got = json.loads(item[1])
+            except ValueError:
+                got = None
+            if isinstance(got, dict) and got.get("behavior") in ("allow", "deny"):
+                decision = got
+        await self.write_stdin(control.dumps_line(
+            control.control_success_dict(request_id, decision)))
 
     async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
         """Hand one MCP message to the host bridge and its reply back to the CLI."""

@@ -37,7 +37,8 @@ def build_cli_args(*, model: str | None = None, system_prompt: str | None = None
                    thinking: Mapping[str, Any] | None = None, effort: str | None = None,
                    agents: Mapping[str, Any] | None = None,
                    mcp_servers: Mapping[str, Any] | None = None,
-                   base_tools: Sequence[str] | None = None) -> list[str]:
+                   base_tools: Sequence[str] | None = None,
+                   permission_prompt_tool: str | None = None) -> list[str]:
     """The session's CLI arguments (after the runner's stream-json ones).
 
     With ``mcp_server`` the host bridge is configured and its tools are permitted
@@ -54,6 +55,8 @@ def build_cli_args(*, model: str | None = None, system_prompt: str | None = None
         args += ["--append-system-prompt", append_system_prompt]
     if permission_mode and permission_mode != "default":
         args += ["--permission-mode", permission_mode]
+    if permission_prompt_tool:
+        args += ["--permission-prompt-tool", permission_prompt_tool]
     if fallback_model:
         args += ["--fallback-model", fallback_model]
     if base_tools is not None:
