@@ -119,6 +119,8 @@ class SessionOptions(BaseModel):
     extra_args: dict[str, str | None] | None = None
     #: the approver of the CLI's permission requests (claude-agent-sdk's ``can_use_tool``)
     can_use_tool: Any = Field(default=None, repr=False, exclude=True)
+    #: claude-agent-sdk's ``hooks``: event name -> list of :class:`~dockercc.HookMatcher`
+    hooks: dict[str, Any] | None = Field(default=None, repr=False, exclude=True)
 
 
 def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOptions:
@@ -223,6 +225,19 @@ class AsyncSession(NotebookDisplay):
                 self._git_before = set(git_risks(options.workspace))
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
+        # hook callbacks by the ids the CLI's initialize request names them with
+        self._hook_fns: dict[str, Callable[..., Any]] = {}
+        self._hooks_config: dict[str, list[dict[str, Any]]] = {}
+        for event, matchers in (options.hooks or {}).items():
+            for m in matchers:
+                ids = []
+                for fn in m.hooks:
+                    ids.append(hid := f"hook_{len(self._hook_fns)}")
+                    self._hook_fns[hid] = fn
+                entry: dict[str, Any] = {"matcher": m.matcher, "hookCallbackIds": ids}
+                if m.timeout is not None:
+                    entry["timeout"] = m.timeout
+                self._hooks_config.setdefault(event, []).append(entry)
         self._restore_from: str | None = None
         self._resume_id: str | None = None
         self._turn_open = False
@@ -349,7 +364,8 @@ class AsyncSession(NotebookDisplay):
         if self.claude_session_id and self._resume_id != self.claude_session_id:
             self._resume_id = self.claude_session_id
             self._restore_from = self.id
-        if (len(self._tools) or self.options.can_use_tool is not None) and self._relay is None:
+        if (len(self._tools) or self.options.can_use_tool is not None
+                or self._hook_fns) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
         digest = ""
@@ -362,7 +378,8 @@ class AsyncSession(NotebookDisplay):
                       "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
-                      "tools_digest": tools_digest(self.tool_manifest())}
+                      "tools_digest": tools_digest(self.tool_manifest()),
+                      "hooks": self._hooks_config or None}
         await self._register()
         try:
             self.lease = await self.pool.containers.claim(
@@ -485,9 +502,11 @@ class AsyncSession(NotebookDisplay):
             log.warning("MCP request for %s dropped: not from the session's current container",
                         self.id)
             return
+        request = req.get("request")
         if req.get("kind") == "permission":
-            request = req.get("request")
             reply: Any = await self._decide(request if isinstance(request, dict) else {})
+        elif req.get("kind") == "hook":
+            reply = await self._run_hook(request if isinstance(request, dict) else {})
         else:
             assert self._bridge is not None
             reply = await self._bridge.handle(message)
@@ -496,6 +515,28 @@ class AsyncSession(NotebookDisplay):
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
         pipe.expire(key, 600)
         await pipe.execute()
+
+    async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One of the session's hook callbacks on the CLI's ``hook_callback`` request; its
+        output as the CLI reads it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
+        fn = self._hook_fns.get(str(request.get("callback_id")))
+        if fn is None:
+            return {}
+        data = request.get("input")
+        try:
+            async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+                out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
+                         {"signal": None})
+                if inspect.isawaitable(out):
+                    out = await out
+        except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
+            log.warning("hook %s of %s raised %s", request.get("callback_id"), self.id,
+                        type(exc).__name__)
+            return {}
+        if not isinstance(out, dict):
+            return {}
+        renamed = {"async_": "async", "continue_": "continue"}
+        return {renamed.get(str(k), str(k)): v for k, v in out.items()}
 
     async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
         """The session's approver on one of the CLI's permission requests, as the CLI's

@@ -189,7 +189,18 @@ def validate_options(options: ClaudeAgentOptions) -> dict[str, Any]:
             raise OptionsError("can_use_tool", "bypassPermissions never asks the approver")
         out["can_use_tool"] = o.can_use_tool
     if o.hooks:
-        raise OptionsError("hooks", "hook callbacks are not supported yet by dockercc")
+        if not isinstance(o.hooks, Mapping):
+            raise OptionsError("hooks", "expected a dict of event name -> [HookMatcher]")
+        for event, matchers in o.hooks.items():
+            if event not in HOOK_EVENTS:
+                raise OptionsError(f"hooks.{event}", f"unknown hook event (one of "
+                                                     f"{', '.join(sorted(HOOK_EVENTS))})")
+            if not isinstance(matchers, Sequence) or not all(
+                    isinstance(m, HookMatcher) and all(callable(h) for h in m.hooks)
+                    for m in matchers):
+                raise OptionsError(f"hooks.{event}", "expected a list of HookMatcher with "
+                                                     "callable hooks")
+        out["hooks"] = {k: list(v) for k, v in o.hooks.items()}
     if o.continue_conversation:
         raise OptionsError("continue_conversation", "not supported: pass resume=<session id>")
     if o.add_dirs:

@@ -284,3 +284,40 @@ async def test_can_use_tool_denies_changes_and_allows(make_config: Any, api: Any
     assert results[1].text.strip() == "changed", results[1]
     assert results[2].text.strip() == "fine", results[2]
     assert isinstance(events[-1], Result) and events[-1].text == "done"
+
+
+@pytest.mark.docker
+async def test_hooks_see_the_turn_and_block_a_tool(make_config: Any, api: Any) -> None:
+    from dockercc import HookMatcher
+
+    seen: list[tuple[str, Any]] = []
+
+    async def no_bash(data: dict[str, Any], tool_use_id: str | None, ctx: Any) -> Any:
+        seen.append(("pre", data.get("tool_input")))
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse",
+                                       "permissionDecision": "deny",
+                                       "permissionDecisionReason": "Bash is blocked by a hook"}}
+
+    def on_prompt(data: dict[str, Any], tool_use_id: str | None, ctx: Any) -> Any:
+        seen.append(("prompt", data.get("prompt")))
+        return {}
+
+    async def on_stop(data: dict[str, Any], tool_use_id: str | None, ctx: Any) -> Any:
+        seen.append(("stop", None))
+        return {}
+
+    opts = ClaudeAgentOptions(hooks={
+        "PreToolUse": [HookMatcher(matcher="Bash", hooks=[no_bash])],
+        "UserPromptSubmit": [HookMatcher(hooks=[on_prompt])],
+        "Stop": [HookMatcher(hooks=[on_stop])]})
+    api.script(tool_use("Bash", {"command": "echo should-not-run"}), text("blocked"))
+    async with AsyncPool(make_config()) as pool, pool.session(
+            options=opts, session_id=f"opts-hk-{uuid.uuid4().hex[:8]}") as s:
+        events = [e async for e in s.stream("run it", timeout=120)]
+        await s.close(forget=True)
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert results and results[0].is_error, results
+    assert "blocked by a hook" in results[0].text and "should-not-run" not in results[0].text
+    assert ("prompt", "run it") in seen
+    assert ("pre", {"command": "echo should-not-run"}) in seen
+    assert ("stop", None) in seen

@@ -176,6 +176,7 @@ class Assignment:
     tools_digest: str = ""  # digest of the session's host tools (see Prestart)
     lease_token: str = ""  # sent with every MCP request: the host answers only this lease
     transcript_sha256: str = ""  # the host-verified digest of the transcript to restore
+    hooks: dict[str, Any] | None = None  # the initialize request's hook matchers (callback ids)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -188,7 +189,8 @@ class Assignment:
                    restore_from=validate_id(restore) if restore else None,
                    tools_digest=str(obj.get("tools_digest") or ""),
                    lease_token=str(obj.get("lease_token") or ""),
-                   transcript_sha256=str(obj.get("transcript_sha256") or ""))
+                   transcript_sha256=str(obj.get("transcript_sha256") or ""),
+                   hooks=obj["hooks"] if isinstance(obj.get("hooks"), dict) else None)
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -739,8 +741,9 @@ class Runner:
         if proc is None or pre is None or not self.prestarted:
             return None
         self.prestarted = False
+        # (a CLI initialized without the session's hooks cannot get them later)
         if (proc.returncode is None and not self.restarts and a.args == pre.args
-                and not a.restore_from):
+                and not a.restore_from and not a.hooks):
             # (a cold container's CLI was started for this very session: its tools)
             if pre.wait and (not a.tools_digest or a.tools_digest != pre.tools_digest):
                 await self.refresh_tools(pre.server)
@@ -818,7 +821,8 @@ class Runner:
                   self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms(),
                                  prestarted=int(adopted)))
         if not adopted:
-            await self.write_stdin(control.initialize_request(control.new_request_id()))
+            await self.write_stdin(control.initialize_request(
+                control.new_request_id(), self.assignment.hooks if self.assignment else None))
         tasks = [*self._io_tasks, self._spawn(self.input_loop())]
         stop_wait = self._spawn(self.stopping.wait())
         exit_wait = self._spawn(proc.wait())
@@ -995,12 +999,18 @@ class Runner:
                 if self.assignment is not None and \
                         "--permission-prompt-tool" in self.assignment.args:
                     # the session has an approver on the host (can_use_tool / notebook)
-                    self._spawn(self.relay_permission(obj.get("request_id", ""), req))
+                    self._spawn(self.relay_to_host("permission", obj.get("request_id", ""), {
+                        k: req.get(k) for k in ("tool_name", "input", "permission_suggestions",
+                                                "tool_use_id", "blocked_path",
+                                                "decision_reason")}))
                 else:
                     # nobody to ask: the session's permission mode rules
                     self._spawn(self.write_stdin(control.control_error(
                         obj.get("request_id", ""),
                         "no interactive permission prompt in dockercc")))
+            elif isinstance(req, dict) and req.get("subtype") == "hook_callback":
+                self._spawn(self.relay_to_host("hook", obj.get("request_id", ""), {
+                    k: req.get(k) for k in ("callback_id", "input", "tool_use_id")}))
         self.emit(line, *ops)
 
     def note_tool_results(self, line: bytes) -> None:
@@ -1158,16 +1168,14 @@ class Runner:
         elif kind == "stop":
             self.stopping.set()
 
-    async def relay_permission(self, request_id: str, request: dict[str, Any]) -> None:
-        """Ask the host's approver (through the session's MCP relay list, ``kind``
-        ``permission``, with the lease token) and give its decision to the CLI; no answer
-        in ``mcp_timeout_s`` denies."""
+    async def relay_to_host(self, kind: str, request_id: str, request: dict[str, Any]) -> None:
+        """Ask the session's host for a decision (``kind`` ``permission``: its approver;
+        ``hook``: a hook callback) through the MCP relay list, with the lease token, and give
+        the answer to the CLI. No answer in ``mcp_timeout_s``: a permission is denied, a hook
+        lets the CLI go on."""
         keys = self.keys
         assert keys is not None
-        payload = json.dumps({"kind": "permission", "request_id": request_id,
-                              "request": {k: request.get(k) for k in (
-                                  "tool_name", "input", "permission_suggestions",
-                                  "tool_use_id", "blocked_path", "decision_reason")},
+        payload = json.dumps({"kind": kind, "request_id": request_id, "request": request,
                               "ts": now_ms(), "container": self.s.container,
                               "lease_token": self.assignment.lease_token
                               if self.assignment else ""}, ensure_ascii=False, default=str)
@@ -1179,19 +1187,20 @@ class Runner:
             try:
                 item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
             except REDIS_DOWN as exc:
-                log.warning("waiting for the approval failed (%s), retrying", exc)
+                log.warning("waiting for the host's %s answer failed (%s), retrying", kind, exc)
                 await asyncio.sleep(0.2)
-        decision: dict[str, Any] = {"behavior": "deny", "message": "no approval in "
-                                    f"{self.s.mcp_timeout_s:.0f}s: denied"}
+        answer: dict[str, Any] = {} if kind == "hook" else {
+            "behavior": "deny", "message": f"no approval in {self.s.mcp_timeout_s:.0f}s: denied"}
         if item is not None:
             try:
                 got = json.loads(item[1])
             except ValueError:
                 got = None
-            if isinstance(got, dict) and got.get("behavior") in ("allow", "deny"):
-                decision = got
+            if isinstance(got, dict) and (kind == "hook" or got.get("behavior") in (
+                    "allow", "deny")):
+                answer = got
         await self.write_stdin(control.dumps_line(
-            control.control_success_dict(request_id, decision)))
+            control.control_success_dict(request_id, answer)))
 
     async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
         """Hand one MCP message to the host bridge and its reply back to the CLI."""
