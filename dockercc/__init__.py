@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AgentError,
     BadData,
+    BudgetExceeded,
     ConfigError,
     ContainerLost,
     DeadlockError,
@@ -142,4 +143,5 @@ __all__ = [
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
     "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
     "OptionsError", "create_sdk_mcp_server", "AgentDefinition", "StructuredOutputError",
+    "BudgetExceeded",
 ]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
+from . import budget
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
@@ -598,10 +599,31 @@ class AsyncSession(NotebookDisplay):
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
         async with self._lock:
             with _typed_redis_errors(self.pool.transport.url):
+                await self._check_budget()
                 input_id = await self._send_line(line)
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
+
+    async def _check_budget(self) -> None:
+        """Refuse the turn when the pool's or the agent's budget is used up (all processes'
+        spend, from the ledger in Redis)."""
+        cfg = self.pool.config
+        if cfg.budget.usd is None and self.agent_config.budget.usd is None:
+            return
+        t = self.pool.transport
+        await budget.check(t.client, t.prefix, cfg, self.agent)
+
+    async def _record_cost(self, result: Result) -> None:
+        """Put the turn's cost in the shared ledger, once (keyed by session and seq)."""
+        if not result.cost_usd:
+            return
+        t = self.pool.transport
+        try:
+            await budget.record(t.client, t.prefix, self.id, result.seq, self.agent,
+                                result.cost_usd)
+        except Exception as exc:  # noqa: BLE001 - the turn itself succeeded
+            log.warning("could not record the cost of %s: %s", self.id, exc)
 
     async def _send_line(self, line: str) -> str:
         """Subscribe to the output, queue ``line`` and claim a container, overlapped.
@@ -698,6 +720,7 @@ class AsyncSession(NotebookDisplay):
                         self._turn_open = False
                         if event.session_id:
                             self.claude_session_id = event.session_id
+                        await self._record_cost(event)
                         yield event
                         return
                     yield event
