@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import stat
 import uuid
@@ -321,3 +322,71 @@ async def test_hooks_see_the_turn_and_block_a_tool(make_config: Any, api: Any) -
     assert ("prompt", "run it") in seen
     assert ("pre", {"command": "echo should-not-run"}) in seen
     assert ("stop", None) in seen
+
+
+_OTHER_PROCESS = """
+import json, sys
+from dockercc import BudgetExceeded, Pool
+cfg = json.loads(sys.argv[1])
+with Pool(cfg) as pool:
+    s = pool.session(session_id=sys.argv[2])
+    try:
+        s.ask("one more", timeout=60)
+        print(json.dumps({"refused": False}))
+    except BudgetExceeded as exc:
+        print(json.dumps({"refused": True, "scope": exc.scope, "spent": exc.spent_usd,
+                          "limit": exc.limit_usd}))
+    s.close(forget=True)
+"""
+
+
+@pytest.mark.docker
+def test_pool_budget_is_shared_by_processes_and_survives_a_redis_restart(
+        make_config: Any, api: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dockercc import BudgetExceeded, Pool
+    from dockercc import budget as ledger
+    from dockercc.testing import RedisServer
+
+    with RedisServer(tmp_path / "redis", appendonly=True) as redis:
+        cfg = make_config(redis={"url": redis.url}, budget={"usd": 0.000001, "windowS": 3600})
+        prefix = cfg["redis"]["keyPrefix"]
+        api.script(text("the turn that crosses the budget"))
+        sid = f"opts-bud-{uuid.uuid4().hex[:8]}"
+        with Pool(cfg) as pool, pool.session(session_id=sid) as s:
+            r = s.ask("spend", timeout=60)  # under budget when it starts, over when done
+            assert r.cost_usd and r.cost_usd > 0.000001
+            # another process on the same Redis: its next turn is refused
+            other = subprocess.run(
+                [sys.executable, "-c", _OTHER_PROCESS, json.dumps(cfg),
+                 f"opts-bud2-{uuid.uuid4().hex[:8]}"],
+                capture_output=True, text=True, timeout=120,
+                env={**os.environ, "PYTHONPATH": str(Path(dockercc.__file__).parents[1])})
+            assert other.returncode == 0, other.stderr[-2000:]
+            got = json.loads(other.stdout.strip().splitlines()[-1])
+            assert got["refused"] and got["scope"] == "pool"
+            assert got["spent"] == pytest.approx(r.cost_usd)
+            with pytest.raises(BudgetExceeded):
+                s.ask("and this one?", timeout=60)
+            # Redis restarts (its append-only file keeps the ledger); the same turn recorded
+            # again, as a replay after a reconnect would, is not counted twice
+            redis.restart()
+
+            async def replay() -> tuple[bool, float, list[dict[str, Any]]]:
+                import redis.asyncio as aioredis
+
+                client = aioredis.Redis.from_url(redis.url)
+                try:
+                    again = await ledger.record(client, prefix, sid, r.seq, "main", r.cost_usd)
+                    spent = await ledger.spend(client, prefix, 3600)
+                    status = await ledger.report(client, prefix, pool.config)
+                    return again, spent, status
+                finally:
+                    await client.aclose()
+
+            again, spent, status = asyncio.run(replay())
+            assert not again and spent == pytest.approx(r.cost_usd)
+            assert status[0]["scope"] == "pool" and status[0]["spent_usd"] == pytest.approx(spent)
+            s.close(forget=True)
