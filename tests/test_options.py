@@ -389,4 +389,9 @@ def test_pool_budget_is_shared_by_processes_and_survives_a_redis_restart(
             again, spent, status = asyncio.run(replay())
             assert not again and spent == pytest.approx(r.cost_usd)
             assert status[0]["scope"] == "pool" and status[0]["spent_usd"] == pytest.approx(spent)
+            from dockercc.health import collect_health
+
+            health = asyncio.run(collect_health(pool.config))
+            assert [(b["scope"], b["limit_usd"]) for b in health.budgets] == [("pool", 0.000001)]
+            assert health.budgets[0]["spent_usd"] == pytest.approx(spent)
             s.close(forget=True)

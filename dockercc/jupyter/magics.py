@@ -633,6 +633,12 @@ class DockerCCMagics(Magics):
                        "warm": sum(1 for c in containers if c["state"] == "warm")}
         except DockerCCError as exc:
             summary = {"error": str(exc)}
+        try:
+            budgets = hooks.budgets(pool.aio)
+        except DockerCCError:
+            budgets = []
+        summary.update({f"budget {b['scope']}": f"${b['spent_usd']:.4f} of "
+                        f"${b['limit_usd']:.4f}" for b in budgets})
         line = (f"pool: redis {pool.aio.transport.url}, image {pool.config.image}, "
                 + ", ".join(f"{k} {v}" for k, v in summary.items()))
         title = f"current session: {STATE.current}"
