@@ -774,6 +774,34 @@ class AsyncSession(NotebookDisplay):
             await self.pool.transport.send_control(self.id, "interrupt",
                                                    request_id=control.new_request_id())
 
+    async def set_model(self, model: str | None) -> None:
+        """Change the model from the next turn on (``None``: the agent's / CLI's default);
+        queued after any prompt already sent, so it applies in order."""
+        if model is not None and (not isinstance(model, str) or not model):
+            raise OptionsError("model", f"expected a non-empty string or None, got {model!r}")
+        await self._control_line("set_model", model=model)
+        self.options.model = model  # a new container's CLI starts with it
+
+    async def set_permission_mode(self, mode: str) -> None:
+        """Change the CLI's permission mode from the next tool call on."""
+        from .types import PERMISSION_MODES
+
+        if mode not in PERMISSION_MODES:
+            raise OptionsError("permission_mode", f"unknown mode {mode!r}", mode)
+        await self._control_line("set_permission_mode", mode=mode)
+        self.options.permission_mode = mode
+
+    async def _control_line(self, subtype: str, **fields: Any) -> None:
+        # through the input list, not the control channel: it must reach the CLI after the
+        # prompts sent before it and before those sent after it
+        if self.closed:
+            raise SessionClosed(f"session {self.id!r} is closed")
+        if self.lease is None:
+            return  # no CLI yet: the options are its arguments when it starts
+        with _typed_redis_errors(self.pool.transport.url):
+            await self.pool.transport.send_input(
+                self.id, control.control_request(control.new_request_id(), subtype, **fields))
+
     async def drain(self, timeout: float = 10) -> Result | None:
         """Read the current turn to its end (after an interrupt); None if it did not end."""
         if not self._turn_open:

@@ -121,6 +121,12 @@ class Session(NotebookDisplay):
             p.run(self._inner.interrupt(), timeout=10)
             p.run(self._inner.drain(timeout=15), timeout=20)
 
+    def set_model(self, model: str | None) -> None:
+        portal().run(self._inner.set_model(model))
+
+    def set_permission_mode(self, mode: str) -> None:
+        portal().run(self._inner.set_permission_mode(mode))
+
     def interrupt(self) -> None:
         portal().run(self._inner.interrupt())
 

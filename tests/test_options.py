@@ -395,3 +395,30 @@ def test_pool_budget_is_shared_by_processes_and_survives_a_redis_restart(
             assert [(b["scope"], b["limit_usd"]) for b in health.budgets] == [("pool", 0.000001)]
             assert health.budgets[0]["spent_usd"] == pytest.approx(spent)
             s.close(forget=True)
+
+
+@pytest.mark.docker
+async def test_set_model_mid_session_and_fork_on_resume(make_config: Any, api: Any) -> None:
+    api.script(text("first"), text("second"), text("forked"))
+    sid = f"opts-ctl-{uuid.uuid4().hex[:8]}"
+    async with AsyncPool(make_config()) as pool:
+        async with pool.session(session_id=sid) as s:
+            r1 = await s.ask("one", timeout=60)
+            await s.set_model("claude-haiku-4-5")
+            await s.set_permission_mode("acceptEdits")
+            r2 = await s.ask("two", timeout=60)
+            assert r2.text == "second"
+            assert api.message_requests[-1].body["model"] == "claude-haiku-4-5"
+            with pytest.raises(OptionsError):
+                await s.set_permission_mode("anything")
+        fork = pool.session(options=ClaudeAgentOptions(resume=sid, fork_session=True),
+                            session_id=f"opts-fork-{uuid.uuid4().hex[:8]}")
+        async with fork:
+            r3 = await fork.ask("three", timeout=60)
+            assert r3.text == "forked"
+            assert r3.session_id and r3.session_id != r1.session_id
+            assert "--fork-session" in fork.cli_args()
+            # the fork saw the conversation it came from
+            assert "one" in json.dumps(api.message_requests[-1].body["messages"])
+            await fork.close(forget=True)
+        await pool.get(sid).close(forget=True) if pool.get(sid) else None

@@ -907,6 +907,8 @@ class Runner:
             except REDIS_DOWN as exc:
                 log.warning("acknowledging input failed (%s), retrying", exc)
                 await asyncio.sleep(0.2)
+        if line is not None and line.startswith('{"type":"control_request"'):
+            return True  # (set_model / set_permission_mode: no turn, no result)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
