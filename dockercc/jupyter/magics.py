@@ -38,6 +38,7 @@ from ..errors import DockerCCError, InvalidSessionId
 from ..events import Result
 from ..protocol.keys import validate_id
 from . import hooks, render
+from .approvals import ASKING_MODES, NotebookApprover
 from .state import TurnState, figures
 from .turn import TurnDriver
 from .view import MODES, check_mode, make_view
@@ -241,6 +242,7 @@ class _State:
         self._pool: Pool | None = None
         self.own_pool = False
         self.sessions: dict[str, Session] = {}
+        self.approvers: dict[str, NotebookApprover] = {}
         self.current = "main"
         self.display = "auto"
         self.adopted: set[str] = set()
@@ -533,9 +535,16 @@ class DockerCCMagics(Magics):
                     f"session {name!r} was started with other {flags}; add --new to start a "
                     f"fresh session with these options, or pick another one with -s NAME")
             return session
+        more: dict[str, Any] = {}
+        approver = None
+        if opts.permission_mode in ASKING_MODES:
+            # nobody else approves: Approve / Deny in the turn's stream widget
+            more["can_use_tool"] = approver = NotebookApprover()
         session = STATE.pool.session(
             opts.agent or "main", model=opts.model, system_prompt=opts.system,
-            permission_mode=opts.permission_mode)
+            permission_mode=opts.permission_mode, **more)
+        if approver is not None:
+            STATE.approvers[session.id] = approver
         STATE.sessions[name] = session
         return session
 
@@ -548,6 +557,9 @@ class DockerCCMagics(Magics):
                           container=lease.name if lease is not None else None,
                           model=session.aio.options.model)
         view = make_view(mode, state)
+        approver = STATE.approvers.get(session.id)
+        if approver is not None:
+            approver.widget = getattr(view, "widget", None)
         driver = TurnDriver(session.aio, view, on_portal=True, timeout=opts.timeout)
         count = getattr(self.shell, "execution_count", None)
 
