@@ -65,6 +65,11 @@ _LAZY = {
     "EgressDenied": ".events",
     "RawEvent": ".events",
     "ClaudeAgentOptions": ".types",
+    "TextBlock": ".protocol.messages",
+    "ToolUseBlock": ".protocol.messages",
+    "ThinkingBlock": ".protocol.messages",
+    "ToolResultBlock": ".protocol.messages",
+    "ResultMessage": ".events",
     "AgentDefinition": ".types",
     "PermissionResultAllow": ".types",
     "PermissionResultDeny": ".types",
@@ -94,6 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover
         UserMessage,
     )
     from .pool.manager import PoolStats
+    from .protocol.messages import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
     from .session import AsyncSession
     from .sync import Pool, Session, query
     from .types import (
@@ -143,5 +149,6 @@ __all__ = [
     "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
     "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
     "OptionsError", "create_sdk_mcp_server", "AgentDefinition", "StructuredOutputError",
-    "BudgetExceeded",
+    "BudgetExceeded", "TextBlock", "ToolUseBlock", "ThinkingBlock", "ToolResultBlock",
+    "ResultMessage",
 ]

@@ -420,6 +420,10 @@ class Result(BaseEvent):
         )
 
 
+ResultMessage = Result
+"""claude-agent-sdk's name for the turn's last message (``result``, ``total_cost_usd`` ...)."""
+
+
 # --------------------------------------------------------------------------- the rest
 
 

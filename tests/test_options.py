@@ -422,3 +422,32 @@ async def test_set_model_mid_session_and_fork_on_resume(make_config: Any, api: A
             assert "one" in json.dumps(api.message_requests[-1].body["messages"])
             await fork.close(forget=True)
         await pool.get(sid).close(forget=True) if pool.get(sid) else None
+
+
+@pytest.mark.docker
+async def test_sdk_quick_start_ported_by_the_import(make_config: Any, api: Any) -> None:
+    """claude-agent-sdk's quick-start, with ``from dockercc import ...`` and a ``config=``
+    (where the SDK finds its CLI, dockercc finds its pool) as the only changes."""
+    from dockercc import AssistantMessage, ResultMessage, TextBlock
+    from dockercc import aquery as query
+
+    api.script(text("4"), text("Hello from a helpful assistant"))
+    cfg = make_config()
+    printed: list[str] = []
+
+    # example 1: a simple query
+    async for message in query(prompt="What is 2 + 2?", config=cfg):
+        if isinstance(message, AssistantMessage):
+            for block in message.content:
+                if isinstance(block, TextBlock):
+                    printed.append(block.text)
+
+    # example 2: with options
+    options = ClaudeAgentOptions(system_prompt="You are a helpful assistant", max_turns=1)
+    async for message in query(prompt="Tell me a joke", options=options, config=cfg):
+        if isinstance(message, ResultMessage):
+            printed.append(f"{message.result} ${message.total_cost_usd:.6f}")
+    assert printed[0] == "4"
+    assert printed[-1].startswith("Hello from a helpful assistant $")
+    assert api.message_requests[-1].body["system"][-1]["text"].startswith(
+        "You are a helpful assistant")
