@@ -167,6 +167,86 @@ def check_structured_output(schema: dict[str, Any], result: Result) -> None:
                                     + "; ".join(problems[:5]), result, problems)
 
 
+def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
+        dict[str, list[dict[str, Any]]], dict[str, Callable[..., Any]]]:
+    """The ``hooks`` of the CLI's initialize request (matchers with callback ids) and the
+    callbacks by id."""
+    fns: dict[str, Callable[..., Any]] = {}
+    config: dict[str, list[dict[str, Any]]] = {}
+    for event, matchers in (hooks or {}).items():
+        for m in matchers:
+            ids = []
+            for fn in m.hooks:
+                ids.append(hid := f"hook_{len(fns)}")
+                fns[hid] = fn
+            entry: dict[str, Any] = {"matcher": m.matcher, "hookCallbackIds": ids}
+            if m.timeout is not None:
+                entry["timeout"] = m.timeout
+            config.setdefault(event, []).append(entry)
+    return config, fns
+
+
+async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
+                   where: str = "") -> dict[str, Any]:
+    """One hook callback on the CLI's ``hook_callback`` request; its output as the CLI reads
+    it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
+    fn = fns.get(str(request.get("callback_id")))
+    if fn is None:
+        return {}
+    data = request.get("input")
+    try:
+        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+            out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
+                     {"signal": None})
+            if inspect.isawaitable(out):
+                out = await out
+    except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
+        log.warning("hook %s of %s raised %s", request.get("callback_id"), where,
+                    type(exc).__name__)
+        return {}
+    if not isinstance(out, dict):
+        return {}
+    renamed = {"async_": "async", "continue_": "continue"}
+    return {renamed.get(str(k), str(k)): v for k, v in out.items()}
+
+
+async def decide_permission(approver: Any, request: dict[str, Any],
+                            where: str = "") -> dict[str, Any]:
+    """An approver (``can_use_tool``) on one of the CLI's permission requests, as the CLI's
+    decision (an error, a bad answer or no answer in time denies)."""
+    from .types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+
+    name = request.get("tool_name")
+    tool_input = request.get("input")
+    if not isinstance(name, str) or not isinstance(tool_input, dict):
+        return {"behavior": "deny", "message": "malformed permission request"}
+    if approver is None:
+        return {"behavior": "deny", "message": "no approver for this session"}
+    suggestions = request.get("permission_suggestions")
+    ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list) else [])
+    try:
+        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+            answer = approver(name, dict(tool_input), ctx)
+            if inspect.isawaitable(answer):
+                answer = await answer
+    except TimeoutError:
+        return {"behavior": "deny",
+                "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
+    except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
+        log.warning("can_use_tool for %s raised %s", where, type(exc).__name__)
+        return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
+    if isinstance(answer, PermissionResultAllow):
+        return {"behavior": "allow", "updatedInput": answer.updated_input
+                if answer.updated_input is not None else tool_input}
+    if isinstance(answer, PermissionResultDeny):
+        out: dict[str, Any] = {"behavior": "deny", "message": answer.message or "denied"}
+        if answer.interrupt:
+            out["interrupt"] = True
+        return out
+    return {"behavior": "deny", "message": "the approver returned neither "
+                                           "PermissionResultAllow nor PermissionResultDeny"}
+
+
 def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: str | None,
                      mcp_server: str | None, default_permission_mode: str | None = None,
                      ) -> list[str]:
@@ -227,18 +307,7 @@ class AsyncSession(NotebookDisplay):
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         # hook callbacks by the ids the CLI's initialize request names them with
-        self._hook_fns: dict[str, Callable[..., Any]] = {}
-        self._hooks_config: dict[str, list[dict[str, Any]]] = {}
-        for event, matchers in (options.hooks or {}).items():
-            for m in matchers:
-                ids = []
-                for fn in m.hooks:
-                    ids.append(hid := f"hook_{len(self._hook_fns)}")
-                    self._hook_fns[hid] = fn
-                entry: dict[str, Any] = {"matcher": m.matcher, "hookCallbackIds": ids}
-                if m.timeout is not None:
-                    entry["timeout"] = m.timeout
-                self._hooks_config.setdefault(event, []).append(entry)
+        self._hooks_config, self._hook_fns = hooks_wire(options.hooks)
         self._restore_from: str | None = None
         self._resume_id: str | None = None
         self._turn_open = False
@@ -518,67 +587,10 @@ class AsyncSession(NotebookDisplay):
         await pipe.execute()
 
     async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One of the session's hook callbacks on the CLI's ``hook_callback`` request; its
-        output as the CLI reads it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
-        fn = self._hook_fns.get(str(request.get("callback_id")))
-        if fn is None:
-            return {}
-        data = request.get("input")
-        try:
-            async with asyncio.timeout(PERMISSION_TIMEOUT_S):
-                out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
-                         {"signal": None})
-                if inspect.isawaitable(out):
-                    out = await out
-        except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
-            log.warning("hook %s of %s raised %s", request.get("callback_id"), self.id,
-                        type(exc).__name__)
-            return {}
-        if not isinstance(out, dict):
-            return {}
-        renamed = {"async_": "async", "continue_": "continue"}
-        return {renamed.get(str(k), str(k)): v for k, v in out.items()}
+        return await run_hook(self._hook_fns, request, self.id)
 
     async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The session's approver on one of the CLI's permission requests, as the CLI's
-        decision (an error, a bad answer or no answer in time denies)."""
-        from .types import (
-            PermissionResultAllow,
-            PermissionResultDeny,
-            ToolPermissionContext,
-        )
-
-        name = request.get("tool_name")
-        tool_input = request.get("input")
-        if not isinstance(name, str) or not isinstance(tool_input, dict):
-            return {"behavior": "deny", "message": "malformed permission request"}
-        approver = self.options.can_use_tool
-        if approver is None:
-            return {"behavior": "deny", "message": "no approver for this session"}
-        suggestions = request.get("permission_suggestions")
-        ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list)
-                                    else [])
-        try:
-            async with asyncio.timeout(PERMISSION_TIMEOUT_S):
-                answer = approver(name, dict(tool_input), ctx)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-        except TimeoutError:
-            return {"behavior": "deny",
-                    "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
-        except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
-            log.warning("can_use_tool for %s raised %s", self.id, type(exc).__name__)
-            return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
-        if isinstance(answer, PermissionResultAllow):
-            return {"behavior": "allow", "updatedInput": answer.updated_input
-                    if answer.updated_input is not None else tool_input}
-        if isinstance(answer, PermissionResultDeny):
-            out: dict[str, Any] = {"behavior": "deny", "message": answer.message or "denied"}
-            if answer.interrupt:
-                out["interrupt"] = True
-            return out
-        return {"behavior": "deny", "message": "the approver returned neither "
-                                               "PermissionResultAllow nor PermissionResultDeny"}
+        return await decide_permission(self.options.can_use_tool, request, self.id)
 
     # -- conversation ----------------------------------------------------------------------
 

@@ -33,7 +33,13 @@ from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..protocol.messages import ControlRequest, ControlResponse, Message
 from ..protocol.parser import LineParser
-from ..session import SessionOptions, resolve_cli_args
+from ..session import (
+    SessionOptions,
+    decide_permission,
+    hooks_wire,
+    resolve_cli_args,
+    run_hook,
+)
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, unavailable
 
 BASE_ARGS = ("--input-format", "stream-json", "--output-format", "stream-json", "--verbose")
@@ -72,6 +78,7 @@ class CLISession(ProviderSession):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bridge: Any = None
+        self._hooks_config, self._hook_fns = hooks_wire(options.hooks)
         self._stdin_lock = asyncio.Lock()
         self._turn_lock = asyncio.Lock()
         self._init_id = ""
@@ -125,7 +132,7 @@ class CLISession(ProviderSession):
         self._init_id = control.new_request_id()
         limit = self.context.config.timeouts.startup_ms / 1000
         try:
-            await self._write(control.initialize_request(self._init_id))
+            await self._write(control.initialize_request(self._init_id, self._hooks_config or None))
             error = await asyncio.wait_for(asyncio.shield(self._ready), limit)
         except TimeoutError:
             await self._cleanup()
@@ -220,6 +227,14 @@ class CLISession(ProviderSession):
         if kind == "mcp_message" and self._bridge is not None:
             reply = await self._bridge.handle(request.get("message") or {})
             await self._write(control.mcp_response(request_id, reply))
+        elif kind == "can_use_tool" and self.options.can_use_tool is not None:
+            decision = await decide_permission(self.options.can_use_tool, request, self.id)
+            await self._write(control.dumps_line(control.control_success_dict(
+                request_id, decision)))
+        elif kind == "hook_callback":
+            output = await run_hook(self._hook_fns, request, self.id)
+            await self._write(control.dumps_line(control.control_success_dict(
+                request_id, output)))
         elif kind == "can_use_tool":
             # no interactive approver: the session's permission mode rules (as in containers)
             await self._write(control.control_error(
