@@ -451,3 +451,40 @@ async def test_sdk_quick_start_ported_by_the_import(make_config: Any, api: Any) 
     assert printed[-1].startswith("Hello from a helpful assistant $")
     assert api.message_requests[-1].body["system"][-1]["text"].startswith(
         "You are a helpful assistant")
+
+
+async def test_local_cli_provider_asks_the_same_approver_and_hooks(
+        redis_server: Any, prefix: str, api: Any, tmp_path: Path) -> None:
+    """The provider chain's local CLI (no container) resolves the same options the same way:
+    the approver changes an input, a hook sees the prompt."""
+    from dockercc import HookMatcher, PermissionResultAllow
+    from dockercc.providers import ProviderChain
+
+    if shutil.which("claude") is None:
+        pytest.skip("no claude CLI on the host")
+    prompts: list[str] = []
+
+    def approve(name: str, tool_input: dict[str, Any], ctx: Any) -> Any:
+        return PermissionResultAllow(updated_input={"command": "printf local-changed > "
+                                                               f"{tmp_path}/o; cat {tmp_path}/o"})
+
+    def on_prompt(data: dict[str, Any], tool_use_id: Any, ctx: Any) -> Any:
+        prompts.append(data.get("prompt"))
+        return {}
+
+    cfg = {"redis": {"url": redis_server.url, "keyPrefix": prefix},
+           "credentials": {"baseUrl": api.url, "apiKey": "sk-ant-scripted-test"},
+           "timeouts": {"startupMs": 30000}, "model": {"primary": "claude-cli/opus"}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+    (tmp_path / "home").mkdir()
+    env.update(HOME=str(tmp_path / "home"), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
+    opts = ClaudeAgentOptions(can_use_tool=approve,
+                              hooks={"UserPromptSubmit": [HookMatcher(hooks=[on_prompt])]})
+    api.script(tool_use("Bash", {"command": f"printf original > {tmp_path}/o; cat {tmp_path}/o"}),
+               text("done"))
+    async with ProviderChain(cfg, env=env) as chain, chain.session(
+            options=opts, workspace=str(tmp_path)) as s:
+        events = [e async for e in s.stream("go local", timeout=90)]
+    results = [e for e in events if isinstance(e, ToolResult)]
+    assert [r.text.strip() for r in results] == ["local-changed"], events
+    assert prompts == ["go local"]
