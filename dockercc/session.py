@@ -37,6 +37,7 @@ from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
     BadData,
+    BudgetExceeded,
     CLIDied,
     ConfigError,
     ContainerLost,
@@ -773,6 +774,10 @@ class AsyncSession(NotebookDisplay):
                 result = event
         if result is None:
             raise AgentError(f"session {self.id!r} ended the turn without a result")
+        if check and result.subtype == "error_max_budget_usd":
+            # the CLI's own per-session limit (max_budget_usd) stopped the turn
+            raise BudgetExceeded("session", result.cost_usd or 0.0,
+                                 self.options.max_budget_usd or 0.0)
         if check and not result.ok and not (result.interrupted and self._interrupted):
             result.raise_for_error()
         if check and result.ok and self.options.json_schema is not None:

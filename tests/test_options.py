@@ -488,3 +488,17 @@ async def test_local_cli_provider_asks_the_same_approver_and_hooks(
     results = [e for e in events if isinstance(e, ToolResult)]
     assert [r.text.strip() for r in results] == ["local-changed"], events
     assert prompts == ["go local"]
+
+
+@pytest.mark.docker
+async def test_max_budget_usd_stops_the_session_with_a_typed_error(make_config: Any,
+                                                                   api: Any) -> None:
+    # each tool round costs something: the CLI's own limit ends the turn after the first
+    api.script(*[tool_use("Bash", {"command": f"echo {i}"}) for i in range(4)], text("never"))
+    async with AsyncPool(make_config()) as pool, pool.session(
+            options=ClaudeAgentOptions(max_budget_usd=0.000001),
+            session_id=f"opts-mb-{uuid.uuid4().hex[:8]}") as s:
+        with pytest.raises(dockercc.BudgetExceeded) as err:
+            await s.ask("loop", timeout=90)
+        assert err.value.scope == "session" and err.value.limit_usd == 0.000001
+        await s.close(forget=True)
