@@ -7,6 +7,7 @@ stand-in), so the numbers are about start-up and relay, not the model. See docs/
     python -m benchmarks                  # everything, 5 runs each
     python -m benchmarks --runs 9 --json out.json
     python -m benchmarks --sections first-token,relay
+    python -m benchmarks --sections first-token --metrics   # and compare with /metrics
 
 Needs root-equivalent access to Docker, ``redis-server``, the ``claude`` CLI on PATH, and
 ``pip install claude-agent-sdk`` for the query() peer (skipped with a note when missing).
@@ -49,8 +50,9 @@ from ._common import (
     render_table,
     write_executable,
 )
+from .metrics_check import MetricsCheck
 
-SECTIONS = ("first-token", "relay", "concurrency", "memory")
+SECTIONS = ("first-token", "workspace", "relay", "concurrency", "memory", "files")
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
 MEMORY = "4g"
@@ -69,6 +71,7 @@ class Bench:
         self.info: dict[str, Any] = {}
         self.scratch = Path(tempfile.mkdtemp(prefix="dockercc-bench-"))
         self.scratch.chmod(0o755)
+        self.check = MetricsCheck()  # --metrics: this process's /metrics vs our own figures
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -98,9 +101,10 @@ class Bench:
 
     # -- dockercc: one new session ---------------------------------------------------------
 
-    async def new_session(self, pool: AsyncPool, *, next_turn: bool = False) -> dict[str, Any]:
+    async def new_session(self, pool: AsyncPool, *, next_turn: bool = False,
+                          workspace: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = pool.session()
+        s = pool.session(workspace=workspace)
         first = None
         try:
             # as users do: stream() claims the container on the way (the prompt is queued
@@ -113,6 +117,9 @@ class Bench:
             assert s.lease is not None
             out: dict[str, Any] = {"first_token": (first - t0) * 1000,
                                    "claim": s.lease.claim_ms, "warm": s.lease.warm}
+            self.check.record("claim_warm" if s.lease.warm else "claim_cold", s.lease.claim_ms)
+            self.check.record("first_token", out["first_token"])
+            self.check.record("turn", 1)
             state = await s.state()
             out["prestarted"] = state.get("prestarted") == "1"
             out.update(cli_timing(await pool.transport.buffered(s.id)))
@@ -123,6 +130,9 @@ class Bench:
                     if second is None and isinstance(ev, TextDelta):
                         second = time.perf_counter()
                 out["next_turn"] = ((second or time.perf_counter()) - t1) * 1000
+                if second is not None:
+                    self.check.record("first_token", out["next_turn"])
+                self.check.record("turn", 1)
             return out
         finally:
             await s.close(forget=True)
@@ -147,6 +157,7 @@ class Bench:
             self.info["sdk_missing"] = True
         warm_pool, cold_pool = self.pool(), self.pool()
         try:
+            self.begin_check()
             await warm_pool.warm("main", count=1, timeout=300)
             await cold_pool.start()
             say("first-token: warm-up of each path")
@@ -179,8 +190,74 @@ class Bench:
                     await self.settle()
                     self.s.add("sdk", await peers.sdk_query(env, str(work)))
         finally:
+            self.check.end()
             await floor.close()
             await asyncio.gather(warm_pool.close(), cold_pool.close(), return_exceptions=True)
+
+    async def workspace(self) -> None:
+        """New-session first token with a host folder at /workspace: cold (no warm set made
+        with that mount) and warm (``pool.warm(workspace=...)``), next to the plain warm one."""
+        folder = self.scratch / "bench-workspace"
+        folder.mkdir()
+        (folder / "README.md").write_text("bench\n")
+        if os.geteuid() == 0:  # the agent (uid 1000) writes there
+            os.chown(folder, 1000, 1000)
+        plain, shared = self.pool(), self.pool()
+        scratch = self.pool(docker={"scratchVolumes": True})
+        try:
+            await plain.warm("main", count=1, timeout=300)
+            await shared.warm("main", count=1, timeout=300, workspace=str(folder))
+            await scratch.warm("main", count=1, timeout=300)
+            await self.new_session(plain)  # warm-up
+            for i in range(self.args.runs):
+                say(f"workspace run {i + 1}/{self.args.runs}")
+                for pool, key, ws in ((plain, "ws_plain", None), (plain, "ws_cold", str(folder)),
+                                      (shared, "ws_warm", str(folder)),
+                                      (scratch, "ws_scratch", None)):
+                    await pool.containers.wait_warm(timeout=300)
+                    await self.settle()
+                    r = await self.new_session(pool, workspace=ws)
+                    self.s.add(key, r["first_token"])
+                    self.s.add(key + "_was_warm", float(r["warm"]))
+        finally:
+            await asyncio.gather(plain.close(), shared.close(), scratch.close(),
+                                 return_exceptions=True)
+
+    async def files(self) -> None:
+        """1 GiB through ``files.upload`` / ``files.download``: time and the host's memory."""
+        import resource
+        import tracemalloc
+
+        size = int(os.environ.get("DOCKERCC_BENCH_FILE_MIB", "1024")) << 20
+        blob = self.scratch / "blob.bin"
+        with open(blob, "wb") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(size >> 20):
+                f.write(chunk)
+        volume = f"dockercc-bench-{os.getpid()}"
+        pool = self.pool()
+        try:
+            s = pool.session(workspace=f"volume:{volume}")
+            await s.start()
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            await s.files.upload(blob, "blob.bin")
+            t1 = time.perf_counter()
+            await s.files.download("blob.bin", self.scratch / "back.bin")
+            t2 = time.perf_counter()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.s.add("files_up_mib_s", (size >> 20) / (t1 - t0))
+            self.s.add("files_down_mib_s", (size >> 20) / (t2 - t1))
+            self.s.add("files_py_peak_mib", peak / 2**20)
+            self.s.add("files_rss_growth_mib", (rss1 - rss0) / 1024)
+            self.info["files_size_mib"] = size >> 20
+            await s.close(forget=True)
+        finally:
+            await pool.close()
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
 
     async def relay(self) -> None:
         runs = max(3, self.args.runs // 2)
@@ -250,6 +327,7 @@ class Bench:
         pool = self.pool()
         try:
             await pool.start()
+            self.begin_check()
             for level in levels:
                 reps = self.args.runs if level == 1 else max(2, self.args.runs // (level // 2 + 1))
                 for i in range(reps):
@@ -262,9 +340,11 @@ class Bench:
                                                      for _ in range(level)))
                     self.s.extend(f"conc_{level}", [r["first_token"] for r in results])
                     self.s.extend(f"conc_{level}_warm", [float(r["warm"]) for r in results])
+            self.check.end()  # (the CPU step's sessions are not timed by the benchmark)
             await self.cpu_per_session(pool, max(levels))
             await pool.warm("main", count=0, wait=False)
         finally:
+            self.check.end()
             await pool.close()
 
     async def cpu_per_session(self, pool: AsyncPool, level: int) -> None:
@@ -329,10 +409,19 @@ class Bench:
     def sections(self) -> list[str]:
         return [x.strip() for x in self.args.sections.split(",") if x.strip()]
 
+    def begin_check(self) -> None:
+        if self.args.metrics:
+            self.check.begin()
+
     async def run(self) -> None:
-        for name in self.sections:
-            say(f"section {name}")
-            await getattr(self, name.replace("-", "_"))()
+        if self.args.metrics:
+            self.check.start()
+        try:
+            for name in self.sections:
+                say(f"section {name}")
+                await getattr(self, name.replace("-", "_"))()
+        finally:
+            self.check.close()
 
     # -- report ----------------------------------------------------------------------------
 
@@ -376,6 +465,35 @@ class Bench:
                   if s.get("warm_cli_ttr") else []),
                 ["claim latency, cold", fmt_ms(s.med("claim_cold")), n("claim_cold"), "", "",
                  ""],
+            ]
+        if s.get("ws_plain"):
+            plain = s.med("ws_plain")
+            rows += [
+                ["first token, new session: warm, no workspace", fmt_ms(plain), n("ws_plain"),
+                 "", "", ""],
+                ["first token, new session: workspace attached, warm set with that mount",
+                 fmt_ms(s.med("ws_warm")), n("ws_warm"),
+                 f"{fmt_ratio(s.med('ws_warm') / plain)} no-workspace warm",
+                 "<= 1.2x no-workspace", verdict(s.med("ws_warm") <= 1.2 * plain)],
+                ["first token, new session: scratch volume (docker.scratchVolumes), warm",
+                 fmt_ms(s.med("ws_scratch")), n("ws_scratch"),
+                 f"{fmt_ratio(s.med('ws_scratch') / plain)} no-workspace warm",
+                 "<= 1.2x no-workspace", verdict(s.med("ws_scratch") <= 1.2 * plain)],
+                ["first token, new session: workspace attached, no warm set (cold)",
+                 fmt_ms(s.med("ws_cold")), n("ws_cold"),
+                 f"{fmt_ratio(s.med('ws_cold') / plain)} no-workspace warm", "", ""],
+            ]
+        if s.get("files_up_mib_s"):
+            mib = self.info.get("files_size_mib", 0)
+            rows += [
+                [f"files.upload {mib} MiB", f"{s.med('files_up_mib_s'):.0f} MiB/s",
+                 n("files_up_mib_s"), "", "", ""],
+                [f"files.download {mib} MiB", f"{s.med('files_down_mib_s'):.0f} MiB/s",
+                 n("files_down_mib_s"), "", "", ""],
+                ["host memory for both (Python peak / RSS growth)",
+                 f"{s.med('files_py_peak_mib'):.1f} / {s.med('files_rss_growth_mib'):.0f} MiB",
+                 n("files_py_peak_mib"), "", "flat (<= 64 MiB)",
+                 verdict(s.med("files_rss_growth_mib") <= 64)],
             ]
         if s.get("relay_latency"):
             lat = s.get("relay_latency")
@@ -495,6 +613,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="events per latency run (0.5 ms apart)")
     p.add_argument("--burst-events", type=int, default=50000, help="events per throughput run")
     p.add_argument("--json", default=None, help="also write the raw samples to this file")
+    p.add_argument("--metrics", action="store_true",
+                   help="scrape this process's /metrics (dockercc.metrics) around the "
+                        "first-token and concurrency runs and compare with the figures above")
     return p.parse_args(argv)
 
 
@@ -519,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
         redis.close()
         shutil.rmtree(bench.scratch, ignore_errors=True)
     print(bench.table(started_load, time.monotonic() - started))
+    if args.metrics:
+        print()
+        print(bench.check.table())
     if args.json:
         Path(args.json).write_text(json.dumps({"samples": bench.s.data, "args": vars(args)},
                                               indent=1))

@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AgentError,
+    ArchiveRefused,
     BadData,
     BudgetExceeded,
+    CommandTimeout,
     ConfigError,
     ContainerLost,
     DeadlockError,
     DockerCCError,
+    FileNotFoundInWorkspace,
     ImageError,
     InvalidSessionId,
+    PathEscape,
     PoolError,
     PoolExhausted,
     ProviderUnavailable,
@@ -35,6 +39,7 @@ from .errors import (
     ToolError,
     TranscriptRejected,
     TransportError,
+    WorkspaceError,
 )
 
 __version__ = "0.1.0"
@@ -77,6 +82,8 @@ _LAZY = {
     "HookMatcher": ".types",
     "OptionsError": ".types",
     "create_sdk_mcp_server": ".types",
+    "CommandResult": ".files",
+    "FileInfo": ".files",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,6 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ToolUse,
         UserMessage,
     )
+    from .files import CommandResult, FileInfo
     from .pool.manager import PoolStats
     from .protocol.messages import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
     from .session import AsyncSession
@@ -151,4 +159,6 @@ __all__ = [
     "OptionsError", "create_sdk_mcp_server", "AgentDefinition", "StructuredOutputError",
     "BudgetExceeded", "TextBlock", "ToolUseBlock", "ThinkingBlock", "ToolResultBlock",
     "ResultMessage",
+    "CommandResult", "FileInfo", "WorkspaceError", "PathEscape", "FileNotFoundInWorkspace",
+    "ArchiveRefused", "CommandTimeout",
 ]

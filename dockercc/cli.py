@@ -601,6 +601,90 @@ def interrupt(ctx: click.Context, session: str) -> None:
     _console().print(f"interrupt sent to {session} ({heard} runner{'s' if heard != 1 else ''})")
 
 
+# -- the workspace of a running session: exec, cp ----------------------------------------
+
+
+def _session_workspace(config: Any, session: str) -> Any:
+    """The running container of ``session`` (named ``<containerPrefix><session>``, carrying
+    this pool's labels) as a :class:`~dockercc.files.ContainerWorkspace`."""
+    import docker
+
+    from .files import ContainerWorkspace
+    from .pool.backend import LABEL
+
+    client = docker.from_env(timeout=60)
+    found = client.api.containers(filters={
+        "name": f"^/{config.docker.container_prefix}{session}$",
+        "label": [f"{LABEL}=1", f"{LABEL}.prefix={config.redis.key_prefix}"]})
+    if not found:
+        _fail(f"no running container for session {session!r} (it has none between a loss "
+              "and its next turn; `dockercc sessions` lists them)")
+    return ContainerWorkspace(client, found[0]["Id"], user=config.docker.user)
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("session")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=600, show_default=True)
+@click.pass_context
+def exec_(ctx: click.Context, session: str, command: tuple[str, ...], timeout: float) -> None:
+    """Run COMMAND in SESSION's container as the agent, in /workspace:
+    `dockercc exec SESSION -- git diff`. Exits with the command's exit code."""
+    from .errors import CommandTimeout
+    from .files import run_command
+
+    session = _session_id(session)
+    config = _load_config(ctx)
+    ws = _session_workspace(config, session)
+
+    def show(kind: str, data: bytes) -> None:
+        stream = sys.stderr if kind == "stderr" else sys.stdout
+        stream.buffer.write(data)
+        stream.flush()
+
+    async def go() -> int:
+        try:
+            res = await run_command(ws, list(command), timeout=timeout, cwd="", env=None,
+                                    on_output=show)
+        except CommandTimeout as exc:
+            _fail(str(exc), 124)
+        return res.exit_code
+
+    sys.exit(_run_async(go()))
+
+
+@main.command()
+@click.argument("source")
+@click.argument("dest")
+@click.pass_context
+def cp(ctx: click.Context, source: str, dest: str) -> None:
+    """Copy between the host and a session's workspace (files or folders, streamed):
+    `dockercc cp SESSION:report.md ./` or `dockercc cp ./data SESSION:data`."""
+    from pathlib import Path
+
+    config = _load_config(ctx)
+    remote_src = ":" in source and not source.startswith(("/", "."))
+    remote_dst = ":" in dest and not dest.startswith(("/", "."))
+    if remote_src == remote_dst:
+        raise click.UsageError("one side must be SESSION:PATH, the other a host path")
+    remote = source if remote_src else dest
+    session, _, path = remote.partition(":")
+    session = _session_id(session)
+    ws = _session_workspace(config, session)
+
+    local = Path(dest)
+    if remote_src and local.is_dir():
+        local = local / (Path(path).name or "workspace")
+
+    async def go() -> int:
+        if remote_src:
+            return int(await ws.files.download(path, local))
+        return int(await ws.files.upload(source, path or Path(source).name))
+
+    n = _run_async(go())
+    _console().print(f"copied {n} bytes", highlight=False)
+
+
 # -- gc ------------------------------------------------------------------------------------
 
 
@@ -611,12 +695,13 @@ def gc(ctx: click.Context) -> None:
 
     A process that heartbeats the pool is alive; everything of owners that stopped
     heartbeating (killed processes) is removed. Live pools are not touched."""
+    from .files import sweep_scratch_volumes
     from .pool.manager import ContainerPool
     from .transport import RedisTransport, as_int, as_str, now_ms
 
     config = _load_config(ctx)
 
-    async def go() -> tuple[int, int, int]:
+    async def go() -> tuple[int, int, int, int]:
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         pool = ContainerPool(config, t, owner=f"gc-{os.getpid()}")
         try:
@@ -638,16 +723,20 @@ def gc(ctx: click.Context) -> None:
                     if await r.exists(t.keys(sid).state):
                         await r.hset(t.keys(sid).state, "status", "lost")
                     dropped += 1
-            return removed, entries, dropped
+            volumes = await sweep_scratch_volumes(pool)
+            return removed, entries, dropped, volumes
         finally:
             with contextlib.suppress(Exception):
                 await pool.backend.close()
             await t.close()
 
-    removed, entries, dropped = _run_async(go())
+    removed, entries, dropped, volumes = _run_async(go())
     _console().print(f"removed {removed} container{'s' if removed != 1 else ''}, {entries} "
                      f"registry entr{'ies' if entries != 1 else 'y'}, {dropped} session"
                      f"{'s' if dropped != 1 else ''} of dead processes")
+    if volumes:
+        _console().print(f"removed {volumes} scratch workspace volume"
+                         f"{'s' if volumes != 1 else ''} of deleted or expired sessions")
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -672,6 +761,11 @@ def serve(ctx: click.Context, host: str, port: int, warm: int | None,
 
     overrides = {"pool": {"minWarm": warm}} if warm is not None else {}
     config = _load_config(ctx, **overrides)
+    from .logs import FORMAT_ENV, configure
+
+    # logging.format (or DOCKERCC_LOG_FORMAT, which wins): the gateway's lines, redacted
+    configure(os.environ.get(FORMAT_ENV) or config.logging.format, level=config.logging.level,
+              process="gateway")
     console = _console()
     status_ctx = console.status(
         f"starting the pool (warming {config.pool.min_warm} container"

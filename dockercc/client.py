@@ -111,12 +111,25 @@ class AsyncPool(NotebookDisplay):
         return self
 
     async def warm(self, agent: str = "main", count: int | None = None, *,
-                   wait: bool = True, timeout: float = 120) -> None:
-        """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``."""
+                   wait: bool = True, timeout: float = 120,
+                   workspace: str | os.PathLike[str] | None = None,
+                   add_dirs: Iterable[str | os.PathLike[str]] | None = None) -> None:
+        """Keep ``count`` (default ``minWarm``, at least 1) warm containers for ``agent``.
+
+        With ``workspace`` / ``add_dirs`` the warm containers are made with those mounts:
+        sessions opened with the same ones are then served warm (a container cannot gain a
+        mount once started; see docs/workspaces.md)."""
         await self.start()
         target = count if count is not None else max(1, self.config.pool.min_warm)
-        self.containers.register_spec(spec_for(self.config, agent, env=self.env), warm=target,
-                                      prestart=default_prestart(self, agent))
+        if workspace is None and add_dirs is None:
+            spec, prestart = spec_for(self.config, agent, env=self.env), default_prestart(
+                self, agent)
+        else:
+            probe = AsyncSession(self, SessionOptions(
+                agent=agent, workspace=os.fspath(workspace) if workspace else None,
+                add_dirs=None if add_dirs is None else [os.fspath(d) for d in add_dirs]))
+            spec, prestart = probe.spec(), probe.prestart()
+        self.containers.register_spec(spec, warm=target, prestart=prestart)
         await self.containers.top_up()
         if wait:
             await self.containers.wait_warm(timeout=timeout)
@@ -149,13 +162,19 @@ class AsyncPool(NotebookDisplay):
                 env: dict[str, str] | None = None, max_turns: int | None = None,
                 session_id: str | None = None, on_event: EventCallback | None = None,
                 include_partial_messages: bool | None = None, parent: str | None = None,
+                add_dirs: Iterable[str | os.PathLike[str]] | None = None,
                 **more: Any) -> AsyncSession:
         """A new session (its container is claimed on first use or ``async with``).
 
         ``options`` is a :class:`dockercc.ClaudeAgentOptions` (claude-agent-sdk's names);
         keyword arguments are shorthands that win over its fields; the agent config supplies
         what neither sets. ``more`` takes any other :class:`ClaudeAgentOptions` field name.
-        """
+
+        ``workspace``: an absolute host folder mounted at ``/workspace`` (``:ro`` read-only),
+        ``volume:NAME`` (a named Docker volume, created on demand and kept), or None (a
+        scratch tmpfs); ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
+        here, :class:`~dockercc.errors.ConfigError` before any container starts. See
+        docs/workspaces.md."""
         if more:
             options = _with_fields(options, more)
         opts = session_options(
@@ -164,7 +183,8 @@ class AsyncPool(NotebookDisplay):
             allowed_tools=allowed_tools, disallowed_tools=disallowed_tools, tools=list(tools),
             workspace=os.fspath(workspace) if workspace else None, resume=resume,
             env=env, max_turns=max_turns, include_partial_messages=include_partial_messages,
-            parent=parent)
+            parent=parent,
+            add_dirs=None if add_dirs is None else [os.fspath(d) for d in add_dirs])
         return self._open(opts, session_id=session_id, on_event=on_event)
 
     def _open(self, options: SessionOptions, *, session_id: str | None = None,

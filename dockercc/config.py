@@ -499,6 +499,10 @@ class DockerConfig(_Model):
     )
     env: dict[EnvName, EnvSecret] | None = Field(None, **_doc("Additional environment variables"))
     read_only: bool = Field(True, **_doc("Mount the container's root filesystem read-only"))
+    scratch_volumes: bool = Field(
+        False, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
+                      "tmpfs; a session keeps its container's volume, so a scratch workspace "
+                      "survives container loss and `resume=` (docs/workspaces.md)"))
     user: str = Field(
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
@@ -664,6 +668,13 @@ class AgentConfig(_Model):
         None, **_doc("Additional environment variables for this agent's containers")
     )
     image: str | None = Field(None, min_length=1, **_doc("Image override for this agent"))
+    workspace: str | None = Field(
+        None, **_doc("Default `workspace=` of this agent's sessions: an absolute host folder "
+                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch tmpfs "
+                     "(docs/workspaces.md)"))
+    add_dirs: list[str] | None = Field(
+        None, **_doc("Default `add_dirs=`: more host folders, read-only (`:rw` to write), at "
+                     "/mnt/dirs/NAME and given to the CLI with `--add-dir`"))
     nodes_exec: bool = Field(
         False, **_doc("Offer the `nodes_exec` built-in tool (commands in throwaway containers)")
     )
@@ -881,7 +892,7 @@ class ModelConfig(_Model):
 
 
 class GatewayConfig(_Model):
-    """``dockercc serve``: who may read the health endpoint (see docs/security-host.md)."""
+    """``dockercc serve``: who may read the health endpoint (see docs/security.md)."""
 
     token: SecretStr | None = Field(
         None,
@@ -894,6 +905,19 @@ class GatewayConfig(_Model):
         default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
         **_doc("Host header values the gateway answers (DNS rebinding guard); the bind "
                "address is added"),
+    )
+
+
+class LoggingConfig(_Model):
+    """Log lines of ``dockercc serve`` and the runners (see docs/observability.md)."""
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        **_doc("`json`: one JSON object per line with session and container ids, for the "
+               "gateway and every runner it starts (`DOCKERCC_LOG_FORMAT` in the containers)"),
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", **_doc("Level of dockercc's loggers in `dockercc serve` and the runners")
     )
 
 
@@ -933,6 +957,9 @@ class DockerCCConfig(_Model):
     )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig, **_doc("The `dockercc serve` health endpoint")
+    )
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, **_doc("Log format and level (gateway and runners)")
     )
 
     _sources: tuple[str, ...] = PrivateAttr(default=())

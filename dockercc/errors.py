@@ -13,6 +13,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DockerCCError",
+    "WorkspaceError",
+    "PathEscape",
+    "FileNotFoundInWorkspace",
+    "ArchiveRefused",
+    "CommandTimeout",
     "ConfigError",
     "IsolationError",
     "InvalidSessionId",
@@ -172,3 +177,32 @@ class TranscriptRejected(DockerCCError):
 class SessionExists(DockerCCError, ValueError):
     """A new session was given an id that already has keys in Redis (a closed session's, or
     planted ones): pass ``resume=`` to continue that session, or use another id."""
+
+
+class WorkspaceError(DockerCCError):
+    """A file or command operation on a session's workspace failed (the session has no
+    container, the container refused, a limit was hit). The message says what and where."""
+
+
+class PathEscape(WorkspaceError, ValueError):
+    """A workspace path is absolute, holds ``..``, or resolves (through a symlink) outside
+    the workspace: refused before anything is read or written."""
+
+
+class FileNotFoundInWorkspace(WorkspaceError, FileNotFoundError):
+    """The path does not exist in the session's workspace."""
+
+
+class ArchiveRefused(WorkspaceError):
+    """A tar stream from the container was refused while unpacking it on the host: a member
+    with an absolute path, ``..``, a link leading out, a device, or more bytes or members
+    than the download's limits (a tar bomb). Nothing outside the destination was written."""
+
+
+class CommandTimeout(WorkspaceError, TimeoutError):
+    """``session.run`` did not finish within its ``timeout``; the command was killed.
+    ``result`` holds what it printed until then."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

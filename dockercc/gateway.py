@@ -5,6 +5,7 @@
 whatever the pool owns, e.g. scheduled jobs) and serves::
 
     GET /api/docker-cc/health    the HealthReport as JSON (200 when ok, 503 otherwise)
+    GET /metrics                 Prometheus metrics (:mod:`dockercc.metrics`)
 
 on ``127.0.0.1:18789`` by default (the seed's port; ``--host`` / ``--port``). On SIGTERM or
 SIGINT it stops serving, then closes the pool, which removes the containers it owns.
@@ -13,7 +14,10 @@ Who may read what: a request whose ``Host`` header is not an allowed name is ref
 so a web page cannot reach the endpoint through DNS rebinding. With ``gateway.token`` set (it
 must be, to bind a non-loopback address), only ``Authorization: Bearer <token>`` gets the
 report; anyone else gets ``{"status": "ok"|"unhealthy"}``. Without a token (loopback only)
-the report leaves out session ids, container names and ids, and pool owners.
+the report leaves out session ids, container names and ids, and pool owners. ``/metrics``
+follows the same rule, stricter: with a token configured it needs the token (401 otherwise;
+there is no "minimal" form of metrics), without one (loopback only) it is open; its labels
+never carry session ids or container names either.
 
 Why Starlette + uvicorn: both are already installed as dependencies of the ``mcp`` SDK the
 host bridge uses, so the gateway adds no weight; they give a correct HTTP/1.1 server (HEAD,
@@ -33,16 +37,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from . import metrics
 from .client import AsyncPool
 from .config import DockerCCConfig, resolve_config
 from .errors import ConfigError
 from .health import HealthReport, collect_health
 
-__all__ = ["Gateway", "HEALTH_PATH", "DEFAULT_PORT", "DEFAULT_HOST"]
+__all__ = ["Gateway", "HEALTH_PATH", "METRICS_PATH", "DEFAULT_PORT", "DEFAULT_HOST"]
 
 log = logging.getLogger("dockercc.gateway")
 
 HEALTH_PATH = "/api/docker-cc/health"
+METRICS_PATH = "/metrics"
 DEFAULT_PORT = 18789
 DEFAULT_HOST = "127.0.0.1"
 
@@ -137,7 +143,7 @@ class Gateway:
     def app(self) -> Any:
         from starlette.applications import Starlette
         from starlette.requests import Request
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
 
         async def health(request: Request) -> JSONResponse:
@@ -155,7 +161,21 @@ class Gateway:
                                     status_code=code)
             return JSONResponse(public_view(report), status_code=code)
 
-        return Starlette(routes=[Route(HEALTH_PATH, health, methods=["GET"])])
+        async def metrics_endpoint(request: Request) -> Response:
+            if _host_name(request.headers.get("host", "")) not in self.allowed_hosts:
+                return JSONResponse({"error": "host not allowed"}, status_code=421)
+            given = request.headers.get("authorization", "")
+            if self._token and not hmac.compare_digest(given.encode(),
+                                                       f"Bearer {self._token}".encode()):
+                return JSONResponse({"error": "the gateway token is required"},
+                                    status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            with contextlib.suppress(Exception):  # pool sizes as of now (Redis down: last)
+                await asyncio.wait_for(self.pool.stats(), 2)
+            return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+        return Starlette(routes=[Route(HEALTH_PATH, health, methods=["GET"]),
+                                 Route(METRICS_PATH, metrics_endpoint, methods=["GET"])])
 
     async def health(self) -> HealthReport:
         stats = None

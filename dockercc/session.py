@@ -25,13 +25,12 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from . import budget
+from . import budget, logs, metrics, tracing
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
@@ -46,10 +45,13 @@ from .errors import (
     SessionExists,
     StructuredOutputError,
     TransportError,
+    WorkspaceError,
 )
 from .events import ErrorEvent, Event, EventMapper, Result, TextDelta
-from .pool.manager import Lease
-from .pool.spec import ContainerSpec, spec_for
+from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
+from .pool.backend import LABEL
+from .pool.manager import RESUME_TTL_S, Lease
+from .pool.spec import ContainerSpec, scratch_volume_name, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
@@ -58,7 +60,14 @@ from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
 from .types import OptionsError
-from .workspace import git_risks
+from .workspace import (
+    VOLUME_RE,
+    WORKSPACE,
+    WorkspaceMount,
+    git_risks,
+    parse_add_dirs,
+    parse_workspace,
+)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -68,7 +77,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("dockercc.session")
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
-RESUME_TTL_S = 7 * 24 * 3600
 """How long a closed session's state, history and transcript stay resumable."""
 PERMISSION_TIMEOUT_S = 300.0
 """How long an approver (``can_use_tool``) may take before the request is denied."""
@@ -88,6 +96,10 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
 
 
+SCRATCH_KEY = "pool:scratch"
+"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
+
+
 class SessionOptions(BaseModel):
     """Per-session options; ``None`` means "the agent's configured value"."""
 
@@ -102,6 +114,7 @@ class SessionOptions(BaseModel):
     disallowed_tools: list[str] | None = None
     tools: list[Any] = Field(default_factory=list)
     workspace: str | None = None
+    add_dirs: list[str] | None = None
     resume: str | None = None
     env: dict[str, str] | None = Field(default=None, repr=False)
     max_turns: int | None = None
@@ -138,8 +151,6 @@ def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOp
             merged[key] = value
     if tools:
         merged["tools"] = tools
-    if merged.get("workspace"):
-        merged["workspace"] = str(Path(merged["workspace"]).resolve())
     try:
         return SessionOptions(agent=agent, **merged)
     except TypeError as exc:
@@ -302,9 +313,18 @@ class AsyncSession(NotebookDisplay):
         #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
         self.workspace_warnings: list[str] = []
         self._git_before: set[str] | None = None
-        if options.workspace:
+        # checked now: a bad path is a ConfigError before any container starts
+        self.workspace_mount = parse_workspace(
+            options.workspace if options.workspace is not None else self.agent_config.workspace)
+        self.add_dir_mounts = parse_add_dirs(
+            options.add_dirs if options.add_dirs is not None else self.agent_config.add_dirs)
+        self._host_workspace = (self.workspace_mount.source if self.workspace_mount is not None
+                                and self.workspace_mount.kind == "bind" else None)
+        if self._host_workspace:
             with contextlib.suppress(OSError):
-                self._git_before = set(git_risks(options.workspace))
+                self._git_before = set(git_risks(self._host_workspace))
+        self._files: Any = None
+        self._exec_cache: tuple[str, tuple[Any, str, str, list[str]]] | None = None
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
         # hook callbacks by the ids the CLI's initialize request names them with
@@ -316,6 +336,9 @@ class AsyncSession(NotebookDisplay):
         # the output subscription send() made for the next receive(): up before the prompt
         # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
         self._subscription: AsyncGenerator[Envelope, None] | None = None
+        # the turn in flight, for metrics and traces: when send() began, its spans
+        self._turn_t0: float | None = None
+        self._trace: tracing.TurnTrace | None = None
 
     def __repr__(self) -> str:
         container = self.lease.name if self.lease else None
@@ -350,13 +373,12 @@ class AsyncSession(NotebookDisplay):
         return self._turn_open
 
     def spec(self) -> ContainerSpec:
-        binds = []
-        if self.options.workspace:
-            binds.append(f"{self.options.workspace}:/workspace:rw")
         spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
                         extra_env=self.options.env)
-        if binds:
-            spec = spec.model_copy(update={"binds": (*spec.binds, *binds)})
+        mounts = [m.as_tuple() for m in (
+            [self.workspace_mount] if self.workspace_mount else []) + self.add_dir_mounts]
+        if mounts:
+            spec = spec.model_copy(update={"mounts": tuple(mounts)})
         return spec
 
     def tool_manifest(self) -> list[dict[str, Any]]:
@@ -376,7 +398,8 @@ class AsyncSession(NotebookDisplay):
         return resolve_cli_args(
             o, a, model=o.model or a.model, resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
-            default_permission_mode=self._default_permission_mode())
+            default_permission_mode=self._default_permission_mode()) + [
+                arg for m in self.add_dir_mounts for arg in ("--add-dir", m.target)]
 
     def _default_permission_mode(self) -> str | None:
         user = self.pool.config.docker.user.split(":")[0]
@@ -388,6 +411,7 @@ class AsyncSession(NotebookDisplay):
         state: dict[str, str] = {}
         with contextlib.suppress(Exception):
             state = await t.state(validate_id(resume))
+        self._adopt_scratch(state.get("workspace_volume"))
         if state.get("claude_session_id"):
             self._restore_from = resume
             self._resume_id = state["claude_session_id"]
@@ -402,9 +426,11 @@ class AsyncSession(NotebookDisplay):
 
     async def start(self) -> AsyncSession:
         """Claim a container and hand it this session (done on first use anyway)."""
-        async with self._lock:
-            with _typed_redis_errors(self.pool.transport.url):
-                await self._ensure_container()
+        # (its log lines, and those of the tasks it starts, e.g. the MCP relay, name it)
+        with logs.bound(session=self.id):
+            async with self._lock:
+                with _typed_redis_errors(self.pool.transport.url):
+                    await self._ensure_container()
         return self
 
     async def _ensure_container(self) -> None:
@@ -453,17 +479,96 @@ class AsyncSession(NotebookDisplay):
                       "hooks": self._hooks_config or None}
         await self._register()
         try:
-            self.lease = await self.pool.containers.claim(
-                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
-                # a new container may start the CLI first thing (not to resume: the runner
-                # restores the transcript before that CLI may start)
-                prestart=None if self._restore_from or self._resume_id else self.prestart())
-        except BaseException:
+            with tracing.claim_span(self._trace, self.id, self.agent) as span:
+                self.lease = await self.pool.containers.claim(
+                    session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
+                    # a new container may start the CLI first thing (not to resume: the runner
+                    # restores the transcript before that CLI may start)
+                    prestart=None if self._restore_from or self._resume_id else self.prestart())
+                if span is not None:
+                    span.set_attributes({"dockercc.warm": self.lease.warm,
+                                         "dockercc.claim_ms": self.lease.claim_ms,
+                                         "dockercc.container": self.lease.container})
+        except BaseException as exc:
+            metrics.on_error(type(exc).__name__)
             with contextlib.suppress(Exception):
                 await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
             raise
         await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
                                               f"{self.lease.claim_ms:.1f}")
+        if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
+            # the container's fresh scratch volume is this session's from now on: later
+            # containers (after a loss, parking, resume=) mount it instead of their own
+            volume = scratch_volume_name(self.lease.container)
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
+            r = self.pool.transport.client
+            await r.hset(self.keys.state, "workspace_volume", volume)
+            await r.hset(f"{self.pool.transport.prefix}{SCRATCH_KEY}", volume, self.id)
+
+    # -- the workspace from the host (docs/workspaces.md) -----------------------------------
+
+    @property
+    def files(self) -> AsyncFiles:
+        """The session's ``/workspace``: ``write``, ``read``, ``list``, ``upload``,
+        ``download``, ``remove`` (see :class:`dockercc.files.AsyncFiles`)."""
+        if self._files is None:
+            self._files = AsyncFiles(self)
+        return cast(AsyncFiles, self._files)
+
+    async def _exec_target(self) -> tuple[Any, str, str, list[str]]:
+        """(docker client, container id, exec user, argv prefix) for running something in
+        this session's container as the agent, with the agent's environment."""
+        await self.start()
+        lease = self.lease
+        backend: Any = self.pool.containers.backend
+        if lease is None or not hasattr(backend, "client"):
+            raise WorkspaceError("the session has no Docker container to run in")
+        cached = self._exec_cache
+        if cached is not None and cached[0] == lease.container:
+            return cached[1]
+        found = await backend.list({**self.pool.containers.labels_base,
+                                    f"{LABEL}.container": lease.container})
+        if not found:
+            raise WorkspaceError(f"the container of session {self.id!r} is gone")
+        spec = self.spec()
+        target = await exec_target(backend.client, found[0].id, user=spec.user,
+                                   isolate_runner=spec.isolate_runner)
+        self._exec_cache = (lease.container, target)
+        return target
+
+    async def _wait_turn(self, timeout: float | None, concurrent: bool) -> None:
+        """The rule: a command waits for the agent's turn in flight to end (the agent may be
+        editing the same files), unless ``concurrent=True``."""
+        if concurrent or not self._turn_open:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._turn_open:
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkspaceError(
+                    f"session {self.id!r}: the agent's turn is still running after "
+                    f"{timeout}s (consume its stream, or pass concurrent=True)")
+            await asyncio.sleep(0.05)
+
+    async def run(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                  env: dict[str, str] | None = None, concurrent: bool = False,
+                  turn_timeout: float | None = None) -> CommandResult:
+        """Run ``cmd`` (a shell string, or an argv list) in this session's container as the
+        agent's user, in ``/workspace`` (or ``cwd`` under it), with the agent's environment
+        (plus ``env``). Waits for a turn in flight to end first unless ``concurrent``
+        (``turn_timeout``, default ``timeout``). Killed after ``timeout`` s:
+        :class:`~dockercc.errors.CommandTimeout` (``exc.result`` holds the output so far)."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        return await run_command(self, cmd, timeout=timeout, cwd=cwd, env=env, on_output=None)
+
+    async def run_stream(self, cmd: str | list[str], *, timeout: float = 60, cwd: str = "",
+                         env: dict[str, str] | None = None, concurrent: bool = False,
+                         turn_timeout: float | None = None
+                         ) -> AsyncIterator[tuple[str, bytes]]:
+        """:meth:`run` as it prints: ``("stdout"|"stderr", bytes)`` pieces, then
+        ``("exit", b"<code>")``."""
+        await self._wait_turn(timeout if turn_timeout is None else turn_timeout, concurrent)
+        async for item in stream_command(self, cmd, timeout=timeout, cwd=cwd, env=env):
+            yield item
 
     async def _check_new_id(self) -> None:
         """A new session (not ``resume=``) must not find keys of its id: they would be a
@@ -479,27 +584,29 @@ class AsyncSession(NotebookDisplay):
         self._keys_checked = True
 
     def _check_workspace(self) -> None:
-        if self._git_before is None or not self.options.workspace:
+        if self._git_before is None or not self._host_workspace:
             return
         try:
-            new = [r for r in git_risks(self.options.workspace) if r not in self._git_before]
+            new = [r for r in git_risks(self._host_workspace) if r not in self._git_before]
         except OSError:
             return
         if new:
             self.workspace_warnings = new
             log.warning("session %s left git entries in its workspace %s that run programs "
                         "on the host (check before running git there): %s", self.id,
-                        self.options.workspace, ", ".join(new))
+                        self._host_workspace, ", ".join(new))
 
     async def _seal_transcript(self) -> None:
         """Seal this session's saved transcript now that no container of it runs (see
         :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
-        r = self.pool.transport.client
-        key = self.keys.transcript
-        raw = await r.hgetall(key)
-        tag = sealing.seal(load_key(), self.id, raw)
-        if tag is not None:
-            await r.hset(key, "mac", tag)
+        await self.pool.containers.seal_transcript(self.id)
+
+    def _adopt_scratch(self, volume: str | None) -> None:
+        """A resumed session takes its scratch volume back (the name comes from Redis: only
+        a scratch volume's shape is accepted)."""
+        if (volume and self.workspace_mount is None and volume.startswith("dockercc-ws-")
+                and VOLUME_RE.match(volume)):
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
 
     async def _refresh_claude_id(self) -> None:
         raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
@@ -580,7 +687,23 @@ class AsyncSession(NotebookDisplay):
             reply = await self._run_hook(request if isinstance(request, dict) else {})
         else:
             assert self._bridge is not None
-            reply = await self._bridge.handle(message)
+            call = message.get("method") == "tools/call"
+            t0 = time.perf_counter()
+            with tracing.tool_span(self._trace, req, self.id) as span:
+                reply = await self._bridge.handle(message)
+                outcome = reply.get("result")
+                failed = "error" in reply or (isinstance(outcome, dict)
+                                              and bool(outcome.get("isError")))
+                if span is not None and failed:
+                    span.set_status(
+                        tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
+            if call:
+                params = message.get("params")
+                name = params.get("name") if isinstance(params, dict) else None
+                # the name comes from the container: only the session's own tools become
+                # labels (any other string would grow the metric without bound)
+                metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
+                                     else "unknown", time.perf_counter() - t0, not failed)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
@@ -610,10 +733,21 @@ class AsyncSession(NotebookDisplay):
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
                                 f"{self.pool.max_prompt_bytes} (max_prompt_bytes)")
+        with logs.bound(session=self.id):
+            return await self._send_locked(line)
+
+    async def _send_locked(self, line: str) -> str:
         async with self._lock:
+            self._turn_t0 = time.perf_counter()
+            self._end_trace(outcome="abandoned")  # a turn sent before was never read to its end
+            self._trace = tracing.TurnTrace.start(self.id, self.agent)
             with _typed_redis_errors(self.pool.transport.url):
-                await self._check_budget()
-                input_id = await self._send_line(line)
+                try:
+                    await self._check_budget()
+                    input_id = await self._send_line(line)
+                except BaseException:
+                    self._end_trace(outcome="send_failed")
+                    raise
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
@@ -657,7 +791,8 @@ class AsyncSession(NotebookDisplay):
         try:
             if subscribing is not None:
                 self._subscription = await subscribing
-            input_id = await t.send_input(self.id, line)
+            input_id = await t.send_input(
+                self.id, line, traceparent=self._trace.traceparent if self._trace else "")
             await claiming
         except BaseException:
             for task in (subscribing, claiming):
@@ -695,6 +830,10 @@ class AsyncSession(NotebookDisplay):
         # one timer for the whole turn, not one per event: this loop is hot
         deadline = _Deadline(timeout)
         mapper = self.mapper
+        # counted here, added to the metrics once per turn: this loop is hot
+        deltas = 0
+        counts: dict[str, int] = {}
+        trace = self._trace
         try:
             while True:
                 try:
@@ -702,27 +841,37 @@ class AsyncSession(NotebookDisplay):
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
+                    self._turn_done(None, "timeout")
                     raise TimeoutError(
                         f"no result from session {self.id!r} within {timeout}s") from None
                 seq = envelope.seq
                 if seq <= self.last_seq:
                     continue  # (a subscription opened before last_seq moved on)
                 self.last_seq = seq
+                if trace is not None:
+                    trace.envelope(envelope.ts, self.lease.container if self.lease else None)
                 callbacks = self.on_event is not None or self.pool.on_event is not None
                 for event in mapper.map(envelope):
                     if callbacks:
                         await self._dispatch(event)
                     if type(event) is TextDelta:  # most events: nothing else to check
+                        deltas += 1
+                        if deltas == 1 and self._turn_t0 is not None:
+                            metrics.on_first_token(self.agent,
+                                                   time.perf_counter() - self._turn_t0)
                         yield event
                         continue
+                    counts[event.type] = counts.get(event.type, 0) + 1
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
+                        self._turn_done(None, "lost", error=event.error or "container_lost")
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
                     if (isinstance(event, ErrorEvent) and self._turn_open
                             and event.raw.get("turn_lost") is not False):
                         # (a CLI that died before it took this turn's prompt loses nothing:
                         # the restarted one gets the prompt)
                         self._turn_open = False
+                        self._turn_done(None, "cli_died", error=event.error or "cli_exited")
                         raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}",
@@ -733,15 +882,47 @@ class AsyncSession(NotebookDisplay):
                         self._turn_open = False
                         if event.session_id:
                             self.claude_session_id = event.session_id
+                        self._turn_done(event, "ok" if event.ok else "interrupted"
+                                        if event.interrupted else "error")
                         await self._record_cost(event)
                         yield event
                         return
                     yield event
         finally:
             deadline.cancel()
+            if deltas:
+                counts["text_delta"] = deltas
+            metrics.on_events(self.agent, counts)
             # (not kept for the next turn: an idle subscription would pile up whatever is
             # published meanwhile, for the next reader to wade through)
             await stream.aclose()
+
+    def _turn_done(self, result: Result | None, outcome: str, *, error: str = "") -> None:
+        """The turn ended (a result, a loss, a timeout): its metrics and spans."""
+        seconds = None if self._turn_t0 is None else time.perf_counter() - self._turn_t0
+        self._turn_t0 = None
+        if error:
+            metrics.on_error(metrics.runner_error(error))
+        elif outcome == "timeout":
+            metrics.on_error("timeout")
+        elif result is not None and not result.ok and not result.interrupted:
+            metrics.on_error(metrics.result_error(result.subtype))
+        metrics.on_turn(self.agent, seconds, outcome,
+                        cost_usd=result.cost_usd if result is not None else None,
+                        usage=result.usage if result is not None else None)
+        self._end_trace(result=result, outcome=outcome)
+
+    def _end_trace(self, *, result: Result | None = None, outcome: str = "ok") -> None:
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return
+        attrs: dict[str, Any] = {}
+        if result is not None:
+            attrs = {"dockercc.cost_usd": result.cost_usd, "dockercc.subtype": result.subtype,
+                     "dockercc.num_turns": result.num_turns, "dockercc.model": result.model}
+        with contextlib.suppress(Exception):  # tracing never breaks a turn
+            trace.end(result_ts_ms=result.ts if result is not None else 0, outcome=outcome,
+                      attributes=attrs)
 
     async def _dispatch(self, event: Event) -> None:
         for cb in (self.on_event, self.pool.on_event):
@@ -752,7 +933,7 @@ class AsyncSession(NotebookDisplay):
                 if asyncio.iscoroutine(res):
                     await res
             except Exception:
-                log.exception("on_event callback failed")
+                log.exception("on_event callback failed", extra={"session": self.id})
 
     async def stream(self, prompt: str | list[dict[str, Any]], *,
                      timeout: float | None = None) -> AsyncIterator[Event]:
@@ -849,6 +1030,7 @@ class AsyncSession(NotebookDisplay):
         if self.closed:
             return
         self.closed = True
+        self._end_trace(outcome="closed")
         from .builtins import on_session_close
 
         with contextlib.suppress(Exception):
@@ -877,23 +1059,26 @@ class AsyncSession(NotebookDisplay):
             await r.hdel(self.pool.sessions_key, self.id)
             self._check_workspace()
             if forget:
+                await self._drop_scratch()
                 await t.delete_session(self.id)
                 if self.claude_session_id:
                     await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
                 return
-            await t.delete_session(self.id, keep=("state", "history", "result", "transcript"))
-            with contextlib.suppress(Exception):
-                await self._seal_transcript()
-            pipe = r.pipeline(transaction=False)
-            pipe.hset(self.keys.state, mapping={"status": "closed", "closed": now_ms()})
-            for key in (self.keys.state, self.keys.history, self.keys.result,
-                        self.keys.transcript):
-                pipe.expire(key, RESUME_TTL_S)
-            if self.claude_session_id:
-                pipe.hset(f"{t.prefix}claude_sessions", self.claude_session_id, self.id)
-            await pipe.execute()
+            await self.pool.containers.end_session(self.id, self.claude_session_id or "")
         finally:
             self.pool._forget(self)
+
+    async def _drop_scratch(self) -> None:
+        """A deleted session's scratch volume goes with it."""
+        m = self.workspace_mount
+        remove = getattr(self.pool.containers.backend, "remove_volume", None)
+        if m is None or m.kind != "volume" or not m.source.startswith("dockercc-ws-") \
+                or remove is None:
+            return
+        with contextlib.suppress(Exception):
+            await remove(m.source)
+            await self.pool.transport.client.hdel(
+                f"{self.pool.transport.prefix}{SCRATCH_KEY}", m.source)
 
     async def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
 import threading
 import weakref
@@ -20,6 +21,7 @@ from ._display import NotebookDisplay
 from ._portal import portal
 from .client import AsyncPool, ConfigLike
 from .events import Event, Result
+from .files import AsyncFiles, CommandResult, FileInfo
 from .pool.manager import PoolStats
 from .session import AsyncSession
 from .types import ClaudeAgentOptions
@@ -54,6 +56,37 @@ if _register is not None:
     _register(_close_open_pools)
 else:  # pragma: no cover
     atexit.register(_close_open_pools)
+
+
+class Files:
+    """Sync twin of :class:`~dockercc.files.AsyncFiles`: same methods, same errors."""
+
+    def __init__(self, inner: AsyncFiles) -> None:
+        self.aio = inner
+
+    def write(self, path: str, data: bytes | str) -> None:
+        portal().run(self.aio.write(path, data))
+
+    def read(self, path: str, **kwargs: Any) -> bytes:
+        return portal().run(self.aio.read(path, **kwargs))
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return portal().run(self.aio.read_text(path, encoding))
+
+    def list(self, path: str = "") -> list[FileInfo]:
+        return portal().run(self.aio.list(path))
+
+    def exists(self, path: str) -> bool:
+        return portal().run(self.aio.exists(path))
+
+    def remove(self, path: str) -> None:
+        portal().run(self.aio.remove(path))
+
+    def upload(self, local: str | os.PathLike[str], remote: str) -> int:
+        return portal().run(self.aio.upload(local, remote))
+
+    def download(self, remote: str, local: str | os.PathLike[str], **kwargs: Any) -> int:
+        return portal().run(self.aio.download(remote, local, **kwargs))
 
 
 class Session(NotebookDisplay):
@@ -138,6 +171,19 @@ class Session(NotebookDisplay):
 
     def close(self, *, forget: bool = False) -> None:
         portal().run(self._inner.close(forget=forget))
+
+    @property
+    def files(self) -> Files:
+        """Sync twin of :attr:`AsyncSession.files` (see :class:`dockercc.files.AsyncFiles`)."""
+        return Files(self._inner.files)
+
+    def run(self, cmd: str | list[str], **kwargs: Any) -> CommandResult:
+        """Sync twin of :meth:`AsyncSession.run` (same keywords)."""
+        return portal().run(self._inner.run(cmd, **kwargs))
+
+    def run_stream(self, cmd: str | list[str], **kwargs: Any) -> Iterator[tuple[str, bytes]]:
+        """Sync twin of :meth:`AsyncSession.run_stream`."""
+        return portal().iterate(self._inner.run_stream(cmd, **kwargs))
 
     def __enter__(self) -> Session:
         return self.start()

@@ -282,11 +282,16 @@ class RedisTransport:
 
     # -- input -----------------------------------------------------------------------------
 
-    async def send_input(self, session: str, message: str | Mapping[str, Any]) -> str:
-        """Queue one stdin line for the session's CLI. Returns the input id."""
+    async def send_input(self, session: str, message: str | Mapping[str, Any], *,
+                         traceparent: str = "") -> str:
+        """Queue one stdin line for the session's CLI. Returns the input id. ``traceparent``
+        (W3C) goes with the item: the runner sends it back with the turn's MCP requests."""
         line = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False)
         input_id = uuid.uuid4().hex
-        item = json.dumps({"id": input_id, "ts": now_ms(), "line": line}, ensure_ascii=False)
+        fields: dict[str, Any] = {"id": input_id, "ts": now_ms(), "line": line}
+        if traceparent:
+            fields["traceparent"] = traceparent
+        item = json.dumps(fields, ensure_ascii=False)
         await self._call(self.client.rpush, self.keys(session).input, item)
         return input_id
 

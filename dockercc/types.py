@@ -204,7 +204,11 @@ def validate_options(options: ClaudeAgentOptions) -> dict[str, Any]:
     if o.continue_conversation:
         raise OptionsError("continue_conversation", "not supported: pass resume=<session id>")
     if o.add_dirs:
-        raise OptionsError("add_dirs", "extra directories are not supported yet (only cwd)")
+        if isinstance(o.add_dirs, str | Path) or not isinstance(o.add_dirs, Sequence):
+            raise OptionsError("add_dirs", "expected a list of host folders", o.add_dirs)
+        # more host folders, read-only unless ":rw" (see docs/workspaces.md)
+        out["add_dirs"] = [str(Path(d).resolve()) if not str(d).endswith((":ro", ":rw"))
+                           else str(d) for d in o.add_dirs]
     # system prompt: a string replaces, the preset with "append" appends
     sp = o.system_prompt
     if isinstance(sp, str):

@@ -96,8 +96,10 @@ def test_serve_command_and_curl(redis_server: Any, prefix: str, docker_client: A
     if not _port_free(DEFAULT_PORT):
         pytest.fail(f"port {DEFAULT_PORT} is taken on this machine; `dockercc serve` needs it")
     cfg = tmp_path / "dockercc.yaml"
-    cfg.write_text(yaml.safe_dump({"redis": {"url": redis_server.url, "keyPrefix": prefix}}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKERCC_GATEWAY",))}
+    cfg.write_text(yaml.safe_dump({"redis": {"url": redis_server.url, "keyPrefix": prefix},
+                                   "logging": {"format": "json"}}))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DOCKERCC_GATEWAY", "DOCKERCC_LOG"))}
     proc = subprocess.Popen([sys.executable, "-m", "dockercc.cli", "--config", str(cfg), "serve"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -114,6 +116,10 @@ def test_serve_command_and_curl(redis_server: Any, prefix: str, docker_client: A
         report = json.loads(body)
         assert report["status"] == "ok" and report["redis"]["key_prefix"] == prefix
         assert report["stats"]["limits"]["maxTotal"] == 10
+        # loopback without a token: /metrics is open too
+        scraped = subprocess.run(["curl", "-s", f"http://localhost:{DEFAULT_PORT}/metrics"],
+                                 capture_output=True, text=True).stdout
+        assert "dockercc_pool_containers{state=\"warm\"}" in scraped, scraped[:500]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -123,6 +129,10 @@ def test_serve_command_and_curl(redis_server: Any, prefix: str, docker_client: A
             raise
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{DEFAULT_PORT}{HEALTH_PATH}" in err and "gateway stopped" in err
+    # logging.format: json -> the gateway's log records are JSON lines
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(x["process"] == "gateway" and x["msg"].startswith("health endpoint on")
+               for x in lines), err[-2000:]
     assert _port_free(DEFAULT_PORT)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import uuid
@@ -112,7 +113,15 @@ async def test_canary_credentials_reach_the_cli_and_nothing_else(
         "credentials": {"baseUrl": api.url, "oauthToken": TOKEN, "apiKey": None},
         "resources": {"memory": "1g", "cpus": 1},
         "timeouts": {"healthIntervalMs": 500},
+        # JSON log lines, the gateway's (below) and the runner's: checked for canaries too
+        "logging": {"format": "json", "level": "DEBUG"},
     }
+    from dockercc.logs import JSONFormatter
+
+    json_log = io.StringIO()
+    json_handler = logging.StreamHandler(json_log)
+    json_handler.setFormatter(JSONFormatter("gateway"))
+    logging.getLogger("dockercc").addHandler(json_handler)
     api.script(tool_use("mcp__host__config_get", {}),
                tool_use("mcp__host__session_status", {}),
                tool_use("Bash", {"command": "echo the tool ran; env | wc -l"}),
@@ -164,6 +173,14 @@ async def test_canary_credentials_reach_the_cli_and_nothing_else(
             assert not leaks(c.attrs["Config"]["Labels"]) and not leaks(c.name)
             assert not leaks(c.attrs["Config"]["Cmd"]) and not leaks(c.attrs["Config"]["Entrypoint"])
             assert not leaks(c.logs())
+            # the runner's log is JSON lines, each with its container, the claimed ones
+            # with the session
+            runner_lines = [json.loads(line) for line in c.logs().decode().splitlines()
+                            if line.startswith("{")]
+            assert runner_lines and all(x["container"] for x in runner_lines)
+            assert any(x.get("session") == s.id for x in runner_lines), runner_lines[:5]
+            assert s.lease is not None and {x["container"] for x in runner_lines} == {
+                s.lease.container}
 
             # reprs, the config's redacted dump, the health report
             from dockercc.health import collect_health
@@ -196,6 +213,14 @@ async def test_canary_credentials_reach_the_cli_and_nothing_else(
     for record in caplog.records:
         assert not leaks(record.getMessage()), record.getMessage()[:300]
         assert not leaks(record.exc_text or ""), record.exc_text
+    # the gateway's JSON log lines: valid JSON, no canary (the Redis URL with its password
+    # went through the formatter's redaction), the loss reported with the session's ids
+    logging.getLogger("dockercc.pool").warning("Redis at %s", url)  # what a log may carry
+    logging.getLogger("dockercc").removeHandler(json_handler)
+    json_lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    assert not leaks(json_log.getvalue())
+    assert any(x.get("session") == s.id and x.get("container") and "lost" in x["msg"]
+               for x in json_lines), json_lines[-5:]
     # and what is left in Redis after the pool closed
     assert redis_leaks(sync) == []
     for key in sync.scan_iter(match=f"{prefix}*"):

@@ -3,7 +3,13 @@ path; a new session never adopts keys already in Redis under its id."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import zlib
 from typing import Any
 
@@ -93,3 +99,52 @@ async def test_a_tampered_transcript_is_refused_and_a_used_id_is_not_reopened(
         finally:
             await pool.transport.delete_session(old_id)
             await r.hdel(f"{pool.transport.prefix}claude_sessions", claude_id or "")
+
+
+KILLED_OWNER = textwrap.dedent("""
+    import asyncio, json, sys
+    from dockercc.client import AsyncPool
+
+    async def main():
+        pool = AsyncPool(json.loads(sys.argv[1]))
+        s = pool.session()
+        await s.ask("please remember the word heron", timeout=120)
+        print("ready", s.id, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.docker
+async def test_a_session_whose_owner_was_killed_resumes_in_a_new_process(
+        make_config: Any, api: Any) -> None:
+    """Its owner never closed it, so nobody sealed its transcript; the next pool start finds
+    the dead owner's container, removes it and seals what it saved: resume= restores it."""
+    api.on("remember the word", text("remembered: heron"))
+    api.on("what was the word", text("it was heron"))
+    cfg = make_config(timeouts={"healthIntervalMs": 300})
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_OWNER, json.dumps(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 180)
+        assert line.startswith(b"ready "), proc.stderr.read().decode() if proc.stderr else ""
+        session_id = line.split()[1].decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    await asyncio.sleep(1.5)  # its heartbeat goes stale (3 x 300 ms)
+    async with AsyncPool(cfg) as pool:  # start: reconcile removes and seals
+        r = pool.transport.client
+        tkey = pool.transport.keys(session_id).transcript
+        assert (await r.hget(tkey, "mac")), "the dead owner's session was sealed"
+        again = pool.session(resume=session_id)
+        try:
+            assert (await again.ask("what was the word?", timeout=120)).text == "it was heron"
+        finally:
+            await again.close(forget=True)
+        # closed as its owner would have: no record, no live keys (conftest checks the rest)
+        assert session_id.encode() not in await r.hkeys(f"{pool.transport.prefix}sessions")

@@ -379,6 +379,7 @@ class Runner:
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
         self.forwarder: Forwarder | None = None
+        self.traceparent = ""
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -484,6 +485,10 @@ class Runner:
 
     async def serve(self, a: Assignment) -> int:
         self.assignment = a
+        from ..logs import bind
+
+        bind(session=a.session, process_wide=True)  # one runner serves one session
+        log.info("claimed by session %s (agent %s)", a.session, a.agent)
         self.keys = keys = SessionKeys(a.session, self.s.prefix)
         pipe = self.r.pipeline(transaction=False)  # one round trip: the claim waits on it
         pipe.lindex(keys.output_buffer, -1)
@@ -886,9 +891,11 @@ class Runner:
     async def deliver(self, item: Any) -> bool:
         keys = self.keys
         assert keys is not None
+        trace = ""
         try:
             obj = json.loads(item)
             line, input_id = obj["line"], obj.get("id")
+            trace = obj.get("traceparent") or ""
         except (ValueError, KeyError, TypeError, AttributeError):
             line, input_id = None, None
         if isinstance(input_id, str) and input_id in self._delivered:
@@ -912,6 +919,10 @@ class Runner:
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
+            # the host's W3C trace context of this turn, sent back with its MCP requests so
+            # the host's spans of the container's work join the turn's trace (the runner
+            # itself has no OpenTelemetry: see dockercc.tracing)
+            self.traceparent = trace[:64] if isinstance(trace, str) else ""
             self.emit_ops(self.set_state(status="busy", last_input=now_ms()))
         return True
 
@@ -1213,7 +1224,8 @@ class Runner:
                               "message": message, "ts": now_ms(),
                               "container": self.s.container,
                               "lease_token": self.assignment.lease_token
-                              if self.assignment else ""}, ensure_ascii=False)
+                              if self.assignment else "",
+                              "traceparent": self.traceparent}, ensure_ascii=False)
         reply_key = keys.mcp_reply(request_id)
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would
@@ -1285,8 +1297,12 @@ def _result_text(content: Any, limit: int) -> str:
 
 
 def main(argv: list[str] | None = None, early: subprocess.Popen[bytes] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("DOCKERCC_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s dockercc-agent %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    from ..logs import bind, configure
+
+    # text by default, JSON lines with DOCKERCC_LOG_FORMAT=json (the pool passes its
+    # logging.format); every line redacted, with the container (and, once claimed, session)
+    configure(level=os.environ.get("DOCKERCC_LOG_LEVEL", "INFO"), process="dockercc-agent",
+              stream=sys.stderr, logger="")
     settings = RunnerSettings.from_env()
+    bind(container=settings.container, process_wide=True)
     return asyncio.run(Runner(settings, early=early).run())

@@ -10,6 +10,7 @@
     r = %dockercc Summarise that      # the Result is returned (and in `_`)
     %dockercc status | sessions | pool | use NAME | interrupt [NAME] | history [NAME]
     %dockercc config | close [NAME|--all] | help
+    %dockercc files [PATH] | download PATH [LOCAL] | upload LOCAL [PATH]
 
 The reply streams into a view (see :mod:`dockercc.jupyter.view`). In a kernel, a cell whose
 top-level statement is a ``dockercc`` magic runs as an *async* cell (an input transformer
@@ -27,6 +28,7 @@ import contextvars
 import json
 import re
 import shlex
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +87,9 @@ commands:
   %dockercc history [NAME]     the session's turns
   %dockercc config             the configuration in use (secrets masked)
   %dockercc close [NAME|--all] close a session (it stays resumable) or all of them
+  %dockercc files [PATH]       the current session's workspace, with sizes
+  %dockercc download PATH [LOCAL]  a workspace file or folder to the notebook's folder
+  %dockercc upload LOCAL [PATH]    a local file or folder into the workspace
   %dockercc help               this text
 
 The Result of a prompt is returned: `r = %dockercc ...`, or `_` after a cell."""
@@ -99,6 +104,9 @@ SUBCOMMANDS: dict[str, tuple[int, int]] = {  # name -> (min, max) arguments
     "interrupt": (0, 1),
     "history": (0, 1),
     "close": (0, 1),
+    "files": (0, 1),
+    "download": (1, 2),
+    "upload": (1, 2),
 }
 VALUE_OPTIONS = {"-s", "--session", "--agent", "--model", "--timeout", "--system",
                  "--permission-mode", "--display"}
@@ -606,6 +614,10 @@ class DockerCCMagics(Magics):
             return None
         if name == "pool":
             return STATE.pool
+        if name == "files":
+            return self._files(args[0] if args else "")
+        if name in ("download", "upload"):
+            return self._transfer(name, args)
         if name == "config":
             return self._config()
         if name == "sessions":
@@ -678,6 +690,35 @@ class DockerCCMagics(Magics):
             "text/markdown": render.table_markdown(rows, title=title, empty="no turns yet"),
         }, json.dumps(entries, ensure_ascii=False, default=str, indent=1))
 
+    def _files(self, path: str) -> MagicOutput:
+        session = STATE.session(None)
+        entries = session.files.list(path)
+        rows = [{"name": e.name + ("/" if e.type == "dir" else ""), "type": e.type,
+                 "size": _size(e.size) if e.type == "file" else "",
+                 "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.mtime))}
+                for e in entries]
+        title = f"/workspace/{path}".rstrip("/") + f" of {STATE.current} ({session.id})"
+        data = [e.__dict__ for e in entries]
+        return MagicOutput(data, {
+            "text/html": render.table_html(rows, title=title, empty="empty"),
+            "text/markdown": render.table_markdown(rows, title=title, empty="empty"),
+        }, json.dumps(data, default=str, indent=1))
+
+    def _transfer(self, name: str, args: list[str]) -> None:
+        import os
+
+        session = STATE.session(None)
+        if name == "download":
+            remote = args[0]
+            local = args[1] if len(args) > 1 else os.path.basename(remote.rstrip("/")) or "workspace"
+            n = session.files.download(remote, local)
+            print(f"dockercc: downloaded {remote} to {local} ({_size(n)})")
+        else:
+            local = args[0]
+            remote = args[1] if len(args) > 1 else os.path.basename(local.rstrip("/"))
+            n = session.files.upload(local, remote)
+            print(f"dockercc: uploaded {local} to /workspace/{remote} ({_size(n)})")
+
     def _config(self) -> MagicOutput:
         import yaml
 
@@ -688,6 +729,14 @@ class DockerCCMagics(Magics):
             "text/html": f'<pre class="dockercc-config">{render.esc(text)}</pre>',
             "text/markdown": f"```yaml\n{text}```",
         }, text)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def _pool_of(session: Session) -> Pool:

@@ -197,6 +197,16 @@ def thinking_html(part: ThinkingPart) -> str:
 # -------------------------------------------------------------------------------- turns
 
 
+def written_html(paths: list[str]) -> str:
+    """The files the agent wrote in the turn, each with the magic that fetches it."""
+    if not paths:
+        return ""
+    items = "".join(f'<li><code>{esc(p)}</code> <span style="{_MUTED}">'
+                    f'%dockercc download {esc(p)}</span></li>' for p in paths)
+    return (f'<div class="dockercc-files"><b>files written</b> (in /workspace)'
+            f'<ul style="margin:2px 0">{items}</ul></div>')
+
+
 def turn_html(state: TurnState) -> str:
     """The whole turn as HTML (the display fallback of the stream widget)."""
     body = []
@@ -210,6 +220,7 @@ def turn_html(state: TurnState) -> str:
     if state.error:
         body.append(f'<div class="dockercc-error" style="color:#c62828">'
                     f'{esc(state.error)}</div>')
+    body.append(written_html(state.written_files))
     color = STATUS_COLORS.get(state.status, "#78909c")
     return (f'<div class="dockercc-stream" style="{_BOX.format(color=color)}">'
             + badge_html(state) + "".join(body) + footer_html(state.figures()) + "</div>")

@@ -53,6 +53,10 @@ class ThinkingPart:
     kind: Literal["thinking"] = "thinking"
 
 
+WRITING_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+"""The CLI's tools that write a file named in their input (``file_path``)."""
+
+
 @dataclass
 class ToolCard:
     """One tool call: its name and input, then its result (or error)."""
@@ -158,6 +162,21 @@ class TurnState:
     @property
     def cards(self) -> list[ToolCard]:
         return [p for p in self.parts if isinstance(p, ToolCard)]
+
+    @property
+    def written_files(self) -> list[str]:
+        """Workspace paths (relative) the agent's Write / Edit tools changed in this turn,
+        in order, once each (what ``%dockercc download PATH`` takes)."""
+        out: list[str] = []
+        for card in self.cards:
+            if card.name not in WRITING_TOOLS or card.status != "ok":
+                continue
+            path = card.input.get("file_path") or card.input.get("notebook_path")
+            if isinstance(path, str) and path.startswith("/workspace/"):
+                rel = path[len("/workspace/"):]
+                if rel and ".." not in rel.split("/") and rel not in out:
+                    out.append(rel)
+        return out
 
     @property
     def final(self) -> bool:

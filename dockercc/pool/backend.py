@@ -22,6 +22,7 @@ from .spec import (
     RUNNER_DIR,
     SOCKET_DIR,
     ContainerSpec,
+    scratch_volume_name,
 )
 
 log = logging.getLogger("dockercc.pool")
@@ -130,6 +131,18 @@ class DockerBackend:
         if spec.redis_relay_socket:
             mounts.append(Mount(target=RELAY_SOCKET, source=spec.redis_relay_socket,
                                 type="bind"))
+        for kind, source, target, read_only in spec.mounts:
+            if kind == "volume":
+                self._ensure_volume(source)
+            mounts.append(Mount(target=target, source=source, type=kind, read_only=read_only))
+        has_workspace = any(m[2] == "/workspace" for m in spec.mounts)
+        if spec.scratch_volume and not has_workspace:
+            volume = scratch_volume_name(labels.get(f"{LABEL}.container", name))
+            self._ensure_volume(volume, {k: v for k, v in labels.items() if k in (
+                f"{LABEL}.prefix", f"{LABEL}.instance", f"{LABEL}.container")},
+                kind="scratch")
+            mounts.append(Mount(target="/workspace", source=volume, type="volume"))
+            has_workspace = True
         uid = spec.user.split(":")[0]
         gid = spec.user.split(":")[1] if ":" in spec.user else uid
         tmpfs_opts = f"rw,nosuid,nodev,size={spec.tmpfs_size},uid={uid},gid={gid},mode=0700"
@@ -146,8 +159,9 @@ class DockerBackend:
             cap_drop=list(spec.cap_drop), security_opt=list(spec.security_opts),
             read_only=spec.read_only, init=False, volumes=binds or None, mounts=mounts or None,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
-                   "/home/agent": tmpfs_opts, "/workspace": tmpfs_opts,
-                   RUNNER_DIR: runner_opts},
+                   "/home/agent": tmpfs_opts, RUNNER_DIR: runner_opts,
+                   # a mounted workspace replaces the scratch tmpfs (both: "Duplicate mount")
+                   **({} if has_workspace else {"/workspace": tmpfs_opts})},
             stop_signal="SIGTERM",
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
@@ -176,6 +190,20 @@ class DockerBackend:
         except docker.errors.APIError as exc:
             raise PoolError(f"creating container {name} failed: {exc.explanation or exc}") from exc
         return str(container.id)
+
+    def _ensure_volume(self, name: str, labels: dict[str, str] | None = None,
+                       kind: str = "named") -> None:
+        """A ``volume:NAME`` workspace: created on demand with dockercc's labels (so ``dockercc
+        gc --volumes`` and ``docker volume ls`` find it), kept until deleted. Docker fills a
+        new volume from the image's ``/workspace`` (owned by the agent's uid) on first mount."""
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            with contextlib.suppress(docker.errors.APIError):  # created concurrently
+                self.client.volumes.create(name, labels={
+                    LABEL: "1", f"{LABEL}.workspace": kind, **(labels or {})})
 
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
                      env: dict[str, str], cpu_shares: int | None = None) -> str:
@@ -224,6 +252,20 @@ class DockerBackend:
 
     async def remove(self, name: str) -> None:
         await asyncio.to_thread(self._remove, name)
+
+    def _remove_volume(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # still in use: its container is going
+            log.warning("removing volume %s failed: %s", name, exc.explanation or exc)
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a workspace volume (nothing if it is gone)."""
+        await asyncio.to_thread(self._remove_volume, name)
 
     async def rename(self, old: str, new: str) -> None:
         await asyncio.to_thread(self.client.api.rename, old, new)

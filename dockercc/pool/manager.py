@@ -27,12 +27,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .. import metrics
 from ..config import DockerCCConfig
 from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
 from ..egress.proxy import relay_target
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
+from ..protocol import transcript as sealing
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
@@ -45,7 +48,7 @@ from .registry import (
     ContainerRecord,
     RegistryKeys,
 )
-from .spec import ContainerSpec, runner_env
+from .spec import ContainerSpec, runner_env, scratch_volume_name
 
 log = logging.getLogger("dockercc.pool")
 
@@ -105,6 +108,11 @@ class Lease:
     warm: bool
     spec: str
     claim_ms: float
+
+
+RESUME_TTL_S = 7 * 24 * 3600
+"""How long a closed session stays resumable (its state, history, result and transcript)."""
+RETAINED_KEYS = ("state", "history", "result", "transcript")
 
 
 def _new_id() -> str:
@@ -395,6 +403,7 @@ class ContainerPool:
                     await self.transport.client.zrem(self.pk.queue, ticket)
                     await self.transport.client.hdel(self.rk.tickets, ticket)
                     self._counters["exhausted"] += 1
+                    metrics.on_error("PoolExhausted")
                     limit = res[1].decode()
                     limit = "maxTotal" if limit == "queue" else limit
                     total, mine = int(res[2]), int(res[3])
@@ -444,6 +453,7 @@ class ContainerPool:
                 else:
                     await self._drop_user(container)
                 self._counters["startup_failures"] += 1
+                metrics.on_error("startup_failure")
                 if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
                     raise
                 continue
@@ -457,6 +467,7 @@ class ContainerPool:
             self._counters["claims"] += 1
             self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
             self._latencies.append(lease.claim_ms)
+            metrics.on_claim(agent, lease.warm, lease.claim_ms)
             if len(self._latencies) > 10000:
                 del self._latencies[:5000]
             self._spawn(self._refill_later())
@@ -524,6 +535,10 @@ class ContainerPool:
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
                          prestart=prestart)
+        if self.config.logging.format == "json":  # the runner logs like its gateway
+            env["DOCKERCC_LOG_FORMAT"] = "json"
+        if self.config.logging.level != "INFO":
+            env["DOCKERCC_LOG_LEVEL"] = self.config.logging.level
         if self.acl is not None:
             if not self.acl.has_password(container):  # a warm container: its record only
                 await self.acl.create(container)
@@ -596,6 +611,11 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
+        remove_volume = getattr(self.backend, "remove_volume", None)
+        if self.config.docker.scratch_volumes and not rec.session and remove_volume:
+            # never claimed: its scratch workspace is nobody's (a session keeps its own)
+            with contextlib.suppress(Exception):
+                await remove_volume(scratch_volume_name(rec.id))
         if self.egress is not None:
             await self.egress.remove(rec.id)
         pipe = r.pipeline(transaction=False)
@@ -677,6 +697,7 @@ class ContainerPool:
         except Exception as exc:
             log.warning("warm container %s failed: %s", name, exc)
             self._counters["startup_failures"] += 1
+            metrics.on_error("startup_failure")
             rec = await self.record(container)
             if rec is not None:
                 await self._destroy(rec)
@@ -737,6 +758,7 @@ class ContainerPool:
         await self._heartbeat_owner()
         r = self.transport.client
         everyone = await self.records()
+        metrics.on_pool_sizes(Counter(rec.status for rec in everyone))
         records = [rec for rec in everyone if rec.owner == self.owner]
         if self.egress is not None:
             # containers we made and handed over keep our proxy until they are gone
@@ -829,7 +851,9 @@ class ContainerPool:
         if now is None or now.status == "stopping":
             return  # its session released it meanwhile: an exit on purpose, not a loss
         self._counters["lost"] += 1
-        log.warning("container %s lost: %s", rec.name, reason)
+        metrics.on_lost(reason)
+        log.warning("container %s lost: %s", rec.name, reason,
+                    extra={"session": rec.session, "container": rec.id})
         # a runner that only looks dead (stale heartbeat, still running) goes for good before
         # the session hears of it: it must not take a prompt sent after the loss; a dead
         # one is reported first (sooner) and removed after
@@ -909,6 +933,11 @@ class ContainerPool:
             labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)
             if rec.owner not in alive or (rec.status != "creating" and not labelled):
                 await self._destroy(rec)  # removes only a container labelled for rec.id
+                if rec.session and rec.owner not in alive:
+                    # its owner died without closing it: close it as its owner would have
+                    # (resumable, sealed; its live keys and its record gone)
+                    with contextlib.suppress(Exception):
+                        await self.end_session(rec.session)
         for owner in owners:
             if owner not in alive:
                 await r.hdel(self.pk.owners, owner)
@@ -919,9 +948,39 @@ class ContainerPool:
                 log.warning("removing stale container Redis users failed: %s", exc)
         return removed
 
+    async def end_session(self, session: str, claude_session_id: str = "") -> None:
+        """Close a session's keys once no container of it runs: its record and live keys go,
+        what a resume needs (state, history, result, the sealed transcript) stays for
+        ``RESUME_TTL_S``. Used by ``close()`` and for sessions of owners that died."""
+        keys = SessionKeys(session, self.transport.prefix)
+        r = self.transport.client
+        await r.hdel(f"{self.transport.prefix}sessions", session)
+        await self.transport.delete_session(session, keep=RETAINED_KEYS)
+        with contextlib.suppress(Exception):
+            await self.seal_transcript(session)
+        if not claude_session_id:
+            claude_session_id = as_str(await r.hget(keys.state, "claude_session_id") or b"")
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(keys.state, mapping={"status": "closed", "closed": now_ms()})
+        for key in (keys.state, keys.history, keys.result, keys.transcript):
+            pipe.expire(key, RESUME_TTL_S)
+        if claude_session_id:
+            pipe.hset(f"{self.transport.prefix}claude_sessions", claude_session_id, session)
+        await pipe.execute()
+
+    async def seal_transcript(self, session: str) -> None:
+        """Seal a session's saved transcript once no container of it runs any more (see
+        :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
+        r = self.transport.client
+        key = SessionKeys(session, self.transport.prefix).transcript
+        tag = sealing.seal(load_key(), session, await r.hgetall(key))
+        if tag is not None:
+            await r.hset(key, "mac", tag)
+
     async def stats(self) -> PoolStats:
         records = await self.records()
         status = Counter(r.status for r in records)
+        metrics.on_pool_sizes(status)
         lat = sorted(self._latencies)
         hist: dict[str, int] = {}
         for b in LATENCY_BUCKETS_MS:

@@ -65,6 +65,13 @@ class ContainerSpec(BaseModel):
     credentials_file: str | None = None
     command: tuple[str, ...] | None = None
     tmpfs_size: str = "1g"
+    scratch_volume: bool = False
+    """Without a ``/workspace`` mount: a fresh volume (:func:`scratch_volume_name`) there
+    instead of the tmpfs, which the session that claims the container keeps."""
+    mounts: tuple[tuple[str, str, str, bool], ...] = ()
+    """The session's workspace and ``add_dirs`` as ``(kind, source, target, read_only)``
+    (see :class:`dockercc.workspace.WorkspaceMount`); a ``/workspace`` one replaces the
+    scratch tmpfs. Part of the key: such a session gets a cold container (docs/workspaces.md)."""
     egress: tuple[str, ...] | None = None
     """The allow-list when the container goes out through the pool's egress proxy (network
     ``none``); None: no proxy (``host`` or a named network)."""
@@ -160,6 +167,7 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
         security_opts=tuple(config.docker.security_opts),
         binds=tuple(config.docker.binds or ()),
         read_only=config.docker.read_only,
+        scratch_volume=config.docker.scratch_volumes,
         user=config.docker.user,
         isolate_runner=config.docker.isolate_runner,
         env=values,
@@ -169,6 +177,11 @@ def spec_for(config: DockerCCConfig, agent: str | AgentConfig = "main", *,
         redis_relay=relay,
         upstream=upstream,
     )
+
+
+def scratch_volume_name(container: str) -> str:
+    """The scratch workspace volume of pool container ``container`` (its pool id)."""
+    return f"dockercc-ws-{container}"
 
 
 def other_provider(env: dict[str, str]) -> bool:
