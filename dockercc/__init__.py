@@ -19,6 +19,7 @@ from .errors import (
     AgentError,
     ArchiveRefused,
     BadData,
+    BudgetExceeded,
     CommandTimeout,
     ConfigError,
     ContainerLost,
@@ -34,6 +35,7 @@ from .errors import (
     SessionClosed,
     SessionExists,
     StartupTimeout,
+    StructuredOutputError,
     ToolError,
     TranscriptRejected,
     TransportError,
@@ -70,6 +72,19 @@ _LAZY = {
     "ApiUnreachable": ".events",
     "SystemStatus": ".events",
     "RawEvent": ".events",
+    "ClaudeAgentOptions": ".types",
+    "TextBlock": ".protocol.messages",
+    "ToolUseBlock": ".protocol.messages",
+    "ThinkingBlock": ".protocol.messages",
+    "ToolResultBlock": ".protocol.messages",
+    "ResultMessage": ".events",
+    "AgentDefinition": ".types",
+    "PermissionResultAllow": ".types",
+    "PermissionResultDeny": ".types",
+    "ToolPermissionContext": ".types",
+    "HookMatcher": ".types",
+    "OptionsError": ".types",
+    "create_sdk_mcp_server": ".types",
     "CommandResult": ".files",
     "FileInfo": ".files",
 }
@@ -98,8 +113,19 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .files import CommandResult, FileInfo
     from .pool.manager import PoolStats
+    from .protocol.messages import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
     from .session import AsyncSession
     from .sync import Pool, Session, query
+    from .types import (
+        AgentDefinition,
+        ClaudeAgentOptions,
+        HookMatcher,
+        OptionsError,
+        PermissionResultAllow,
+        PermissionResultDeny,
+        ToolPermissionContext,
+        create_sdk_mcp_server,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -135,7 +161,11 @@ __all__ = [
     "DockerCCError", "ConfigError", "InvalidSessionId",
     "TransportError", "PoolError", "PoolExhausted", "StartupTimeout", "ContainerLost",
     "ImageError", "AgentError", "ToolError", "ProviderUnavailable", "DeadlockError",
-    "SessionClosed", "SessionExists", "TranscriptRejected", "BadData",
+    "SessionClosed", "SessionExists", "TranscriptRejected", "BadData", "ClaudeAgentOptions",
+    "PermissionResultAllow", "PermissionResultDeny", "ToolPermissionContext", "HookMatcher",
+    "OptionsError", "create_sdk_mcp_server", "AgentDefinition", "StructuredOutputError",
+    "BudgetExceeded", "TextBlock", "ToolUseBlock", "ThinkingBlock", "ToolResultBlock",
+    "ResultMessage",
     "CommandResult", "FileInfo", "WorkspaceError", "PathEscape", "FileNotFoundInWorkspace",
     "ArchiveRefused", "CommandTimeout",
 ]

@@ -360,6 +360,11 @@ def _print_report(report: Any) -> None:
                   f"waiting, {p.owners} owner processes; limits {p.limits}"
                   + (f", {p.quarantined} quarantined record(s)" if p.quarantined else ""),
                   highlight=False)
+    for b in report.budgets:
+        over = b["spent_usd"] >= b["limit_usd"]
+        mark = "[red]exceeded[/red]" if over else "[green]ok[/green]"
+        out.print(f"  budget {_esc(b['scope'])}: ${b['spent_usd']:.4f} of ${b['limit_usd']:.4f} "
+                  f"in {b['window_s']} s {mark}", highlight=False)
     if report.isolation is not None:
         iso = report.isolation
         mark = {True: "[green]isolated[/green]", False: "[red]not isolated[/red]",

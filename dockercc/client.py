@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,20 @@ from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProv
 from .builtins import close_pool as close_builtins
 from .builtins import start_pool as start_builtins
 from .config import DockerCCConfig, resolve_config
-from .events import Result
+from .events import Event, Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
 from .protocol.bounded import loads_record
-from .session import AsyncSession, EventCallback, SessionOptions, default_prestart
+from .session import (
+    AsyncSession,
+    EventCallback,
+    SessionOptions,
+    default_prestart,
+    session_options,
+)
 from .transport import RedisTransport
+from .types import ClaudeAgentOptions
 
 ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
 
@@ -146,31 +153,42 @@ class AsyncPool(NotebookDisplay):
 
     # -- sessions --------------------------------------------------------------------------
 
-    def session(self, agent: str = "main", *, model: str | None = None,
+    def session(self, agent: str = "main", options: ClaudeAgentOptions | None = None, *,
+                model: str | None = None,
                 system_prompt: str | None = None, append_system_prompt: str | None = None,
                 permission_mode: str | None = None, allowed_tools: list[str] | None = None,
                 disallowed_tools: list[str] | None = None, tools: Iterable[Any] = (),
                 workspace: str | os.PathLike[str] | None = None, resume: str | None = None,
                 env: dict[str, str] | None = None, max_turns: int | None = None,
                 session_id: str | None = None, on_event: EventCallback | None = None,
-                include_partial_messages: bool = True, parent: str | None = None,
+                include_partial_messages: bool | None = None, parent: str | None = None,
                 add_dirs: Iterable[str | os.PathLike[str]] | None = None,
-                ) -> AsyncSession:
+                **more: Any) -> AsyncSession:
         """A new session (its container is claimed on first use or ``async with``).
+
+        ``options`` is a :class:`dockercc.ClaudeAgentOptions` (claude-agent-sdk's names);
+        keyword arguments are shorthands that win over its fields; the agent config supplies
+        what neither sets. ``more`` takes any other :class:`ClaudeAgentOptions` field name.
 
         ``workspace``: an absolute host folder mounted at ``/workspace`` (``:ro`` read-only),
         ``volume:NAME`` (a named Docker volume, created on demand and kept), or None (a
         scratch tmpfs); ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
         here, :class:`~dockercc.errors.ConfigError` before any container starts. See
         docs/workspaces.md."""
-        options = SessionOptions(
-            agent=agent, model=model, system_prompt=system_prompt,
+        if more:
+            options = _with_fields(options, more)
+        opts = session_options(
+            agent, options, model=model, system_prompt=system_prompt,
             append_system_prompt=append_system_prompt, permission_mode=permission_mode,
             allowed_tools=allowed_tools, disallowed_tools=disallowed_tools, tools=list(tools),
             workspace=os.fspath(workspace) if workspace else None, resume=resume,
             env=env, max_turns=max_turns, include_partial_messages=include_partial_messages,
             parent=parent,
             add_dirs=None if add_dirs is None else [os.fspath(d) for d in add_dirs])
+        return self._open(opts, session_id=session_id, on_event=on_event)
+
+    def _open(self, options: SessionOptions, *, session_id: str | None = None,
+              on_event: EventCallback | None = None) -> AsyncSession:
         s = AsyncSession(self, options, session_id=session_id, on_event=on_event)
         if s.id in self._sessions:
             raise ValueError(f"session {s.id!r} is already open in this pool")
@@ -232,10 +250,28 @@ class AsyncPool(NotebookDisplay):
             return await s.ask(prompt, timeout=timeout)
 
 
-async def aquery(prompt: str, *, config: ConfigLike = None, **options: Any) -> Result:
-    """One-shot: a pool, a session, one prompt, the :class:`Result`; everything cleaned up."""
-    async with AsyncPool(config) as pool:
-        return await pool.ask(prompt, **options)
+def _with_fields(options: ClaudeAgentOptions | None, fields: dict[str, Any]) -> Any:
+    """``options`` with more :class:`ClaudeAgentOptions` fields set (by keyword)."""
+    import dataclasses
+
+    from .types import ClaudeAgentOptions, OptionsError
+
+    names = {f.name for f in dataclasses.fields(ClaudeAgentOptions)}
+    for key in fields:
+        if key not in names:
+            raise OptionsError(key, "not a session option (see dockercc.ClaudeAgentOptions)")
+    return dataclasses.replace(options or ClaudeAgentOptions(), **fields)
+
+
+async def aquery(prompt: str, options: ClaudeAgentOptions | None = None, *,
+                 config: ConfigLike = None, timeout: float | None = None,
+                 **kwargs: Any) -> AsyncIterator[Event]:
+    """claude-agent-sdk's ``query``: one prompt in a fresh session (its own pool), yielding
+    the turn's events up to its :class:`Result`; everything is cleaned up when the iteration
+    ends. ``ask`` is the way to get just the :class:`Result`."""
+    async with AsyncPool(config) as pool, pool.session(options=options, **kwargs) as s:
+        async for event in s.stream(prompt, timeout=timeout):
+            yield event
 
 
 def install_sigterm_cleanup(pool: AsyncPool) -> None:

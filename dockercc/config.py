@@ -644,6 +644,13 @@ class AgentEgressConfig(_Model):
     )
 
 
+class BudgetConfig(_Model):
+    """A spending limit over a sliding time window, shared by every process on the Redis."""
+
+    usd: float | None = Field(None, gt=0, **_doc("Limit in USD over the window; null = none"))
+    window_s: Int = Field(86400, ge=1, **_doc("The window in seconds"))
+
+
 class AgentConfig(_Model):
     """One named agent: how its Claude Code CLI is launched. Unset options use the CLI's."""
 
@@ -669,6 +676,9 @@ class AgentConfig(_Model):
         None, **_doc("Host bridge (MCP) tools this agent may call; null = all")
     )
     max_turns: Int | None = Field(None, ge=1, **_doc("Maximum agentic turns (`--max-turns`)"))
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, **_doc("This agent's spend limit (see docs/sessions.md)")
+    )
     env: dict[EnvName, EnvSecret] | None = Field(
         None, **_doc("Additional environment variables for this agent's containers")
     )
@@ -953,6 +963,10 @@ class DockerCCConfig(_Model):
         ),
     )
     history_max: Int = Field(1000, ge=0, **_doc("Messages kept in a session's history"))
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        **_doc("The pool's spend limit, all agents (see docs/sessions.md)"),
+    )
     tools: ToolsConfig = Field(
         default_factory=ToolsConfig, **_doc("Built-in tools (see docs/tools.md)")
     )
@@ -1888,6 +1902,7 @@ _SECTIONS: tuple[tuple[str, str, type[BaseModel]], ...] = (
     ("Credentials", "credentials", CredentialsConfig),
     ("Model", "model", ModelConfig),
     ("Agents", "agents.<name>", AgentConfig),
+    ("Budget", "budget (and agents.<name>.budget)", BudgetConfig),
     ("Tools: web_fetch", "tools.webFetch", WebFetchConfig),
     ("Tools: web_search", "tools.webSearch", WebSearchConfig),
     ("Tools: sessions", "tools.sessions", SessionToolsConfig),

@@ -73,6 +73,21 @@ class RedisServerError(TransportError):
     or did not start; the message says why (with the tail of its log)."""
 
 
+class BudgetExceeded(DockerCCError):
+    """A spend limit is reached: ``scope`` (``"pool"``, ``"agent:<name>"`` or ``"session"``),
+    ``spent_usd`` against ``limit_usd`` over ``window_s``."""
+
+    def __init__(self, scope: str, spent_usd: float, limit_usd: float,
+                 window_s: float | None = None) -> None:
+        where = f" in the last {window_s:g} s" if window_s else ""
+        super().__init__(f"{scope} budget exceeded: ${spent_usd:.4f} spent{where} "
+                         f"of ${limit_usd:.4f}")
+        self.scope = scope
+        self.spent_usd = spent_usd
+        self.limit_usd = limit_usd
+        self.window_s = window_s
+
+
 class PoolError(DockerCCError):
     """The container pool could not provide a container."""
 
@@ -117,6 +132,16 @@ class AgentError(DockerCCError):
     def __init__(self, message: str, result: ResultMessage | Any | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class StructuredOutputError(AgentError):
+    """With ``output_format``: the turn's structured output is missing or does not match the
+    schema. ``result`` is the turn's Result; ``problems`` lists each mismatch."""
+
+    def __init__(self, message: str, result: Any = None,
+                 problems: list[str] | None = None) -> None:
+        super().__init__(message, result)
+        self.problems: list[str] = problems or []
 
 
 class ToolError(DockerCCError):

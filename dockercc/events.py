@@ -375,6 +375,9 @@ class Result(BaseEvent):
     #: providers of the fallback chain passed over before ``provider`` served, each with why
     #: (``{"docker-claude-code/opus": "Docker: cannot reach the Docker engine ..."}``)
     fallback_reasons: dict[str, str] = Field(default_factory=dict)
+    #: with ``output_format``: the model's JSON answer (checked against the schema by
+    #: ``ask``, which raises :class:`~dockercc.errors.StructuredOutputError` on a mismatch)
+    structured_output: Any = None
 
     def __str__(self) -> str:
         return self.text
@@ -474,7 +477,12 @@ class Result(BaseEvent):
             api_error_status=msg.api_error_status,
             interrupted=_is_interrupted(msg, acc),
             thinking=acc.thinking if acc is not None else "",
+            structured_output=msg.structured_output,
         )
+
+
+ResultMessage = Result
+"""claude-agent-sdk's name for the turn's last message (``result``, ``total_cost_usd`` ...)."""
 
 
 # --------------------------------------------------------------------------- the rest

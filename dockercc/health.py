@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from . import __version__
+from .budget import report as budget_report
 from .config import DockerCCConfig, mask_url
 from .errors import BadData
 from .pool.backend import LABEL, ContainerInfo, DockerBackend
@@ -140,6 +141,8 @@ class HealthReport(BaseModel):
     problems: list[str] = Field(default_factory=list)
     stats: PoolStats | None = Field(None, description="the serving process's own pool figures")
     uptime_s: float | None = None
+    budgets: list[dict[str, Any]] = Field(
+        default_factory=list, description="spend against each configured budget (pool, agents)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -210,6 +213,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
         problems.append(f"Docker ({docker_check.engine}): {docker_check.detail}")
     containers: list[ContainerHealth] = []
     orphans: list[str] = []
+    budgets: list[dict[str, Any]] = []
     counts: PoolCounts | None = None
     isolation: Isolation | None = None
     try:
@@ -222,6 +226,10 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
         if client is not None:
             counts, containers, orphans = await _pool_view(config, client, infos, problems)
             isolation = await _isolation(config, client, containers, problems)
+            try:
+                budgets = await budget_report(client, config.redis.key_prefix, config)
+            except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+                problems.append(f"budgets: {_first_line(exc)}")
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -237,7 +245,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
     return HealthReport(
         status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
         docker=docker_check, egress=egress_status(config), pool=counts, isolation=isolation,
-        containers=containers, orphans=orphans,
+        containers=containers, orphans=orphans, budgets=budgets,
         problems=problems, stats=stats,
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import re
@@ -26,20 +27,23 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from . import logs, metrics, tracing
+from . import budget, logs, metrics, tracing
 from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
     BadData,
+    BudgetExceeded,
     CLIDied,
+    ConfigError,
     ContainerLost,
     InvalidPrompt,
     SessionClosed,
     SessionExists,
+    StructuredOutputError,
     TransportError,
     WorkspaceError,
 )
@@ -55,6 +59,7 @@ from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
+from .types import OptionsError
 from .workspace import (
     VOLUME_RE,
     WORKSPACE,
@@ -73,6 +78,8 @@ log = logging.getLogger("dockercc.session")
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
 """How long a closed session's state, history and transcript stay resumable."""
+PERMISSION_TIMEOUT_S = 300.0
+"""How long an approver (``can_use_tool``) may take before the request is denied."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
 sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
@@ -113,6 +120,171 @@ class SessionOptions(BaseModel):
     max_turns: int | None = None
     include_partial_messages: bool = True
     parent: str | None = None
+    # claude-agent-sdk's options beyond the shorthands above (see dockercc.types)
+    fallback_model: str | None = None
+    max_budget_usd: float | None = None
+    json_schema: dict[str, Any] | None = None
+    fork_session: bool = False
+    setting_sources: list[str] | None = None
+    thinking: dict[str, Any] | None = None
+    effort: str | None = None
+    agents: dict[str, Any] | None = None
+    mcp_servers: dict[str, Any] | None = Field(default=None, repr=False)
+    base_tools: list[str] | None = None
+    extra_args: dict[str, str | None] | None = None
+    #: the approver of the CLI's permission requests (claude-agent-sdk's ``can_use_tool``)
+    can_use_tool: Any = Field(default=None, repr=False, exclude=True)
+    #: claude-agent-sdk's ``hooks``: event name -> list of :class:`~dockercc.HookMatcher`
+    hooks: dict[str, Any] | None = Field(default=None, repr=False, exclude=True)
+
+
+def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOptions:
+    """A session's options from a :class:`~dockercc.types.ClaudeAgentOptions` (checked
+    once, :class:`~dockercc.types.OptionsError` naming a bad field) and keyword shorthands,
+    which win over the object's fields. ``None`` keywords mean "not given"."""
+    from .types import validate_options
+
+    merged: dict[str, Any] = validate_options(options) if options is not None else {}
+    tools = [*merged.pop("tools", []), *(kwargs.pop("tools", None) or ())]
+    for key, value in kwargs.items():
+        if value is not None:
+            merged[key] = value
+    if tools:
+        merged["tools"] = tools
+    try:
+        return SessionOptions(agent=agent, **merged)
+    except TypeError as exc:
+        raise ConfigError(f"session options: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise OptionsError(where, err["msg"], err.get("input")) from None
+
+
+def check_structured_output(schema: dict[str, Any], result: Result) -> None:
+    """Raise :class:`StructuredOutputError` unless ``result.structured_output`` matches
+    ``schema`` (the CLI asks the model again on a mismatch; this is the host's own check, so
+    a caller can rely on the shape)."""
+    import jsonschema
+
+    value = result.structured_output
+    if value is None:
+        raise StructuredOutputError("the turn ended without structured output "
+                                    "(output_format is set)", result, ["missing"])
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                for e in validator.iter_errors(value)]
+    if problems:
+        raise StructuredOutputError("the structured output does not match output_format: "
+                                    + "; ".join(problems[:5]), result, problems)
+
+
+def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
+        dict[str, list[dict[str, Any]]], dict[str, Callable[..., Any]]]:
+    """The ``hooks`` of the CLI's initialize request (matchers with callback ids) and the
+    callbacks by id."""
+    fns: dict[str, Callable[..., Any]] = {}
+    config: dict[str, list[dict[str, Any]]] = {}
+    for event, matchers in (hooks or {}).items():
+        for m in matchers:
+            ids = []
+            for fn in m.hooks:
+                ids.append(hid := f"hook_{len(fns)}")
+                fns[hid] = fn
+            entry: dict[str, Any] = {"matcher": m.matcher, "hookCallbackIds": ids}
+            if m.timeout is not None:
+                entry["timeout"] = m.timeout
+            config.setdefault(event, []).append(entry)
+    return config, fns
+
+
+async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
+                   where: str = "") -> dict[str, Any]:
+    """One hook callback on the CLI's ``hook_callback`` request; its output as the CLI reads
+    it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
+    fn = fns.get(str(request.get("callback_id")))
+    if fn is None:
+        return {}
+    data = request.get("input")
+    try:
+        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+            out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
+                     {"signal": None})
+            if inspect.isawaitable(out):
+                out = await out
+    except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
+        log.warning("hook %s of %s raised %s", request.get("callback_id"), where,
+                    type(exc).__name__)
+        return {}
+    if not isinstance(out, dict):
+        return {}
+    renamed = {"async_": "async", "continue_": "continue"}
+    return {renamed.get(str(k), str(k)): v for k, v in out.items()}
+
+
+async def decide_permission(approver: Any, request: dict[str, Any],
+                            where: str = "") -> dict[str, Any]:
+    """An approver (``can_use_tool``) on one of the CLI's permission requests, as the CLI's
+    decision (an error, a bad answer or no answer in time denies)."""
+    from .types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
+
+    name = request.get("tool_name")
+    tool_input = request.get("input")
+    if not isinstance(name, str) or not isinstance(tool_input, dict):
+        return {"behavior": "deny", "message": "malformed permission request"}
+    if approver is None:
+        return {"behavior": "deny", "message": "no approver for this session"}
+    suggestions = request.get("permission_suggestions")
+    ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list) else [])
+    try:
+        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+            answer = approver(name, dict(tool_input), ctx)
+            if inspect.isawaitable(answer):
+                answer = await answer
+    except TimeoutError:
+        return {"behavior": "deny",
+                "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
+    except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
+        log.warning("can_use_tool for %s raised %s", where, type(exc).__name__)
+        return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
+    if isinstance(answer, PermissionResultAllow):
+        return {"behavior": "allow", "updatedInput": answer.updated_input
+                if answer.updated_input is not None else tool_input}
+    if isinstance(answer, PermissionResultDeny):
+        out: dict[str, Any] = {"behavior": "deny", "message": answer.message or "denied"}
+        if answer.interrupt:
+            out["interrupt"] = True
+        return out
+    return {"behavior": "deny", "message": "the approver returned neither "
+                                           "PermissionResultAllow nor PermissionResultDeny"}
+
+
+def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: str | None,
+                     mcp_server: str | None, default_permission_mode: str | None = None,
+                     ) -> list[str]:
+    """The CLI arguments of a session with options ``o`` and agent config ``a`` (the agent's
+    values are the defaults). Pure; the Docker provider (and its warm-container matching)
+    and the local-CLI provider both use it, so they cannot drift apart."""
+    extra: list[str] = []
+    for flag, value in (o.extra_args or {}).items():
+        extra += [f"--{flag}"] if value is None else [f"--{flag}", value]
+    return build_cli_args(
+        model=model,
+        system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
+        append_system_prompt=o.append_system_prompt or a.append_system_prompt,
+        # with an approver the CLI's own default mode asks it (the sandbox default never asks)
+        permission_mode=o.permission_mode or a.permission_mode or (
+            None if o.can_use_tool is not None else default_permission_mode),
+        permission_prompt_tool="stdio" if o.can_use_tool is not None else None,
+        allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
+        disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
+                          else a.disallowed_tools),
+        max_turns=o.max_turns or a.max_turns, resume=resume, mcp_server=mcp_server,
+        include_partial_messages=o.include_partial_messages, extra_args=extra,
+        fallback_model=o.fallback_model, max_budget_usd=o.max_budget_usd,
+        json_schema=o.json_schema, fork_session=o.fork_session,
+        setting_sources=o.setting_sources, thinking=o.thinking, effort=o.effort,
+        agents=o.agents, mcp_servers=o.mcp_servers, base_tools=o.base_tools)
 
 
 class AsyncSession(NotebookDisplay):
@@ -155,6 +327,8 @@ class AsyncSession(NotebookDisplay):
         self._exec_cache: tuple[str, tuple[Any, str, str, list[str]]] | None = None
         self._bridge: HostBridge | None = None
         self._tools = self._tool_registry()
+        # hook callbacks by the ids the CLI's initialize request names them with
+        self._hooks_config, self._hook_fns = hooks_wire(options.hooks)
         self._restore_from: str | None = None
         self._resume_id: str | None = None
         self._turn_open = False
@@ -221,19 +395,10 @@ class AsyncSession(NotebookDisplay):
 
     def cli_args(self) -> list[str]:
         o, a = self.options, self.agent_config
-        return build_cli_args(
-            model=o.model or a.model,
-            system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
-            append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=(o.permission_mode or a.permission_mode
-                             or self._default_permission_mode()),
-            allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
-            disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
-                              else a.disallowed_tools),
-            max_turns=o.max_turns or a.max_turns,
-            resume=self._resume_id,
+        return resolve_cli_args(
+            o, a, model=o.model or a.model, resume=self._resume_id,
             mcp_server=MCP_SERVER_NAME if len(self._tools) else None,
-            include_partial_messages=o.include_partial_messages) + [
+            default_permission_mode=self._default_permission_mode()) + [
                 arg for m in self.add_dir_mounts for arg in ("--add-dir", m.target)]
 
     def _default_permission_mode(self) -> str | None:
@@ -296,7 +461,8 @@ class AsyncSession(NotebookDisplay):
         if self.claude_session_id and self._resume_id != self.claude_session_id:
             self._resume_id = self.claude_session_id
             self._restore_from = self.id
-        if len(self._tools) and self._relay is None:
+        if (len(self._tools) or self.options.can_use_tool is not None
+                or self._hook_fns) and self._relay is None:
             self._bridge = HostBridge(self._tools, server_name=MCP_SERVER_NAME)
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
         digest = ""
@@ -309,7 +475,8 @@ class AsyncSession(NotebookDisplay):
                       "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
-                      "tools_digest": tools_digest(self.tool_manifest())}
+                      "tools_digest": tools_digest(self.tool_manifest()),
+                      "hooks": self._hooks_config or None}
         await self._register()
         try:
             with tracing.claim_span(self._trace, self.id, self.agent) as span:
@@ -513,28 +680,41 @@ class AsyncSession(NotebookDisplay):
             log.warning("MCP request for %s dropped: not from the session's current container",
                         self.id)
             return
-        assert self._bridge is not None
-        call = message.get("method") == "tools/call"
-        t0 = time.perf_counter()
-        with tracing.tool_span(self._trace, req, self.id) as span:
-            reply = await self._bridge.handle(message)
-            outcome = reply.get("result")
-            failed = "error" in reply or (isinstance(outcome, dict)
-                                          and bool(outcome.get("isError")))
-            if span is not None and failed:
-                span.set_status(tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
-        if call:
-            params = message.get("params")
-            name = params.get("name") if isinstance(params, dict) else None
-            # the name comes from the container: only the session's own tools become labels
-            # (any other string would grow the metric without bound)
-            metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
-                                 else "unknown", time.perf_counter() - t0, not failed)
+        request = req.get("request")
+        if req.get("kind") == "permission":
+            reply: Any = await self._decide(request if isinstance(request, dict) else {})
+        elif req.get("kind") == "hook":
+            reply = await self._run_hook(request if isinstance(request, dict) else {})
+        else:
+            assert self._bridge is not None
+            call = message.get("method") == "tools/call"
+            t0 = time.perf_counter()
+            with tracing.tool_span(self._trace, req, self.id) as span:
+                reply = await self._bridge.handle(message)
+                outcome = reply.get("result")
+                failed = "error" in reply or (isinstance(outcome, dict)
+                                              and bool(outcome.get("isError")))
+                if span is not None and failed:
+                    span.set_status(
+                        tracing.otel_trace.Status(tracing.otel_trace.StatusCode.ERROR))
+            if call:
+                params = message.get("params")
+                name = params.get("name") if isinstance(params, dict) else None
+                # the name comes from the container: only the session's own tools become
+                # labels (any other string would grow the metric without bound)
+                metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
+                                     else "unknown", time.perf_counter() - t0, not failed)
         key = self.keys.mcp_reply(request_id)
         pipe = r.pipeline(transaction=False)
         pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
         pipe.expire(key, 600)
         await pipe.execute()
+
+    async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await run_hook(self._hook_fns, request, self.id)
+
+    async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await decide_permission(self.options.can_use_tool, request, self.id)
 
     # -- conversation ----------------------------------------------------------------------
 
@@ -563,6 +743,7 @@ class AsyncSession(NotebookDisplay):
             self._trace = tracing.TurnTrace.start(self.id, self.agent)
             with _typed_redis_errors(self.pool.transport.url):
                 try:
+                    await self._check_budget()
                     input_id = await self._send_line(line)
                 except BaseException:
                     self._end_trace(outcome="send_failed")
@@ -570,6 +751,26 @@ class AsyncSession(NotebookDisplay):
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
+
+    async def _check_budget(self) -> None:
+        """Refuse the turn when the pool's or the agent's budget is used up (all processes'
+        spend, from the ledger in Redis)."""
+        cfg = self.pool.config
+        if cfg.budget.usd is None and self.agent_config.budget.usd is None:
+            return
+        t = self.pool.transport
+        await budget.check(t.client, t.prefix, cfg, self.agent)
+
+    async def _record_cost(self, result: Result) -> None:
+        """Put the turn's cost in the shared ledger, once (keyed by session and seq)."""
+        if not result.cost_usd:
+            return
+        t = self.pool.transport
+        try:
+            await budget.record(t.client, t.prefix, self.id, result.seq, self.agent,
+                                result.cost_usd)
+        except Exception as exc:  # noqa: BLE001 - the turn itself succeeded
+            log.warning("could not record the cost of %s: %s", self.id, exc)
 
     async def _send_line(self, line: str) -> str:
         """Subscribe to the output, queue ``line`` and claim a container, overlapped.
@@ -687,6 +888,7 @@ class AsyncSession(NotebookDisplay):
                             self.claude_session_id = event.session_id
                         self._turn_done(event, "ok" if event.ok else "interrupted"
                                         if event.interrupted else "error")
+                        await self._record_cost(event)
                         yield event
                         return
                     yield event
@@ -757,8 +959,14 @@ class AsyncSession(NotebookDisplay):
                 result = event
         if result is None:
             raise AgentError(f"session {self.id!r} ended the turn without a result")
+        if check and result.subtype == "error_max_budget_usd":
+            # the CLI's own per-session limit (max_budget_usd) stopped the turn
+            raise BudgetExceeded("session", result.cost_usd or 0.0,
+                                 self.options.max_budget_usd or 0.0)
         if check and not result.ok and not (result.interrupted and self._interrupted):
             result.raise_for_error()
+        if check and result.ok and self.options.json_schema is not None:
+            check_structured_output(self.options.json_schema, result)
         return result
 
     async def interrupt(self) -> None:
@@ -767,6 +975,34 @@ class AsyncSession(NotebookDisplay):
         if self.lease is not None:
             await self.pool.transport.send_control(self.id, "interrupt",
                                                    request_id=control.new_request_id())
+
+    async def set_model(self, model: str | None) -> None:
+        """Change the model from the next turn on (``None``: the agent's / CLI's default);
+        queued after any prompt already sent, so it applies in order."""
+        if model is not None and (not isinstance(model, str) or not model):
+            raise OptionsError("model", f"expected a non-empty string or None, got {model!r}")
+        await self._control_line("set_model", model=model)
+        self.options.model = model  # a new container's CLI starts with it
+
+    async def set_permission_mode(self, mode: str) -> None:
+        """Change the CLI's permission mode from the next tool call on."""
+        from .types import PERMISSION_MODES
+
+        if mode not in PERMISSION_MODES:
+            raise OptionsError("permission_mode", f"unknown mode {mode!r}", mode)
+        await self._control_line("set_permission_mode", mode=mode)
+        self.options.permission_mode = mode
+
+    async def _control_line(self, subtype: str, **fields: Any) -> None:
+        # through the input list, not the control channel: it must reach the CLI after the
+        # prompts sent before it and before those sent after it
+        if self.closed:
+            raise SessionClosed(f"session {self.id!r} is closed")
+        if self.lease is None:
+            return  # no CLI yet: the options are its arguments when it starts
+        with _typed_redis_errors(self.pool.transport.url):
+            await self.pool.transport.send_input(
+                self.id, control.control_request(control.new_request_id(), subtype, **fields))
 
     async def drain(self, timeout: float = 10) -> Result | None:
         """Read the current turn to its end (after an interrupt); None if it did not end."""

@@ -24,6 +24,7 @@ from .events import Event, Result
 from .files import AsyncFiles, CommandResult, FileInfo
 from .pool.manager import PoolStats
 from .session import AsyncSession
+from .types import ClaudeAgentOptions
 
 _open_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _sigterm_installed = False
@@ -153,6 +154,12 @@ class Session(NotebookDisplay):
             p.run(self._inner.interrupt(), timeout=10)
             p.run(self._inner.drain(timeout=15), timeout=20)
 
+    def set_model(self, model: str | None) -> None:
+        portal().run(self._inner.set_model(model))
+
+    def set_permission_mode(self, mode: str) -> None:
+        portal().run(self._inner.set_permission_mode(mode))
+
     def interrupt(self) -> None:
         portal().run(self._inner.interrupt())
 
@@ -212,9 +219,12 @@ class Pool(NotebookDisplay):
         portal().run(self._inner.start())
         return self
 
-    def session(self, agent: str = "main", **options: Any) -> Session:
+    def session(self, agent: str = "main", options: ClaudeAgentOptions | None = None,
+                **kwargs: Any) -> Session:
+        """A new session: ``options`` (a :class:`dockercc.ClaudeAgentOptions`) and keyword
+        shorthands as :meth:`AsyncPool.session`."""
         async def make() -> AsyncSession:
-            return self._inner.session(agent, **options)
+            return self._inner.session(agent, options, **kwargs)
 
         return Session(portal().run(make()))
 
@@ -250,7 +260,11 @@ class Pool(NotebookDisplay):
         self.close()
 
 
-def query(prompt: str, *, config: ConfigLike = None, **options: Any) -> Result:
-    """One-shot convenience: a pool, a session, one prompt, the :class:`Result`."""
-    with Pool(config) as pool:
-        return pool.ask(prompt, **options)
+def query(prompt: str, options: ClaudeAgentOptions | None = None, *,
+          config: ConfigLike = None, timeout: float | None = None,
+          **kwargs: Any) -> Iterator[Event]:
+    """claude-agent-sdk's ``query`` (sync form of :func:`dockercc.aquery`): one prompt in a
+    fresh session, yielding the turn's events up to its :class:`Result`; the pool and session
+    are closed when the iteration ends. Use :meth:`Pool.ask` for just the Result."""
+    with Pool(config) as pool, pool.session(options=options, **kwargs) as s:
+        yield from s.stream(prompt, timeout=timeout)

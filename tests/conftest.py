@@ -19,7 +19,9 @@ from dockercc.pool.backend import LABEL
 from dockercc.protocol.keys import acl_user_container
 from dockercc.testing import RedisServer
 
-RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions")
+# (and the spend ledger: budgets need the costs of closed sessions; see dockercc.budget)
+RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions", "budget:spend",
+            "budget:cost")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
 """Transcripts of the real CLI, made by ``scripts/capture_transcripts.py`` and committed."""

@@ -170,7 +170,7 @@ def test_notebooks_are_stripped_and_only_credential_cells_are_skipped() -> None:
     import nbformat
 
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 6, notebooks
+    assert len(notebooks) == 7, notebooks
     for path in notebooks:
         nb = nbformat.read(path, 4)
         nbformat.validate(nb)

@@ -55,6 +55,8 @@ def notebook(config: dict[str, Any]) -> dict[str, Any]:
         "cells": [cell(setup, "setup"),
                   cell("%%dockercc\nPlease look it up for me.", "tool"),
                   cell("%%dockercc\nCount slowly, please.", "slow"),
+                  cell("%%dockercc --permission-mode default -s approving\n"
+                       "Please write the file.", "approve"),
                   cell("dj.shutdown()\nprint('shut down')", "down")],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                     "name": "python3"},
@@ -188,6 +190,9 @@ def test_jupyterlab_runs_a_dockercc_cell_in_a_real_browser(lab: JupyterLab, brow
     api.on("look it up", text("Let me check. ") + tool_use("mcp__host__lookup", {"key": "beta"}),
            text(STREAMED, delay=0.08))
     api.on("Count slowly", text(SLOW_WORDS, delay=0.25))
+    api.on("write the file", tool_use(
+        "Bash", {"command": "printf approved-by-click > /tmp/a.txt; cat /tmp/a.txt"}),
+        text("written"))
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(f"{lab.url}/lab/tree/browser.ipynb?token={lab.token}")
@@ -240,6 +245,17 @@ def test_jupyterlab_runs_a_dockercc_cell_in_a_real_browser(lab: JupyterLab, brow
     assert stopped_after < 10, stopped_after
     assert "interrupted" in widget.locator(".dockercc-footer").inner_text()
 
-    down = run_cell(page, 3)
+    # a session in a mode that asks, without a callback: Approve / Deny in the widget
+    cell = run_cell(page, 3)
+    widget = cell.locator(".dockercc-stream")
+    approval = widget.locator(".dockercc-approval")
+    approval.wait_for(timeout=120_000)
+    assert "Bash" in approval.inner_text() and "approved-by-click" in approval.inner_text()
+    approval.locator("button.dockercc-approve").click()
+    widget.locator('.dockercc-badge[data-status="done"]').wait_for(timeout=60_000)
+    assert "approved" in widget.locator(".dockercc-approval-done").inner_text()
+    assert any("approved-by-click" in json.dumps(r.tool_results) for r in api.message_requests)
+
+    down = run_cell(page, 4)
     down.locator(".jp-OutputArea-output", has_text="shut down").wait_for(timeout=60_000)
     assert api.message_requests, "the CLI in the container never called the scripted API"

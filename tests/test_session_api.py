@@ -248,8 +248,10 @@ def test_a_sync_call_on_the_loop_thread_raises_deadlock_error(make_config: Any,
 def test_query_one_shot_and_history(make_config: Any, api: Any) -> None:
     api.script(text("one-shot answer"))
     t0 = time.monotonic()
-    r = query("quick question", config=make_config(), timeout=60)
-    assert r.text == "one-shot answer" and r.ok
+    events = list(query("quick question", config=make_config(), timeout=60))
+    r = events[-1]
+    assert isinstance(r, Result) and r.text == "one-shot answer" and r.ok
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one-shot answer"
     assert time.monotonic() - t0 < 120
     api.script(tool_use("Bash", {"command": "echo hist"}), text("done"))
     with Pool(make_config()) as pool, pool.session(permission_mode="bypassPermissions") as s:

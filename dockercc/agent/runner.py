@@ -245,6 +245,7 @@ class Assignment:
     tools_digest: str = ""  # digest of the session's host tools (see Prestart)
     lease_token: str = ""  # sent with every MCP request: the host answers only this lease
     transcript_sha256: str = ""  # the host-verified digest of the transcript to restore
+    hooks: dict[str, Any] | None = None  # the initialize request's hook matchers (callback ids)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -257,7 +258,8 @@ class Assignment:
                    restore_from=validate_id(restore) if restore else None,
                    tools_digest=str(obj.get("tools_digest") or ""),
                    lease_token=str(obj.get("lease_token") or ""),
-                   transcript_sha256=str(obj.get("transcript_sha256") or ""))
+                   transcript_sha256=str(obj.get("transcript_sha256") or ""),
+                   hooks=obj["hooks"] if isinstance(obj.get("hooks"), dict) else None)
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -829,8 +831,9 @@ class Runner:
         if proc is None or pre is None or not self.prestarted:
             return None
         self.prestarted = False
+        # (a CLI initialized without the session's hooks cannot get them later)
         if (proc.returncode is None and not self.restarts and a.args == pre.args
-                and not a.restore_from):
+                and not a.restore_from and not a.hooks):
             # (a cold container's CLI was started for this very session: its tools)
             if pre.wait and (not a.tools_digest or a.tools_digest != pre.tools_digest):
                 await self.refresh_tools(pre.server)
@@ -908,7 +911,8 @@ class Runner:
                   self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms(),
                                  prestarted=int(adopted)))
         if not adopted:
-            await self.write_stdin(control.initialize_request(control.new_request_id()))
+            await self.write_stdin(control.initialize_request(
+                control.new_request_id(), self.assignment.hooks if self.assignment else None))
         tasks = [*self._io_tasks, self._spawn(self.input_loop())]
         stop_wait = self._spawn(self.stopping.wait())
         exit_wait = self._spawn(proc.wait())
@@ -993,6 +997,8 @@ class Runner:
                 break
             except REDIS_DOWN as exc:
                 await self.link.failed("acknowledging input", exc, self.r)
+        if line is not None and line.startswith('{"type":"control_request"'):
+            return True  # (set_model / set_permission_mode: no turn, no result)
         if line is not None:
             self.busy = True
             self._turn_prompt = prompt_text(line) or self._turn_prompt
@@ -1086,9 +1092,21 @@ class Runner:
             if isinstance(req, dict) and req.get("subtype") == "mcp_message":
                 self._spawn(self.relay_mcp(obj.get("request_id", ""), req))
             elif isinstance(req, dict) and req.get("subtype") == "can_use_tool":
-                # no interactive approver in a container: the session's permission mode rules
-                self._spawn(self.write_stdin(control.control_error(
-                    obj.get("request_id", ""), "no interactive permission prompt in dockercc")))
+                if self.assignment is not None and \
+                        "--permission-prompt-tool" in self.assignment.args:
+                    # the session has an approver on the host (can_use_tool / notebook)
+                    self._spawn(self.relay_to_host("permission", obj.get("request_id", ""), {
+                        k: req.get(k) for k in ("tool_name", "input", "permission_suggestions",
+                                                "tool_use_id", "blocked_path",
+                                                "decision_reason")}))
+                else:
+                    # nobody to ask: the session's permission mode rules
+                    self._spawn(self.write_stdin(control.control_error(
+                        obj.get("request_id", ""),
+                        "no interactive permission prompt in dockercc")))
+            elif isinstance(req, dict) and req.get("subtype") == "hook_callback":
+                self._spawn(self.relay_to_host("hook", obj.get("request_id", ""), {
+                    k: req.get(k) for k in ("callback_id", "input", "tool_use_id")}))
         self.emit(line, *ops)
 
     def note_tool_results(self, line: bytes) -> None:
@@ -1243,6 +1261,40 @@ class Runner:
                 str(cmd.get("request_id") or control.new_request_id())))
         elif kind == "stop":
             self.stopping.set()
+
+    async def relay_to_host(self, kind: str, request_id: str, request: dict[str, Any]) -> None:
+        """Ask the session's host for a decision (``kind`` ``permission``: its approver;
+        ``hook``: a hook callback) through the MCP relay list, with the lease token, and give
+        the answer to the CLI. No answer in ``mcp_timeout_s``: a permission is denied, a hook
+        lets the CLI go on."""
+        keys = self.keys
+        assert keys is not None
+        payload = json.dumps({"kind": kind, "request_id": request_id, "request": request,
+                              "ts": now_ms(), "container": self.s.container,
+                              "lease_token": self.assignment.lease_token
+                              if self.assignment else ""}, ensure_ascii=False, default=str)
+        reply_key = keys.mcp_reply(request_id)
+        await self.r.rpush(keys.mcp_requests, payload)
+        deadline = time.monotonic() + self.s.mcp_timeout_s
+        item = None
+        while item is None and (left := deadline - time.monotonic()) > 0:
+            try:
+                item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
+            except REDIS_DOWN as exc:
+                log.warning("waiting for the host's %s answer failed (%s), retrying", kind, exc)
+                await asyncio.sleep(0.2)
+        answer: dict[str, Any] = {} if kind == "hook" else {
+            "behavior": "deny", "message": f"no approval in {self.s.mcp_timeout_s:.0f}s: denied"}
+        if item is not None:
+            try:
+                got = json.loads(item[1])
+            except ValueError:
+                got = None
+            if isinstance(got, dict) and (kind == "hook" or got.get("behavior") in (
+                    "allow", "deny")):
+                answer = got
+        await self.write_stdin(control.dumps_line(
+            control.control_success_dict(request_id, answer)))
 
     async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
         """Hand one MCP message to the host bridge and its reply back to the CLI."""

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .tools import DEFAULT_TIMEOUT, TOOL_NAME_PATTERN, Tool, ToolOutput, ToolRegistry, tool
+from .tools import (
+    DEFAULT_TIMEOUT,
+    TOOL_NAME_PATTERN,
+    SchemaTool,
+    Tool,
+    ToolOutput,
+    ToolRegistry,
+    tool,
+)
 
 if TYPE_CHECKING:
     from .server import ACK, BRIDGE_CLOSED, REQUEST_CANCELLED, HostBridge
@@ -23,6 +31,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HostBridge",
     "REQUEST_CANCELLED",
+    "SchemaTool",
     "TOOL_NAME_PATTERN",
     "Tool",
     "ToolOutput",

@@ -555,19 +555,49 @@ def tool(
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
+@overload
 def tool(
-    fn: Callable[P, R] | None = None,
+    name: str,
+    description: str,
+    input_schema: Mapping[str, Any] | type,
+    /,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Callable[[Callable[..., Any]], SchemaTool]: ...
+
+
+def tool(
+    fn: Callable[P, R] | str | None = None,
+    sdk_description: str | None = None,
+    sdk_schema: Mapping[str, Any] | type | None = None,
     /,
     *,
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
-) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+) -> Any:
     """Make a function a host tool: ``@tool`` or ``@tool(name=..., description=..., timeout=...)``.
 
     Works on plain and ``async`` functions. The decorated object is a :class:`Tool` that is
     still callable like the original function.
+
+    claude-agent-sdk's form ``@tool("name", "description", schema)`` works too (so a script
+    moves over by changing its import): the function takes one ``args`` dict and may return
+    the SDK's ``{"content": [...], "is_error": bool}``; see :class:`SchemaTool`.
     """
+    if isinstance(fn, str):
+        if sdk_description is None or sdk_schema is None:
+            raise ToolError(f"tool {fn!r}: the positional form is @tool(name, description, "
+                            f"input_schema)")
+        sdk_name, sdk_desc, schema = fn, sdk_description, sdk_schema
+
+        def decorate_sdk(func: Callable[..., Any]) -> SchemaTool:
+            return SchemaTool(func, name=sdk_name, description=sdk_desc,
+                              input_schema=schema, timeout=timeout)
+
+        return decorate_sdk
+    if sdk_description is not None or sdk_schema is not None:
+        raise ToolError("@tool(fn, ...) takes its options as keywords")
     if fn is not None:
         return Tool.from_function(fn, name=name, description=description, timeout=timeout)
 
@@ -575,6 +605,78 @@ def tool(
         return Tool.from_function(func, name=name, description=description, timeout=timeout)
 
     return decorate
+
+
+_PY_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number",
+                                   bool: "boolean", dict: "object", list: "array"}
+
+
+def sdk_input_schema(schema: Mapping[str, Any] | type) -> dict[str, Any]:
+    """claude-agent-sdk's ``input_schema``: a JSON Schema as is, ``{"a": float}`` (every
+    parameter required) or a TypedDict / pydantic model class."""
+    if isinstance(schema, type):
+        if issubclass(schema, BaseModel):
+            return _strip_titles(schema.model_json_schema())
+        hints = typing.get_type_hints(schema)
+        schema = dict(hints)
+    if "type" in schema and ("properties" in schema or schema.get("type") == "object"):
+        out = dict(schema)
+        out.setdefault("properties", {})
+        return out
+    props: dict[str, Any] = {}
+    for key, value in schema.items():
+        if isinstance(value, Mapping):
+            props[key] = dict(value)
+        elif value in _PY_JSON_TYPES:
+            props[key] = {"type": _PY_JSON_TYPES[value]}
+        else:
+            raise ToolError(f"input_schema: cannot map {key!r}: {value!r} to a JSON type")
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+class SchemaTool(Tool[..., Any]):
+    """A tool in claude-agent-sdk's form: ``fn(args: dict)``, an explicit JSON Schema, and an
+    SDK-style return value ``{"content": [...], "is_error": ...}`` that keeps its meaning."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str, description: str,
+                 input_schema: Mapping[str, Any] | type,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        if not callable(fn):
+            raise ToolError(f"a tool needs a callable, got {fn!r}")
+        validate_tool_name(name)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        if timeout is not None and timeout <= 0:
+            raise ToolError(f"tool {name!r}: timeout must be positive or None, got {timeout!r}")
+        self.fn = fn
+        self.name = name
+        self.description = description
+        self.timeout = timeout
+        self._is_async = _is_async(fn)
+        self.input_schema = sdk_input_schema(input_schema)
+        self._single_model_param = None
+
+    def __repr__(self) -> str:
+        return f"SchemaTool(name={self.name!r}, timeout={self.timeout!r})"
+
+    def validate_arguments(self, arguments: Mapping[str, Any] | None) -> tuple[
+            list[Any], dict[str, Any]]:
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping):
+            raise ToolError(f"invalid arguments for tool {self.name!r}: expected an object, "
+                            f"got {type(arguments).__name__}")
+        missing = [k for k in self.input_schema.get("required", []) if k not in arguments]
+        if missing:
+            raise ToolError(f"invalid arguments for tool {self.name!r}: missing "
+                            f"{', '.join(map(repr, missing))}")
+        return [dict(arguments)], {}
+
+    async def _invoke(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        result = await super()._invoke(args, kwargs)
+        if isinstance(result, Mapping) and isinstance(result.get("content"), list):
+            content = [dict(b) for b in result["content"] if isinstance(b, Mapping)]
+            return ToolOutput(content=content, is_error=bool(result.get("is_error")))
+        return result
 
 
 AnyTool = Tool[..., Any]

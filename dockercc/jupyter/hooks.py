@@ -178,3 +178,17 @@ def mimebundle(obj: Any, include: Container[str] | None = None,
     bundle = _bundle(obj)
     return {k: v for k, v in bundle.items()
             if (include is None or k in include) and (exclude is None or k not in exclude)}
+
+
+def budgets(pool: AsyncPool) -> list[dict[str, Any]]:
+    """Spend against the pool's and agents' budgets (every process's, from Redis)."""
+    from .._portal import portal
+    from ..budget import report
+
+    if pool.config.budget.usd is None and all(
+            a.budget.usd is None for a in pool.config.agents.values()):
+        return []
+    try:
+        return portal().run(report(pool.transport.client, pool.transport.prefix, pool.config))
+    except Exception as exc:
+        raise TransportError(f"Redis at {pool.transport.url} did not answer ({exc})") from exc

@@ -40,6 +40,7 @@ from ..errors import DockerCCError, InvalidSessionId
 from ..events import Result
 from ..protocol.keys import validate_id
 from . import hooks, render
+from .approvals import ASKING_MODES, NotebookApprover
 from .state import TurnState, figures
 from .turn import TurnDriver
 from .view import MODES, check_mode, make_view
@@ -249,6 +250,7 @@ class _State:
         self._pool: Pool | None = None
         self.own_pool = False
         self.sessions: dict[str, Session] = {}
+        self.approvers: dict[str, NotebookApprover] = {}
         self.current = "main"
         self.display = "auto"
         self.adopted: set[str] = set()
@@ -541,9 +543,16 @@ class DockerCCMagics(Magics):
                     f"session {name!r} was started with other {flags}; add --new to start a "
                     f"fresh session with these options, or pick another one with -s NAME")
             return session
+        more: dict[str, Any] = {}
+        approver = None
+        if opts.permission_mode in ASKING_MODES:
+            # nobody else approves: Approve / Deny in the turn's stream widget
+            more["can_use_tool"] = approver = NotebookApprover()
         session = STATE.pool.session(
             opts.agent or "main", model=opts.model, system_prompt=opts.system,
-            permission_mode=opts.permission_mode)
+            permission_mode=opts.permission_mode, **more)
+        if approver is not None:
+            STATE.approvers[session.id] = approver
         STATE.sessions[name] = session
         return session
 
@@ -556,6 +565,9 @@ class DockerCCMagics(Magics):
                           container=lease.name if lease is not None else None,
                           model=session.aio.options.model)
         view = make_view(mode, state)
+        approver = STATE.approvers.get(session.id)
+        if approver is not None:
+            approver.widget = getattr(view, "widget", None)
         driver = TurnDriver(session.aio, view, on_portal=True, timeout=opts.timeout)
         count = getattr(self.shell, "execution_count", None)
 
@@ -645,6 +657,12 @@ class DockerCCMagics(Magics):
                        "warm": sum(1 for c in containers if c["state"] == "warm")}
         except DockerCCError as exc:
             summary = {"error": str(exc)}
+        try:
+            budgets = hooks.budgets(pool.aio)
+        except DockerCCError:
+            budgets = []
+        summary.update({f"budget {b['scope']}": f"${b['spent_usd']:.4f} of "
+                        f"${b['limit_usd']:.4f}" for b in budgets})
         line = (f"pool: redis {pool.aio.transport.url}, image {pool.config.image}, "
                 + ", ".join(f"{k} {v}" for k, v in summary.items()))
         title = f"current session: {STATE.current}"

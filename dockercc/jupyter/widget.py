@@ -31,8 +31,11 @@ class StreamWidget(widgets.VBox):
         self.header = widgets.HBox([self.badge, self.interrupt_button],
                                    layout=widgets.Layout(align_items="center", width="100%"))
         self.body = widgets.VBox()
+        # the CLI's pending permission requests (Approve / Deny), apart from the parts that
+        # sync() manages
+        self.approvals = widgets.VBox()
         self.footer = widgets.HTML(layout=widgets.Layout(width="auto"))
-        super().__init__([self.header, self.body, self.footer],
+        super().__init__([self.header, self.approvals, self.body, self.footer],
                          layout=widgets.Layout(border_left="3px solid #78909c",
                                                padding="2px 10px", margin="2px 0"))
         self.add_class("dockercc-stream")
@@ -50,6 +53,44 @@ class StreamWidget(widgets.VBox):
         self.interrupted_by_button = True
         if self.on_interrupt is not None:
             self.on_interrupt()
+
+    # -- approvals -------------------------------------------------------------------------
+
+    def ask_approval(self, tool_name: str, tool_input: dict[str, Any],
+                     decide: Callable[[bool], None]) -> None:
+        """Show a permission request with Approve / Deny; ``decide(approved)`` is called
+        once, on the click (from the kernel's thread)."""
+        import json
+
+        shown = json.dumps(tool_input, indent=1, ensure_ascii=False, default=str)
+        if len(shown) > 2000:
+            shown = shown[:2000] + "…"
+        label = widgets.HTML(
+            f"<b>{render.esc(tool_name)}</b> asks for approval"
+            f"<pre class='dockercc-approval-input'>{render.esc(shown)}</pre>",
+            layout=widgets.Layout(flex="1 1 auto", width="auto"))
+        approve = widgets.Button(description="Approve", icon="check", button_style="success",
+                                 layout=widgets.Layout(width="auto"))
+        deny = widgets.Button(description="Deny", icon="times", button_style="danger",
+                              layout=widgets.Layout(width="auto"))
+        approve.add_class("dockercc-approve")
+        deny.add_class("dockercc-deny")
+        box = widgets.HBox([label, approve, deny],
+                           layout=widgets.Layout(align_items="center", width="100%"))
+        box.add_class("dockercc-approval")
+
+        def clicked(approved: bool) -> None:
+            if approve.disabled:
+                return
+            approve.disabled = deny.disabled = True
+            label.value += f"<i>{'approved' if approved else 'denied'}</i>"
+            box.remove_class("dockercc-approval")
+            box.add_class("dockercc-approval-done")
+            decide(approved)
+
+        approve.on_click(lambda _b: clicked(True))
+        deny.on_click(lambda _b: clicked(False))
+        self.approvals.children = (*self.approvals.children, box)
 
     # -- state -> widgets ------------------------------------------------------------------
 

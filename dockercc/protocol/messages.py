@@ -467,6 +467,7 @@ class ResultMessage(WireModel):
     errors: list[Any] | None = None
     permission_denials: list[Any] | None = None
     api_error_status: int | str | None = None
+    structured_output: Any = None
 
     @property
     def ok(self) -> bool:

@@ -36,7 +36,7 @@ from ..config import DockerCCConfig, resolve_config
 from ..errors import AgentError, ProviderUnavailable, SessionClosed
 from ..events import Event, Result
 from ..protocol.keys import validate_id
-from ..session import EventCallback, SessionOptions
+from ..session import EventCallback, SessionOptions, session_options
 from .anthropic_api import AnthropicProvider
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, parse_model_ref
 from .claude_cli import ClaudeCLIProvider
@@ -101,19 +101,23 @@ class ProviderChain:
     def __repr__(self) -> str:
         return f"ProviderChain({[str(r) for r in self.refs]!r})"
 
-    def session(self, agent: str = "main", *, session_id: str | None = None,
+    def session(self, agent: str = "main", options: Any = None, *,
+                session_id: str | None = None,
                 system_prompt: str | None = None, append_system_prompt: str | None = None,
                 permission_mode: str | None = None, allowed_tools: list[str] | None = None,
                 disallowed_tools: list[str] | None = None, tools: Iterable[Any] = (),
                 workspace: str | None = None, env: dict[str, str] | None = None,
-                max_turns: int | None = None, include_partial_messages: bool = True,
+                max_turns: int | None = None, include_partial_messages: bool | None = None,
                 on_event: EventCallback | None = None) -> ChainSession:
-        """A new session; its provider is chosen when it starts."""
+        """A new session; its provider is chosen when it starts. ``options`` is a
+        :class:`dockercc.ClaudeAgentOptions` (its ``model`` is ignored: each provider of the
+        chain names its own)."""
         if self._closed:
             raise SessionClosed("the provider chain is closed")
         self.config.agent(agent)  # a clear ConfigError for an unknown agent, now
-        options = SessionOptions(
-            agent=agent, system_prompt=system_prompt, append_system_prompt=append_system_prompt,
+        options = session_options(
+            agent, options, system_prompt=system_prompt,
+            append_system_prompt=append_system_prompt,
             permission_mode=permission_mode, allowed_tools=allowed_tools,
             disallowed_tools=disallowed_tools, tools=list(tools), workspace=workspace, env=env,
             max_turns=max_turns, include_partial_messages=include_partial_messages)

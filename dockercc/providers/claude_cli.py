@@ -29,11 +29,17 @@ from ..config import mask_url, secret_env
 from ..errors import AgentError
 from ..events import Event, EventMapper, Result
 from ..protocol import control
-from ..protocol.cli import MCP_SERVER_NAME, build_cli_args
+from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..protocol.messages import ControlRequest, ControlResponse, Message
 from ..protocol.parser import LineParser
-from ..session import SessionOptions
+from ..session import (
+    SessionOptions,
+    decide_permission,
+    hooks_wire,
+    resolve_cli_args,
+    run_hook,
+)
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, unavailable
 
 BASE_ARGS = ("--input-format", "stream-json", "--output-format", "stream-json", "--verbose")
@@ -72,6 +78,7 @@ class CLISession(ProviderSession):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bridge: Any = None
+        self._hooks_config, self._hook_fns = hooks_wire(options.hooks)
         self._stdin_lock = asyncio.Lock()
         self._turn_lock = asyncio.Lock()
         self._init_id = ""
@@ -93,17 +100,9 @@ class CLISession(ProviderSession):
 
     def argv(self, executable: str, with_tools: bool) -> list[str]:
         o, a = self.options, self.agent_config
-        return [executable, *BASE_ARGS, *build_cli_args(
-            model=self.ref.model,
-            system_prompt=o.system_prompt if o.system_prompt is not None else a.system_prompt,
-            append_system_prompt=o.append_system_prompt or a.append_system_prompt,
-            permission_mode=o.permission_mode or a.permission_mode,
-            allowed_tools=o.allowed_tools if o.allowed_tools is not None else a.allowed_tools,
-            disallowed_tools=(o.disallowed_tools if o.disallowed_tools is not None
-                              else a.disallowed_tools),
-            max_turns=o.max_turns or a.max_turns, resume=o.resume,
-            mcp_server=MCP_SERVER_NAME if with_tools else None,
-            include_partial_messages=o.include_partial_messages)]
+        return [executable, *BASE_ARGS, *resolve_cli_args(
+            o, a, model=self.ref.model, resume=o.resume,
+            mcp_server=MCP_SERVER_NAME if with_tools else None)]
 
     async def start(self) -> None:
         if self.proc is not None:
@@ -133,7 +132,7 @@ class CLISession(ProviderSession):
         self._init_id = control.new_request_id()
         limit = self.context.config.timeouts.startup_ms / 1000
         try:
-            await self._write(control.initialize_request(self._init_id))
+            await self._write(control.initialize_request(self._init_id, self._hooks_config or None))
             error = await asyncio.wait_for(asyncio.shield(self._ready), limit)
         except TimeoutError:
             await self._cleanup()
@@ -228,6 +227,14 @@ class CLISession(ProviderSession):
         if kind == "mcp_message" and self._bridge is not None:
             reply = await self._bridge.handle(request.get("message") or {})
             await self._write(control.mcp_response(request_id, reply))
+        elif kind == "can_use_tool" and self.options.can_use_tool is not None:
+            decision = await decide_permission(self.options.can_use_tool, request, self.id)
+            await self._write(control.dumps_line(control.control_success_dict(
+                request_id, decision)))
+        elif kind == "hook_callback":
+            output = await run_hook(self._hook_fns, request, self.id)
+            await self._write(control.dumps_line(control.control_success_dict(
+                request_id, output)))
         elif kind == "can_use_tool":
             # no interactive approver: the session's permission mode rules (as in containers)
             await self._write(control.control_error(

@@ -114,13 +114,10 @@ class DockerSession(ProviderSession):
         except POOL_UNAVAILABLE as exc:
             raise unavailable(self.ref, describe(exc)) from exc
         o = self.options
-        inner = pool.session(
-            o.agent, model=self.ref.model, system_prompt=o.system_prompt,
-            append_system_prompt=o.append_system_prompt, permission_mode=o.permission_mode,
-            allowed_tools=o.allowed_tools, disallowed_tools=o.disallowed_tools,
-            tools=[*self.context.tools, *o.tools], workspace=o.workspace, resume=o.resume, env=o.env,
-            max_turns=o.max_turns, session_id=self.id,
-            include_partial_messages=o.include_partial_messages, parent=o.parent)
+        inner = pool._open(
+            o.model_copy(update={"model": self.ref.model,
+                                 "tools": [*self.context.tools, *o.tools]}),
+            session_id=self.id)
         try:
             await inner.start()
         except POOL_UNAVAILABLE as exc:
