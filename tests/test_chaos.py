@@ -181,6 +181,11 @@ async def test_prompt_queued_on_a_dead_container_is_dropped_and_reported(
     async with AsyncPool(cfg) as pool:
         s = pool.session(session_id="queued-dead")
         assert (await s.ask("first", timeout=120)).ok
+        # Docker's events would make the loss known at once (the prompt would go to a new
+        # container): this is the fallback, a loss the pool learns of only by polling
+        watch, pool.containers._watch = pool.containers._watch, None
+        if watch is not None:
+            await asyncio.to_thread(watch.close)
         await asyncio.to_thread(kill, docker_client, chaos_prefix, s.id)
         await s.send("a lonely prompt")  # the pool does not know yet: it goes to :input
         keys = pool.transport.keys(s.id)
