@@ -297,34 +297,31 @@ def kill_leftovers(agent_uid: int | None = None) -> int:
     return killed
 
 
-def pids_refusals() -> int | None:
-    """How many forks (and thread creations) the container's process limit refused (the pids
-    cgroup's ``max`` counter); ``None`` where the counter cannot be read."""
-    for path in PIDS_EVENTS:
+def _cgroup_counter(paths: tuple[str, ...], name: str) -> int | None:
+    """A counter of the container's cgroup (``name value`` lines, cgroup v2 or v1 file);
+    ``None`` where none of ``paths`` can be read."""
+    for path in paths:
         try:
             with open(path) as f:
                 for line in f:
-                    name, _, value = line.partition(" ")
-                    if name == "max":
+                    key, _, value = line.partition(" ")
+                    if key == name:
                         return int(value)
         except (OSError, ValueError):
             continue
     return None
+
+
+def pids_refusals() -> int | None:
+    """How many forks (and thread creations) the container's process limit refused (the pids
+    cgroup's ``max`` counter); ``None`` where the counter cannot be read."""
+    return _cgroup_counter(PIDS_EVENTS, "max")
 
 
 def oom_kills() -> int | None:
     """How many processes the kernel killed in this container for its memory limit (from the
     cgroup's ``oom_kill`` counter); ``None`` where the counter cannot be read."""
-    for path in OOM_COUNTERS:
-        try:
-            with open(path) as f:
-                for line in f:
-                    name, _, value = line.partition(" ")
-                    if name == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
+    return _cgroup_counter(OOM_COUNTERS, "oom_kill")
 
 
 def find_transcript(claude_session_id: str, agent: AgentIds | None = None) -> Path | None:

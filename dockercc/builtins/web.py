@@ -33,6 +33,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from ..bridge import Tool, ToolOutput
+from ..egress.policy import embedded_ips
 from ..errors import DockerCCError
 from ._base import BuiltinToolError, ToolContext, builtin, clip, to_json
 
@@ -73,7 +74,6 @@ METADATA_HOSTS = frozenset({
     "metadata", "metadata.google.internal", "metadata.goog", "metadata.azure.com",
     "instance-data", "instance-data.ec2.internal",
 })
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _TEXT_TYPES = ("application/json", "application/xml", "application/javascript",
                "application/x-javascript", "application/rss+xml", "application/atom+xml")
@@ -111,31 +111,16 @@ class AddressPolicy:
             ip = ipaddress.ip_address(str(ip).split("%", 1)[0])
         if self._listed(ip):
             return None
-        for candidate in _embedded(ip):
+        for candidate in embedded_ips(ip):
             if candidate in METADATA_ADDRESSES:
                 return "a cloud-metadata address"
         if self.allow_private:
             return None
-        for candidate in _embedded(ip):
+        for candidate in embedded_ips(ip):
             reason = _non_public(candidate)
             if reason:
                 return reason
         return None
-
-
-def _embedded(ip: IPAddress) -> list[IPAddress]:
-    """``ip`` plus any IPv4 address carried inside it (mapped, 6to4, Teredo, NAT64)."""
-    out: list[IPAddress] = [ip]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            out.append(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            out.append(ip.sixtofour)
-        if ip.teredo is not None:
-            out.extend(ip.teredo)
-        if ip in _NAT64:
-            out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return out
 
 
 def _non_public(ip: IPAddress) -> str | None:

@@ -166,7 +166,7 @@ def parse_rule(entry: str) -> Rule:
     return Rule(text, "wildcard" if wildcard else "name", name=name, port=port)
 
 
-def _embedded(ip: IPAddress) -> list[IPAddress]:
+def embedded_ips(ip: IPAddress) -> list[IPAddress]:
     """``ip`` plus any IPv4 address carried inside it (mapped, 6to4, Teredo, NAT64)."""
     out: list[IPAddress] = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
@@ -183,7 +183,7 @@ def _embedded(ip: IPAddress) -> list[IPAddress]:
 
 def non_public(ip: IPAddress) -> str | None:
     """Why ``ip`` is no public internet address (loopback, private, ...), or None."""
-    for candidate in _embedded(ip):
+    for candidate in embedded_ips(ip):
         if candidate in _METADATA:
             return "cloud metadata address"
         if candidate.is_loopback:

@@ -430,6 +430,21 @@ class EgressProxy:
                                               self.connect_timeout)
         return None
 
+    async def _reach(self, entry: _Entry, writer: asyncio.StreamWriter, conn: h11.Connection,
+                     host: str, port: int
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection to an allowed ``host:port`` (resolved and checked here), or None once
+        the client has been answered: 403 for a refused target, 502 for an unreachable one."""
+        try:
+            addresses = await self._resolve(entry, host, port)
+        except Refused as exc:
+            await self._deny(entry, writer, conn, host, port, exc.reason)
+            return None
+        opened = await self._open(addresses, port)
+        if opened is None:
+            await self._error(writer, conn, 502, f"cannot connect to {_hostport(host, port)}")
+        return opened
+
     async def _connect(self, entry: _Entry, conn: h11.Connection, request: h11.Request,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -437,14 +452,8 @@ class EgressProxy:
         except Refused as exc:
             await self._error(writer, conn, 400, f"bad CONNECT target: {exc.reason}")
             return
-        try:
-            addresses = await self._resolve(entry, host, port)
-        except Refused as exc:
-            await self._deny(entry, writer, conn, host, port, exc.reason)
-            return
-        opened = await self._open(addresses, port)
+        opened = await self._reach(entry, writer, conn, host, port)
         if opened is None:
-            await self._error(writer, conn, 502, f"cannot connect to {_hostport(host, port)}")
             return
         up_reader, up_writer = opened
         # CONNECT has no body: what h11 read past the head already belongs to the tunnel
@@ -564,14 +573,8 @@ class EgressProxy:
         except Refused as exc:
             await self._error(writer, conn, 400, f"bad request target: {exc.reason}")
             return
-        try:
-            addresses = await self._resolve(entry, host, port)
-        except Refused as exc:
-            await self._deny(entry, writer, conn, host, port, exc.reason)
-            return
-        opened = await self._open(addresses, port)
+        opened = await self._reach(entry, writer, conn, host, port)
         if opened is None:
-            await self._error(writer, conn, 502, f"cannot connect to {_hostport(host, port)}")
             return
         up_reader, up_writer = opened
         try:
