@@ -1264,22 +1264,8 @@ class Runner:
         ``hook``: a hook callback) through the MCP relay list, with the lease token, and give
         the answer to the CLI. No answer in ``mcp_timeout_s``: a permission is denied, a hook
         lets the CLI go on."""
-        keys = self.keys
-        assert keys is not None
-        payload = json.dumps({"kind": kind, "request_id": request_id, "request": request,
-                              "ts": now_ms(), "container": self.s.container,
-                              "lease_token": self.assignment.lease_token
-                              if self.assignment else ""}, ensure_ascii=False, default=str)
-        reply_key = keys.mcp_reply(request_id)
-        await self.r.rpush(keys.mcp_requests, payload)
-        deadline = time.monotonic() + self.s.mcp_timeout_s
-        item = None
-        while item is None and (left := deadline - time.monotonic()) > 0:
-            try:
-                item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
-            except REDIS_DOWN as exc:
-                log.warning("waiting for the host's %s answer failed (%s), retrying", kind, exc)
-                await asyncio.sleep(0.2)
+        item = await self.ask_host(request_id, {"kind": kind, "request": request},
+                                   f"waiting for the host's {kind} answer")
         answer: dict[str, Any] = {} if kind == "hook" else {
             "behavior": "deny", "message": f"no approval in {self.s.mcp_timeout_s:.0f}s: denied"}
         if item is not None:
@@ -1293,17 +1279,16 @@ class Runner:
         await self.write_stdin(control.dumps_line(
             control.control_success_dict(request_id, answer)))
 
-    async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
-        """Hand one MCP message to the host bridge and its reply back to the CLI."""
+    async def ask_host(self, request_id: str, fields: dict[str, Any], what: str) -> Any:
+        """Put one request on the session's ``:mcp:requests`` (tagged with this container and
+        its lease token, so the host answers only the current lease) and wait up to
+        ``mcp_timeout_s`` for the host's reply on ``:mcp:reply:<id>``; None without one."""
         keys = self.keys
         assert keys is not None
-        message = request.get("message") or {}
-        payload = json.dumps({"request_id": request_id, "server_name": request.get("server_name"),
-                              "message": message, "ts": now_ms(),
+        payload = json.dumps({"request_id": request_id, **fields, "ts": now_ms(),
                               "container": self.s.container,
                               "lease_token": self.assignment.lease_token
-                              if self.assignment else "",
-                              "traceparent": self.traceparent}, ensure_ascii=False)
+                              if self.assignment else ""}, ensure_ascii=False, default=str)
         reply_key = keys.mcp_reply(request_id)
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would
@@ -1314,7 +1299,15 @@ class Runner:
             try:
                 item = await self.r.blpop([reply_key], timeout=min(2.0, max(left, 0.01)))
             except REDIS_DOWN as exc:
-                await self.link.failed("waiting for an MCP reply", exc, self.r)
+                await self.link.failed(what, exc, self.r)
+        return item
+
+    async def relay_mcp(self, request_id: str, request: dict[str, Any]) -> None:
+        """Hand one MCP message to the host bridge and its reply back to the CLI."""
+        message = request.get("message") or {}
+        item = await self.ask_host(request_id, {
+            "server_name": request.get("server_name"), "message": message,
+            "traceparent": self.traceparent}, "waiting for an MCP reply")
         if item is None:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "error": {
                 "code": -32001, "message": f"host tool bridge did not answer in "
