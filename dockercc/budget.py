@@ -62,6 +62,14 @@ async def spend(client: Any, prefix: str, window_s: float, agent: str | None = N
     return total
 
 
+def configured(config: Any) -> bool:
+    """Whether any budget (the pool's or an agent's) is set: only then are costs recorded.
+    Processes that share a pool should share its budget settings, or their spend is not
+    counted."""
+    return config.budget.usd is not None or any(
+        agent.budget.usd is not None for agent in config.agents.values())
+
+
 async def report(client: Any, prefix: str, config: Any) -> list[dict[str, Any]]:
     """Spend against every configured budget (pool first), for ``dockercc status``."""
     out = []

@@ -762,8 +762,10 @@ class AsyncSession(NotebookDisplay):
         await budget.check(t.client, t.prefix, cfg, self.agent)
 
     async def _record_cost(self, result: Result) -> None:
-        """Put the turn's cost in the shared ledger, once (keyed by session and seq)."""
-        if not result.cost_usd:
+        """Put the turn's cost in the shared ledger, once (keyed by session and seq). Only
+        where a budget is configured: without one nobody reads the ledger, and a pool without
+        budgets leaves no ledger keys behind."""
+        if not result.cost_usd or not budget.configured(self.pool.config):
             return
         t = self.pool.transport
         try:
