@@ -61,6 +61,28 @@ def cli_fixtures() -> Path:
     return FIXTURES
 
 
+def host_claude() -> str:
+    """The pinned Claude Code CLI on the host: missing means a set-up step was skipped, a
+    failure with what to do, never a skip."""
+    import shutil
+
+    found = shutil.which("claude")
+    if found is None:
+        pytest.fail("no claude CLI on the host: bash scripts/stack.sh up installs the pinned one")
+    return found
+
+
+def dev_import(module: str) -> Any:
+    """A module of the dev extra: missing is a broken install, a failure, never a skip."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is missing ({exc}): pip install -e '.[dev]' "
+                    "(bash scripts/stack.sh up does it)")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The tests' own redis-server (loopback port and a unix socket), for the whole session."""

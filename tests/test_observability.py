@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import dev_import
 from prometheus_client.parser import text_string_to_metric_families
 
 from dockercc import logs, metrics
@@ -163,21 +164,25 @@ async def test_metrics_match_what_the_sessions_measured(make_config: Any, api: A
 
 
 def test_tracing_is_a_no_op_without_a_provider_or_otel() -> None:
-    from dockercc import tracing
+    """In a fresh process (a tracer provider, once set by another test, stays for the
+    process): without one, tracing makes nothing."""
+    import subprocess
+    import sys
 
-    if tracing.enabled():
-        pytest.skip("a tracer provider is configured in this process")
-    assert tracing.TurnTrace.start("s", "main") is None
-    with tracing.claim_span(None, "s", "main") as span:
-        assert span is None
-    with tracing.tool_span(None, {"traceparent": "junk"}, "s") as span:
-        assert span is None
+    code = ("from dockercc import tracing\n"
+            "assert not tracing.enabled()\n"
+            "assert tracing.TurnTrace.start('s', 'main') is None\n"
+            "with tracing.claim_span(None, 's', 'main') as span:\n"
+            "    assert span is None\n"
+            "with tracing.tool_span(None, {'traceparent': 'junk'}, 's') as span:\n"
+            "    assert span is None\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_spans_exported_to_a_local_file(tmp_path: Any) -> None:
     """``tracing.export_to_file``: one JSON span per line (in a fresh process: a tracer
     provider is set once per process)."""
-    pytest.importorskip("opentelemetry.sdk")
+    dev_import("opentelemetry.sdk")
     import subprocess
     import sys
 
@@ -213,7 +218,7 @@ def _memory_exporter() -> Any:
 @pytest.mark.docker
 async def test_one_turn_with_a_host_tool_is_one_trace_across_the_container(
         make_config: Any, api: Any) -> None:
-    pytest.importorskip("opentelemetry.sdk")
+    dev_import("opentelemetry.sdk")
     from dockercc import tool
 
     @tool

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import stat
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import dev_import, host_claude
 
 import dockercc
 from dockercc import (
@@ -156,10 +156,8 @@ def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_pa
     """The claude-agent-sdk quick-start (an SDK tool server), run by the SDK against the
     host's CLI and, with only the import changed, by dockercc in a container: the same CLI
     flags, the same subagents (initialize request vs ``--agents``), the same tool result."""
-    sdk = pytest.importorskip("claude_agent_sdk")
-    claude = shutil.which("claude")
-    if claude is None:
-        pytest.skip("no claude CLI on the host")
+    sdk = dev_import("claude_agent_sdk")
+    claude = host_claude()
     log = tmp_path / "argv.json"
     wrapper = tmp_path / "claude"
     # records what the SDK starts and writes, then is the real CLI
@@ -460,8 +458,7 @@ async def test_local_cli_provider_asks_the_same_approver_and_hooks(
     from dockercc import HookMatcher, PermissionResultAllow
     from dockercc.providers import ProviderChain
 
-    if shutil.which("claude") is None:
-        pytest.skip("no claude CLI on the host")
+    host_claude()
     prompts: list[str] = []
 
     def approve(name: str, tool_input: dict[str, Any], ctx: Any) -> Any:
