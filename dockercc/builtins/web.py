@@ -19,7 +19,6 @@ web_search
     ``tools.webSearch.provider`` is set (or ``pool.search_provider`` is given in code).
 """
 
-import asyncio
 import codecs
 import ipaddress
 import os
@@ -34,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from ..bridge import Tool, ToolOutput
 from ..egress.policy import embedded_ips
+from ..egress.proxy import system_resolver as resolve_addresses
 from ..errors import DockerCCError
 from ._base import BuiltinToolError, ToolContext, builtin, clip, to_json
 
@@ -143,17 +143,10 @@ def _non_public(ip: IPAddress) -> str | None:
 
 async def system_resolver(host: str, port: int) -> list[str]:
     """The host's addresses from the system resolver (``getaddrinfo``)."""
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return await resolve_addresses(host, port)
     except socket.gaierror as exc:
         raise FetchError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
-    out: list[str] = []
-    for info in infos:
-        address = str(info[4][0])
-        if address not in out:
-            out.append(address)
-    return out
 
 
 class FetchResult(BaseModel):

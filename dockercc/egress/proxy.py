@@ -176,6 +176,38 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return out
 
 
+async def splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter,
+                 idle_timeout: float | None) -> None:
+    """Copy both ways until both directions are done or one fails (a half-close goes
+    through as EOF); a direction quiet for ``idle_timeout`` seconds fails."""
+
+    async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await asyncio.wait_for(src.read(READ_SIZE), idle_timeout)
+                if not data:
+                    break
+                dst.write(data)
+                await dst.drain()
+        finally:
+            with contextlib.suppress(Exception):
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+    tasks = [asyncio.ensure_future(one_way(a_reader, b_writer)),
+             asyncio.ensure_future(one_way(b_reader, a_writer))]
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in pending:
+            t.cancel()
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+
+
 class _Closed(Exception):
     """The client went away or sent something we answered with an error."""
 
@@ -468,32 +500,9 @@ class EgressProxy:
 
     async def _pipe(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
-        async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    data = await asyncio.wait_for(src.read(READ_SIZE), self.idle_timeout)
-                    if not data:
-                        break
-                    dst.write(data)
-                    await dst.drain()
-            finally:
-                with contextlib.suppress(Exception):
-                    if dst.can_write_eof():
-                        dst.write_eof()
-
-        tasks = [asyncio.ensure_future(one_way(a_reader, b_writer)),
-                 asyncio.ensure_future(one_way(b_reader, a_writer))]
         try:
-            # a half-close goes through; both directions done (or one failed) ends the tunnel
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in pending:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
+            await splice(a_reader, a_writer, b_reader, b_writer, self.idle_timeout)
         finally:
-            for t in tasks:
-                t.cancel()
             b_writer.close()
             with contextlib.suppress(Exception):
                 await b_writer.wait_closed()
@@ -666,21 +675,8 @@ class UnixRelay:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), self.connect_timeout)
             up = up_writer
-
-            async def one_way(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                while data := await src.read(READ_SIZE):
-                    dst.write(data)
-                    await dst.drain()
-
-            pumps = [asyncio.ensure_future(one_way(reader, up_writer)),
-                     asyncio.ensure_future(one_way(up_reader, writer))]
-            try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for p in pumps:
-                    p.cancel()
-                    with contextlib.suppress(BaseException):
-                        await p
+            # no idle timeout: a runner's BLPOP or subscription is quiet for as long as it likes
+            await splice(reader, writer, up_reader, up_writer, None)
         except (OSError, TimeoutError):
             pass
         except Exception as exc:  # (no primary known to the sentinels: the runner retries)
