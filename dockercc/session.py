@@ -1077,12 +1077,10 @@ class AsyncSession(NotebookDisplay):
     async def _drop_scratch(self) -> None:
         """A deleted session's scratch volume goes with it."""
         m = self.workspace_mount
-        remove = getattr(self.pool.containers.backend, "remove_volume", None)
-        if m is None or m.kind != "volume" or not m.source.startswith("dockercc-ws-") \
-                or remove is None:
+        if m is None or m.kind != "volume" or not m.source.startswith("dockercc-ws-"):
             return
         with contextlib.suppress(Exception):
-            await remove(m.source)
+            await self.pool.containers.backend.remove_volume(m.source)
             await self.pool.transport.client.hdel(
                 f"{self.pool.transport.prefix}{SCRATCH_KEY}", m.source)
 

@@ -67,6 +67,18 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
+    async def rename(self, old: str, new: str) -> None: ...
+
+    async def set_cpu_shares(self, container_id: str, shares: int) -> None: ...
+
+    async def remove_volume(self, name: str) -> None: ...
+
+    def watch(self, labels: dict[str, str], on_event: Callable[[dict[str, Any]], None]
+              ) -> EventWatch | None:
+        """Follow ``die``/``oom``/``destroy`` of containers with ``labels``; None where the
+        backend has no events (the pool then polls)."""
+        ...
+
 
 class DockerBackend:
     """Containers on a Docker engine (the local one by default)."""

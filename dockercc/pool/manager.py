@@ -360,8 +360,7 @@ class ContainerPool:
     def _start_events(self) -> None:
         """Docker's ``die``/``oom``/``destroy`` events make a loss known at once; the health
         pass keeps polling as the fallback (a backend without events, a stream that broke)."""
-        watch = getattr(self.backend, "watch", None)
-        if watch is None or self._watch is not None:
+        if self._watch is not None:
             return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -370,7 +369,7 @@ class ContainerPool:
             with contextlib.suppress(RuntimeError):  # the loop closed
                 loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        self._watch = watch(self.labels_base, on_event)
+        self._watch = self.backend.watch(self.labels_base, on_event)
         self._spawn(self._events_loop(queue))
 
     async def _events_loop(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
@@ -597,9 +596,6 @@ class ContainerPool:
         works as the seed says."""
         if old == new:
             return
-        rename = getattr(self.backend, "rename", None)
-        if rename is None:
-            return
         try:
             # the Docker id of the container labelled for this record, not the record's name
             found = [i for i in await self.backend.list(
@@ -607,7 +603,7 @@ class ContainerPool:
                 if self._is_ours(i, container)]
             if len(found) != 1:
                 return
-            await rename(found[0].id, new)
+            await self.backend.rename(found[0].id, new)
         except Exception as exc:  # a stale container of that name: keep the warm name
             log.debug("rename %s -> %s skipped: %s", old, new, exc)
             return
@@ -655,11 +651,10 @@ class ContainerPool:
 
     async def _restore_cpu(self, docker_id: str, name: str) -> None:
         """A warm container that is ready gets the normal CPU weight (see WARM_CPU_SHARES)."""
-        set_shares = getattr(self.backend, "set_cpu_shares", None)
-        if set_shares is None or not docker_id:
+        if not docker_id:
             return
         try:
-            await set_shares(docker_id, NORMAL_CPU_SHARES)
+            await self.backend.set_cpu_shares(docker_id, NORMAL_CPU_SHARES)
         except Exception as exc:
             log.debug("restoring the CPU weight of %s failed: %s", name, exc)
 
@@ -710,11 +705,10 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
-        remove_volume = getattr(self.backend, "remove_volume", None)
-        if self.config.docker.scratch_volumes and not rec.session and remove_volume:
+        if self.config.docker.scratch_volumes and not rec.session:
             # never claimed: its scratch workspace is nobody's (a session keeps its own)
             with contextlib.suppress(Exception):
-                await remove_volume(scratch_volume_name(rec.id))
+                await self.backend.remove_volume(scratch_volume_name(rec.id))
         if self.egress is not None:
             await self.egress.remove(rec.id)
         pipe = r.pipeline(transaction=False)
