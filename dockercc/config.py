@@ -438,6 +438,12 @@ class TimeoutsConfig(_Model):
                "goes on; short enough that an orphan of a dead owner and a stopped Redis "
                "does not linger"),
     )
+    permission_ms: Int = Field(
+        300000, gt=0,
+        **_doc("How long a permission request (`can_use_tool`, a notebook's Approve / Deny) "
+               "or a hook callback may take; an approver slower than this is denied, a slower "
+               "hook is skipped (5 min)"),
+    )
 
 
 class RedisConfig(_Model):

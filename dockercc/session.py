@@ -79,7 +79,8 @@ log = logging.getLogger("dockercc.session")
 EventCallback = Callable[[Event], Awaitable[None] | None]
 """How long a closed session's state, history and transcript stay resumable."""
 PERMISSION_TIMEOUT_S = 300.0
-"""How long an approver (``can_use_tool``) may take before the request is denied."""
+"""How long an approver (``can_use_tool``) may take before the request is denied, unless the
+config says otherwise (``timeouts.permissionMs``)."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
 sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
@@ -199,7 +200,8 @@ def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
 
 
 async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
-                   where: str = "") -> dict[str, Any]:
+                   where: str = "", *, timeout_s: float = PERMISSION_TIMEOUT_S
+                   ) -> dict[str, Any]:
     """One hook callback on the CLI's ``hook_callback`` request; its output as the CLI reads
     it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
     fn = fns.get(str(request.get("callback_id")))
@@ -207,11 +209,15 @@ async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
         return {}
     data = request.get("input")
     try:
-        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
                      {"signal": None})
             if inspect.isawaitable(out):
                 out = await out
+    except TimeoutError:
+        log.warning("hook %s of %s took longer than %gs (timeouts.permissionMs): skipped",
+                    request.get("callback_id"), where, timeout_s)
+        return {}
     except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
         log.warning("hook %s of %s raised %s", request.get("callback_id"), where,
                     type(exc).__name__)
@@ -223,7 +229,8 @@ async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
 
 
 async def decide_permission(approver: Any, request: dict[str, Any],
-                            where: str = "") -> dict[str, Any]:
+                            where: str = "", *, timeout_s: float = PERMISSION_TIMEOUT_S
+                            ) -> dict[str, Any]:
     """An approver (``can_use_tool``) on one of the CLI's permission requests, as the CLI's
     decision (an error, a bad answer or no answer in time denies)."""
     from .types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
@@ -237,13 +244,14 @@ async def decide_permission(approver: Any, request: dict[str, Any],
     suggestions = request.get("permission_suggestions")
     ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list) else [])
     try:
-        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             answer = approver(name, dict(tool_input), ctx)
             if inspect.isawaitable(answer):
                 answer = await answer
     except TimeoutError:
         return {"behavior": "deny",
-                "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
+                "message": f"the approver (can_use_tool) did not answer within {timeout_s:g}s "
+                           "(timeouts.permissionMs): denied"}
     except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
         log.warning("can_use_tool for %s raised %s", where, type(exc).__name__)
         return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
@@ -333,6 +341,8 @@ class AsyncSession(NotebookDisplay):
         self._resume_id: str | None = None
         self._turn_open = False
         self._interrupted = False
+        #: the budget hold of the turn in flight (see dockercc.budget), settled by its Result
+        self._hold: str | None = None
         # the output subscription send() made for the next receive(): up before the prompt
         # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
         self._subscription: AsyncGenerator[Envelope, None] | None = None
@@ -711,10 +721,12 @@ class AsyncSession(NotebookDisplay):
         await pipe.execute()
 
     async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await run_hook(self._hook_fns, request, self.id)
+        return await run_hook(self._hook_fns, request, self.id,
+                              timeout_s=self.pool.config.timeouts.permission_ms / 1000)
 
     async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await decide_permission(self.options.can_use_tool, request, self.id)
+        return await decide_permission(self.options.can_use_tool, request, self.id,
+                                       timeout_s=self.pool.config.timeouts.permission_ms / 1000)
 
     # -- conversation ----------------------------------------------------------------------
 
@@ -747,30 +759,46 @@ class AsyncSession(NotebookDisplay):
                     input_id = await self._send_line(line)
                 except BaseException:
                     self._end_trace(outcome="send_failed")
+                    await self._release_hold()
                     raise
                 self._turn_open = True
                 self._interrupted = False
                 return input_id
 
     async def _check_budget(self) -> None:
-        """Refuse the turn when the pool's or the agent's budget is used up (all processes'
-        spend, from the ledger in Redis)."""
+        """Admit the turn under the pool's and the agent's budgets, or refuse it with
+        :class:`BudgetExceeded`: one atomic step across every process sharing the Redis
+        (the ledger's spend plus the turns admitted but not settled yet; see
+        :mod:`dockercc.budget`). The admitted turn holds its place until its Result settles
+        it."""
         cfg = self.pool.config
         if cfg.budget.usd is None and self.agent_config.budget.usd is None:
             return
-        t = self.pool.transport
-        await budget.check(t.client, t.prefix, cfg, self.agent)
+        await self._release_hold()  # a turn sent before and never read to its end
+        hold = f"{self.id}:{uuid.uuid4().hex[:12]}"
+        if await budget.admit(self.pool.containers, cfg, self.agent, hold):
+            self._hold = hold
+
+    async def _release_hold(self) -> None:
+        """The turn ends without a cost to record (lost, never sent, session closed)."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            try:
+                await budget.settle(self.pool.containers, hold)
+            except Exception as exc:  # noqa: BLE001 - it expires with our heartbeat anyway
+                log.warning("could not release the budget hold of %s: %s", self.id, exc)
 
     async def _record_cost(self, result: Result) -> None:
-        """Put the turn's cost in the shared ledger, once (keyed by session and seq). Only
-        where a budget is configured: without one nobody reads the ledger, and a pool without
-        budgets leaves no ledger keys behind."""
-        if not result.cost_usd or not budget.configured(self.pool.config):
+        """Settle the turn under the budgets: its hold goes and its cost enters the shared
+        ledger, once (keyed by session and seq), in one step. Only where a budget is
+        configured: without one nobody reads the ledger, and a pool without budgets leaves
+        no ledger keys behind."""
+        hold, self._hold = self._hold, None
+        if not budget.configured(self.pool.config):
             return
-        t = self.pool.transport
         try:
-            await budget.record(t.client, t.prefix, self.id, result.seq, self.agent,
-                                result.cost_usd)
+            await budget.settle(self.pool.containers, hold or "", self.id, result.seq,
+                                self.agent, result.cost_usd)
         except Exception as exc:  # noqa: BLE001 - the turn itself succeeded
             log.warning("could not record the cost of %s: %s", self.id, exc)
 
@@ -871,6 +899,7 @@ class AsyncSession(NotebookDisplay):
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
                         self._turn_done(None, "lost", error=event.error or "container_lost")
+                        await self._release_hold()
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
                     if (isinstance(event, ErrorEvent) and self._turn_open
                             and event.raw.get("turn_lost") is not False):
@@ -878,6 +907,7 @@ class AsyncSession(NotebookDisplay):
                         # the restarted one gets the prompt)
                         self._turn_open = False
                         self._turn_done(None, "cli_died", error=event.error or "cli_exited")
+                        await self._release_hold()
                         raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}",
@@ -1037,6 +1067,7 @@ class AsyncSession(NotebookDisplay):
             return
         self.closed = True
         self._end_trace(outcome="closed")
+        await self._release_hold()
         from .builtins import on_session_close
 
         with contextlib.suppress(Exception):

@@ -170,6 +170,7 @@ class RunnerSettings:
     health_interval_ms: int = 10_000
     claude_bin: str = "claude"  # shell words: a wrapper (e.g. "nice -n 5 claude") works
     mcp_timeout_s: float = 300.0
+    permission_timeout_s: float = 300.0  # the host's timeouts.permissionMs
     workdir: str | None = None
     prestart: Prestart | None = None
     agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
@@ -188,6 +189,7 @@ class RunnerSettings:
             health_interval_ms=int(env.get("DOCKERCC_HEALTH_INTERVAL_MS", "10000")),
             claude_bin=env.get("DOCKERCC_CLAUDE_BIN", "claude"),
             mcp_timeout_s=float(env.get("DOCKERCC_MCP_TIMEOUT_S", "300")),
+            permission_timeout_s=int(env.get("DOCKERCC_PERMISSION_MS") or 300_000) / 1000,
             workdir=env.get("DOCKERCC_WORKDIR") or None,
             agent=agent_ids(env),
             egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
@@ -1262,12 +1264,15 @@ class Runner:
     async def relay_to_host(self, kind: str, request_id: str, request: dict[str, Any]) -> None:
         """Ask the session's host for a decision (``kind`` ``permission``: its approver;
         ``hook``: a hook callback) through the MCP relay list, with the lease token, and give
-        the answer to the CLI. No answer in ``mcp_timeout_s``: a permission is denied, a hook
-        lets the CLI go on."""
+        the answer to the CLI. The host answers within ``timeouts.permissionMs`` (a slower
+        approver is denied there, with its reason); no answer at all a little after that (the
+        host is gone): a permission is denied, a hook lets the CLI go on."""
+        wait_s = self.s.permission_timeout_s + 10
         item = await self.ask_host(request_id, {"kind": kind, "request": request},
-                                   f"waiting for the host's {kind} answer")
+                                   f"waiting for the host's {kind} answer", wait_s=wait_s)
         answer: dict[str, Any] = {} if kind == "hook" else {
-            "behavior": "deny", "message": f"no approval in {self.s.mcp_timeout_s:.0f}s: denied"}
+            "behavior": "deny",
+            "message": f"no answer from the host's approver in {wait_s:.0f}s: denied"}
         if item is not None:
             try:
                 got = json.loads(item[1])
@@ -1279,7 +1284,8 @@ class Runner:
         await self.write_stdin(control.dumps_line(
             control.control_success_dict(request_id, answer)))
 
-    async def ask_host(self, request_id: str, fields: dict[str, Any], what: str) -> Any:
+    async def ask_host(self, request_id: str, fields: dict[str, Any], what: str, *,
+                       wait_s: float | None = None) -> Any:
         """Put one request on the session's ``:mcp:requests`` (tagged with this container and
         its lease token, so the host answers only the current lease) and wait up to
         ``mcp_timeout_s`` for the host's reply on ``:mcp:reply:<id>``; None without one."""
@@ -1293,7 +1299,7 @@ class Runner:
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would
         # otherwise abort one long BLPOP and leave a slow tool's reply unread forever
-        deadline = time.monotonic() + self.s.mcp_timeout_s
+        deadline = time.monotonic() + (self.s.mcp_timeout_s if wait_s is None else wait_s)
         item = None
         while item is None and (left := deadline - time.monotonic()) > 0:
             try:

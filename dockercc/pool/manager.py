@@ -42,6 +42,8 @@ from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
 from .registry import (
+    BUDGET_ADMIT,
+    BUDGET_SETTLE,
     CLAIM,
     MARK_WARM,
     QUARANTINE,
@@ -166,6 +168,8 @@ class ContainerPool:
         self._mark_warm = r.register_script(MARK_WARM)
         self._retire_warm = r.register_script(RETIRE_WARM)
         self._quarantine = r.register_script(QUARANTINE)
+        self._budget_admit = r.register_script(BUDGET_ADMIT)
+        self._budget_settle = r.register_script(BUDGET_SETTLE)
         #: the containers' own Redis users (None with ``redis.containerAcl: false``)
         self.acl: ContainerACL | None = (ContainerACL(r, transport.prefix)
                                          if config.redis.container_acl else None)
@@ -398,6 +402,45 @@ class ContainerPool:
         self._counters["lost_by_event"] += 1
         await self._lost(rec, self._lost_reason(info, stale=False))
 
+    # -- budgets (the ledger's rules are in dockercc.budget) ---------------------------------
+
+    async def admit_turn(self, hold: str, agent: str,
+                         limits: list[tuple[str, float, float, str]]
+                         ) -> tuple[bool, str, float, float]:
+        """Admit one turn under ``limits`` (scope, window s, limit USD, agent filter or ``""``)
+        and hold its place, atomically across processes (:data:`BUDGET_ADMIT`): ``(True, "",
+        estimate, 0)`` or ``(False, scope, spent, held)``."""
+        from ..budget import HOLD_MS, ledger_keys
+
+        spend_key, cost_key = ledger_keys(self.transport.prefix)
+        args: list[Any] = [now_ms(), hold, agent, self.owner, max(self.stale_ms, 1000), HOLD_MS]
+        for scope, window_s, limit, who in limits:
+            args += [scope, int(window_s * 1000), repr(float(limit)), who]
+        await self._heartbeat_owner()  # (our own holds count as alive in any case)
+        got = await self._budget_admit(keys=[spend_key, cost_key, self._holds_key(),
+                                             self.pk.owners], args=args)
+        ok, scope = bool(int(got[0])), as_str(got[1])
+        if ok:
+            return True, "", float(as_str(got[2])), 0.0
+        return False, scope, float(as_str(got[2])), float(as_str(got[3]))
+
+    async def settle_turn(self, hold: str, member: str = "", entry: str = "") -> bool:
+        """End a turn's hold and put its cost in the ledger (``member`` ``session:seq``,
+        ``entry`` its JSON), atomically and idempotently (:data:`BUDGET_SETTLE`); no
+        ``member``: release the hold only. True when the cost was new."""
+        from ..budget import KEEP_S, ledger_keys
+
+        spend_key, cost_key = ledger_keys(self.transport.prefix)
+        added = await self._budget_settle(
+            keys=[spend_key, cost_key, self._holds_key()],
+            args=[now_ms(), hold, member, entry, KEEP_S * 1000])
+        return bool(int(added or 0))
+
+    def _holds_key(self) -> str:
+        from ..budget import holds_key
+
+        return holds_key(self.transport.prefix)
+
     async def _heartbeat_owner(self) -> None:
         await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
 
@@ -620,7 +663,8 @@ class ContainerPool:
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
-                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms)
+                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms,
+                         permission_ms=self.config.timeouts.permission_ms)
         if self.config.logging.format == "json":  # the runner logs like its gateway
             env["DOCKERCC_LOG_FORMAT"] = "json"
         if self.config.logging.level != "INFO":

@@ -228,11 +228,13 @@ class CLISession(ProviderSession):
             reply = await self._bridge.handle(request.get("message") or {})
             await self._write(control.mcp_response(request_id, reply))
         elif kind == "can_use_tool" and self.options.can_use_tool is not None:
-            decision = await decide_permission(self.options.can_use_tool, request, self.id)
+            decision = await decide_permission(self.options.can_use_tool, request, self.id,
+                                               timeout_s=self.permission_timeout_s)
             await self._write(control.dumps_line(control.control_success_dict(
                 request_id, decision)))
         elif kind == "hook_callback":
-            output = await run_hook(self._hook_fns, request, self.id)
+            output = await run_hook(self._hook_fns, request, self.id,
+                                    timeout_s=self.permission_timeout_s)
             await self._write(control.dumps_line(control.control_success_dict(
                 request_id, output)))
         elif kind == "can_use_tool":
