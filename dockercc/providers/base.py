@@ -185,6 +185,11 @@ class Provider(abc.ABC):
         """A reason known without trying (e.g. disabled in the configuration), else None."""
         return None
 
+    def unsupported(self, options: SessionOptions) -> tuple[str, str] | None:
+        """An option this provider cannot honour, as ``(field, what to do)``; the chain
+        refuses such a session when it is created (never ignores the option silently)."""
+        return None
+
     @abc.abstractmethod
     def session(self, options: SessionOptions, session_id: str) -> ProviderSession:
         """A new, not yet started session."""
