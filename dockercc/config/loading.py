@@ -37,7 +37,7 @@ from .schema import _LEAF, _ROOT, _match_field, _Node, _node_for
 SEED_SECTION = "dockerClaudeCode"
 
 #: What :func:`load_config` builds a configuration from (what callers pass as ``config=``).
-ConfigSource: TypeAlias = "DockerCCConfig | str | os.PathLike[str] | Mapping[str, Any] | None"
+ConfigSource: TypeAlias = DockerCCConfig | str | os.PathLike[str] | Mapping[str, Any] | None
 
 MAX_CONFIG_VALUES = 100_000
 _TOO_BIG = (
