@@ -16,7 +16,7 @@ from .bridge import tool as make_tool
 from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
 from .builtins import close_pool as close_builtins
 from .builtins import start_pool as start_builtins
-from .config import DockerCCConfig, resolve_config
+from .config import DockerCCConfig, load_config
 from .events import Event, Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
@@ -63,7 +63,7 @@ class AsyncPool(NotebookDisplay):
                  env: dict[str, str] | None = None, backend: Backend | None = None,
                  on_event: EventCallback | None = None,
                  max_prompt_bytes: int = MAX_PROMPT_BYTES) -> None:
-        self.config = resolve_config(config)
+        self.config = load_config(config)
         self.env = env
         self.on_event = on_event
         self.max_prompt_bytes = max_prompt_bytes

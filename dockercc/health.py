@@ -28,12 +28,13 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .budget import report as budget_report
-from .config import DockerCCConfig, mask_url
+from .config import DockerCCConfig
 from .errors import BadData
 from .pool.backend import LABEL, ContainerInfo, DockerBackend
 from .pool.manager import PoolStats
 from .pool.registry import ContainerRecord
 from .protocol.keys import PoolKeys
+from .redaction import redact
 from .transport import as_int, as_str, now_ms
 
 __all__ = ["Check", "ContainerHealth", "PoolCounts", "EgressStatus", "Isolation", "HealthReport",
@@ -147,7 +148,7 @@ class HealthReport(BaseModel):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return mask_url(text.splitlines()[0] if text else type(exc).__name__)
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
 async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisCheck, Any]:
@@ -177,7 +178,7 @@ async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisChe
 async def _check_docker(config: DockerCCConfig, backend: DockerBackend | None,
                         timeout: float) -> tuple[DockerCheck, DockerBackend | None]:
     engine = config.docker.base_url or "DOCKER_HOST / local engine"
-    check = DockerCheck(ok=False, engine=mask_url(engine))
+    check = DockerCheck(ok=False, engine=redact(engine))
     own = backend is None
     b = backend or DockerBackend(config.docker.base_url)
     t0 = time.perf_counter()

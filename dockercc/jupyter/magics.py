@@ -750,9 +750,9 @@ def _pool_of(session: Session) -> Pool:
 
 
 def _resolved(config: ConfigLike) -> Any:
-    from ..config import resolve_config
+    from ..config import load_config
 
-    return resolve_config(config)
+    return load_config(config)
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..bridge import ToolRegistry
-from ..config import DockerCCConfig, resolve_config
+from ..config import DockerCCConfig, load_config
 from ..errors import AgentError, BudgetExceeded, ProviderUnavailable, SessionClosed
 from ..events import Event, Result
 from ..protocol.keys import validate_id
@@ -72,7 +72,7 @@ def make_provider(ref: ModelRef, context: ProviderContext, *,
 class ProviderChain:
     """The providers of ``model.primary`` + ``model.fallbacks`` and their sessions.
 
-    ``config`` is anything :func:`~dockercc.config.resolve_config` takes. ``refs`` replaces
+    ``config`` is anything :func:`~dockercc.config.load_config` takes. ``refs`` replaces
     the configured chain (``["claude-cli/opus", "anthropic/claude-sonnet-4-5"]``). ``tools``
     are host tools for every session; ``env`` is the environment the local CLI and the
     anthropic SDK see (default ``os.environ``); ``pool`` an existing started-or-not
@@ -84,7 +84,7 @@ class ProviderChain:
                  refs: Sequence[str | ModelRef] | None = None, tools: Iterable[Any] = (),
                  env: Mapping[str, str] | None = None, pool: Any = None,
                  claude_executable: str | None = None) -> None:
-        self.config = resolve_config(config)
+        self.config = load_config(config)
         if refs is None:
             self.refs = chain_refs(self.config)
         else:

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..config import mask_url, secret_env
+from ..config import secret_env
 from ..errors import AgentError
 from ..events import Event, EventMapper, Result
 from ..protocol import control
@@ -33,6 +33,7 @@ from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..protocol.messages import ControlRequest, ControlResponse, Message
 from ..protocol.parser import LineParser
+from ..redaction import redact
 from ..session import (
     SessionOptions,
     decide_permission,
@@ -152,7 +153,7 @@ class CLISession(ProviderSession):
         return task
 
     def _exit_reason(self, code: int | None) -> str:
-        tail = mask_url(" | ".join(line for line in self.stderr_tail if line)[-1500:])
+        tail = redact(" | ".join(line for line in self.stderr_tail if line)[-1500:])
         reason = f"the Claude Code CLI exited with code {code}"
         return reason + (f": {tail}" if tail else "")
 
