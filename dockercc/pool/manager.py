@@ -999,7 +999,9 @@ class ContainerPool:
         if info.oom_killed:
             return "out of memory (killed by the memory limit)"
         if not info.running:
-            return f"container {info.status or 'stopped'} (exit code {info.exit_code})"
+            # "removing": it exited and Docker is removing it (AutoRemove)
+            status = "exited" if info.status == "removing" else info.status or "stopped"
+            return f"container {status} (exit code {info.exit_code})"
         if stale:
             return "heartbeat stale"
         return "unknown"
