@@ -5,6 +5,7 @@ is gone exits by itself after ``timeouts.orphanMs``, with a log of a few lines."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -273,3 +274,46 @@ async def test_an_unclaimed_runner_whose_owner_died_exits_while_redis_is_up(
                 owner.wait(10)
             for c in own_containers(docker_client, prefix):
                 c.remove(force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+async def test_a_cold_container_that_dies_in_start_up_is_container_lost_with_its_exit_code(
+        api: Any, docker_client: Any, make_config: Any, prefix: str) -> None:
+    """It removed itself (AutoRemove), so nothing is left to inspect: the exit code comes
+    from Docker's `die` event, and no container is left behind."""
+    import threading
+
+    from dockercc.errors import ContainerLost
+
+    cfg = make_config(pool={"minWarm": 0, "acquireTimeoutMs": 60000})
+    stop = threading.Event()
+    killed: list[str] = []
+    events = docker_client.events(decode=True, filters={
+        "type": ["container"], "event": ["start"], "label": [f"{LABEL}.prefix={prefix}"]})
+
+    def killer() -> None:  # every container of this pool dies as it starts
+        for event in events:
+            if stop.is_set():
+                return
+            with contextlib.suppress(Exception):
+                docker_client.api.kill(event["id"])
+                killed.append(event["id"])
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        async with AsyncPool(cfg) as pool:
+            s = pool.session(session_id=f"cold-{uuid.uuid4().hex[:6]}")
+            with pytest.raises(ContainerLost) as info:
+                await s.start()
+            print(f"\n{info.value}")
+            assert "exited during start-up and was removed (exit code 137)" in str(
+                info.value), info.value
+            assert len(killed) == 2  # the claim tried once more
+            assert (await pool.containers.stats()).startup_failures == 2
+            assert own_containers(docker_client, prefix) == []
+    finally:
+        stop.set()
+        events.close()
+        thread.join(5)

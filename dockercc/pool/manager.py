@@ -629,6 +629,10 @@ class ContainerPool:
                 info = await self.backend.inspect(
                     f"{self.config.docker.container_prefix}{session}")
                 if info is None:  # it exited and removed itself (AutoRemove)
+                    for _ in range(10):  # its `die` event may be a moment behind
+                        if container in self._deaths or self._watch is None:
+                            break
+                        await asyncio.sleep(0.1)
                     death = self._deaths.get(container)
                     code = death.exit_code if death is not None else None
                     raise ContainerLost(f"container for {session!r} exited during start-up "
