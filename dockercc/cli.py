@@ -551,7 +551,9 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                     sys.stdout.write(terminal_safe(await backend.logs(name, tail)))
                     sys.stdout.flush()
                     return
-            _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
+            _fail(f"no container for session {session!r} (looked for {', '.join(names)}); "
+                  "a container removes itself when it exits, its log with it: the session's "
+                  f"events, a loss and its reason included, are in `dockercc logs {session}`")
         finally:
             await backend.close()
             await t.close()

@@ -204,11 +204,14 @@ def _status_cause(status: int | None, error: str) -> str:
     if status is None:
         return "no answer: connection refused, DNS or network failure"
     if status == 401:
-        return "401: the API key was refused"
+        # what to do, never the credential itself
+        return ("401: authentication failed, the API refused the credentials; check "
+                "credentials.apiKey / ANTHROPIC_API_KEY (or the OAuth token) and "
+                "credentials.baseUrl")
     if status == 403:
         return "403: forbidden"
     if status == 429:
-        return "429: rate limited"
+        return "429: rate limited by the API (the CLI waits as its retry-after says)"
     if status == 529:
         return "529: the API is overloaded"
     return f"HTTP {status}" + (f" ({error})" if error and error != "unknown" else "")

@@ -177,6 +177,11 @@ class DockerBackend:
                    # a mounted workspace replaces the scratch tmpfs (both: "Duplicate mount")
                    **({} if has_workspace else {"/workspace": tmpfs_opts})},
             stop_signal="SIGTERM",
+            # a container that exits goes away by itself (an orphan whose owner and Redis are
+            # gone included): its exit code and OOM verdict reach the pool through Docker's
+            # `die` / `oom` events (see AsyncContainerPool._on_docker_event); its log goes
+            # with it (docs/reliability.md#no-orphans)
+            auto_remove=True,
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
         )

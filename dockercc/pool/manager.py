@@ -119,6 +119,28 @@ RESUME_TTL_S = 7 * 24 * 3600
 RETAINED_KEYS = ("state", "history", "result", "transcript")
 
 
+OOM_BEFORE_DIE_S = 5.0
+DEATHS_KEPT = 1000
+"""How many containers' death notes (exit code, OOM) a pool keeps from Docker's events."""
+
+
+@dataclass
+class Death:
+    """What Docker's events said about a container that died."""
+
+    died: bool = False
+    exit_code: int | None = None
+    died_at: float = 0.0
+    oom_at: float | None = None
+
+    @property
+    def oom_killed(self) -> bool:
+        """Died of the memory limit: an ``oom`` shortly before its ``die`` (an ``oom`` of a
+        child process the container survived, long before, does not count)."""
+        return self.died and self.oom_at is not None and \
+            0 <= self.died_at - self.oom_at <= OOM_BEFORE_DIE_S
+
+
 def _new_id() -> str:
     return secrets.token_hex(6)
 
@@ -162,6 +184,10 @@ class ContainerPool:
         #: containers this process is ending on purpose, or already reporting as lost: an
         #: event about them is no (new) loss
         self._ending: set[str] = set()
+        #: what Docker's events said about a container's death (pool id -> Death): containers
+        #: remove themselves when they exit (AutoRemove), so an inspect after the fact finds
+        #: nothing; the exit code and the OOM verdict are kept from the events instead
+        self._deaths: dict[str, Death] = {}
         r = transport.client
         self._claim = r.register_script(CLAIM)
         self._reserve_warm = r.register_script(RESERVE_WARM)
@@ -384,12 +410,30 @@ class ContainerPool:
             except Exception as exc:  # the health pass will see it
                 log.warning("handling Docker event %s failed: %s", event.get("Action"), exc)
 
+    def _note_death(self, cid: str, action: str, attrs: dict[str, Any]) -> None:
+        """Keep what a ``oom`` / ``die`` event says (the container may be gone by the time
+        anyone asks Docker: it removes itself)."""
+        death = self._deaths.pop(cid, None) or Death()
+        if action == "oom":
+            death.oom_at = time.monotonic()
+        elif action == "die":
+            death.died, death.died_at = True, time.monotonic()
+            with contextlib.suppress(TypeError, ValueError):
+                death.exit_code = int(attrs.get("exitCode"))  # type: ignore[arg-type]
+        self._deaths[cid] = death
+        while len(self._deaths) > DEATHS_KEPT:  # oldest first (insertion order)
+            del self._deaths[next(iter(self._deaths))]
+
     async def _on_docker_event(self, event: dict[str, Any]) -> None:
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
         action = str(event.get("Action") or event.get("status") or "")
         cid = attrs.get(f"{LABEL}.container", "")
-        if action == "oom" or not cid or cid in self._ending:
-            return  # (an OOM kill is followed by its `die`, whose inspect says OOMKilled)
+        if not cid:
+            return
+        if action in ("oom", "die") and attrs.get(f"{LABEL}.prefix") == self.transport.prefix:
+            self._note_death(cid, action, attrs)
+        if action == "oom" or cid in self._ending:
+            return  # (an OOM kill is followed by its `die`: the loss is reported then)
         rec = await self.record(cid)
         if rec is None or rec.owner != self.owner or rec.status != "busy":
             return  # warm and other owners' containers: the health pass replaces them
@@ -400,7 +444,7 @@ class ContainerPool:
             if info is not None and info.running:
                 return  # (restarted meanwhile)
         self._counters["lost_by_event"] += 1
-        await self._lost(rec, self._lost_reason(info, stale=False))
+        await self._lost(rec, self._lost_reason(info, stale=False, death=self._deaths.get(cid)))
 
     # -- budgets (the ledger's rules are in dockercc.budget) ---------------------------------
 
@@ -627,7 +671,17 @@ class ContainerPool:
             if not warm and delay >= 0.05:
                 info = await self.backend.inspect(
                     f"{self.config.docker.container_prefix}{session}")
-                if info is not None and not info.running and info.status in ("exited", "dead"):
+                if info is None:  # it exited and removed itself (AutoRemove)
+                    for _ in range(10):  # its `die` event may be a moment behind
+                        if container in self._deaths or self._watch is None:
+                            break
+                        await asyncio.sleep(0.1)
+                    death = self._deaths.get(container)
+                    code = death.exit_code if death is not None else None
+                    raise ContainerLost(f"container for {session!r} exited during start-up "
+                                        f"and was removed (exit code "
+                                        f"{'unknown' if code is None else code})")
+                if not info.running and info.status in ("exited", "dead"):
                     raise ContainerLost(f"container for {session!r} exited during start-up "
                                         f"(exit code {info.exit_code})")
         raise StartupTimeout(
@@ -943,7 +997,8 @@ class ContainerPool:
             dead = info is None or not info.running
             stale = heartbeat and now - heartbeat > self.stale_ms and now >= self._grace_until
             if dead or stale:
-                reason = self._lost_reason(info, stale=bool(stale))
+                reason = self._lost_reason(info, stale=bool(stale),
+                                           death=self._deaths.get(rec.id))
                 await self._lost(rec, reason)
                 continue
             if rec.status == "warm":
@@ -975,13 +1030,26 @@ class ContainerPool:
         await self.top_up()
 
     @staticmethod
-    def _lost_reason(info: ContainerInfo | None, *, stale: bool) -> str:
+    def _lost_reason(info: ContainerInfo | None, *, stale: bool,
+                     death: Death | None = None) -> str:
+        """Why a container is lost: from Docker's view of it (``info``) and what its events
+        said (``death``; a container that exited has removed itself, so ``info`` is then
+        ``None``)."""
         if info is None:
+            if death is not None and death.died:
+                if death.oom_killed:
+                    return "out of memory (killed by the memory limit)"
+                code = "unknown" if death.exit_code is None else death.exit_code
+                return f"container exited (exit code {code})"
+            # no event seen (the stream was reconnecting, or another backend): only polling
+            # found it, after Docker had removed it with its exit code
             return "container removed"
         if info.oom_killed:
             return "out of memory (killed by the memory limit)"
         if not info.running:
-            return f"container {info.status or 'stopped'} (exit code {info.exit_code})"
+            # "removing": it exited and Docker is removing it (AutoRemove)
+            status = "exited" if info.status == "removing" else info.status or "stopped"
+            return f"container {status} (exit code {info.exit_code})"
         if stale:
             return "heartbeat stale"
         return "unknown"
