@@ -54,7 +54,12 @@ from .pool.manager import RESUME_TTL_S, Lease
 from .pool.spec import ContainerSpec, scratch_volume_name, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
-from .protocol.cli import MCP_SERVER_NAME, build_cli_args
+from .protocol.cli import (
+    MCP_SERVER_NAME,
+    build_cli_args,
+    run_time_settings,
+    split_session_env,
+)
 from .protocol.envelope import Envelope
 from .protocol.keys import validate_id
 from .transcript_key import load_key
@@ -383,8 +388,10 @@ class AsyncSession(NotebookDisplay):
         return self._turn_open
 
     def spec(self) -> ContainerSpec:
+        # (the session's own env goes to the CLI at run time: it does not change the spec,
+        # so such a session is served warm; see docs/cli-runtime.md)
         spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
-                        extra_env=self.options.env)
+                        extra_env=split_session_env(self.options.env)[0])
         mounts = [m.as_tuple() for m in (
             [self.workspace_mount] if self.workspace_mount else []) + self.add_dir_mounts]
         if mounts:
@@ -481,7 +488,9 @@ class AsyncSession(NotebookDisplay):
                 self.pool.transport.keys(self._restore_from).transcript)
             digest = sealing.verify(load_key(), self._restore_from, raw)
         self._lease_token = secrets.token_hex(16)
-        assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
+        args = self.cli_args()
+        assignment = {"session": self.id, "agent": self.agent, "args": args,
+                      "runtime": run_time_settings(args, split_session_env(self.options.env)[1]),
                       "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
