@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._display import NotebookDisplay
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
 from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
@@ -51,7 +50,7 @@ def default_tenant() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", f"{user}.{socket.gethostname()}")[:128]
 
 
-class AsyncPool(NotebookDisplay):
+class AsyncPool:
     """A pool of agent containers and its sessions.
 
     ``config`` is ``None`` (defaults + environment + discovered YAML), a

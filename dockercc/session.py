@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
-from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
@@ -287,7 +286,7 @@ def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: st
         agents=o.agents, mcp_servers=o.mcp_servers, base_tools=o.base_tools)
 
 
-class AsyncSession(NotebookDisplay):
+class AsyncSession:
     """One agent conversation. Use ``async with pool.session() as s`` or call :meth:`close`."""
 
     def __init__(self, pool: AsyncPool, options: SessionOptions, *,
