@@ -44,6 +44,7 @@ from .errors import (
     PathEscape,
     WorkspaceError,
 )
+from .protocol.keys import SCRATCH_KEY
 from .workspace import WORKSPACE
 
 if TYPE_CHECKING:
@@ -633,7 +634,6 @@ async def sweep_scratch_volumes(pool: Any) -> int:
     deleted or expired (a closed session keeps its volume as long as it stays resumable,
     7 days). Returns how many were removed. ``pool`` is a ContainerPool."""
     from .pool.backend import LABEL
-    from .session import SCRATCH_KEY
 
     client = getattr(pool.backend, "client", None)
     if client is None:

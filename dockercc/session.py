@@ -55,7 +55,7 @@ from .protocol import bounded, control
 from .protocol import transcript as sealing
 from .protocol.cli import MCP_SERVER_NAME, build_cli_args
 from .protocol.envelope import Envelope
-from .protocol.keys import validate_id
+from .protocol.keys import SCRATCH_KEY, validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
 from .types import OptionsError
@@ -93,10 +93,6 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
-
-
-SCRATCH_KEY = "pool:scratch"
-"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
 
 
 class SessionOptions(BaseModel):
