@@ -649,10 +649,6 @@ class EventMapper:
         except Exception as exc:  # a bug or an odd envelope: never break the stream
             return [self._fallback(envelope, f"{type(exc).__name__}: {exc}")]
 
-    def map_all(self, envelopes: Iterable[Envelope]) -> list[Event]:
-        """:meth:`map` each envelope; all events in order."""
-        return [event for envelope in envelopes for event in self.map(envelope)]
-
     # -------------------------------------------------------------------------- dispatch
 
     def _map(self, envelope: Envelope) -> list[Event]:

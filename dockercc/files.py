@@ -247,17 +247,6 @@ class _Reader:
         return out
 
 
-class _Writer:
-    """A file object whose writes go to the exec's stdin (for :mod:`tarfile`'s ``w|``)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def write(self, data: bytes) -> int:
-        self.sock.sendall(data)
-        return len(data)
-
-
 class AsyncFiles:
     """``session.files``: the session's ``/workspace`` from the host (see the module doc).
 
