@@ -717,13 +717,7 @@ class AsyncSession:
         """Queue a prompt (text or content blocks); returns the input id. Read the reply with
         :meth:`receive`: the session's output is subscribed before the prompt goes out, so
         :meth:`receive` gets every event of the turn however late it starts."""
-        if isinstance(prompt, str) and not prompt.strip():
-            raise InvalidPrompt("the prompt is empty")
-        if not isinstance(prompt, str) and (
-                not isinstance(prompt, list) or not prompt
-                or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in prompt)):
-            raise InvalidPrompt("a prompt is a non-empty string or a non-empty list of content "
-                                'blocks (dicts with a "type", e.g. {"type": "text", "text": ...})')
+        control.check_prompt(prompt)
         line = control.user_message(prompt)
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "

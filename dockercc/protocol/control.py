@@ -12,7 +12,10 @@ import json
 import uuid
 from typing import Any
 
+from ..errors import InvalidPrompt
+
 __all__ = [
+    "check_prompt",
     "dumps_line",
     "new_request_id",
     "user_message",
@@ -39,6 +42,20 @@ def new_request_id() -> str:
 
 
 # ------------------------------------------------------------------------------ user input
+
+
+def check_prompt(prompt: object) -> None:
+    """Raise :class:`~dockercc.errors.InvalidPrompt` (a ``ValueError``) unless ``prompt`` is a
+    non-blank string or a non-empty list of content blocks (dicts with a ``"type"``). Every
+    entry point that takes a prompt checks it here."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidPrompt("the prompt is empty")
+        return
+    if not isinstance(prompt, list) or not prompt or not all(
+            isinstance(b, dict) and isinstance(b.get("type"), str) for b in prompt):
+        raise InvalidPrompt("a prompt is a non-empty string or a non-empty list of content "
+                            'blocks (dicts with a "type", e.g. {"type": "text", "text": ...})')
 
 
 def user_message(
