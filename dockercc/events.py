@@ -39,7 +39,6 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
-from ._display import NotebookDisplay
 from .errors import AgentError
 from .protocol import messages as wire
 from .protocol.accumulator import TurnAccumulator
@@ -99,7 +98,7 @@ def _join_text(content: Any, sep: str) -> str:
     return ""
 
 
-class BaseEvent(NotebookDisplay, BaseModel):
+class BaseEvent(BaseModel):
     """Base of every event. ``session`` / ``seq`` / ``ts`` come from the envelope; ``raw`` is
     the wire dict the event came from (the CLI line, or the runner / pool event)."""
 
@@ -652,10 +651,6 @@ class EventMapper:
             return self._map(envelope)
         except Exception as exc:  # a bug or an odd envelope: never break the stream
             return [self._fallback(envelope, f"{type(exc).__name__}: {exc}")]
-
-    def map_all(self, envelopes: Iterable[Envelope]) -> list[Event]:
-        """:meth:`map` each envelope; all events in order."""
-        return [event for envelope in envelopes for event in self.map(envelope)]
 
     # -------------------------------------------------------------------------- dispatch
 

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
-from ._display import NotebookDisplay
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
@@ -61,7 +60,7 @@ from .protocol.cli import (
     split_session_env,
 )
 from .protocol.envelope import Envelope
-from .protocol.keys import validate_id
+from .protocol.keys import SCRATCH_KEY, validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
 from .types import OptionsError
@@ -100,10 +99,6 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
-
-
-SCRATCH_KEY = "pool:scratch"
-"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
 
 
 class SessionOptions(BaseModel):
@@ -300,7 +295,7 @@ def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: st
         agents=o.agents, mcp_servers=o.mcp_servers, base_tools=o.base_tools)
 
 
-class AsyncSession(NotebookDisplay):
+class AsyncSession:
     """One agent conversation. Use ``async with pool.session() as s`` or call :meth:`close`."""
 
     def __init__(self, pool: AsyncPool, options: SessionOptions, *,
@@ -743,13 +738,7 @@ class AsyncSession(NotebookDisplay):
         """Queue a prompt (text or content blocks); returns the input id. Read the reply with
         :meth:`receive`: the session's output is subscribed before the prompt goes out, so
         :meth:`receive` gets every event of the turn however late it starts."""
-        if isinstance(prompt, str) and not prompt.strip():
-            raise InvalidPrompt("the prompt is empty")
-        if not isinstance(prompt, str) and (
-                not isinstance(prompt, list) or not prompt
-                or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in prompt)):
-            raise InvalidPrompt("a prompt is a non-empty string or a non-empty list of content "
-                                'blocks (dicts with a "type", e.g. {"type": "text", "text": ...})')
+        control.check_prompt(prompt)
         line = control.user_message(prompt)
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "

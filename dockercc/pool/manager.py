@@ -302,11 +302,6 @@ class ContainerPool:
         if proxy is not None:
             await proxy.close()
 
-    @property
-    def egress_isolated(self) -> bool:
-        """Whether this pool's containers have no network but the egress proxy."""
-        return self.config.docker.network == "none"
-
     async def close(self) -> None:
         """Remove every container this process owns and leave the registry clean."""
         try:

@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import AgentError
 from ..events import Event, EventMapper
+from ..protocol import control
 from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..session import SessionOptions, decide_permission, hooks_wire, run_hook
@@ -194,8 +195,7 @@ class AnthropicSession(ProviderSession):
 
     async def stream(self, prompt: Prompt, *, timeout: float | None = None
                      ) -> AsyncIterator[Event]:
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         async with self._turn_lock:
             self._interrupt.clear()

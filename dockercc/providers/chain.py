@@ -35,6 +35,7 @@ from ..bridge import ToolRegistry
 from ..config import DockerCCConfig, load_config
 from ..errors import AgentError, BudgetExceeded, ProviderUnavailable, SessionClosed
 from ..events import Event, Result
+from ..protocol import control
 from ..protocol.keys import validate_id
 from ..session import EventCallback, SessionOptions, check_structured_output, session_options
 from ..types import OptionsError
@@ -226,8 +227,7 @@ class ChainSession:
         """Send ``prompt`` and yield the turn's events, ending with its ``Result``."""
         if self.closed:
             raise SessionClosed(f"session {self.id!r} is closed")
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         while True:
             session = self.current

@@ -250,8 +250,7 @@ class CLISession(ProviderSession):
 
     async def stream(self, prompt: Prompt, *, timeout: float | None = None
                      ) -> AsyncIterator[Event]:
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         async with self._turn_lock:
             if self._exited or not await self._write(control.user_message(prompt)):
