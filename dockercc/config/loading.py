@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from .environment import _WELL_KNOWN_ENV, CONFIG_PATH_ENV, read_environment
 from .fields import DEFAULT_REDIS_URL
-from .models import AgentConfig, DockerCCConfig
+from .models import LOADER, AgentConfig, DockerCCConfig
 from .problems import (
     _DEFAULTS,
     _ENVIRONMENT,
@@ -380,3 +380,6 @@ def resolve_config(config: ConfigSource = None) -> DockerCCConfig:
 
 
 resolve = resolve_config
+
+
+LOADER.append(load_config)

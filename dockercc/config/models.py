@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -518,9 +518,7 @@ class DockerCCConfig(_Model):
     def from_yaml(cls, path: str | os.PathLike[str]) -> DockerCCConfig:
         """Defaults + one YAML file (either shape, detected by content); no discovery, no
         ``DOCKERCC_*`` variables. Same as ``load_config(path, environment=False)``."""
-        from .loading import load_config
-
-        return load_config(path, environment=False)
+        return _loader()(path, environment=False)
 
     @classmethod
     def load(
@@ -531,15 +529,20 @@ class DockerCCConfig(_Model):
         **overrides: Any,
     ) -> DockerCCConfig:
         """Same as :func:`~dockercc.config.load_config`."""
-        from .loading import load_config
-
-        return load_config(path, env=env, **overrides)
+        return _loader()(path, env=env, **overrides)
 
     @classmethod
     def resolve(
         cls, config: DockerCCConfig | str | os.PathLike[str] | Mapping[str, Any] | None = None
     ) -> DockerCCConfig:
         """Same as :func:`~dockercc.config.load_config` with ``config`` as its source."""
-        from .loading import load_config
+        return _loader()(config)
 
-        return load_config(config)
+
+#: :func:`~dockercc.config.loading.load_config`, set by that module when it is imported (the
+#: package imports it), so these models do not import the loader that imports them.
+LOADER: list[Callable[..., DockerCCConfig]] = []
+
+
+def _loader() -> Callable[..., DockerCCConfig]:
+    return LOADER[0]  # (importing dockercc.config imports the loader first)
