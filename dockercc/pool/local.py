@@ -137,8 +137,9 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def marked_pids(mark: str) -> list[int]:
-    """Processes whose environment carries ``MARK_ENV=mark`` (a container's processes)."""
+def marked_pids(mark: str, *, prefix: bool = False) -> list[int]:
+    """Processes whose environment carries ``MARK_ENV=mark`` (a container's processes; with
+    ``prefix``, marks that start with ``mark``)."""
     needle = f"{MARK_ENV}={mark}".encode()
     found = []
     for entry in os.listdir("/proc"):
@@ -146,11 +147,19 @@ def marked_pids(mark: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(entry))
+                variables = f.read().split(b"\0")
+            if any(v.startswith(needle) if prefix else v == needle for v in variables):
+                found.append(int(entry))
         except OSError:
             continue
     return found
+
+
+def own_processes(owner_pid: int | None = None) -> list[int]:
+    """Processes of local containers that process ``owner_pid`` (default: this one) made:
+    what a test checks is empty after its pool closed."""
+    owner = os.getpid() if owner_pid is None else owner_pid
+    return marked_pids(f"{owner}-", prefix=True)
 
 
 def kill_marked(mark: str, *, rounds: int = 20) -> None:
