@@ -333,3 +333,17 @@ async def test_pool_limits_raise_pool_exhausted_and_a_release_frees_a_slot(
         for s in (b, again):
             await s.close(forget=True)
         await pool.transport.delete_session("a1")
+
+
+async def test_dockercc_status_says_the_local_backend_is_not_isolated(
+        local_config: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from dockercc.cli import _print_report
+    from dockercc.health import collect_health
+
+    report = await collect_health(load_config(local_config()), timeout=2)
+    assert report.backend == "local"
+    _print_report(report)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "local backend: not isolated" in out
+    docker = await collect_health(load_config({**local_config(), "docker": {}}), timeout=2)
+    assert docker.backend == "docker"
