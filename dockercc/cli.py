@@ -346,6 +346,10 @@ def _print_report(report: Any) -> None:
     out.print(_esc(f"         {report.redis.url} prefix {report.redis.key_prefix}"),
               highlight=False)
     line("docker", report.docker)
+    if report.backend == "local":
+        from .pool.local import NOT_ISOLATED
+
+        out.print(f"  backend [red]{_esc(NOT_ISOLATED)}[/red]", highlight=False)
     if report.egress is not None:
         e = report.egress
         what = (f"isolated (network none; proxy allows the API and {len(e.allow)} "

@@ -135,6 +135,8 @@ class HealthReport(BaseModel):
     egress: EgressStatus | None = None
     pool: PoolCounts | None = None
     isolation: Isolation | None = None
+    backend: str = Field("docker", description="docker.backend: `docker`, or `local` (not "
+                         "isolated: the runners are local subprocesses of the pool's process)")
     containers: list[ContainerHealth] = Field(default_factory=list)
     orphans: list[str] = Field(default_factory=list,
                                description="containers with this prefix's label but no registry "
@@ -246,6 +248,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
     return HealthReport(
         status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
         docker=docker_check, egress=egress_status(config), pool=counts, isolation=isolation,
+        backend=config.docker.backend,
         containers=containers, orphans=orphans, budgets=budgets,
         problems=problems, stats=stats,
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))

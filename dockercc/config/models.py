@@ -227,6 +227,14 @@ class DockerConfig(_Model):
         None,
         **_doc("Docker engine URL (e.g. `unix:///var/run/docker.sock`); null = `DOCKER_HOST` env"),
     )
+    backend: Literal["docker", "local"] = Field(
+        "docker",
+        **_doc(
+            "What runs the agents: `docker` (containers, isolated), or `local` (the runner and "
+            "the CLI as local subprocesses of this process, NOT isolated: no limits, no "
+            "network or uid separation; for fast tests, see docs/pool.md#the-local-backend)"
+        ),
+    )
 
     @field_validator("binds")
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import secrets
@@ -40,7 +39,7 @@ from ..sentinel import current_primary, is_sentinel_url
 from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
-from .backend import LABEL, Backend, ContainerInfo, DockerBackend
+from .backend import LABEL, Backend, ContainerInfo, backend_for
 from .registry import (
     BUDGET_ADMIT,
     BUDGET_SETTLE,
@@ -153,7 +152,7 @@ class ContainerPool:
                  env: dict[str, str] | None = None) -> None:
         self.config = config
         self.transport = transport
-        self.backend: Backend = backend or DockerBackend(config.docker.base_url)
+        self.backend: Backend = backend or backend_for(config)
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.pk = transport.pool_keys
         self.rk = RegistryKeys(self.pk)
@@ -203,6 +202,8 @@ class ContainerPool:
     @property
     def isolation(self) -> tuple[bool, str]:
         """Are the containers kept apart in Redis, and how (or why not)."""
+        if not self.backend.isolated:
+            return False, self.backend.isolation_note
         if self.acl is None:
             return False, ("redis.containerAcl is false: every runner has the pool's own Redis "
                            "rights and can reach every session's keys")
@@ -736,9 +737,6 @@ class ContainerPool:
                                     "(set redis.containerUrl, or use a redis:// URL)")
                 update["redis_relay_socket"] = str(self.relay.path)
             spec = spec.model_copy(update=update)
-        if cpu_shares is None or "cpu_shares" not in inspect.signature(
-                self.backend.create).parameters:  # a backend without CPU weights
-            return await self.backend.create(spec, name=name, labels=labels, env=env)
         return await self.backend.create(spec, name=name, labels=labels, env=env,
                                          cpu_shares=cpu_shares)
 
