@@ -31,8 +31,9 @@ from dockercc import (
     tool,
 )
 from dockercc.config import load_config
-from dockercc.pool.backend import DockerBackend, backend_for
+from dockercc.pool.backend import DockerBackend
 from dockercc.pool.local import NOT_ISOLATED, LocalBackend, own_processes
+from dockercc.pool.manager import backend_for
 from dockercc.testing import text, tool_use
 
 CAT = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import DockerCCConfig
 from ..errors import ImageError, PoolError
 from .spec import (
     CREDENTIALS_MOUNT,
@@ -98,15 +97,6 @@ class Backend(Protocol):
         "Actor": {"Attributes": {**labels, "name", "exitCode"}}}``; None where the backend
         has no events (the pool then polls)."""
         ...
-
-
-def backend_for(config: DockerCCConfig) -> Backend:
-    """The backend ``docker.backend`` names (``docker`` unless set otherwise)."""
-    if config.docker.backend == "local":
-        from .local import LocalBackend
-
-        return LocalBackend()
-    return DockerBackend(config.docker.base_url)
 
 
 class DockerBackend:

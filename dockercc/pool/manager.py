@@ -39,7 +39,7 @@ from ..sentinel import current_primary, is_sentinel_url
 from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
-from .backend import LABEL, Backend, ContainerInfo, backend_for
+from .backend import LABEL, Backend, ContainerInfo, DockerBackend
 from .registry import (
     BUDGET_ADMIT,
     BUDGET_SETTLE,
@@ -68,6 +68,15 @@ REFILL_CONCURRENCY = 2
 """Warm containers started at the same time (Docker's create/start work is not weighted)."""
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
+
+
+def backend_for(config: DockerCCConfig) -> Backend:
+    """The backend ``docker.backend`` names (``docker`` unless set otherwise)."""
+    if config.docker.backend == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    return DockerBackend(config.docker.base_url)
 
 class PoolStats(BaseModel):
     """Counts and figures for ``status`` and the health endpoint."""
