@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
-from .bridge import HostBridge, Tool, ToolRegistry
+from .bridge import HostBridge, ToolRegistry, session_registry
 from .errors import (
     AgentError,
     BadData,
@@ -178,6 +178,35 @@ def check_structured_output(schema: dict[str, Any], result: Result) -> None:
     if problems:
         raise StructuredOutputError("the structured output does not match output_format: "
                                     + "; ".join(problems[:5]), result, problems)
+
+
+async def ask_turn(events: AsyncIterator[Event], session_id: str, options: SessionOptions,
+                   *, check: bool = True) -> Result:
+    """The :class:`Result` of a turn's ``events`` (what every session's ``ask`` returns).
+
+    With ``check`` a failed turn raises :class:`AgentError` (carrying the result), the CLI's
+    own ``max_budget_usd`` limit :class:`BudgetExceeded`, and an answer that does not match
+    ``json_schema`` :class:`~dockercc.errors.StructuredOutputError`. An interrupted turn
+    returns its result, whoever interrupted it (this process, ``dockercc interrupt`` or a
+    notebook's button): the CLI ends such a turn with ``error_during_execution`` and
+    ``terminal_reason`` ``aborted_*`` and takes the next prompt, and claude-agent-sdk hands
+    that ``ResultMessage`` back without raising; an interrupt is asked for, not a failure.
+    """
+    result: Result | None = None
+    async for event in events:
+        if isinstance(event, Result):
+            result = event
+    if result is None:
+        raise AgentError(f"session {session_id!r} ended the turn without a result")
+    if check and result.subtype == "error_max_budget_usd":
+        # the CLI's own per-session limit (max_budget_usd) stopped the turn
+        raise BudgetExceeded("session", result.cost_usd or 0.0, options.max_budget_usd or 0.0)
+    if check and not result.ok and not result.interrupted:
+        result.raise_for_error()
+    if check and result.ok and options.json_schema is not None:
+        # every provider's answer is checked the same way (StructuredOutputError)
+        check_structured_output(options.json_schema, result)
+    return result
 
 
 def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
@@ -340,7 +369,6 @@ class AsyncSession:
         self._restore_from: str | None = None
         self._resume_id: str | None = None
         self._turn_open = False
-        self._interrupted = False
         #: the budget hold of the turn in flight (see dockercc.budget), settled by its Result
         self._hold: str | None = None
         # the output subscription send() made for the next receive(): up before the prompt
@@ -360,18 +388,8 @@ class AsyncSession:
     def _tool_registry(self) -> ToolRegistry:
         from .builtins import builtin_tools
 
-        registry = ToolRegistry(builtin_tools(self.pool, self))
-        for item in self.pool.tools:
-            if item.name not in registry:
-                registry.add(item)
-        for item in self.options.tools:
-            if isinstance(item, Tool) and item.name in registry:
-                continue
-            registry.add(item)
-        allow = self.agent_config.tools
-        if allow is not None:
-            registry = ToolRegistry([t for t in registry if t.name in set(allow)])
-        return registry
+        return session_registry([*builtin_tools(self.pool, self), *self.pool.tools],
+                                self.options.tools, self.agent_config.tools)
 
     @property
     def tools(self) -> list[str]:
@@ -760,7 +778,6 @@ class AsyncSession:
                     await self._release_hold()
                     raise
                 self._turn_open = True
-                self._interrupted = False
                 return input_id
 
     async def _check_budget(self) -> None:
@@ -978,30 +995,12 @@ class AsyncSession:
 
     async def ask(self, prompt: str | list[dict[str, Any]], *, timeout: float | None = None,
                   check: bool = True) -> Result:
-        """Send ``prompt`` and return the turn's :class:`Result`.
-
-        With ``check`` a failed turn raises :class:`AgentError` (carrying the result); a
-        turn you interrupted returns its result.
-        """
-        result: Result | None = None
-        async for event in self.stream(prompt, timeout=timeout):
-            if isinstance(event, Result):
-                result = event
-        if result is None:
-            raise AgentError(f"session {self.id!r} ended the turn without a result")
-        if check and result.subtype == "error_max_budget_usd":
-            # the CLI's own per-session limit (max_budget_usd) stopped the turn
-            raise BudgetExceeded("session", result.cost_usd or 0.0,
-                                 self.options.max_budget_usd or 0.0)
-        if check and not result.ok and not (result.interrupted and self._interrupted):
-            result.raise_for_error()
-        if check and result.ok and self.options.json_schema is not None:
-            check_structured_output(self.options.json_schema, result)
-        return result
+        """Send ``prompt`` and return the turn's :class:`Result` (see :func:`ask_turn`)."""
+        return await ask_turn(self.stream(prompt, timeout=timeout), self.id, self.options,
+                              check=check)
 
     async def interrupt(self) -> None:
         """Stop the current turn; the session stays usable."""
-        self._interrupted = True
         if self.lease is not None:
             await self.pool.transport.send_control(self.id, "interrupt",
                                                    request_id=control.new_request_id())

@@ -139,6 +139,36 @@ async def test_interrupt_stops_the_turn_and_the_session_goes_on(local_config: An
         await s.close(forget=True)
 
 
+async def test_ask_returns_a_turn_interrupted_from_elsewhere(local_config: Any,
+                                                             api: Any) -> None:
+    """``ask`` returns an interrupted turn's Result whoever interrupted it (here: a control
+    message as ``dockercc interrupt`` sends it, not this session's ``interrupt()``), as the
+    provider chain's ``ask`` does: the CLI ends the turn with ``error_during_execution`` /
+    ``aborted_*`` and takes the next prompt; an interrupt is asked for, not a failure."""
+    from dockercc.protocol import control
+
+    api.on("count", text(" ".join(str(i) for i in range(40)), delay=0.1))
+    api.on("after", text("ready again"))
+    n = 0
+
+    async def on_event(ev: Any) -> None:
+        nonlocal n
+        if isinstance(ev, TextDelta):
+            n += 1
+            if n == 3:
+                await pool.transport.send_control(s.id, "interrupt",
+                                                  request_id=control.new_request_id())
+
+    async with AsyncPool(local_config()) as pool:
+        s = pool.session(on_event=on_event)
+        result = await s.ask("count to forty", timeout=60)
+        assert result.interrupted and not result.ok and n < 40
+        with pytest.raises(dockercc.AgentError, match="was interrupted"):
+            result.raise_for_error()  # still an error for whoever asks for one
+        assert (await s.ask("after that", timeout=60)).text == "ready again"
+        await s.close(forget=True)
+
+
 async def test_resume_after_close_restores_the_transcript_in_a_new_container(
         local_config: Any, api: Any) -> None:
     api.on("remember the word", text("remembered: pelican"))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..bridge import Tool, ToolRegistry
+from ..bridge import ToolRegistry, session_registry
 from ..config import AgentConfig, DockerCCConfig
 from ..errors import ConfigError, ProviderUnavailable
 from ..events import Event, Result
@@ -133,15 +133,8 @@ class ProviderSession(abc.ABC):
     def tool_registry(self) -> ToolRegistry:
         """The host tools of this session: the chain's, then the session's own, limited to
         the agent's ``tools`` allowlist (as in :class:`~dockercc.session.AsyncSession`)."""
-        registry = ToolRegistry(self.context.tools)
-        for item in self.options.tools:
-            if isinstance(item, Tool) and item.name in registry:
-                continue
-            registry.add(item)
-        allow = self.agent_config.tools
-        if allow is not None:
-            registry = ToolRegistry([t for t in registry if t.name in set(allow)])
-        return registry
+        return session_registry(self.context.tools, self.options.tools,
+                                self.agent_config.tools)
 
     def stamp(self, event: Event) -> Event:
         """``Result.provider`` names this session's chain entry."""

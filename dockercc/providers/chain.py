@@ -33,11 +33,11 @@ from typing import Any
 
 from ..bridge import ToolRegistry
 from ..config import DockerCCConfig, load_config
-from ..errors import AgentError, BudgetExceeded, ProviderUnavailable, SessionClosed
+from ..errors import ProviderUnavailable, SessionClosed
 from ..events import Event, Result
 from ..protocol import control
 from ..protocol.keys import validate_id
-from ..session import EventCallback, SessionOptions, check_structured_output, session_options
+from ..session import EventCallback, SessionOptions, ask_turn, session_options
 from ..types import OptionsError
 from .anthropic_api import AnthropicProvider
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, parse_model_ref
@@ -267,24 +267,10 @@ class ChainSession:
 
     async def ask(self, prompt: Prompt, *, timeout: float | None = None,
                   check: bool = True) -> Result:
-        """Send ``prompt`` and return the turn's ``Result`` (``check``: raise
-        :class:`~dockercc.errors.AgentError` for a failed turn)."""
-        result: Result | None = None
-        async for event in self.stream(prompt, timeout=timeout):
-            if isinstance(event, Result):
-                result = event
-        if result is None:
-            raise AgentError(f"session {self.id!r} ended the turn without a result")
-        if check and result.subtype == "error_max_budget_usd":
-            # the CLI's own per-session limit (max_budget_usd), as AsyncSession.ask
-            raise BudgetExceeded("session", result.cost_usd or 0.0,
-                                 self.options.max_budget_usd or 0.0)
-        if check and not result.ok and not result.interrupted:
-            result.raise_for_error()
-        if check and result.ok and self.options.json_schema is not None:
-            # every provider's answer is checked the same way (StructuredOutputError)
-            check_structured_output(self.options.json_schema, result)
-        return result
+        """Send ``prompt`` and return the turn's ``Result`` (see
+        :func:`~dockercc.session.ask_turn`)."""
+        return await ask_turn(self.stream(prompt, timeout=timeout), self.id, self.options,
+                              check=check)
 
     async def interrupt(self) -> None:
         """Stop the current turn; the session stays usable."""
