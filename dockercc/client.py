@@ -10,15 +10,18 @@ from typing import Any
 
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
-from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
-from .builtins import close_pool as close_builtins
-from .builtins import start_pool as start_builtins
+from .builtins import (
+    ChannelHandler,
+    ChannelRegistry,
+    CronScheduler,
+    PoolBuiltins,
+    SearchProvider,
+)
 from .config import DockerCCConfig, load_config
 from .events import Event, Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
-from .protocol.bounded import loads_record
 from .session import (
     AsyncSession,
     EventCallback,
@@ -68,16 +71,14 @@ class AsyncPool:
                                         self.config.redis.key_prefix)
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
         self.tools = ToolRegistry(tools)
-        self.sessions_key = f"{self.config.redis.key_prefix}sessions"
+        self.sessions_key = self.transport.sessions_key
         #: who the built-in tools of this pool's sessions act for: they reach only sessions
         #: and cron jobs of this tenant (``pool.tenant``; default: the OS user on this host)
         self.tenant: str = self.config.pool.tenant or default_tenant()
-        #: channels of the built-in ``message`` tool (see :meth:`channel`)
-        self.channels = ChannelRegistry(self.transport, self.config.tools.message.redis_channels)
-        #: scheduled prompts (``cron_*`` tools); its scheduler runs while the pool is started
-        self.cron = CronScheduler(self)
         #: ``web_search`` provider set in code (else ``tools.webSearch`` configures one)
         self.search_provider: SearchProvider | None = None
+        #: the built-in tools' side: their narrow context, channels and cron scheduler
+        self.builtins = PoolBuiltins.for_pool(self)
         self._sessions: dict[str, AsyncSession] = {}
         self._started = False
         self._closed = False
@@ -103,7 +104,7 @@ class AsyncPool:
                                               warm=self.config.pool.min_warm,
                                               prestart=default_prestart(self, "main"))
             await self.containers.start()
-            await start_builtins(self)
+            await self.builtins.start()
             self._started = True
         return self
 
@@ -136,7 +137,7 @@ class AsyncPool:
         if self._closed:
             return
         self._closed = True
-        await close_builtins(self)
+        await self.builtins.close()
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())),
                              return_exceptions=True)
         await self.containers.close()
@@ -206,14 +207,9 @@ class AsyncPool:
 
     async def sessions(self) -> list[dict[str, Any]]:
         """Every open session in the shared registry (all processes), with its state."""
-        r = self.transport.client
         out = []
-        for sid, raw in (await r.hgetall(self.sessions_key)).items():
-            sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
-            record = loads_record(raw)
-            record["id"] = sid_s
-            record["state"] = await self.transport.state(sid_s)
-            out.append(record)
+        for sid, record in (await self.transport.session_records()).items():
+            out.append({**record, "id": sid, "state": await self.transport.state(sid)})
         return out
 
     def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
@@ -236,6 +232,16 @@ class AsyncPool:
             return register
         self.channels.add(name, handler, redis=redis, description=description, replace=replace)
         return handler
+
+    @property
+    def channels(self) -> ChannelRegistry:
+        """Channels of the built-in ``message`` tool (see :meth:`channel`)."""
+        return self.builtins.channels
+
+    @property
+    def cron(self) -> CronScheduler:
+        """Scheduled prompts (``cron_*`` tools); the scheduler runs while the pool is started."""
+        return self.builtins.cron
 
     async def stats(self) -> PoolStats:
         return await self.containers.stats()

@@ -386,9 +386,7 @@ class AsyncSession:
     # -- set-up ----------------------------------------------------------------------------
 
     def _tool_registry(self) -> ToolRegistry:
-        from .builtins import builtin_tools
-
-        return session_registry([*builtin_tools(self.pool, self), *self.pool.tools],
+        return session_registry([*self.pool.builtins.tools(self), *self.pool.tools],
                                 self.options.tools, self.agent_config.tools)
 
     @property
@@ -1065,10 +1063,8 @@ class AsyncSession:
         self.closed = True
         self._end_trace(outcome="closed")
         await self._release_hold()
-        from .builtins import on_session_close
-
         with contextlib.suppress(Exception):
-            await on_session_close(self)  # closes the sessions it spawned
+            await self.pool.builtins.on_session_close(self)  # closes the sessions it spawned
         t = self.pool.transport
         await self._drop_subscription()
         if self._relay is not None:

@@ -496,6 +496,27 @@ class RedisTransport:
         async for key in self.client.scan_iter(match=f"{keys.base}:mcp:reply:*", count=500):
             await self.client.delete(key)
 
+    # -- the session registry ({p}sessions) -----------------------------------------------
+
+    @property
+    def sessions_key(self) -> str:
+        """The shared session registry: session id -> its record (every process's)."""
+        return self.pool_keys.sessions
+
+    async def session_records(self) -> dict[str, dict[str, Any]]:
+        """Every entry of the session registry, id -> record (agent, owner, tenant, parent,
+        created), by id. A record that does not decode is ``{}``: its id is still a
+        registered session. The one reader of the registry (the pool, ``dockercc
+        sessions`` and ``gc``, the built-in tools)."""
+        raw = await self._call(self.client.hgetall, self.sessions_key)
+        return {as_str(k): bounded.loads_record(v)
+                for k, v in sorted(raw.items(), key=lambda kv: as_str(kv[0]))}
+
+    async def session_record(self, session: str) -> dict[str, Any] | None:
+        """One session's registry record (``{}`` if it does not decode); None if absent."""
+        raw = await self._call(self.client.hget, self.sessions_key, session)
+        return None if raw is None else bounded.loads_record(raw)
+
     # -- pool assignment -------------------------------------------------------------------
 
     async def assign(self, container: str, assignment: Mapping[str, Any]) -> None:

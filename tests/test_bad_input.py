@@ -606,7 +606,7 @@ def test_every_entry_point_refuses_a_bad_prompt_with_invalid_prompt() -> None:
                             pass
         # the cron tool's jobs too (a ValueError the tool turns into its error message)
         with pytest.raises(InvalidPrompt, match="the prompt is empty"):
-            await CronScheduler(pool).create("*/5 * * * *", "  ", agent="main")
+            await CronScheduler(pool.builtins.host).create("*/5 * * * *", "  ", agent="main")
         await pool.close()
 
     asyncio.run(main())
