@@ -175,3 +175,24 @@ def test_the_core_never_imports_its_faces() -> None:
     # the face is imported by the front door only, and on call
     door = [i for i in IMPORTS if i.source == "dockercc" and in_face(i.target)]
     assert door and not any(i.module_level for i in door)
+
+
+def test_the_builtins_get_a_narrow_context_not_the_pool() -> None:
+    """The built-in tools see their pool only through ``BuiltinHost`` (built once by
+    ``PoolBuiltins``), and ``AsyncPool.__init__`` builds no cron or channel machinery."""
+    import inspect
+
+    from dockercc.builtins import BuiltinHost, PoolBuiltins, ToolContext
+    from dockercc.client import AsyncPool
+
+    assert set(ToolContext.__dataclass_fields__) == {"host", "session"}
+    init = inspect.getsource(AsyncPool.__init__)
+    assert "CronScheduler(" not in init and "ChannelRegistry(" not in init
+    assert "PoolBuiltins.for_pool(self)" in init
+    pool = AsyncPool({"redis": {"url": "redis://127.0.0.1:1/0"}})
+    assert isinstance(pool.builtins, PoolBuiltins) and isinstance(pool.builtins.host, BuiltinHost)
+    host = pool.builtins.host
+    assert not any(value is pool for value in vars(host).values())
+    assert pool.cron is pool.builtins.cron is host.cron
+    assert pool.channels is pool.builtins.channels is host.channels
+    assert host.tenant == pool.tenant and host.owner == pool.containers.owner
