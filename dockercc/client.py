@@ -93,7 +93,8 @@ class AsyncPool(NotebookDisplay):
     # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> AsyncPool:
-        """Connect, reap what dead owners left, and warm ``minWarm`` containers."""
+        """Connect, reap what dead owners left, and warm ``minWarm`` containers (and each
+        configured agent's ``agents.<name>.minWarm``)."""
         if self._started:
             return self
         if self._start_lock is None:
@@ -101,10 +102,16 @@ class AsyncPool(NotebookDisplay):
         async with self._start_lock:
             if self._started:
                 return self
-            if self.config.pool.min_warm:
-                self.containers.register_spec(spec_for(self.config, "main", env=self.env),
-                                              warm=self.config.pool.min_warm,
-                                              prestart=default_prestart(self, "main"))
+            # a warm set per configured agent, its CLI pre-started with that agent's own
+            # default session (system prompt, model, tools): `main` keeps pool.minWarm
+            for name, agent in self.config.agents.items():
+                want = agent.min_warm
+                if name == "main":
+                    want = max(want, self.config.pool.min_warm)
+                if want:
+                    self.containers.register_spec(spec_for(self.config, name, env=self.env),
+                                                  warm=want,
+                                                  prestart=default_prestart(self, name))
             await self.containers.start()
             await start_builtins(self)
             self._started = True
