@@ -18,6 +18,7 @@ from .builtins import close_pool as close_builtins
 from .builtins import start_pool as start_builtins
 from .config import DockerCCConfig, resolve_config
 from .events import Event, Result
+from .pool.admission import FirstTurnGate
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
@@ -70,6 +71,9 @@ class AsyncPool(NotebookDisplay):
         self.transport = RedisTransport(self.config.redis.url_secret(),
                                         self.config.redis.key_prefix)
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
+        #: arrival-order admission of new sessions' first turns (pool.firstTurnAdmission)
+        self.first_turns = FirstTurnGate(self.config.pool.first_turn_admission,
+                                         self.config.pool.first_turn_hold_ms / 1000)
         self.tools = ToolRegistry(tools)
         self.sessions_key = f"{self.config.redis.key_prefix}sessions"
         #: who the built-in tools of this pool's sessions act for: they reach only sessions

@@ -372,6 +372,18 @@ class PoolConfig(_Model):
     min_warm: Int = Field(0, ge=0, **_doc("Minimum warm containers to maintain"))
     max_total: Int = Field(10, ge=1, **_doc("Maximum total containers allowed"))
     max_per_agent: Int = Field(3, ge=1, **_doc("Maximum containers per agent"))
+    first_turn_admission: Int = Field(
+        0,
+        ge=0,
+        **_doc(
+            "At most this many new sessions' first turns of one process start their CLI work "
+            "at once, in arrival order, each until its first model event or "
+            "`firstTurnHoldMs` (see docs/pool.md); 0: no admission"
+        ),
+    )
+    first_turn_hold_ms: Int = Field(
+        300, ge=1, **_doc("Longest a first turn holds its admission slot (ms)")
+    )
     demand_min_hits: Int = Field(
         2,
         ge=0,

@@ -158,3 +158,35 @@ async def test_demand_sets_stay_within_max_total_and_never_evict_busy(
         await busy.close(forget=True)
     # closed: the demand hash went with the registry (the leak check looks at every key too)
     assert redis_server.keys(f"{prefix}pool:*") == []
+
+
+async def test_first_turn_gate_admits_in_arrival_order() -> None:
+    from dockercc.pool.admission import FirstTurnGate
+
+    gate = FirstTurnGate(2, hold_s=30)
+    order: list[str] = []
+
+    async def turn(who: str, work: float) -> None:
+        await gate.acquire(who)
+        order.append(who)
+        await asyncio.sleep(work)
+        gate.release(who)
+
+    tasks = []
+    for i in range(6):
+        tasks.append(asyncio.create_task(turn(f"s{i}", 0.02)))
+        await asyncio.sleep(0)  # arrival order
+    await asyncio.gather(*tasks)
+    assert order == [f"s{i}" for i in range(6)]
+    # a slot not released in time is given on after hold_s; a cancelled waiter leaves the queue
+    slow = FirstTurnGate(1, hold_s=0.05)
+    await slow.acquire("a")
+    waiter = asyncio.create_task(slow.acquire("b"))
+    gone = asyncio.create_task(slow.acquire("c"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.wait_for(waiter, 1)
+    assert slow.holds("b") and not slow.holds("a") and not slow.holds("c")
+    slow.release("b")
+    await asyncio.wait_for(slow.acquire("d"), 1)
+    assert FirstTurnGate(0, 1).enabled is False
