@@ -190,3 +190,36 @@ async def test_first_turn_gate_admits_in_arrival_order() -> None:
     slow.release("b")
     await asyncio.wait_for(slow.acquire("d"), 1)
     assert FirstTurnGate(0, 1).enabled is False
+
+
+@pytest.mark.docker
+async def test_a_host_folder_used_repeatedly_becomes_a_warm_set(make_config: Any, api: Any,
+                                                                tmp_path: Any) -> None:
+    """Issue 16's gap: without pool.warm(workspace=...) a host folder started cold every
+    time; now its third session within the window is served warm, the folder mounted."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "README.md").write_text("warm folder\n")
+    folder.chmod(0o777)
+    cfg = config(make_config, minWarm=0)
+    async with AsyncPool(cfg) as pool:
+        warm = []
+        for i in range(3):
+            if i == 2:
+                probe = pool.session(workspace=str(folder))
+                key = warm_set_key(probe.spec().key(), probe.prestart())
+
+                async def folder_set_warm(key: str = key) -> bool:
+                    return any(r.spec == key and r.status == "warm"
+                               for r in await pool.containers.records())
+
+                await wait_for(folder_set_warm)
+            api.script(text(f"ws {i}"))
+            s = pool.session(workspace=str(folder))
+            assert (await s.ask("hi", timeout=120)).text == f"ws {i}"
+            assert s.lease is not None
+            warm.append((s.lease.warm, (await s.state()).get("prestarted")))
+            assert await s.files.read("README.md") == b"warm folder\n"
+            await s.close(forget=True)
+        assert warm[0][0] is False and warm[1][0] is False  # nothing warm with that mount
+        assert warm[2] == (True, "1")
