@@ -157,6 +157,7 @@ class ContainerPool:
         self._refill_due = False
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._creating: set[asyncio.Future[str]] = set()
         self._wake = asyncio.Event()
         self._lost_callbacks: list[LostCallback] = []
         self._counters: Counter[str] = Counter()
@@ -327,6 +328,8 @@ class ContainerPool:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        if self._creating:  # creates under way in their threads: let them land, then sweep
+            await asyncio.wait(list(self._creating), timeout=60)
         try:
             records = await self.records()
         except Exception as exc:  # Redis gone: Docker's labels still say what is ours
@@ -668,9 +671,16 @@ class ContainerPool:
             spec = spec.model_copy(update=update)
         if cpu_shares is None or "cpu_shares" not in inspect.signature(
                 self.backend.create).parameters:  # a backend without CPU weights
-            return await self.backend.create(spec, name=name, labels=labels, env=env)
-        return await self.backend.create(spec, name=name, labels=labels, env=env,
-                                         cpu_shares=cpu_shares)
+            made = asyncio.ensure_future(self.backend.create(spec, name=name, labels=labels,
+                                                             env=env))
+        else:
+            made = asyncio.ensure_future(self.backend.create(spec, name=name, labels=labels,
+                                                             env=env, cpu_shares=cpu_shares))
+        # a create cancelled midway (the pool closing) still finishes in its thread: close()
+        # waits for it, so its sweep finds the container
+        self._creating.add(made)
+        made.add_done_callback(self._creating.discard)
+        return await asyncio.shield(made)
 
     async def _restore_cpu(self, docker_id: str, name: str) -> None:
         """A warm container that is ready gets the normal CPU weight (see WARM_CPU_SHARES)."""
