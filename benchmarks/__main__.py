@@ -53,6 +53,7 @@ from ._common import (
 from .metrics_check import MetricsCheck
 
 SECTIONS = ("first-token", "workspace", "relay", "concurrency", "memory", "files", "warmsets")
+"""(``--sections burst`` runs the 16-session burst of ``warmsets`` alone)"""
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
 MEMORY = "4g"
@@ -409,6 +410,10 @@ class Bench:
         """A configured agent's own system prompt, an ad-hoc one (1st and 3rd time) and a
         burst against its CPU bound (benchmarks/warmsets.py)."""
         await warmsets.run(self)
+
+    async def burst(self) -> None:
+        """The burst of ``warmsets`` alone: all at once and with first-turn admission."""
+        await warmsets.burst(self)
 
     @property
     def sections(self) -> list[str]:

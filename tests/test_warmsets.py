@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -53,6 +56,32 @@ async def wait_for(predicate: Any, timeout: float = 180) -> None:
     while not await predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.2)
+
+
+OTHER_PROCESS = """
+import asyncio, json, sys
+from dockercc.client import AsyncPool
+
+async def main():
+    pool = AsyncPool(json.loads(sys.argv[1]))
+    try:
+        await pool.containers._demand_sets()
+        print(json.dumps(sorted(pool.containers._demand)))
+    finally:
+        await pool.close()
+
+asyncio.run(main())
+"""
+
+
+def other_process_demand(cfg: dict[str, Any]) -> list[str]:
+    """The demand sets another Python process on the same Redis would keep warm."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", OTHER_PROCESS, json.dumps(cfg)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def system_text(body: dict[str, Any]) -> str:
@@ -104,9 +133,11 @@ async def test_adhoc_prompt_is_warm_by_its_third_occurrence_across_processes(
         assert key
         raw = await b.transport.client.hget(b.transport.pool_keys.demand, key)
         assert raw is not None and len(json.loads(raw)["hits"]) == 2
-        # B sees the same demand (and can make the set from the stored recipe)
+        # B sees the same demand (and can make the set from the stored recipe), and so does
+        # another OS process on the same Redis
         await b.containers._demand_sets()
         assert key in b.containers._demand
+        assert key in other_process_demand(cfg)
 
         async def prompt_set_warm() -> bool:
             return any(r.spec == key and r.status == "warm"
