@@ -346,6 +346,10 @@ def _print_report(report: Any) -> None:
     out.print(_esc(f"         {report.redis.url} prefix {report.redis.key_prefix}"),
               highlight=False)
     line("docker", report.docker)
+    if report.backend == "local":
+        from .pool.local import NOT_ISOLATED
+
+        out.print(f"  backend [red]{_esc(NOT_ISOLATED)}[/red]", highlight=False)
     if report.egress is not None:
         e = report.egress
         what = (f"isolated (network none; proxy allows the API and {len(e.allow)} "
@@ -551,7 +555,9 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                     sys.stdout.write(terminal_safe(await backend.logs(name, tail)))
                     sys.stdout.flush()
                     return
-            _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
+            _fail(f"no container for session {session!r} (looked for {', '.join(names)}); "
+                  "a container removes itself when it exits, its log with it: the session's "
+                  f"events, a loss and its reason included, are in `dockercc logs {session}`")
         finally:
             await backend.close()
             await t.close()

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._display import NotebookDisplay
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
 from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
 from .builtins import close_pool as close_builtins
 from .builtins import start_pool as start_builtins
-from .config import DockerCCConfig, resolve_config
+from .config import DockerCCConfig, load_config
 from .events import Event, Result
 from .pool.admission import FirstTurnGate
 from .pool.backend import Backend
@@ -52,7 +49,7 @@ def default_tenant() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", f"{user}.{socket.gethostname()}")[:128]
 
 
-class AsyncPool(NotebookDisplay):
+class AsyncPool:
     """A pool of agent containers and its sessions.
 
     ``config`` is ``None`` (defaults + environment + discovered YAML), a
@@ -64,7 +61,7 @@ class AsyncPool(NotebookDisplay):
                  env: dict[str, str] | None = None, backend: Backend | None = None,
                  on_event: EventCallback | None = None,
                  max_prompt_bytes: int = MAX_PROMPT_BYTES) -> None:
-        self.config = resolve_config(config)
+        self.config = load_config(config)
         self.env = env
         self.on_event = on_event
         self.max_prompt_bytes = max_prompt_bytes
@@ -283,18 +280,3 @@ async def aquery(prompt: str, options: ClaudeAgentOptions | None = None, *,
     async with AsyncPool(config) as pool, pool.session(options=options, **kwargs) as s:
         async for event in s.stream(prompt, timeout=timeout):
             yield event
-
-
-def install_sigterm_cleanup(pool: AsyncPool) -> None:
-    """On SIGTERM, close the pool (removing its containers) before the process exits."""
-    loop = asyncio.get_running_loop()
-
-    def on_term() -> None:
-        async def shutdown() -> None:
-            with contextlib.suppress(Exception):
-                await pool.close()
-            raise SystemExit(143)
-        loop.create_task(shutdown())
-
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGTERM, on_term)

@@ -177,12 +177,6 @@ RETRIES = 20
 """Retries of one Redis command on a dropped connection (backoff 50 ms doubling to 1 s)."""
 
 
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs; the
-    SDK's one rule set, :func:`dockercc.redaction.redact`)."""
-    return redact(url)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -213,7 +207,7 @@ class RedisTransport:
                  socket_timeout: float | None = None) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
             raise TransportError(
-                f"unsupported Redis URL {redact_url(url)!r}: use redis://, rediss://, unix:// "
+                f"unsupported Redis URL {redact(url)!r}: use redis://, rediss://, unix:// "
                 "or redis+sentinel://")
         self._url = url
         self.prefix = prefix
@@ -227,12 +221,12 @@ class RedisTransport:
         self._spare_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"RedisTransport({redact_url(self._url)!r}, prefix={self.prefix!r})"
+        return f"RedisTransport({redact(self._url)!r}, prefix={self.prefix!r})"
 
     @property
     def url(self) -> str:
         """The URL with any password masked."""
-        return redact_url(self._url)
+        return redact(self._url)
 
     def _new_client(self, *, identify: bool = True) -> aioredis.Redis:
         # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a

@@ -29,6 +29,9 @@ def test_fingerprint_follows_the_arguments() -> None:
     b = ["--include-partial-messages", "--system-prompt", "two"]
     assert warm_fingerprint(a) == warm_fingerprint(list(a))
     assert warm_fingerprint(a) != warm_fingerprint(b)
+    # what the runner applies at the claim is not part of it (protocol.cli.start_time_args)
+    assert warm_fingerprint([*a, "--model", "m1", "--permission-mode", "plan"]) == \
+        warm_fingerprint([*a, "--model", "m2", "--allowedTools", "Read"])
     key = warm_set_key("0123456789abcdef", {"args": a})
     assert set_base(key) == "0123456789abcdef" and key != warm_set_key("0123456789abcdef",
                                                                        {"args": b})

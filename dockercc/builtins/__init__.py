@@ -24,11 +24,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import BuiltinToolError, ToolContext, forget_pool_state, pool_state
-from .config import config_tools
 from .cron import CronJob, CronRun, CronScheduler, cron_tools
 from .messaging import ChannelHandler, ChannelMessage, ChannelRegistry, message_tools
 from .nodes import ExecResult, NodeInfo, node_tools
 from .sessions import close_children, session_tools
+from .system import config_tools
 from .web import (
     AddressPolicy,
     BlockedTarget,

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 from ..bridge import Tool
 from ..errors import ConfigError, InvalidSessionId
 from ..protocol.bounded import loads_record
+from ..protocol.control import check_prompt
 from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import BuiltinToolError, ToolContext, builtin, clip, now_ms, run_turn, to_json
@@ -211,8 +212,7 @@ class CronScheduler:
                 raise ValueError(f"schedule {expr!r} fires every {gap:g}s; the shortest "
                                  f"interval allowed is {min_interval_s:g}s "
                                  f"(tools.cron.minIntervalS)")
-        if not prompt.strip():
-            raise ValueError("the prompt is empty")
+        check_prompt(prompt)
         if (agent is None) == (session is None):
             raise ValueError("a job targets either an agent or a session")
         if agent is not None:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, Field
 
 from ..bridge import Tool
-from ..config import mask_url
 from ..pool.backend import LABEL
+from ..redaction import redact
 from ._base import BuiltinToolError, ToolContext, builtin, pool_state, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,14 +95,14 @@ def _describe(pool: "AsyncPool", name: str, url: str | None, image: str | None,
               description: str | None) -> NodeInfo:
     import docker.errors
 
-    shown = mask_url(url) if url else "DOCKER_HOST / the local socket"
+    shown = redact(url) if url else "DOCKER_HOST / the local socket"
     info = NodeInfo(name=name, kind=LOCAL if name == LOCAL else "remote", url=shown,
                     description=description, exec_image=image)
     try:
         client = _client(pool, name, url)
         data = client.info()
     except Exception as exc:  # noqa: BLE001 - an unreachable node is reported, not raised
-        info.error = f"{type(exc).__name__}: {mask_url(str(exc))}"[:300]
+        info.error = f"{type(exc).__name__}: {redact(str(exc))}"[:300]
         pool_state(pool).docker_clients.pop(name, None)
         return info
     info.reachable = True

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import AgentConfig, DockerCCConfig, container_env
 from ..egress.proxy import DEFAULT_API, SOCKET_NAME, Upstream
 from ..errors import PoolError
+from ..protocol.cli import start_time_args
 from ..sentinel import parse_sentinel_url
 
 CONTAINER_HOME = "/home/agent"
@@ -240,7 +241,8 @@ def relay_url(url: str) -> str:
 
 def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
                health_interval_ms: int, prestart: dict[str, Any] | None = None,
-               orphan_ms: int | None = None) -> dict[str, str]:
+               orphan_ms: int | None = None, permission_ms: int | None = None
+               ) -> dict[str, str]:
     """The container's full environment: the spec's env plus the runner's settings.
 
     ``prestart`` (warm containers) makes the runner start the CLI before the claim with
@@ -262,6 +264,7 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
         "DOCKERCC_KEY_PREFIX": prefix,
         "DOCKERCC_HEALTH_INTERVAL_MS": str(health_interval_ms),
         **({"DOCKERCC_ORPHAN_MS": str(orphan_ms)} if orphan_ms else {}),
+        **({"DOCKERCC_PERMISSION_MS": str(permission_ms)} if permission_ms else {}),
         "DOCKERCC_WORKDIR": "/workspace",
         "HOME": CONTAINER_HOME,
     }
@@ -280,13 +283,14 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
 # -- warm sets keyed by what a pre-started CLI cannot change ---------------------------------
 
 def warm_fingerprint(args: list[str] | tuple[str, ...]) -> str:
-    """Short hash of the CLI arguments a warm container's CLI is pre-started with.
+    """Short hash of the start-time part of the CLI arguments a warm container's CLI is
+    pre-started with (:func:`dockercc.protocol.cli.start_time_args`).
 
-    A pre-started CLI serves a session as it runs only when the session's arguments equal
-    its own (else the runner restarts it), so warm sets are keyed by the spec *and* this.
-    Today it hashes the full arguments; once the runner applies run-time options at claim,
-    it is given the start-time part only."""
-    blob = json.dumps(list(args), separators=(",", ":"))
+    The runner applies the run-time part (model, permission mode, allowed / disallowed
+    tools) to a pre-started CLI at the claim, but a CLI whose start-time arguments differ
+    (system prompt, ``--tools``, MCP servers, ...) must be restarted: warm sets are keyed by
+    the spec *and* this."""
+    blob = json.dumps(start_time_args(args), separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

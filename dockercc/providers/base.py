@@ -125,6 +125,11 @@ class ProviderSession(abc.ABC):
     def agent_config(self) -> AgentConfig:
         return self.context.config.agent(self.options.agent)
 
+    @property
+    def permission_timeout_s(self) -> float:
+        """How long an approver or a hook may take (``timeouts.permissionMs``)."""
+        return self.context.config.timeouts.permission_ms / 1000
+
     def tool_registry(self) -> ToolRegistry:
         """The host tools of this session: the chain's, then the session's own, limited to
         the agent's ``tools`` allowlist (as in :class:`~dockercc.session.AsyncSession`)."""
@@ -178,6 +183,11 @@ class Provider(abc.ABC):
 
     def unavailable_reason(self) -> str | None:
         """A reason known without trying (e.g. disabled in the configuration), else None."""
+        return None
+
+    def unsupported(self, options: SessionOptions) -> tuple[str, str] | None:
+        """An option this provider cannot honour, as ``(field, what to do)``; the chain
+        refuses such a session when it is created (never ignores the option silently)."""
         return None
 
     @abc.abstractmethod
