@@ -37,7 +37,7 @@ from dockercc.pool.spec import spec_for
 from dockercc.protocol import control
 
 from . import options as options_bench
-from . import peers
+from . import peers, warmsets
 from ._common import (
     PROMPT,
     REPLY,
@@ -53,7 +53,9 @@ from ._common import (
 )
 from .metrics_check import MetricsCheck
 
-SECTIONS = ("first-token", "options", "workspace", "relay", "concurrency", "memory", "files")
+SECTIONS = ("first-token", "options", "workspace", "relay", "concurrency", "memory", "files",
+            "warmsets")
+"""(``--sections burst`` runs the 16-session burst of ``warmsets`` alone)"""
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
 MEMORY = "4g"
@@ -89,7 +91,7 @@ class Bench:
                      "minWarm": 0},
         }
         for key, value in over.items():
-            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
         return cfg
 
     def pool(self, **over: Any) -> AsyncPool:
@@ -414,6 +416,15 @@ class Bench:
         finally:
             await pool.close()
 
+    async def warmsets(self) -> None:
+        """A configured agent's own system prompt, an ad-hoc one (1st and 3rd time) and a
+        burst against its CPU bound (benchmarks/warmsets.py)."""
+        await warmsets.run(self)
+
+    async def burst(self) -> None:
+        """The burst of ``warmsets`` alone: all at once and with first-turn admission."""
+        await warmsets.burst(self)
+
     @property
     def sections(self) -> list[str]:
         return [x.strip() for x in self.args.sections.split(",") if x.strip()]
@@ -537,6 +548,7 @@ class Bench:
                          fmt_ms(s.med("cpu_claude")), n("cpu_claude"),
                          f"runner {fmt_ms(s.med('cpu_runner'))}, host "
                          f"{fmt_ms(s.med('cpu_host'))}", "", ""])
+        rows += warmsets.rows(s)
         for key, label in (("mem_prestarted", "idle warm container memory (CLI pre-started)"),
                            ("mem_runner_only", "idle warm container memory (runner only)")):
             if s.get(key):

@@ -19,6 +19,7 @@ from .builtins import (
 )
 from .config import DockerCCConfig, load_config
 from .events import Event, Result
+from .pool.admission import FirstTurnGate
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
@@ -70,6 +71,9 @@ class AsyncPool:
         self.transport = RedisTransport(self.config.redis.url_secret(),
                                         self.config.redis.key_prefix)
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
+        #: arrival-order admission of new sessions' first turns (pool.firstTurnAdmission)
+        self.first_turns = FirstTurnGate(self.config.pool.first_turn_admission,
+                                         self.config.pool.first_turn_hold_ms / 1000)
         self.tools = ToolRegistry(tools)
         self.sessions_key = self.transport.sessions_key
         #: who the built-in tools of this pool's sessions act for: they reach only sessions
@@ -91,7 +95,8 @@ class AsyncPool:
     # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> AsyncPool:
-        """Connect, reap what dead owners left, and warm ``minWarm`` containers."""
+        """Connect, reap what dead owners left, and warm ``minWarm`` containers (and each
+        configured agent's ``agents.<name>.minWarm``)."""
         if self._started:
             return self
         if self._start_lock is None:
@@ -99,10 +104,16 @@ class AsyncPool:
         async with self._start_lock:
             if self._started:
                 return self
-            if self.config.pool.min_warm:
-                self.containers.register_spec(spec_for(self.config, "main", env=self.env),
-                                              warm=self.config.pool.min_warm,
-                                              prestart=default_prestart(self, "main"))
+            # a warm set per configured agent, its CLI pre-started with that agent's own
+            # default session (system prompt, model, tools): `main` keeps pool.minWarm
+            for name, agent in self.config.agents.items():
+                want = agent.min_warm
+                if name == "main":
+                    want = max(want, self.config.pool.min_warm)
+                if want:
+                    self.containers.register_spec(spec_for(self.config, name, env=self.env),
+                                                  warm=want,
+                                                  prestart=default_prestart(self, name))
             await self.containers.start()
             await self.builtins.start()
             self._started = True

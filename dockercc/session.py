@@ -46,7 +46,17 @@ from .errors import (
     TransportError,
     WorkspaceError,
 )
-from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, EventMapper, Result, TextDelta
+from .events import (
+    ApiRetry,
+    ApiUnreachable,
+    ErrorEvent,
+    Event,
+    EventMapper,
+    Result,
+    SystemInit,
+    SystemStatus,
+    TextDelta,
+)
 from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from .pool.backend import LABEL
 from .pool.manager import RESUME_TTL_S, Lease
@@ -768,10 +778,15 @@ class AsyncSession:
             self._end_trace(outcome="abandoned")  # a turn sent before was never read to its end
             self._trace = tracing.TurnTrace.start(self.id, self.agent)
             with _typed_redis_errors(self.pool.transport.url):
+                gate = self.pool.first_turns
                 try:
                     await self._check_budget()
+                    if self.lease is None and gate.enabled:
+                        # a new session's first turn: in arrival order under a burst
+                        await gate.acquire(self.id)
                     input_id = await self._send_line(line)
                 except BaseException:
+                    gate.release(self.id)
                     self._end_trace(outcome="send_failed")
                     await self._release_hold()
                     raise
@@ -878,6 +893,8 @@ class AsyncSession:
         deltas = 0
         counts: dict[str, int] = {}
         trace = self._trace
+        gate = self.pool.first_turns
+        gated = gate.holds(self.id)
         try:
             while True:
                 try:
@@ -897,6 +914,9 @@ class AsyncSession:
                     trace.envelope(envelope.ts, self.lease.container if self.lease else None)
                 callbacks = self.on_event is not None or self.pool.on_event is not None
                 for event in mapper.map(envelope):
+                    if gated and not isinstance(event, SystemInit | SystemStatus):
+                        gated = False  # the model answers: the CLI's start-up work is done
+                        gate.release(self.id)
                     if callbacks:
                         await self._dispatch(event)
                     if type(event) is TextDelta:  # most events: nothing else to check
@@ -938,6 +958,8 @@ class AsyncSession:
                         return
                     yield event
         finally:
+            if gated:
+                gate.release(self.id)
             deadline.cancel()
             if deltas:
                 counts["text_delta"] = deltas
@@ -1061,6 +1083,7 @@ class AsyncSession:
         if self.closed:
             return
         self.closed = True
+        self.pool.first_turns.release(self.id)
         self._end_trace(outcome="closed")
         await self._release_hold()
         with contextlib.suppress(Exception):

@@ -217,6 +217,12 @@ def test_redacted_dump_uses_camel_case_and_seed_defaults() -> None:
         "maxPerAgent": 3,
         "acquireTimeoutMs": 60000,
         "tenant": None,
+        "firstTurnAdmission": 0,
+        "firstTurnHoldMs": 300,
+        "demandMinHits": 2,
+        "demandWindowMs": 300000,
+        "demandWarm": 1,
+        "demandMaxSets": 8,
     }
     assert dump["resources"] == {"memory": "4g", "cpus": 2, "pidsLimit": 256}
     assert dump["redis"] == {
@@ -406,6 +412,12 @@ def test_both_key_spellings_load() -> None:
         "maxPerAgent": 1,
         "acquireTimeoutMs": 60000,
         "tenant": None,
+        "firstTurnAdmission": 0,
+        "firstTurnHoldMs": 300,
+        "demandMinHits": 2,
+        "demandWindowMs": 300000,
+        "demandWarm": 1,
+        "demandMaxSets": 8,
     }
     config = load_config(
         env={},

@@ -55,6 +55,38 @@ class PoolConfig(_Model):
     min_warm: Int = Field(0, ge=0, **_doc("Minimum warm containers to maintain"))
     max_total: Int = Field(10, ge=1, **_doc("Maximum total containers allowed"))
     max_per_agent: Int = Field(3, ge=1, **_doc("Maximum containers per agent"))
+    first_turn_admission: Int = Field(
+        0,
+        ge=0,
+        **_doc(
+            "At most this many new sessions' first turns of one process start their CLI work "
+            "at once, in arrival order, each until its first model event or "
+            "`firstTurnHoldMs` (see docs/pool.md); 0: no admission"
+        ),
+    )
+    first_turn_hold_ms: Int = Field(
+        300, ge=1, **_doc("Longest a first turn holds its admission slot (ms)")
+    )
+    demand_min_hits: Int = Field(
+        2,
+        ge=0,
+        **_doc(
+            "Sessions with the same start-time CLI arguments (and container spec) within "
+            "`demandWindowMs` after which the pool keeps a warm container pre-started for them "
+            "(a demand warm set, see docs/pool.md); 0 turns demand warm sets off"
+        ),
+    )
+    demand_window_ms: Int = Field(
+        300000,
+        ge=1000,
+        **_doc("How far back sessions count as demand for a warm set (ms)"),
+    )
+    demand_warm: Int = Field(
+        1, ge=0, **_doc("Warm containers kept for each demand warm set (within `maxTotal`)")
+    )
+    demand_max_sets: Int = Field(
+        8, ge=0, **_doc("At most this many demand warm sets, the most recently demanded first")
+    )
     acquire_timeout_ms: Int = Field(
         60000,
         ge=0,
@@ -373,6 +405,15 @@ class AgentConfig(_Model):
         None, **_doc("Host bridge (MCP) tools this agent may call; null = all")
     )
     max_turns: Int | None = Field(None, ge=1, **_doc("Maximum agentic turns (`--max-turns`)"))
+    min_warm: Int = Field(
+        0,
+        ge=0,
+        **_doc(
+            "Warm containers kept for this agent, their CLI pre-started with the agent's own "
+            "default session options (system prompt, model, tools); for `main` the larger of "
+            "this and `pool.minWarm`"
+        ),
+    )
     budget: BudgetConfig = Field(
         default_factory=BudgetConfig, **_doc("This agent's spend limit (see docs/sessions.md)")
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import secrets
@@ -44,6 +45,7 @@ from .registry import (
     BUDGET_ADMIT,
     BUDGET_SETTLE,
     CLAIM,
+    DEMAND,
     MARK_WARM,
     QUARANTINE,
     RESERVE_WARM,
@@ -51,7 +53,15 @@ from .registry import (
     ContainerRecord,
     RegistryKeys,
 )
-from .spec import ContainerSpec, runner_env, scratch_volume_name
+from .spec import (
+    ContainerSpec,
+    runner_env,
+    scratch_volume_name,
+    set_base,
+    shareable_args,
+    spec_for,
+    warm_set_key,
+)
 
 log = logging.getLogger("dockercc.pool")
 
@@ -169,10 +179,17 @@ class ContainerPool:
         self._specs: dict[str, ContainerSpec] = {}
         self._warm_specs: dict[str, int] = {}
         self._prestart: dict[str, dict[str, Any]] = {}
+        #: demand warm sets this process can make: set key -> last demand (ms), recomputed
+        #: from ``pool:demand`` at every top-up (see :meth:`_demand_sets`)
+        self._demand: dict[str, int] = {}
+        #: what this process's own sessions asked for (set key -> spec, pre-start): a demand
+        #: set whose recipe is not in Redis (not shareable) is made from here
+        self._seen: dict[str, tuple[ContainerSpec, dict[str, Any]]] = {}
         self._refill_slots = asyncio.Semaphore(REFILL_CONCURRENCY)
         self._refill_due = False
         self._monitor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._creating: set[asyncio.Future[str]] = set()
         self._wake = asyncio.Event()
         self._lost_callbacks: list[LostCallback] = []
         self._counters: Counter[str] = Counter()
@@ -198,6 +215,7 @@ class ContainerPool:
         self._deaths: dict[str, Death] = {}
         r = transport.client
         self._claim = r.register_script(CLAIM)
+        self._demand_script = r.register_script(DEMAND)
         self._reserve_warm = r.register_script(RESERVE_WARM)
         self._mark_warm = r.register_script(MARK_WARM)
         self._retire_warm = r.register_script(RETIRE_WARM)
@@ -253,12 +271,14 @@ class ContainerPool:
 
     def register_spec(self, spec: ContainerSpec, *, warm: int | None = None,
                       prestart: dict[str, Any] | None = None) -> str:
-        """Make a spec known (and keep ``warm`` containers of it ready; default minWarm).
+        """Make a warm set known (and keep ``warm`` containers of it ready); returns its key.
 
         ``prestart`` (``{"args", "tools", "tools_digest"}``: the agent's default session)
-        makes warm containers of this spec start their CLI before the claim.
+        makes warm containers of this spec start their CLI before the claim. The set's key is
+        the spec key plus a fingerprint of those arguments (:func:`.spec.warm_set_key`): a
+        session is served from the set whose CLI was pre-started for its arguments.
         """
-        key = spec.key()
+        key = warm_set_key(spec.key(), prestart)
         self._specs[key] = spec
         if warm is not None:
             self._warm_specs[key] = warm
@@ -343,6 +363,8 @@ class ContainerPool:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        if self._creating:  # creates under way in their threads: let them land, then sweep
+            await asyncio.wait(list(self._creating), timeout=60)
         try:
             records = await self.records()
         except Exception as exc:  # Redis gone: Docker's labels still say what is ours
@@ -357,7 +379,7 @@ class ContainerPool:
             await r.hdel(self.pk.owners, self.owner)
             if not await r.hlen(self.pk.containers):
                 await r.delete(self.pk.containers, self.pk.owners, self.rk.counter,
-                               self.pk.instance, self.pk.acl,
+                               self.pk.instance, self.pk.acl, self.pk.demand,
                                self.pk.queue, self.rk.tickets)
                 async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
                     await r.delete(key)
@@ -560,7 +582,9 @@ class ContainerPool:
             raise PoolError("the pool is closed")
         await self.start()
         t0 = time.monotonic()
-        key = self.register_spec(spec)
+        base = spec.key()
+        key = warm_set_key(base, prestart)
+        self._specs.setdefault(key, spec)
         limit_s = self.config.pool.acquire_timeout_ms / 1000 if timeout is None else timeout
         deadline = t0 + limit_s
         ticket = f"{self.owner}:{_new_id()}"
@@ -573,7 +597,7 @@ class ContainerPool:
                 keys=[self.pk.containers, self.pk.queue, self.rk.tickets, self.rk.counter],
                 args=[self.rk.warm_prefix, key, agent, session, self.config.pool.max_total,
                       self.config.pool.max_per_agent, self.owner, now_ms(), new_id, ticket,
-                      now_ms() + int(max(3 * self.interval_s, 5) * 1000), name])
+                      now_ms() + int(max(3 * self.interval_s, 5) * 1000), name, base])
             kind = res[0].decode()
             if kind == "wait":
                 if not waited:
@@ -651,6 +675,8 @@ class ContainerPool:
             metrics.on_claim(agent, lease.warm, lease.claim_ms)
             if len(self._latencies) > 10000:
                 del self._latencies[:5000]
+            if prestart is not None and self.config.pool.demand_min_hits:
+                self._spawn(self._record_demand(key, spec, agent, prestart))
             self._spawn(self._refill_later())
             return lease
 
@@ -746,8 +772,13 @@ class ContainerPool:
                                     "(set redis.containerUrl, or use a redis:// URL)")
                 update["redis_relay_socket"] = str(self.relay.path)
             spec = spec.model_copy(update=update)
-        return await self.backend.create(spec, name=name, labels=labels, env=env,
-                                         cpu_shares=cpu_shares)
+        made = asyncio.ensure_future(self.backend.create(spec, name=name, labels=labels,
+                                                         env=env, cpu_shares=cpu_shares))
+        # a create cancelled midway (the pool closing) still finishes in its thread: close()
+        # waits for it, so its sweep finds the container
+        self._creating.add(made)
+        made.add_done_callback(self._creating.discard)
+        return await asyncio.shield(made)
 
     async def _restore_cpu(self, docker_id: str, name: str) -> None:
         """A warm container that is ready gets the normal CPU weight (see WARM_CPU_SHARES)."""
@@ -821,7 +852,127 @@ class ContainerPool:
     # -- warm sets -------------------------------------------------------------------------
 
     def _warm_targets(self) -> dict[str, int]:
-        return {k: v for k, v in self._warm_specs.items() if v > 0}
+        """Every warm set's target: the configured ones, then the demand sets."""
+        out = {k: v for k, v in self._warm_specs.items() if v > 0}
+        want = self.config.pool.demand_warm
+        for key in self._demand:
+            if want > out.get(key, 0):
+                out[key] = want
+        return out
+
+    # -- demand warm sets ------------------------------------------------------------------
+
+    async def _record_demand(self, key: str, spec: ContainerSpec, agent: str,
+                             prestart: dict[str, Any]) -> None:
+        """Count one session's demand for warm set ``key`` in ``pool:demand`` (shared by every
+        process on this Redis). The recipe (spec key, agent, mounts, pre-start) is stored
+        only when it holds no secret: the spec's environment never goes (another process
+        rebuilds the spec from its own config and checks the key), and arguments go only when
+        :func:`.spec.shareable_args` says so; else only this process can make the set."""
+        self._seen[key] = (spec, prestart)
+        while len(self._seen) > 256:
+            self._seen.pop(next(iter(self._seen)))
+        recipe = ""
+        if shareable_args(prestart.get("args") or []):
+            recipe = json.dumps({"base": spec.key(), "agent": agent,
+                                 "mounts": [list(m) for m in spec.mounts],
+                                 "prestart": prestart}, separators=(",", ":"), default=str)
+            if len(recipe) > 256 * 1024:
+                recipe = ""
+        try:
+            await self._demand_script(keys=[self.pk.demand],
+                                      args=[key, now_ms(), self.config.pool.demand_window_ms,
+                                            recipe])
+        except Exception as exc:
+            log.warning("recording warm-set demand failed: %s", exc)
+
+    def _recipe(self, key: str, entry: dict[str, Any]) -> tuple[ContainerSpec, dict[str, Any]
+                                                                 ] | None:
+        """The spec and pre-start of a demand set, if this process can make it."""
+        if key in self._seen:
+            return self._seen[key]
+        recipe = entry.get("recipe")
+        if not isinstance(recipe, dict):
+            return None
+        try:
+            prestart = recipe["prestart"]
+            agent = recipe.get("agent") or "main"
+            if not isinstance(prestart, dict) or not isinstance(prestart.get("args"), list):
+                return None
+            spec = spec_for(self.config, str(agent), env=self._env)
+            mounts = tuple((str(k), str(s), str(t), bool(ro))
+                           for k, s, t, ro in recipe.get("mounts") or [])
+            if mounts:
+                spec = spec.model_copy(update={"mounts": mounts})
+        except Exception:
+            return None
+        if warm_set_key(spec.key(), prestart) != key or set_base(key) != recipe.get("base"):
+            return None  # (this process's config makes another container: not ours to make)
+        return spec, prestart
+
+    async def _demand_sets(self) -> None:
+        """Which demand sets to keep warm now: seen ``demandMinHits`` times within
+        ``demandWindowMs``, at most ``demandMaxSets``, the most recently demanded first."""
+        p = self.config.pool
+        if not p.demand_min_hits or not p.demand_warm or not p.demand_max_sets:
+            self._demand = {}
+            return
+        raw = await self.transport.client.hgetall(self.pk.demand)
+        now = now_ms()
+        hot: list[tuple[int, str]] = []
+        for field, value in raw.items():
+            key = as_str(field)
+            try:
+                entry = json.loads(value)
+                hits = [t for t in entry.get("hits") or [] if isinstance(t, int | float)
+                        and t > now - p.demand_window_ms]
+            except (ValueError, AttributeError, TypeError):
+                continue
+            if len(hits) < p.demand_min_hits:
+                continue
+            made = self._recipe(key, entry)
+            if made is None:
+                continue
+            self._specs.setdefault(key, made[0])
+            self._prestart.setdefault(key, made[1])
+            hot.append((int(max(hits)), key))
+        hot.sort(reverse=True)
+        self._demand = {key: last for last, key in hot[:p.demand_max_sets]}
+
+    async def _make_room(self, key: str) -> bool:
+        """The pool is full and demand set ``key`` has no warm container: retire one warm
+        container of this owner that matters less (a set with no target, else a demand set
+        demanded longer ago). Never a busy one, nor one of a configured set."""
+        if await self.transport.client.zcard(self.pk.queue):
+            return False  # (claims wait: they go first)
+        records = await self.records()
+        if len(records) < self.config.pool.max_total:
+            return False
+        targets = self._warm_targets()
+        have = sum(1 for r in records if r.spec == key and r.warm
+                   and r.status in ("warm", "creating"))
+        if have >= targets.get(key, 0):
+            return False
+        mine = self._demand.get(key, 0)
+
+        def rank(rec: ContainerRecord) -> int | None:
+            if rec.spec not in targets:
+                return -1
+            if rec.spec in self._demand and self._demand[rec.spec] < mine and \
+                    self._warm_specs.get(rec.spec, 0) == 0:
+                return self._demand[rec.spec]
+            return None
+
+        victims = sorted((r for r in records if r.status == "warm" and r.owner == self.owner
+                          and rank(r) is not None), key=lambda r: (rank(r), r.created))
+        for rec in victims:
+            if await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
+                                       args=[rec.id]):
+                rec.status = "stopping"
+                self._counters["evicted"] += 1
+                await self._destroy(rec)
+                return True
+        return False
 
     async def _refill_later(self) -> None:
         """Top up after a claim, a moment later: the claimed session's first turn gets the
@@ -836,9 +987,19 @@ class ContainerPool:
         """Start warm containers until every warm set has its target."""
         if self._closed:
             return
-        for key, target in self._warm_targets().items():
+        try:
+            await self._demand_sets()
+        except Exception as exc:
+            log.warning("reading warm-set demand failed: %s", exc)
+        targets = self._warm_targets()
+        # configured sets first, then demand sets, the most recently demanded first
+        order = sorted(targets, key=lambda k: (k in self._demand and not self._warm_specs.get(k),
+                                               -self._demand.get(k, 0)))
+        for key in order:
+            target = targets[key]
             spec = self._specs[key]
-            created = []
+            created: list[asyncio.Task[Any]] = []
+            room = key in self._demand and not self._warm_specs.get(key)
             while True:
                 new_id = _new_id()
                 name = f"{self.config.docker.container_prefix}warm-{new_id}"
@@ -847,6 +1008,10 @@ class ContainerPool:
                     args=[key, self.config.pool.max_total, target, self.owner, now_ms(), new_id,
                           name])
                 if not got:
+                    if room and not created:
+                        room = False
+                        if await self._make_room(key):
+                            continue
                     break
                 created.append(self._spawn(self._start_warm(new_id, name, spec, key)))
             if created:
@@ -903,7 +1068,7 @@ class ContainerPool:
         while True:
             records = await self.records()
             ready = Counter(r.spec for r in records if r.status == "warm")
-            targets = self._warm_targets()
+            targets = {k: v for k, v in self._warm_specs.items() if v > 0}
             if all(ready[k] >= (count if count is not None else v) for k, v in targets.items()):
                 return
             if time.monotonic() > deadline:
@@ -1014,8 +1179,9 @@ class ContainerPool:
                 if state is not None and as_str(state) == "idle":
                     self._counters["recycled"] += 1
                     await self._park(rec, "maxAgeMs")
+        targets = self._warm_targets()
         for key, warm in warm_by_spec.items():
-            target = self._warm_specs.get(key, 0)
+            target = targets.get(key, 0)
             warm.sort(key=lambda x: x.created)
             extra = len(warm) - target
             for rec in warm:

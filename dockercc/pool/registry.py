@@ -4,8 +4,11 @@ Keys (under the prefix, see :class:`dockercc.protocol.keys.PoolKeys`):
 
 - ``pool:containers`` Hash: pool container id -> JSON record (name, spec, agent, session,
   status ``creating|warm|busy|stopping``, owner, created, warm flag).
-- ``pool:warm:{spec}`` List: ids of warm containers of one spec; claimed with LPOP inside
-  the claim script, so two processes never get the same container.
+- ``pool:warm:{set}`` List: ids of warm containers of one warm set (``<spec key>-<fingerprint
+  of the pre-started CLI's arguments>``, see :func:`.spec.warm_set_key`); claimed with LPOP
+  inside the claim script, so two processes never get the same container.
+- ``pool:demand`` Hash: warm-set key -> JSON of recent demand (arrival times within the
+  window and, when shareable, the recipe to pre-start such a container); see DEMAND.
 - ``pool:queue`` Sorted set + ``pool:tickets`` Hash: waiting claims in arrival order
   (a fair queue); tickets expire unless their waiter refreshes them.
 - ``pool:owners`` Hash: owner (process) id -> last heartbeat ms.
@@ -51,6 +54,9 @@ local spec, agent, session = ARGV[2], ARGV[3], ARGV[4]
 local max_total, max_per_agent = tonumber(ARGV[5]), tonumber(ARGV[6])
 local owner, now, new_id, ticket = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local ticket_deadline, name = tonumber(ARGV[11]), ARGV[12]
+-- the spec key of the warm-set key (`spec`): a warm container of the same spec pre-started
+-- for other CLI arguments serves when its own set has none (the runner restarts its CLI)
+local base = ARGV[13] or ''
 
 -- drop tickets whose waiter went away
 local tk = redis.call('HGETALL', tickets)
@@ -65,6 +71,7 @@ local all = redis.call('HGETALL', containers)
 local total = 0
 local per_agent = {}
 local other_warm = nil
+local same_base = nil
 for i = 1, #all, 2 do
   local rec = dec(all[i+1])
   total = total + 1
@@ -74,6 +81,11 @@ for i = 1, #all, 2 do
   if rec ~= nil and rec.status == 'warm' and rec.spec ~= spec and other_warm == nil
      and rec.id == all[i] then
     other_warm = rec
+  end
+  if base ~= '' and rec ~= nil and rec.status == 'warm' and rec.spec ~= spec
+     and rec.id == all[i] and same_base == nil
+     and (rec.spec == base or string.sub(rec.spec, 1, #base + 1) == base .. '-') then
+    same_base = rec
   end
 end
 local mine = per_agent[agent] or 0
@@ -123,6 +135,15 @@ while true do
       return served('warm', id, rec.name)
     end
   end
+end
+
+-- a warm container of the same spec, pre-started for other arguments
+if same_base ~= nil then
+  redis.call('LREM', warm_prefix .. same_base.spec, 0, same_base.id)
+  same_base.status = 'busy'; same_base.agent = agent; same_base.session = session
+  same_base.owner = owner; same_base.claimed = now
+  redis.call('HSET', containers, same_base.id, cjson.encode(same_base))
+  return served('warm', same_base.id, same_base.name)
 end
 
 local function reserve()
@@ -176,6 +197,41 @@ rec.status = 'warm'; rec.ready = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
+"""
+
+# record one session's demand for a warm set; returns the arrivals within the window.
+# KEYS[1] pool:demand; ARGV: set key, now, window ms, recipe JSON ('' = keep the stored one)
+DEMAND = r"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local now, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local entry = nil
+if raw then
+  local ok, v = pcall(cjson.decode, raw)
+  if ok and type(v) == 'table' and type(v.hits) == 'table' then entry = v end
+end
+if entry == nil then entry = {hits={}} end
+local hits = {}
+for _, t in ipairs(entry.hits) do
+  if type(t) == 'number' and t > now - window then hits[#hits + 1] = t end
+end
+while #hits >= 16 do table.remove(hits, 1) end
+hits[#hits + 1] = now
+entry.hits = hits
+entry.last = now
+if ARGV[4] ~= '' then
+  local ok, recipe = pcall(cjson.decode, ARGV[4])
+  if ok and type(recipe) == 'table' then entry.recipe = recipe end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+-- entries nobody asked for within the window go
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, v = pcall(cjson.decode, all[i+1])
+  if not ok or type(v) ~= 'table' or type(v.last) ~= 'number' or v.last <= now - window then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return #hits
 """
 
 # take a warm container out of service (idle reaping, max age) unless someone claimed it

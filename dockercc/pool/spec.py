@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import AgentConfig, DockerCCConfig, container_env
 from ..egress.proxy import DEFAULT_API, SOCKET_NAME, Upstream
 from ..errors import PoolError
+from ..protocol.cli import start_time_args
 from ..sentinel import parse_sentinel_url
 
 CONTAINER_HOME = "/home/agent"
@@ -277,3 +278,64 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
     if prestart is not None and not spec.command:
         env["DOCKERCC_PRESTART"] = json.dumps(prestart, separators=(",", ":"))
     return {k: str(v) for k, v in env.items()}
+
+
+# -- warm sets keyed by what a pre-started CLI cannot change ---------------------------------
+
+def warm_fingerprint(args: list[str] | tuple[str, ...]) -> str:
+    """Short hash of the start-time part of the CLI arguments a warm container's CLI is
+    pre-started with (:func:`dockercc.protocol.cli.start_time_args`).
+
+    The runner applies the run-time part (model, permission mode, allowed / disallowed
+    tools) to a pre-started CLI at the claim, but a CLI whose start-time arguments differ
+    (system prompt, ``--tools``, MCP servers, ...) must be restarted: warm sets are keyed by
+    the spec *and* this."""
+    blob = json.dumps(start_time_args(args), separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def warm_set_key(spec_key: str, prestart: dict[str, Any] | None) -> str:
+    """The warm-set key: ``<spec key>`` alone for containers without a pre-started CLI, else
+    ``<spec key>-<fingerprint of the pre-start's arguments>``."""
+    if prestart is None:
+        return spec_key
+    return f"{spec_key}-{warm_fingerprint(prestart.get('args') or [])}"
+
+
+def set_base(set_key: str) -> str:
+    """The spec key of a warm-set key."""
+    return set_key.split("-", 1)[0]
+
+
+_SHAREABLE_FLAGS = {
+    "--include-partial-messages": 0, "--model": 1, "--system-prompt": 1,
+    "--append-system-prompt": 1, "--permission-mode": 1, "--permission-prompt-tool": 1,
+    "--fallback-model": 1, "--tools": 1, "--allowedTools": 1, "--disallowedTools": 1,
+    "--max-turns": 1, "--max-budget-usd": 1, "--setting-sources": 1,
+    "--max-thinking-tokens": 1, "--thinking": 1, "--effort": 1, "--json-schema": 1,
+    "--add-dir": 1, "--mcp-config": 1,
+}
+"""Flags whose values are options, never credentials (an allow-list: ``extra_args`` may
+carry anything, external MCP servers carry headers and environments)."""
+
+
+def shareable_args(args: list[str] | tuple[str, ...]) -> bool:
+    """Whether CLI arguments may be stored in Redis as a demand warm set's recipe (for other
+    processes to pre-start): only allow-listed flags, and an ``--mcp-config`` naming no
+    server but the host bridge (``type: sdk``). Others stay in the process's memory."""
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag not in _SHAREABLE_FLAGS:
+            return False
+        if flag == "--mcp-config":
+            try:
+                servers = json.loads(args[i + 1]).get("mcpServers", {})
+            except (ValueError, IndexError, AttributeError):
+                return False
+            if not isinstance(servers, dict) or any(
+                    not isinstance(v, dict) or set(v) != {"type", "name"} or v["type"] != "sdk"
+                    for v in servers.values()):
+                return False
+        i += 1 + _SHAREABLE_FLAGS[flag]
+    return True

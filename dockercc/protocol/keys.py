@@ -126,6 +126,12 @@ class PoolKeys:
         """List: ids of warm containers of one spec, claimed with LPOP (atomic)."""
         return f"{self.prefix}pool:warm:{spec}"
 
+    @property
+    def demand(self) -> str:
+        """Hash: warm-set key -> JSON of the sessions that recently asked for it (arrival
+        times, and the recipe to pre-start such a container when it holds no secret)."""
+        return f"{self.prefix}pool:demand"
+
     def assign(self, container: str) -> str:
         """List: assignment messages for one warm runner (BLPOP by the runner)."""
         return f"{self.prefix}pool:assign:{container}"
