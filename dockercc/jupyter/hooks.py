@@ -150,11 +150,46 @@ def pool_bundle(pool: AsyncPool) -> dict[str, str]:
     return {"text/html": html, "text/markdown": md}
 
 
+def map_results_bundle(results: Any) -> dict[str, str]:
+    """A map's results as a table (from memory: no Redis or network I/O), at most
+    ``MAX_MAP_ROWS`` rows with a note of the rest."""
+    c = results.counts()
+    title = (f"dockercc map{' ' + results.name if results.name else ''} · {len(results)} items "
+             f"· ok {c['ok']} · failed {c['failed']} · skipped {c['skipped']} · "
+             f"kept from before {c['resumed']} · ${results.cost_usd:.4f} · "
+             f"{results.elapsed_s:.1f}s")
+    columns = ("index", "status", "prompt", "text", "structured_output", "cost_usd",
+               "duration_ms", "attempts", "resumed", "error")
+    rows = []
+    for rec in results.to_records(columns)[:MAX_MAP_ROWS]:
+        for key in ("prompt", "text", "error"):
+            if isinstance(rec.get(key), str) and len(rec[key]) > 200:
+                rec[key] = rec[key][:199] + "…"
+        if rec.get("structured_output") is not None:
+            rec["structured_output"] = json.dumps(rec["structured_output"], default=str)[:200]
+        rows.append(rec)
+    html = render.table_html(rows, columns, title=title, empty="no items")
+    md = render.table_markdown(rows, columns, title=title, empty="no items")
+    more = len(results) - len(rows)
+    notes = ([f"{more} more rows: results.to_pandas() or results.to_records() has them all"]
+             if more > 0 else []) + ([f"stopped: {results.stopped}"] if results.stopped else [])
+    for note in notes:
+        html += f'<div style="color:#6d4c41">{render.esc(note)}</div>'
+        md += f"\n\n*{note}*"
+    return {"text/html": html, "text/markdown": md}
+
+
+MAX_MAP_ROWS = 50
+
+
 def _bundle(obj: Any) -> dict[str, str]:
+    from ..batch import MapResults
     from ..client import AsyncPool
     from ..session import AsyncSession
     from ..sync import Pool, Session
 
+    if isinstance(obj, MapResults):
+        return map_results_bundle(obj)
     if isinstance(obj, Result):
         return render.result_bundle(obj)
     if isinstance(obj, BaseEvent):
