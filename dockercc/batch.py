@@ -755,14 +755,18 @@ def start_map(pool: AsyncPool, prompts: Any, *, options: Any = None, agent: str 
               budget_usd: float | None = None, name: str | None = None,
               timeout: float | None = DEFAULT_TIMEOUT_S, progress: ProgressLike = True,
               retention_s: int = DEFAULT_RETENTION_S, keep_sessions: bool = False,
-              backoff_s: float = 1.0) -> MapRun:
-    """Check everything, then return the (not yet started) :class:`MapRun`."""
+              backoff_s: float = 1.0, done: Mapping[int, str] | None = None) -> MapRun:
+    """Check everything, then return the (not yet started) :class:`MapRun`. ``done`` (index
+    -> item hash, e.g. from an output file) names items finished elsewhere: those whose hash
+    still matches are left out (``dockercc batch`` resumes this way)."""
     if isinstance(options, str):
         agent = options
     concurrency = check_run_args(pool, agent, concurrency=concurrency, retries=retries,
                                  budget_usd=budget_usd, timeout=timeout,
                                  retention_s=retention_s, name=name)
     items = prepare_items(pool, prompts, options=options, agent=agent, template=template)
+    if done:
+        items = [item for item in items if done.get(item.index) != item.hash]
     if progress is not None and not isinstance(progress, bool | str) and not callable(progress):
         raise ConfigError(f"progress={progress!r}: use True/'auto', 'notebook', 'rich', False "
                           "or a callable taking a MapProgress")
