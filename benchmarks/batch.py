@@ -46,7 +46,7 @@ async def dockercc_map(redis_url: str, api_url: str, image: str, *, items: int,
         "image": image,
         "redis": {"url": redis_url, "keyPrefix": prefix},
         "credentials": {"baseUrl": api_url, "apiKey": "sk-ant-scripted-bench"},
-        "pool": {"maxTotal": concurrency, "maxPerAgent": concurrency},
+        "pool": {"maxTotal": 2 * concurrency, "maxPerAgent": 2 * concurrency},
         "agents": {AGENT: {"systemPrompt": SYSTEM_PROMPT}},
     }
     prompts = [f"Classify item {i}: the service was {'great' if i % 2 else 'slow'}"
