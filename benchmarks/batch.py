@@ -69,13 +69,18 @@ async def dockercc_map(redis_url: str, api_url: str, image: str, *, items: int,
             sampler.cancel()
         elapsed = time.perf_counter() - t0
     ok = len(results.ok)
+    errors: dict[str, int] = {}
+    for r in results.failed:
+        errors[f"{r.error_type}: {(r.error or '')[:120]}"] = errors.get(
+            f"{r.error_type}: {(r.error or '')[:120]}", 0) + 1
     # memory from a tenth of the way in (imports and pool set-up done) to the end
     start = next((r for d, r in samples if d >= items / 10), samples[0][1] if samples else 0)
     peak = max((r for _, r in samples), default=0.0)
     return {"items": items, "ok": ok, "failed": len(results.failed), "seconds": elapsed,
             "per_min": ok / elapsed * 60, "rss_start_mib": start, "rss_peak_mib": peak,
             "rss_end_mib": samples[-1][1] if samples else 0.0,
-            "rss_growth_mib": (samples[-1][1] if samples else 0.0) - start}
+            "rss_growth_mib": (samples[-1][1] if samples else 0.0) - start,
+            "errors": errors, "retries": run.progress.retries}
 
 
 async def sdk_loop(api_url: str, *, items: int, concurrency: int) -> dict[str, Any]:
