@@ -297,21 +297,30 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
 
 
+NOTEBOOK_REPORTER: Callable[[int, str | None], Reporter] | None = None
+"""The notebook bar, set by :mod:`dockercc.jupyter` when it is imported (``%load_ext
+dockercc``, ``OfflineStack``): the core never imports the notebook package."""
+
+
 def make_reporter(progress: ProgressLike, total: int, name: str | None) -> Reporter | None:
-    """``True``/``"auto"``: a bar in a notebook (ipywidgets), else in a terminal (rich),
-    else nothing; ``"notebook"`` / ``"rich"``; ``False`` / ``None`` / ``"none"``: silent; a
-    callable gets each :class:`MapProgress`."""
+    """``True``/``"auto"``: a bar in a notebook (ipywidgets, once :mod:`dockercc.jupyter`
+    is imported), else in a terminal or a notebook without it (rich), else nothing;
+    ``"notebook"`` / ``"rich"``; ``False`` / ``None`` / ``"none"``: silent; a callable gets
+    each :class:`MapProgress`."""
     if progress is None or progress is False or progress == "none":
         return None
     if callable(progress) and not isinstance(progress, str | bool):
         return CallbackReporter(progress)
     mode = progress
     if progress is True or progress == "auto":
-        mode = ("notebook" if _in_notebook() else "rich" if sys.stderr.isatty() else "none")
+        notebook = _in_notebook()
+        mode = ("notebook" if notebook and NOTEBOOK_REPORTER is not None
+                else "rich" if notebook or sys.stderr.isatty() else "none")
     if mode == "notebook":
-        from .jupyter.progress import NotebookProgress  # only in a notebook
-
-        return NotebookProgress(total, name)
+        if NOTEBOOK_REPORTER is None:
+            raise ConfigError("progress='notebook' needs dockercc.jupyter: `import "
+                              "dockercc.jupyter` or `%load_ext dockercc` first")
+        return NOTEBOOK_REPORTER(total, name)
     if mode == "rich":
         return RichReporter(total, name or "map")
     if mode == "none":
