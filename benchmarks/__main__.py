@@ -36,6 +36,7 @@ from dockercc.image import CLAUDE_CODE_VERSION, DEFAULT_TAG, build_image
 from dockercc.pool.spec import spec_for
 from dockercc.protocol import control
 
+from . import options as options_bench
 from . import peers
 from ._common import (
     PROMPT,
@@ -52,7 +53,8 @@ from ._common import (
 )
 from .metrics_check import MetricsCheck
 
-SECTIONS = ("first-token", "workspace", "relay", "concurrency", "memory", "files", "batch")
+SECTIONS = ("first-token", "options", "workspace", "relay", "concurrency", "memory", "files",
+            "batch")
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
 MEMORY = "4g"
@@ -102,9 +104,10 @@ class Bench:
     # -- dockercc: one new session ---------------------------------------------------------
 
     async def new_session(self, pool: AsyncPool, *, next_turn: bool = False,
-                          workspace: str | None = None) -> dict[str, Any]:
+                          workspace: str | None = None,
+                          options: dict[str, Any] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        s = pool.session(workspace=workspace)
+        s = pool.session(workspace=workspace, **(options or {}))
         first = None
         try:
             # as users do: stream() claims the container on the way (the prompt is queued
@@ -193,6 +196,13 @@ class Bench:
             self.check.end()
             await floor.close()
             await asyncio.gather(warm_pool.close(), cold_pool.close(), return_exceptions=True)
+
+    async def options(self) -> None:
+        """New sessions with their own model / permission mode / env / allowed tools."""
+        await options_bench.run(self)
+
+    def say(self, msg: str) -> None:
+        say(msg)
 
     async def workspace(self) -> None:
         """New-session first token with a host folder at /workspace: cold (no warm set made
@@ -480,6 +490,7 @@ class Bench:
                 ["claim latency, cold", fmt_ms(s.med("claim_cold")), n("claim_cold"), "", "",
                  ""],
             ]
+        rows += options_bench.rows(s)
         if s.get("ws_plain"):
             plain = s.med("ws_plain")
             rows += [

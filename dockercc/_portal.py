@@ -1,37 +1,41 @@
 """One background event loop per process that runs the async core for the sync facade.
 
-Sync calls submit coroutines to it and block on the result. This works in plain scripts, in
-threads, and inside a running event loop (Jupyter): the caller's loop is never used. A sync
-call made *on* the portal's own thread (e.g. from an ``on_event`` callback) would wait on
-itself forever, so it raises :class:`~dockercc.errors.DeadlockError` instead.
+The loop is anyio's :class:`~anyio.from_thread.BlockingPortal` on its own thread
+(:func:`anyio.from_thread.start_blocking_portal`). Sync calls submit coroutines to it and block
+on the result. This works in plain scripts, in threads, and inside a running event loop
+(Jupyter): the caller's loop is never used. What is added here: one portal per process,
+started on first use; a sync call made *on* the portal's own thread (e.g. from an
+``on_event`` callback) would wait on itself forever, so it raises
+:class:`~dockercc.errors.DeadlockError` instead; Ctrl-C while waiting cancels the coroutine;
+async iterators are read one item per round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .errors import DeadlockError
 
 T = TypeVar("T")
 
 
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
 class Portal:
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="dockercc-loop", daemon=True)
-        self.thread.start()
-        self._ready.wait()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._ready.set)
-        self.loop.run_forever()
+        self._exit = contextlib.ExitStack()
+        self.portal: BlockingPortal = self._exit.enter_context(
+            start_blocking_portal(name="dockercc-loop"))
+        self.thread: threading.Thread = self.portal.call(threading.current_thread)
 
     def _check(self) -> None:
         if threading.current_thread() is self.thread:
@@ -41,8 +45,12 @@ class Portal:
                 "AsyncSession) there, or hand the work to another thread")
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        self._check()
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            self._check()
+        except DeadlockError:
+            coro.close()  # (never run: no "never awaited" warning)
+            raise
+        return self.portal.start_task_soon(_await, coro)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the portal's loop and wait for it. On KeyboardInterrupt the
@@ -64,17 +72,19 @@ class Portal:
                     return
         finally:
             aclose = getattr(agen, "aclose", None)
-            if aclose is not None and self.loop.is_running():
-                fut = asyncio.run_coroutine_threadsafe(aclose(), self.loop)
-                try:
-                    fut.result(10)
-                except BaseException:  # noqa: S110 - best effort on the way out
-                    pass
+            if aclose is not None and self.thread.is_alive():
+                with contextlib.suppress(BaseException):  # best effort on the way out
+                    self.portal.start_task_soon(_await, aclose()).result(10)
 
     def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        """Cancel what still runs and stop the loop; wait for its thread up to 5 s (the
+        thread is a daemon: a task that ignores cancellation does not hold up the exit)."""
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # (already stopping)
+                self.portal.start_task_soon(self.portal.stop, True)
             self.thread.join(5)
+        if not self.thread.is_alive():
+            self._exit.close()
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

@@ -46,7 +46,6 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._display import NotebookDisplay
 from .errors import (
     AgentError,
     BudgetExceeded,
@@ -122,8 +121,9 @@ COLUMNS = ("index", "status", "prompt", "text", "structured_output", "cost_usd",
            "session_id", "claude_session_id", "error_type", "error", "fields")
 
 
-class MapResults(NotebookDisplay, Sequence[ItemResult]):
-    """The results of a map, in input order (a sequence of :class:`ItemResult`)."""
+class MapResults(Sequence[ItemResult]):
+    """The results of a map, in input order (a sequence of :class:`ItemResult`). In a
+    notebook they display as a table (registered by :mod:`dockercc.jupyter`)."""
 
     def __init__(self, items: list[ItemResult], *, name: str | None = None,
                  stopped: str | None = None, elapsed_s: float = 0.0) -> None:

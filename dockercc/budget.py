@@ -8,6 +8,16 @@ reader of the same session) changes nothing, so nothing is counted twice. The sp
 window is the sum of the entries whose score falls in it; every process sharing the Redis
 and key prefix sees the same spend and the same limits (``budget`` in the config: the pool's
 and each agent's).
+
+Admission is atomic across processes: a turn starts only through :func:`admit`, one Lua
+script (:data:`dockercc.pool.registry.BUDGET_ADMIT`) that checks every limit against the
+ledger *and the turns already admitted but not yet settled* (``{p}budget:holds``, each held at
+the mean cost of the window's turns), and holds the new turn's place. So when two processes
+race for the last room under a limit, one gets in and the other gets
+:class:`~dockercc.errors.BudgetExceeded`. The turn's Result settles its hold: the hold goes
+and the cost enters the ledger in one step (:func:`settle`); a turn that ends without a
+Result releases it. A hold of a process that died goes when its owner heartbeat
+(``pool:owners``) goes stale, or after :data:`HOLD_MS` at the latest.
 """
 
 from __future__ import annotations
@@ -22,8 +32,60 @@ KEEP_S = 31 * 86400
 """Ledger entries older than this are dropped (the longest sensible window)."""
 
 
+HOLD_MS = 3_600_000
+"""The longest a turn holds its place under a budget without being settled (its process
+alive but the turn never read to its end)."""
+
+
 def ledger_keys(prefix: str) -> tuple[str, str]:
     return f"{prefix}budget:spend", f"{prefix}budget:cost"
+
+
+def holds_key(prefix: str) -> str:
+    """Hash: hold id -> ``{"agent", "owner", "usd", "expires"}`` of admitted, unsettled turns."""
+    return f"{prefix}budget:holds"
+
+
+def entry(agent: str, usd: float) -> str:
+    """A ledger entry (the value under ``session:seq`` in ``budget:cost``)."""
+    return json.dumps({"usd": float(usd), "agent": agent})
+
+
+def limits(config: Any, agent: str) -> list[tuple[str, float, float, str]]:
+    """The limits a turn of ``agent`` must fit: (scope, window s, limit USD, agent filter)."""
+    out: list[tuple[str, float, float, str]] = []
+    if config.budget.usd is not None:
+        out.append(("pool", config.budget.window_s, config.budget.usd, ""))
+    agent_config = config.agents.get(agent)
+    if agent_config is not None and agent_config.budget.usd is not None:
+        out.append((f"agent:{agent}", agent_config.budget.window_s, agent_config.budget.usd,
+                    agent))
+    return out
+
+
+async def admit(containers: Any, config: Any, agent: str, hold: str) -> bool:
+    """Admit one turn of ``agent`` and hold its place (atomic across processes), or raise
+    :class:`BudgetExceeded` naming the limit; False when no budget applies (nothing held).
+    ``containers`` is the pool's :class:`~dockercc.pool.manager.ContainerPool`."""
+    checks = limits(config, agent)
+    if not checks:
+        return False
+    ok, scope, spent, held = await containers.admit_turn(hold, agent, checks)
+    if not ok:
+        window = next(c[1] for c in checks if c[0] == scope)
+        limit = next(c[2] for c in checks if c[0] == scope)
+        raise BudgetExceeded(scope, spent, limit, window, in_flight_usd=held)
+    return True
+
+
+async def settle(containers: Any, hold: str, session: str | None = None, seq: int = 0,
+                 agent: str = "", usd: float | None = None) -> bool:
+    """End a turn's hold; with its cost (``usd`` > 0) the ledger gets it under
+    ``session:seq``, in the same step and only once. True when the cost was new."""
+    if session is None or not usd or usd <= 0:
+        await containers.settle_turn(hold)
+        return False
+    return bool(await containers.settle_turn(hold, f"{session}:{seq}", entry(agent, usd)))
 
 
 async def record(client: Any, prefix: str, session: str, seq: int, agent: str,
@@ -35,7 +97,7 @@ async def record(client: Any, prefix: str, session: str, seq: int, agent: str,
     member = f"{session}:{seq}"
     when = now_ms if now_ms is not None else int(time.time() * 1000)
     pipe = client.pipeline(transaction=True)
-    pipe.hsetnx(hkey, member, json.dumps({"usd": float(usd), "agent": agent}))
+    pipe.hsetnx(hkey, member, entry(agent, usd))
     pipe.zadd(zkey, {member: when}, nx=True)
     pipe.zremrangebyscore(zkey, 0, when - KEEP_S * 1000)
     added, _, _ = await pipe.execute()
@@ -86,14 +148,9 @@ async def report(client: Any, prefix: str, config: Any) -> list[dict[str, Any]]:
 
 
 async def check(client: Any, prefix: str, config: Any, agent: str) -> None:
-    """Raise :class:`BudgetExceeded` when the pool's or ``agent``'s budget is used up."""
-    checks: list[tuple[str, Any, str | None]] = [("pool", config.budget, None)]
-    agent_config = config.agents.get(agent)
-    if agent_config is not None:
-        checks.append((f"agent:{agent}", agent_config.budget, agent))
-    for scope, budget, who in checks:
-        if budget.usd is None:
-            continue
-        spent = await spend(client, prefix, budget.window_s, who)
-        if spent >= budget.usd:
-            raise BudgetExceeded(scope, spent, budget.usd, budget.window_s)
+    """Raise :class:`BudgetExceeded` when the pool's or ``agent``'s budget is used up by
+    the ledger alone (a look, not an admission: sessions use :func:`admit`)."""
+    for scope, window_s, limit, who in limits(config, agent):
+        spent = await spend(client, prefix, window_s, who or None)
+        if spent >= limit:
+            raise BudgetExceeded(scope, spent, limit, window_s)

@@ -24,7 +24,6 @@ from typing import Any
 import click
 
 from . import __version__
-from .protocol.bounded import loads_record
 from .redaction import terminal_safe
 from .transport import as_int
 
@@ -347,6 +346,10 @@ def _print_report(report: Any) -> None:
     out.print(_esc(f"         {report.redis.url} prefix {report.redis.key_prefix}"),
               highlight=False)
     line("docker", report.docker)
+    if report.backend == "local":
+        from .pool.local import NOT_ISOLATED
+
+        out.print(f"  backend [red]{_esc(NOT_ISOLATED)}[/red]", highlight=False)
     if report.egress is not None:
         e = report.egress
         what = (f"isolated (network none; proxy allows the API and {len(e.allow)} "
@@ -611,11 +614,8 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         try:
             await t.ping()
-            raw = await t.client.hgetall(f"{t.prefix}sessions")
             out = []
-            for key, value in sorted(raw.items()):
-                sid = key.decode() if isinstance(key, bytes) else str(key)
-                record = loads_record(value)
+            for sid, record in (await t.session_records()).items():
                 state = await t.state(sid)
                 hb = state.get("heartbeat")
                 out.append({
@@ -693,7 +693,9 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
                     sys.stdout.write(terminal_safe(await backend.logs(name, tail)))
                     sys.stdout.flush()
                     return
-            _fail(f"no container for session {session!r} (looked for {', '.join(names)})")
+            _fail(f"no container for session {session!r} (looked for {', '.join(names)}); "
+                  "a container removes itself when it exits, its log with it: the session's "
+                  f"events, a loss and its reason included, are in `dockercc logs {session}`")
         finally:
             await backend.close()
             await t.close()
@@ -868,11 +870,9 @@ def gc(ctx: click.Context) -> None:
             owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
             alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
             dropped = 0
-            for key, value in (await r.hgetall(f"{t.prefix}sessions")).items():
-                owner = loads_record(value).get("owner", "")
-                if owner not in alive:
-                    sid = as_str(key)
-                    await r.hdel(f"{t.prefix}sessions", sid)
+            for sid, record in (await t.session_records()).items():
+                if record.get("owner", "") not in alive:
+                    await r.hdel(t.sessions_key, sid)
                     if await r.exists(t.keys(sid).state):
                         await r.hset(t.keys(sid).state, "status", "lost")
                     dropped += 1

@@ -5,24 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._display import NotebookDisplay
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
-from .builtins import ChannelHandler, ChannelRegistry, CronScheduler, SearchProvider
-from .builtins import close_pool as close_builtins
-from .builtins import start_pool as start_builtins
-from .config import DockerCCConfig, resolve_config
+from .builtins import (
+    ChannelHandler,
+    ChannelRegistry,
+    CronScheduler,
+    PoolBuiltins,
+    SearchProvider,
+)
+from .config import DockerCCConfig, load_config
 from .events import Event, Result
 from .pool.backend import Backend
 from .pool.manager import ContainerPool, PoolStats
 from .pool.spec import spec_for
-from .protocol.bounded import loads_record
 from .session import (
     AsyncSession,
     EventCallback,
@@ -55,7 +56,7 @@ def default_tenant() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", f"{user}.{socket.gethostname()}")[:128]
 
 
-class AsyncPool(NotebookDisplay):
+class AsyncPool:
     """A pool of agent containers and its sessions.
 
     ``config`` is ``None`` (defaults + environment + discovered YAML), a
@@ -67,7 +68,7 @@ class AsyncPool(NotebookDisplay):
                  env: dict[str, str] | None = None, backend: Backend | None = None,
                  on_event: EventCallback | None = None,
                  max_prompt_bytes: int = MAX_PROMPT_BYTES) -> None:
-        self.config = resolve_config(config)
+        self.config = load_config(config)
         self.env = env
         self.on_event = on_event
         self.max_prompt_bytes = max_prompt_bytes
@@ -75,16 +76,14 @@ class AsyncPool(NotebookDisplay):
                                         self.config.redis.key_prefix)
         self.containers = ContainerPool(self.config, self.transport, backend=backend, env=env)
         self.tools = ToolRegistry(tools)
-        self.sessions_key = f"{self.config.redis.key_prefix}sessions"
+        self.sessions_key = self.transport.sessions_key
         #: who the built-in tools of this pool's sessions act for: they reach only sessions
         #: and cron jobs of this tenant (``pool.tenant``; default: the OS user on this host)
         self.tenant: str = self.config.pool.tenant or default_tenant()
-        #: channels of the built-in ``message`` tool (see :meth:`channel`)
-        self.channels = ChannelRegistry(self.transport, self.config.tools.message.redis_channels)
-        #: scheduled prompts (``cron_*`` tools); its scheduler runs while the pool is started
-        self.cron = CronScheduler(self)
         #: ``web_search`` provider set in code (else ``tools.webSearch`` configures one)
         self.search_provider: SearchProvider | None = None
+        #: the built-in tools' side: their narrow context, channels and cron scheduler
+        self.builtins = PoolBuiltins.for_pool(self)
         self._sessions: dict[str, AsyncSession] = {}
         self._started = False
         self._closed = False
@@ -112,7 +111,7 @@ class AsyncPool(NotebookDisplay):
                                               warm=self.config.pool.min_warm,
                                               prestart=default_prestart(self, "main"))
             await self.containers.start()
-            await start_builtins(self)
+            await self.builtins.start()
             self._started = True
         return self
 
@@ -148,7 +147,7 @@ class AsyncPool(NotebookDisplay):
         for run in list(self._map_runs):
             with contextlib.suppress(Exception):
                 await run.aclose()
-        await close_builtins(self)
+        await self.builtins.close()
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())),
                              return_exceptions=True)
         await self.containers.close()
@@ -218,14 +217,9 @@ class AsyncPool(NotebookDisplay):
 
     async def sessions(self) -> list[dict[str, Any]]:
         """Every open session in the shared registry (all processes), with its state."""
-        r = self.transport.client
         out = []
-        for sid, raw in (await r.hgetall(self.sessions_key)).items():
-            sid_s = sid.decode() if isinstance(sid, bytes) else str(sid)
-            record = loads_record(raw)
-            record["id"] = sid_s
-            record["state"] = await self.transport.state(sid_s)
-            out.append(record)
+        for sid, record in (await self.transport.session_records()).items():
+            out.append({**record, "id": sid, "state": await self.transport.state(sid)})
         return out
 
     def tool(self, fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
@@ -248,6 +242,16 @@ class AsyncPool(NotebookDisplay):
             return register
         self.channels.add(name, handler, redis=redis, description=description, replace=replace)
         return handler
+
+    @property
+    def channels(self) -> ChannelRegistry:
+        """Channels of the built-in ``message`` tool (see :meth:`channel`)."""
+        return self.builtins.channels
+
+    @property
+    def cron(self) -> CronScheduler:
+        """Scheduled prompts (``cron_*`` tools); the scheduler runs while the pool is started."""
+        return self.builtins.cron
 
     async def stats(self) -> PoolStats:
         return await self.containers.stats()
@@ -311,18 +315,3 @@ async def aquery(prompt: str, options: ClaudeAgentOptions | None = None, *,
     async with AsyncPool(config) as pool, pool.session(options=options, **kwargs) as s:
         async for event in s.stream(prompt, timeout=timeout):
             yield event
-
-
-def install_sigterm_cleanup(pool: AsyncPool) -> None:
-    """On SIGTERM, close the pool (removing its containers) before the process exits."""
-    loop = asyncio.get_running_loop()
-
-    def on_term() -> None:
-        async def shutdown() -> None:
-            with contextlib.suppress(Exception):
-                await pool.close()
-            raise SystemExit(143)
-        loop.create_task(shutdown())
-
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGTERM, on_term)

@@ -75,13 +75,19 @@ class RedisServerError(TransportError):
 
 class BudgetExceeded(DockerCCError):
     """A spend limit is reached: ``scope`` (``"pool"``, ``"agent:<name>"`` or ``"session"``),
-    ``spent_usd`` against ``limit_usd`` over ``window_s``."""
+    ``spent_usd`` against ``limit_usd`` over ``window_s``; ``in_flight_usd``: what turns
+    already admitted (running, cost not known yet) are expected to add."""
 
     def __init__(self, scope: str, spent_usd: float, limit_usd: float,
-                 window_s: float | None = None) -> None:
+                 window_s: float | None = None, *, in_flight_usd: float = 0.0) -> None:
         where = f" in the last {window_s:g} s" if window_s else ""
-        super().__init__(f"{scope} budget exceeded: ${spent_usd:.4f} spent{where} "
-                         f"of ${limit_usd:.4f}")
+        running = (f" (+ ${in_flight_usd:.4f} expected from turns still running)"
+                   if in_flight_usd else "")
+        hint = ("raise max_budget_usd" if scope == "session" else
+                "raise its `budget.usd` or wait until the window has moved on")
+        super().__init__(f"{scope} budget exceeded: ${spent_usd:.4f} spent{where}{running} "
+                         f"of ${limit_usd:.4f}; {hint}")
+        self.in_flight_usd = in_flight_usd
         self.scope = scope
         self.spent_usd = spent_usd
         self.limit_usd = limit_usd

@@ -39,7 +39,6 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
-from ._display import NotebookDisplay
 from .errors import AgentError
 from .protocol import messages as wire
 from .protocol.accumulator import TurnAccumulator
@@ -99,7 +98,7 @@ def _join_text(content: Any, sep: str) -> str:
     return ""
 
 
-class BaseEvent(NotebookDisplay, BaseModel):
+class BaseEvent(BaseModel):
     """Base of every event. ``session`` / ``seq`` / ``ts`` come from the envelope; ``raw`` is
     the wire dict the event came from (the CLI line, or the runner / pool event)."""
 
@@ -204,11 +203,14 @@ def _status_cause(status: int | None, error: str) -> str:
     if status is None:
         return "no answer: connection refused, DNS or network failure"
     if status == 401:
-        return "401: the API key was refused"
+        # what to do, never the credential itself
+        return ("401: authentication failed, the API refused the credentials; check "
+                "credentials.apiKey / ANTHROPIC_API_KEY (or the OAuth token) and "
+                "credentials.baseUrl")
     if status == 403:
         return "403: forbidden"
     if status == 429:
-        return "429: rate limited"
+        return "429: rate limited by the API (the CLI waits as its retry-after says)"
     if status == 529:
         return "529: the API is overloaded"
     return f"HTTP {status}" + (f" ({error})" if error and error != "unknown" else "")
@@ -649,10 +651,6 @@ class EventMapper:
             return self._map(envelope)
         except Exception as exc:  # a bug or an odd envelope: never break the stream
             return [self._fallback(envelope, f"{type(exc).__name__}: {exc}")]
-
-    def map_all(self, envelopes: Iterable[Envelope]) -> list[Event]:
-        """:meth:`map` each envelope; all events in order."""
-        return [event for envelope in envelopes for event in self.map(envelope)]
 
     # -------------------------------------------------------------------------- dispatch
 

@@ -44,6 +44,7 @@ from .errors import (
     PathEscape,
     WorkspaceError,
 )
+from .protocol.keys import SCRATCH_KEY
 from .workspace import WORKSPACE
 
 if TYPE_CHECKING:
@@ -244,17 +245,6 @@ class _Reader:
         else:
             out, self._buf = self._buf[:n], self._buf[n:]
         return out
-
-
-class _Writer:
-    """A file object whose writes go to the exec's stdin (for :mod:`tarfile`'s ``w|``)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def write(self, data: bytes) -> int:
-        self.sock.sendall(data)
-        return len(data)
 
 
 class AsyncFiles:
@@ -633,7 +623,6 @@ async def sweep_scratch_volumes(pool: Any) -> int:
     deleted or expired (a closed session keeps its volume as long as it stays resumable,
     7 days). Returns how many were removed. ``pool`` is a ContainerPool."""
     from .pool.backend import LABEL
-    from .session import SCRATCH_KEY
 
     client = getattr(pool.backend, "client", None)
     if client is None:

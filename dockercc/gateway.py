@@ -39,7 +39,7 @@ from typing import Any
 
 from . import metrics
 from .client import AsyncPool
-from .config import DockerCCConfig, resolve_config
+from .config import DockerCCConfig, load_config
 from .errors import ConfigError
 from .health import HealthReport, collect_health
 
@@ -118,7 +118,7 @@ class Gateway:
                  pool: AsyncPool | None = None, token: str | None = None) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0-65535, got {port}")
-        self.config = pool.config if pool is not None else resolve_config(config)
+        self.config = pool.config if pool is not None else load_config(config)
         gw = self.config.gateway
         self._token = token or (gw.token.get_secret_value() if gw.token is not None else "")
         if not _is_loopback(host) and not self._token:

@@ -28,12 +28,13 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .budget import report as budget_report
-from .config import DockerCCConfig, mask_url
+from .config import DockerCCConfig
 from .errors import BadData
 from .pool.backend import LABEL, ContainerInfo, DockerBackend
 from .pool.manager import PoolStats
 from .pool.registry import ContainerRecord
 from .protocol.keys import PoolKeys
+from .redaction import redact
 from .transport import as_int, as_str, now_ms
 
 __all__ = ["Check", "ContainerHealth", "PoolCounts", "EgressStatus", "Isolation", "HealthReport",
@@ -134,6 +135,8 @@ class HealthReport(BaseModel):
     egress: EgressStatus | None = None
     pool: PoolCounts | None = None
     isolation: Isolation | None = None
+    backend: str = Field("docker", description="docker.backend: `docker`, or `local` (not "
+                         "isolated: the runners are local subprocesses of the pool's process)")
     containers: list[ContainerHealth] = Field(default_factory=list)
     orphans: list[str] = Field(default_factory=list,
                                description="containers with this prefix's label but no registry "
@@ -147,7 +150,7 @@ class HealthReport(BaseModel):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return mask_url(text.splitlines()[0] if text else type(exc).__name__)
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
 async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisCheck, Any]:
@@ -177,7 +180,7 @@ async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisChe
 async def _check_docker(config: DockerCCConfig, backend: DockerBackend | None,
                         timeout: float) -> tuple[DockerCheck, DockerBackend | None]:
     engine = config.docker.base_url or "DOCKER_HOST / local engine"
-    check = DockerCheck(ok=False, engine=mask_url(engine))
+    check = DockerCheck(ok=False, engine=redact(engine))
     own = backend is None
     b = backend or DockerBackend(config.docker.base_url)
     t0 = time.perf_counter()
@@ -245,6 +248,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
     return HealthReport(
         status=status, healthy=status == "ok", checked_at=now_ms(), redis=redis_check,
         docker=docker_check, egress=egress_status(config), pool=counts, isolation=isolation,
+        backend=config.docker.backend,
         containers=containers, orphans=orphans, budgets=budgets,
         problems=problems, stats=stats,
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))

@@ -31,8 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
-from ._display import NotebookDisplay
-from .bridge import HostBridge, Tool, ToolRegistry
+from .bridge import HostBridge, ToolRegistry, session_registry
 from .errors import (
     AgentError,
     BadData,
@@ -54,9 +53,14 @@ from .pool.manager import RESUME_TTL_S, Lease
 from .pool.spec import ContainerSpec, scratch_volume_name, spec_for
 from .protocol import bounded, control
 from .protocol import transcript as sealing
-from .protocol.cli import MCP_SERVER_NAME, build_cli_args
+from .protocol.cli import (
+    MCP_SERVER_NAME,
+    build_cli_args,
+    run_time_settings,
+    split_session_env,
+)
 from .protocol.envelope import Envelope
-from .protocol.keys import validate_id
+from .protocol.keys import SCRATCH_KEY, validate_id
 from .transcript_key import load_key
 from .transport import as_str, now_ms
 from .types import OptionsError
@@ -79,7 +83,8 @@ log = logging.getLogger("dockercc.session")
 EventCallback = Callable[[Event], Awaitable[None] | None]
 """How long a closed session's state, history and transcript stay resumable."""
 PERMISSION_TIMEOUT_S = 300.0
-"""How long an approver (``can_use_tool``) may take before the request is denied."""
+"""How long an approver (``can_use_tool``) may take before the request is denied, unless the
+config says otherwise (``timeouts.permissionMs``)."""
 SANDBOX_PERMISSION_MODE = "bypassPermissions"
 """The CLI's permission mode when neither the session nor its agent sets one: the agent is
 sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
@@ -94,10 +99,6 @@ def _typed_redis_errors(url: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
-
-
-SCRATCH_KEY = "pool:scratch"
-"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
 
 
 class SessionOptions(BaseModel):
@@ -179,6 +180,35 @@ def check_structured_output(schema: dict[str, Any], result: Result) -> None:
                                     + "; ".join(problems[:5]), result, problems)
 
 
+async def ask_turn(events: AsyncIterator[Event], session_id: str, options: SessionOptions,
+                   *, check: bool = True) -> Result:
+    """The :class:`Result` of a turn's ``events`` (what every session's ``ask`` returns).
+
+    With ``check`` a failed turn raises :class:`AgentError` (carrying the result), the CLI's
+    own ``max_budget_usd`` limit :class:`BudgetExceeded`, and an answer that does not match
+    ``json_schema`` :class:`~dockercc.errors.StructuredOutputError`. An interrupted turn
+    returns its result, whoever interrupted it (this process, ``dockercc interrupt`` or a
+    notebook's button): the CLI ends such a turn with ``error_during_execution`` and
+    ``terminal_reason`` ``aborted_*`` and takes the next prompt, and claude-agent-sdk hands
+    that ``ResultMessage`` back without raising; an interrupt is asked for, not a failure.
+    """
+    result: Result | None = None
+    async for event in events:
+        if isinstance(event, Result):
+            result = event
+    if result is None:
+        raise AgentError(f"session {session_id!r} ended the turn without a result")
+    if check and result.subtype == "error_max_budget_usd":
+        # the CLI's own per-session limit (max_budget_usd) stopped the turn
+        raise BudgetExceeded("session", result.cost_usd or 0.0, options.max_budget_usd or 0.0)
+    if check and not result.ok and not result.interrupted:
+        result.raise_for_error()
+    if check and result.ok and options.json_schema is not None:
+        # every provider's answer is checked the same way (StructuredOutputError)
+        check_structured_output(options.json_schema, result)
+    return result
+
+
 def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
         dict[str, list[dict[str, Any]]], dict[str, Callable[..., Any]]]:
     """The ``hooks`` of the CLI's initialize request (matchers with callback ids) and the
@@ -199,7 +229,8 @@ def hooks_wire(hooks: dict[str, Any] | None) -> tuple[
 
 
 async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
-                   where: str = "") -> dict[str, Any]:
+                   where: str = "", *, timeout_s: float = PERMISSION_TIMEOUT_S
+                   ) -> dict[str, Any]:
     """One hook callback on the CLI's ``hook_callback`` request; its output as the CLI reads
     it (``continue_`` / ``async_`` spelled as the CLI's keys)."""
     fn = fns.get(str(request.get("callback_id")))
@@ -207,11 +238,15 @@ async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
         return {}
     data = request.get("input")
     try:
-        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             out = fn(data if isinstance(data, dict) else {}, request.get("tool_use_id"),
                      {"signal": None})
             if inspect.isawaitable(out):
                 out = await out
+    except TimeoutError:
+        log.warning("hook %s of %s took longer than %gs (timeouts.permissionMs): skipped",
+                    request.get("callback_id"), where, timeout_s)
+        return {}
     except Exception as exc:  # noqa: BLE001 - a failing hook must not end the session
         log.warning("hook %s of %s raised %s", request.get("callback_id"), where,
                     type(exc).__name__)
@@ -223,7 +258,8 @@ async def run_hook(fns: dict[str, Callable[..., Any]], request: dict[str, Any],
 
 
 async def decide_permission(approver: Any, request: dict[str, Any],
-                            where: str = "") -> dict[str, Any]:
+                            where: str = "", *, timeout_s: float = PERMISSION_TIMEOUT_S
+                            ) -> dict[str, Any]:
     """An approver (``can_use_tool``) on one of the CLI's permission requests, as the CLI's
     decision (an error, a bad answer or no answer in time denies)."""
     from .types import PermissionResultAllow, PermissionResultDeny, ToolPermissionContext
@@ -237,13 +273,14 @@ async def decide_permission(approver: Any, request: dict[str, Any],
     suggestions = request.get("permission_suggestions")
     ctx = ToolPermissionContext(suggestions=suggestions if isinstance(suggestions, list) else [])
     try:
-        async with asyncio.timeout(PERMISSION_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             answer = approver(name, dict(tool_input), ctx)
             if inspect.isawaitable(answer):
                 answer = await answer
     except TimeoutError:
         return {"behavior": "deny",
-                "message": f"no approval in {PERMISSION_TIMEOUT_S:g}s: denied"}
+                "message": f"the approver (can_use_tool) did not answer within {timeout_s:g}s "
+                           "(timeouts.permissionMs): denied"}
     except Exception as exc:  # noqa: BLE001 - a failing approver denies, the turn goes on
         log.warning("can_use_tool for %s raised %s", where, type(exc).__name__)
         return {"behavior": "deny", "message": f"approver failed: {type(exc).__name__}"}
@@ -287,7 +324,7 @@ def resolve_cli_args(o: SessionOptions, a: Any, *, model: str | None, resume: st
         agents=o.agents, mcp_servers=o.mcp_servers, base_tools=o.base_tools)
 
 
-class AsyncSession(NotebookDisplay):
+class AsyncSession:
     """One agent conversation. Use ``async with pool.session() as s`` or call :meth:`close`."""
 
     def __init__(self, pool: AsyncPool, options: SessionOptions, *,
@@ -332,7 +369,8 @@ class AsyncSession(NotebookDisplay):
         self._restore_from: str | None = None
         self._resume_id: str | None = None
         self._turn_open = False
-        self._interrupted = False
+        #: the budget hold of the turn in flight (see dockercc.budget), settled by its Result
+        self._hold: str | None = None
         # the output subscription send() made for the next receive(): up before the prompt
         # went out, so a fast turn cannot outrun the 1000-envelope replay buffer
         self._subscription: AsyncGenerator[Envelope, None] | None = None
@@ -348,20 +386,8 @@ class AsyncSession(NotebookDisplay):
     # -- set-up ----------------------------------------------------------------------------
 
     def _tool_registry(self) -> ToolRegistry:
-        from .builtins import builtin_tools
-
-        registry = ToolRegistry(builtin_tools(self.pool, self))
-        for item in self.pool.tools:
-            if item.name not in registry:
-                registry.add(item)
-        for item in self.options.tools:
-            if isinstance(item, Tool) and item.name in registry:
-                continue
-            registry.add(item)
-        allow = self.agent_config.tools
-        if allow is not None:
-            registry = ToolRegistry([t for t in registry if t.name in set(allow)])
-        return registry
+        return session_registry([*self.pool.builtins.tools(self), *self.pool.tools],
+                                self.options.tools, self.agent_config.tools)
 
     @property
     def tools(self) -> list[str]:
@@ -373,8 +399,10 @@ class AsyncSession(NotebookDisplay):
         return self._turn_open
 
     def spec(self) -> ContainerSpec:
+        # (the session's own env goes to the CLI at run time: it does not change the spec,
+        # so such a session is served warm; see docs/cli-runtime.md)
         spec = spec_for(self.pool.config, self.agent_config, env=self.pool.env,
-                        extra_env=self.options.env)
+                        extra_env=split_session_env(self.options.env)[0])
         mounts = [m.as_tuple() for m in (
             [self.workspace_mount] if self.workspace_mount else []) + self.add_dir_mounts]
         if mounts:
@@ -471,7 +499,9 @@ class AsyncSession(NotebookDisplay):
                 self.pool.transport.keys(self._restore_from).transcript)
             digest = sealing.verify(load_key(), self._restore_from, raw)
         self._lease_token = secrets.token_hex(16)
-        assignment = {"session": self.id, "agent": self.agent, "args": self.cli_args(),
+        args = self.cli_args()
+        assignment = {"session": self.id, "agent": self.agent, "args": args,
+                      "runtime": run_time_settings(args, split_session_env(self.options.env)[1]),
                       "lease_token": self._lease_token, "transcript_sha256": digest,
                       "history_max": self.pool.config.history_max,
                       "restore_from": self._restore_from,
@@ -711,10 +741,12 @@ class AsyncSession(NotebookDisplay):
         await pipe.execute()
 
     async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await run_hook(self._hook_fns, request, self.id)
+        return await run_hook(self._hook_fns, request, self.id,
+                              timeout_s=self.pool.config.timeouts.permission_ms / 1000)
 
     async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await decide_permission(self.options.can_use_tool, request, self.id)
+        return await decide_permission(self.options.can_use_tool, request, self.id,
+                                       timeout_s=self.pool.config.timeouts.permission_ms / 1000)
 
     # -- conversation ----------------------------------------------------------------------
 
@@ -722,13 +754,7 @@ class AsyncSession(NotebookDisplay):
         """Queue a prompt (text or content blocks); returns the input id. Read the reply with
         :meth:`receive`: the session's output is subscribed before the prompt goes out, so
         :meth:`receive` gets every event of the turn however late it starts."""
-        if isinstance(prompt, str) and not prompt.strip():
-            raise InvalidPrompt("the prompt is empty")
-        if not isinstance(prompt, str) and (
-                not isinstance(prompt, list) or not prompt
-                or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in prompt)):
-            raise InvalidPrompt("a prompt is a non-empty string or a non-empty list of content "
-                                'blocks (dicts with a "type", e.g. {"type": "text", "text": ...})')
+        control.check_prompt(prompt)
         line = control.user_message(prompt)
         if len(line) > self.pool.max_prompt_bytes:
             raise InvalidPrompt(f"the prompt is {len(line)} bytes; the limit is "
@@ -747,30 +773,45 @@ class AsyncSession(NotebookDisplay):
                     input_id = await self._send_line(line)
                 except BaseException:
                     self._end_trace(outcome="send_failed")
+                    await self._release_hold()
                     raise
                 self._turn_open = True
-                self._interrupted = False
                 return input_id
 
     async def _check_budget(self) -> None:
-        """Refuse the turn when the pool's or the agent's budget is used up (all processes'
-        spend, from the ledger in Redis)."""
+        """Admit the turn under the pool's and the agent's budgets, or refuse it with
+        :class:`BudgetExceeded`: one atomic step across every process sharing the Redis
+        (the ledger's spend plus the turns admitted but not settled yet; see
+        :mod:`dockercc.budget`). The admitted turn holds its place until its Result settles
+        it."""
         cfg = self.pool.config
         if cfg.budget.usd is None and self.agent_config.budget.usd is None:
             return
-        t = self.pool.transport
-        await budget.check(t.client, t.prefix, cfg, self.agent)
+        await self._release_hold()  # a turn sent before and never read to its end
+        hold = f"{self.id}:{uuid.uuid4().hex[:12]}"
+        if await budget.admit(self.pool.containers, cfg, self.agent, hold):
+            self._hold = hold
+
+    async def _release_hold(self) -> None:
+        """The turn ends without a cost to record (lost, never sent, session closed)."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            try:
+                await budget.settle(self.pool.containers, hold)
+            except Exception as exc:  # noqa: BLE001 - it expires with our heartbeat anyway
+                log.warning("could not release the budget hold of %s: %s", self.id, exc)
 
     async def _record_cost(self, result: Result) -> None:
-        """Put the turn's cost in the shared ledger, once (keyed by session and seq). Only
-        where a budget is configured: without one nobody reads the ledger, and a pool without
-        budgets leaves no ledger keys behind."""
-        if not result.cost_usd or not budget.configured(self.pool.config):
+        """Settle the turn under the budgets: its hold goes and its cost enters the shared
+        ledger, once (keyed by session and seq), in one step. Only where a budget is
+        configured: without one nobody reads the ledger, and a pool without budgets leaves
+        no ledger keys behind."""
+        hold, self._hold = self._hold, None
+        if not budget.configured(self.pool.config):
             return
-        t = self.pool.transport
         try:
-            await budget.record(t.client, t.prefix, self.id, result.seq, self.agent,
-                                result.cost_usd)
+            await budget.settle(self.pool.containers, hold or "", self.id, result.seq,
+                                self.agent, result.cost_usd)
         except Exception as exc:  # noqa: BLE001 - the turn itself succeeded
             log.warning("could not record the cost of %s: %s", self.id, exc)
 
@@ -871,6 +912,7 @@ class AsyncSession(NotebookDisplay):
                     if isinstance(event, ErrorEvent) and not event.restart:
                         self._turn_open = False
                         self._turn_done(None, "lost", error=event.error or "container_lost")
+                        await self._release_hold()
                         raise ContainerLost(event.message or f"session {self.id}: {event.error}")
                     if (isinstance(event, ErrorEvent) and self._turn_open
                             and event.raw.get("turn_lost") is not False):
@@ -878,6 +920,7 @@ class AsyncSession(NotebookDisplay):
                         # the restarted one gets the prompt)
                         self._turn_open = False
                         self._turn_done(None, "cli_died", error=event.error or "cli_exited")
+                        await self._release_hold()
                         raise CLIDied(
                             f"the CLI of session {self.id!r} died mid-turn and was restarted; "
                             f"the turn was lost: {event.message}",
@@ -950,30 +993,12 @@ class AsyncSession(NotebookDisplay):
 
     async def ask(self, prompt: str | list[dict[str, Any]], *, timeout: float | None = None,
                   check: bool = True) -> Result:
-        """Send ``prompt`` and return the turn's :class:`Result`.
-
-        With ``check`` a failed turn raises :class:`AgentError` (carrying the result); a
-        turn you interrupted returns its result.
-        """
-        result: Result | None = None
-        async for event in self.stream(prompt, timeout=timeout):
-            if isinstance(event, Result):
-                result = event
-        if result is None:
-            raise AgentError(f"session {self.id!r} ended the turn without a result")
-        if check and result.subtype == "error_max_budget_usd":
-            # the CLI's own per-session limit (max_budget_usd) stopped the turn
-            raise BudgetExceeded("session", result.cost_usd or 0.0,
-                                 self.options.max_budget_usd or 0.0)
-        if check and not result.ok and not (result.interrupted and self._interrupted):
-            result.raise_for_error()
-        if check and result.ok and self.options.json_schema is not None:
-            check_structured_output(self.options.json_schema, result)
-        return result
+        """Send ``prompt`` and return the turn's :class:`Result` (see :func:`ask_turn`)."""
+        return await ask_turn(self.stream(prompt, timeout=timeout), self.id, self.options,
+                              check=check)
 
     async def interrupt(self) -> None:
         """Stop the current turn; the session stays usable."""
-        self._interrupted = True
         if self.lease is not None:
             await self.pool.transport.send_control(self.id, "interrupt",
                                                    request_id=control.new_request_id())
@@ -1037,10 +1062,9 @@ class AsyncSession(NotebookDisplay):
             return
         self.closed = True
         self._end_trace(outcome="closed")
-        from .builtins import on_session_close
-
+        await self._release_hold()
         with contextlib.suppress(Exception):
-            await on_session_close(self)  # closes the sessions it spawned
+            await self.pool.builtins.on_session_close(self)  # closes the sessions it spawned
         t = self.pool.transport
         await self._drop_subscription()
         if self._relay is not None:

@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._display import NotebookDisplay
 from ._portal import portal
 from .batch import ItemResult, MapResults, MapRun
 from .client import AsyncPool, ConfigLike
@@ -90,7 +89,7 @@ class Files:
         return portal().run(self.aio.download(remote, local, **kwargs))
 
 
-class Session(NotebookDisplay):
+class Session:
     """Sync twin of :class:`~dockercc.session.AsyncSession`."""
 
     def __init__(self, inner: AsyncSession) -> None:
@@ -193,7 +192,7 @@ class Session(NotebookDisplay):
         self.close()
 
 
-class Pool(NotebookDisplay):
+class Pool:
     """Sync twin of :class:`~dockercc.client.AsyncPool`."""
 
     def __init__(self, config: ConfigLike = None, **kwargs: Any) -> None:

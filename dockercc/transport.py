@@ -178,12 +178,6 @@ RETRIES = 20
 """Retries of one Redis command on a dropped connection (backoff 50 ms doubling to 1 s)."""
 
 
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for messages and logs; the
-    SDK's one rule set, :func:`dockercc.redaction.redact`)."""
-    return redact(url)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -214,7 +208,7 @@ class RedisTransport:
                  socket_timeout: float | None = None) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
             raise TransportError(
-                f"unsupported Redis URL {redact_url(url)!r}: use redis://, rediss://, unix:// "
+                f"unsupported Redis URL {redact(url)!r}: use redis://, rediss://, unix:// "
                 "or redis+sentinel://")
         self._url = url
         self.prefix = prefix
@@ -228,12 +222,12 @@ class RedisTransport:
         self._spare_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"RedisTransport({redact_url(self._url)!r}, prefix={self.prefix!r})"
+        return f"RedisTransport({redact(self._url)!r}, prefix={self.prefix!r})"
 
     @property
     def url(self) -> str:
         """The URL with any password masked."""
-        return redact_url(self._url)
+        return redact(self._url)
 
     def _new_client(self, *, identify: bool = True) -> aioredis.Redis:
         # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a
@@ -534,6 +528,27 @@ class RedisTransport:
     async def delete_run(self, run: str) -> bool:
         """Forget a named run's finished items (the next call with that name starts over)."""
         return bool(await self._call(self.client.delete, RunKeys(run, self.prefix).items))
+
+    # -- the session registry ({p}sessions) -----------------------------------------------
+
+    @property
+    def sessions_key(self) -> str:
+        """The shared session registry: session id -> its record (every process's)."""
+        return self.pool_keys.sessions
+
+    async def session_records(self) -> dict[str, dict[str, Any]]:
+        """Every entry of the session registry, id -> record (agent, owner, tenant, parent,
+        created), by id. A record that does not decode is ``{}``: its id is still a
+        registered session. The one reader of the registry (the pool, ``dockercc
+        sessions`` and ``gc``, the built-in tools)."""
+        raw = await self._call(self.client.hgetall, self.sessions_key)
+        return {as_str(k): bounded.loads_record(v)
+                for k, v in sorted(raw.items(), key=lambda kv: as_str(kv[0]))}
+
+    async def session_record(self, session: str) -> dict[str, Any] | None:
+        """One session's registry record (``{}`` if it does not decode); None if absent."""
+        raw = await self._call(self.client.hget, self.sessions_key, session)
+        return None if raw is None else bounded.loads_record(raw)
 
     # -- pool assignment -------------------------------------------------------------------
 

@@ -225,3 +225,30 @@ def make_config(redis_server: RedisServer, api: Any, agent_image: str,
         return cfg
 
     return make
+
+
+@pytest.fixture
+def local_config(redis_server: RedisServer, api: Any,
+                 prefix: str) -> Callable[..., dict[str, Any]]:
+    """Config for a pool on the local backend (``docker.backend: local``: the real runner and
+    the host's real CLI as subprocesses, no Docker), the test Redis and the scripted API,
+    with the product's defaults otherwise (network ``none``: the egress proxy, the Redis
+    relay, a Redis ACL user per container)."""
+    host_claude()
+
+    def make(**overrides: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "docker": {"backend": "local"},
+            "redis": {"url": redis_server.url, "keyPrefix": prefix},
+            "credentials": {"baseUrl": api.url, "apiKey": "sk-ant-scripted-test"},
+            "timeouts": {"healthIntervalMs": 1000, "startupMs": 30000},
+            "pool": {"acquireTimeoutMs": 30000},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        return cfg
+
+    return make

@@ -565,3 +565,48 @@ async def test_garbled_truncated_and_huge_cli_lines_do_not_break_the_session(
             assert any(len(json.dumps(ev.raw)) > 6_000_000 for ev in raw)  # relayed intact
             assert not any(isinstance(ev, DockerCCError) for ev in events)
         await s.close(forget=True)
+
+
+BAD_PROMPTS: list[Any] = ["", "   \n", [], [{"text": "no type"}], ["not a block"],
+                          [{"type": 5}], None, 42]
+
+
+def test_every_entry_point_refuses_a_bad_prompt_with_invalid_prompt() -> None:
+    """One check, one error: the session, the provider chain and each provider raise
+    InvalidPrompt (also a ValueError, as before) before they start anything."""
+    from dockercc.builtins.cron import CronScheduler
+    from dockercc.protocol.control import check_prompt
+    from dockercc.providers import ProviderChain
+
+    assert issubclass(InvalidPrompt, ValueError) and issubclass(InvalidPrompt, DockerCCError)
+    for good in ("hi", [{"type": "text", "text": "hi"}]):
+        check_prompt(good)
+    for bad in BAD_PROMPTS:
+        with pytest.raises(InvalidPrompt):
+            check_prompt(bad)
+
+    async def main() -> None:
+        # nothing listens on these: a check that came after any start-up would not say
+        # "InvalidPrompt" but fail (or fall back) on the connection
+        config = {"redis": {"url": "redis://127.0.0.1:9"},
+                  "credentials": {"apiKey": "sk-ant-none"}}
+        chain = ProviderChain(config, refs=["claude-cli/opus", "anthropic/claude-sonnet-4-5"],
+                              claude_executable="/nonexistent/claude")
+        s = chain.session()
+        sessions = [s, *(p.session(s.options, f"s-{i}") for i, p in enumerate(chain.providers))]
+        pool = AsyncPool(config)
+        sessions.append(pool.session())
+        for session in sessions:
+            for bad in ("", "  ", []):
+                with pytest.raises(InvalidPrompt, match="prompt"):
+                    if hasattr(session, "send"):
+                        await session.send(bad)
+                    else:
+                        async for _ in session.stream(bad):
+                            pass
+        # the cron tool's jobs too (a ValueError the tool turns into its error message)
+        with pytest.raises(InvalidPrompt, match="the prompt is empty"):
+            await CronScheduler(pool.builtins.host).create("*/5 * * * *", "  ", agent="main")
+        await pool.close()
+
+    asyncio.run(main())

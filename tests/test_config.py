@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -763,6 +765,61 @@ def test_resolve(tmp_path: Path) -> None:
     assert DockerCCConfig.load(path, env={}, image="i").image == "i"
     with pytest.raises(TypeError):
         resolve(42)  # type: ignore[arg-type]
+
+
+def test_load_config_is_the_one_entry_point(tmp_path: Path, monkeypatch: Any) -> None:
+    """Every other way of building a config is load_config underneath: the same result."""
+    path = write(tmp_path / "d.yaml", "pool:\n  minWarm: 3\nimage: from-file\n")
+    monkeypatch.setenv("DOCKERCC_IMAGE", "from-env")
+    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
+    monkeypatch.chdir(tmp_path)
+    dump = load_config(path).redacted_dump()
+    assert dump["image"] == "from-env" and dump["pool"]["minWarm"] == 3
+    for other in (resolve_config(path), DockerCCConfig.load(path), DockerCCConfig.resolve(path)):
+        assert other.redacted_dump() == dump
+    # from_yaml: the file without the DOCKERCC_* layer
+    assert DockerCCConfig.from_yaml(path).image == "from-file"
+    assert load_config(path, environment=False).image == "from-file"
+    assert (DockerCCConfig.from_yaml(path).redacted_dump()
+            == load_config(path, environment=False).redacted_dump())
+
+
+def test_load_config_of_a_mapping_and_overrides(tmp_path: Path) -> None:
+    config = load_config({"pool": {"minWarm": 1, "maxTotal": 5}}, env={}, pool={"minWarm": 2})
+    assert (config.pool.min_warm, config.pool.max_total) == (2, 5)  # deep-merged, kwargs win
+    assert config.sources == ("defaults", "keyword overrides")
+    with pytest.raises(ConfigError) as err:
+        load_config({"pool": {"minWarn": 1}}, env={})
+    assert "did you mean 'minWarm'" in str(err.value)
+
+
+def test_load_config_of_a_config_with_overrides(tmp_path: Path) -> None:
+    base = secret_config(tmp_path)
+    assert load_config(base) is base
+    changed = load_config(base, pool={"minWarm": 1}, image="other")
+    assert changed is not base
+    assert (changed.pool.min_warm, changed.image) == (1, "other")
+    assert (base.pool.min_warm, base.image) == (2, "clawdbot/docker-cc:latest")
+    # everything else is the given config's, secrets included
+    assert changed.redis.url_secret() == base.redis.url_secret()
+    assert changed.credentials.oauth_token == base.credentials.oauth_token
+    assert changed.agent("main").env_values() == base.agent("main").env_values()
+    assert changed.model.fallbacks == base.model.fallbacks
+    assert changed.sources == (*base.sources, "keyword overrides")
+    with pytest.raises(ConfigError) as err:
+        load_config(base, pool={"minWarm": -1})
+    assert "pool.minWarm" in str(err.value)
+    assert_no_canary(str(err.value))
+
+
+def test_the_config_package_imports_nothing_above_it() -> None:
+    """The config is below the builtins, the pool and the faces: importing it loads none."""
+    code = ("import sys, dockercc.config; "
+            "print(sorted(m for m in sys.modules if m.startswith('dockercc.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    loaded = {m.split(".")[1] for m in json.loads(out.replace("'", '"'))}
+    assert loaded <= {"config", "errors", "protocol", "redaction"}, loaded
 
 
 def test_secret_values_round_trip_through_overrides(tmp_path: Path) -> None:

@@ -76,7 +76,11 @@ def test_import_dockercc_does_not_import_ipython() -> None:
         import sys, dockercc
         from dockercc import Result
         r = Result(text="**hi**", cost_usd=0.5)
-        html = r._repr_html_()
+        # the core knows nothing of notebooks; dockercc.jupyter renders without IPython
+        assert not hasattr(r, "_repr_html_") and not hasattr(dockercc.Pool, "_repr_html_")
+        assert "dockercc.jupyter" not in sys.modules
+        from dockercc.jupyter.display import bundle
+        html = bundle(r)["text/html"]
         assert "<strong>hi</strong>" in html and "$0.5000" in html, html
         bad = [m for m in sys.modules if m.split(".")[0] in ("IPython", "ipywidgets")]
         assert not bad, bad
@@ -85,6 +89,68 @@ def test_import_dockercc_does_not_import_ipython() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_rich_display_comes_with_dockercc_jupyter_in_a_running_shell() -> None:
+    code = textwrap.dedent("""
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        import dockercc
+        r = dockercc.Result(text="**hi**")
+        data, _ = ip.display_formatter.format(r)
+        assert set(data) == {"text/plain"}, data   # without dockercc.jupyter: the repr
+        import dockercc.jupyter                      # (as `from dockercc.jupyter import ...`)
+        data, _ = ip.display_formatter.format(r)
+        assert "<strong>hi</strong>" in data["text/html"] and "**hi**" in data["text/markdown"]
+        assert ip.run_cell("%load_ext dockercc").success
+        assert "text/html" in ip.display_formatter.format(r)[0]
+        assert ip.run_cell("%unload_ext dockercc").success  # takes them away again
+        assert set(ip.display_formatter.format(r)[0]) == {"text/plain"}
+        assert ip.run_cell("%load_ext dockercc").success
+        assert "text/html" in ip.display_formatter.format(r)[0]
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr + out.stdout
+
+
+def test_pool_and_session_displays_show_what_they_hold_without_io(
+        bare_shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from dockercc import Pool
+    from dockercc.pool.manager import Lease
+
+    # nothing listens there; displays must not try
+    pool = Pool({"redis": {"url": "redis://127.0.0.1:9", "keyPrefix": "disp:"}})
+    try:
+        session, idle = pool.session(), pool.session("main")
+        session.aio.lease = Lease(container="c1", name="clawdbot-cc-disp1", warm=True,
+                                  spec="x", claim_ms=1.0)
+
+        def no_network(*args: Any) -> None:
+            raise AssertionError("a display opened a connection")
+
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+        fmt = bare_shell.display_formatter.format
+        data, _ = fmt(pool)
+        assert "redis://127.0.0.1:9" in data["text/html"] and "prefix disp:" in data["text/html"]
+        assert data["text/html"].count("<tr>") == 2  # header + the one held container
+        assert "clawdbot-cc-disp1" in data["text/html"] and session.id in data["text/markdown"]
+        assert idle.id not in data["text/html"]  # no container yet: nothing held
+        assert fmt(pool.aio)[0]["text/html"] == data["text/html"]
+        data, _ = fmt(session)
+        assert session.id in data["text/html"] and "clawdbot-cc-disp1" in data["text/html"]
+        assert "idle" in data["text/markdown"]
+        assert fmt(session.aio)[0]["text/html"] == data["text/html"]
+        assert "new" in fmt(idle)[0]["text/markdown"]
+        assert data["text/plain"] == repr(session)
+        monkeypatch.undo()
+    finally:
+        session.aio.lease = None
+        pool.close()
 
 
 @pytest.mark.parametrize(("line", "tokens", "prompt"), [
@@ -203,22 +269,27 @@ def test_display_mode_detection(bare_shell: InteractiveShell,
         detect_mode(bare_shell)
 
 
-def test_event_display_hooks() -> None:
+def test_event_displays(bare_shell: InteractiveShell) -> None:
     from dockercc.events import ErrorEvent, SystemInit
 
+    def fmt(obj: Any, mime: str, **kwargs: Any) -> str:
+        data: dict[str, str] = bare_shell.display_formatter.format(obj, **kwargs)[0]
+        return data[mime]
+
     use = ToolUse(id="t1", name="Bash", input={"command": "ls <dir>"}, seq=3)
-    assert 'data-tool="Bash"' in use._repr_html_() and "&lt;dir&gt;" in use._repr_html_()
-    assert "`Bash`" in use._repr_markdown_()
+    html = fmt(use, "text/html")
+    assert 'data-tool="Bash"' in html and "&lt;dir&gt;" in html
+    assert "`Bash`" in fmt(use, "text/markdown")
     res = ToolResult(tool_use_id="t1", content=[{"type": "text", "text": "boom"}],
                      is_error=True, tool_name="Bash")
-    assert "error" in res._repr_markdown_() and "boom" in res._repr_html_()
-    assert "*emphasis*" in TextDelta(text="*emphasis*")._repr_markdown_()
+    assert "error" in fmt(res, "text/markdown") and "boom" in fmt(res, "text/html")
+    assert "*emphasis*" in fmt(TextDelta(text="*emphasis*"), "text/markdown")
     err = ErrorEvent(error="container_lost", message="the container was lost")
-    assert "the container was lost" in err._repr_html_()
+    assert "the container was lost" in fmt(err, "text/html")
     init = SystemInit(model="claude-x", tools=["Bash"])
-    assert "claude-x" in init._repr_html_()
-    bundle = use._repr_mimebundle_(exclude=["text/markdown"])
-    assert list(bundle) == ["text/html"]
+    assert "claude-x" in fmt(init, "text/html")
+    data, _ = bare_shell.display_formatter.format(use, exclude=["text/markdown"])
+    assert set(data) == {"text/html", "text/plain"}
 
 
 def test_turn_state_renders_text_cards_and_figures() -> None:
@@ -335,20 +406,26 @@ def test_line_magic_commands_and_display_hooks(shell: InteractiveShell, api: Any
     assert config["credentials"]["apiKey"] == "***"
     assert "sk-ant-scripted-test" not in json.dumps(config) + repr(shell.user_ns["_"])
 
-    # display hooks: the pool is a table of its containers with state, agent, heartbeat
+    # %dockercc pool: the shared registry's containers with state, agent, heartbeat
     result, _ = run(shell, "%dockercc pool")
-    pool = shell.user_ns["_"]
-    bundle = pool._repr_mimebundle_()
+    table = shell.user_ns["_"]
+    bundle = table._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/markdown"}
     for s in STATE.sessions.values():
         assert s.aio.lease is not None and s.aio.lease.name in bundle["text/html"]
     assert "heartbeat" in bundle["text/html"] and "busy" in bundle["text/html"]
-    assert pool._repr_html_().count("<tr>") == 3  # header + 2 containers
+    assert bundle["text/html"].count("<tr>") == 3  # header + 2 containers
+    assert [row["state"] for row in table.data] == ["busy", "busy"]
+    # displays: the pool shows the containers this process holds, a session its row
+    fmt = shell.display_formatter.format
+    pool_html = fmt(dj.pool())[0]["text/html"]
+    assert pool_html.count("<tr>") == 3 and "busy" in pool_html
     session = STATE.sessions["main"]
-    assert main_id in session._repr_html_() and "idle" in session._repr_markdown_()
-    assert main_id in session.aio._repr_html_()
-    assert "echo: What is Redis?" in r._repr_markdown_() and "success" in r._repr_html_()
-    assert r._repr_mimebundle_(include=["text/html"]).keys() == {"text/html"}
+    assert main_id in fmt(session)[0]["text/html"] and "idle" in fmt(session)[0]["text/markdown"]
+    assert main_id in fmt(session.aio)[0]["text/html"]
+    # (r shows itself: _ipython_display_ skips the cell that streamed it)
+    data = dj.display.bundle(r)
+    assert "echo: What is Redis?" in data["text/markdown"] and "success" in data["text/html"]
     # a Result shown again later displays in full
     result, cap = run(shell, "r")
     assert "echo: What is Redis?" in cap.outputs[-1].data["text/html"]

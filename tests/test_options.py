@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -136,26 +137,71 @@ def _flags(argv: list[str]) -> dict[str, Any]:
     return out
 
 
-def _sdk_options(sdk: Any, cli: str | None, calc: Any) -> Any:
+def _sdk_options(sdk: Any, cli: str | None, calc: Any, approve: Any, hook: Any) -> Any:
     return sdk.ClaudeAgentOptions(
         system_prompt={"type": "preset", "preset": "claude_code", "append": "Be brief."},
         allowed_tools=["Read", "mcp__calc__add"], disallowed_tools=["WebFetch"],
-        permission_mode="acceptEdits", max_turns=4, max_budget_usd=2.5,
+        permission_mode="acceptEdits", max_turns=6, max_budget_usd=2.5,
         model="claude-sonnet-4-5", fallback_model="claude-haiku-4-5", effort="low",
         setting_sources=["project"], include_partial_messages=True,
         extra_args={"replay-user-messages": None},
-        output_format=None,
+        output_format=None, can_use_tool=approve,
+        hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[hook])],
+               "UserPromptSubmit": [sdk.HookMatcher(hooks=[hook])]},
         agents={"reviewer": sdk.AgentDefinition(description="Reviews code",
                                                 prompt="You review code.", tools=["Read"])},
         mcp_servers={"calc": calc}, **({"cli_path": cli} if cli else {}))
 
 
+# what legitimately differs between the SDK's stream to its CLI and dockercc's: ids, the
+# names of the tool server (calc / host), paths and session ids; everything else must match
+_IDS = ("request_id", "session_id", "tool_use_id", "uuid", "id")
+_SERVER = re.compile(r"mcp__(calc|host)__")
+
+
+def _normalised(lines: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The CLI's stdin messages with what legitimately differs taken out: ids, the tool
+    server's name, dockercc's own built-in host tools in ``tools/list``, a notification
+    ack's ``"id": null`` (the SDK leaves the id out), and how the answers interleave with
+    the prompt (timing): the answers in order, the other messages in order."""
+    from dockercc.builtins import BUILTIN_TOOL_NAMES
+
+    def norm(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            out = {k: norm(v, k) for k, v in sorted(value.items())
+                   if k not in ("agents", "serverInfo") and not (k == "id" and v is None)}
+            if isinstance(out.get("tools"), list):
+                out["tools"] = [t for t in out["tools"] if not (
+                    isinstance(t, dict) and t.get("name") in BUILTIN_TOOL_NAMES)]
+            return out
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if isinstance(value, str):
+            if key in _IDS or key.endswith("_id"):
+                return "<id>"
+            return _SERVER.sub("mcp__<server>__", value)
+        return value
+
+    answers = [norm(line.get("response") or {}) for line in lines
+               if line.get("type") == "control_response"]
+    others = [norm(line) for line in lines if line.get("type") != "control_response"]
+    return {"answers": answers, "others": others}
+
+
+def _stdin_of_turn(text: str) -> list[dict[str, Any]]:
+    """The JSON lines a CLI read on its stdin (in a container: the file of the CLI that got
+    the prompt; a warm container's pre-started CLI wrote its own)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 @pytest.mark.docker
 def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The claude-agent-sdk quick-start (an SDK tool server), run by the SDK against the
-    host's CLI and, with only the import changed, by dockercc in a container: the same CLI
-    flags, the same subagents (initialize request vs ``--agents``), the same tool result."""
+    """The claude-agent-sdk quick-start (an SDK tool server, an approver, hooks), run by the
+    SDK against the host's CLI and, with only the import changed, by dockercc in a
+    container: the same CLI flags, the same subagents (initialize request vs ``--agents``),
+    and the same stream of messages into the CLI (initialize with its hooks, the prompt, the
+    MCP, permission and hook answers), but for ids, server names and paths."""
     sdk = dev_import("claude_agent_sdk")
     claude = host_claude()
     log = tmp_path / "argv.json"
@@ -170,45 +216,76 @@ def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_pa
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-scripted-test")
+    # as in the container: no side requests (a session title) that would take a scripted
+    # reply, and no project settings of this checkout
+    monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+    monkeypatch.chdir(tmp_path)
+    # (not a read-only command: the CLI asks the approver, which changes it to an echo)
+    script = (tool_use("Bash", {"command": "rm -f /tmp/no-such-parity-file"}),
+              tool_use("mcp__calc__add", {"a": 2, "b": 3}), text("five"))
+
+    def approver(types: Any) -> Any:
+        async def approve(name: str, tool_input: dict[str, Any], ctx: Any) -> Any:
+            return types.PermissionResultAllow(
+                updated_input={**tool_input, "command": "echo approved"})
+        return approve
+
+    hooked: list[tuple[str, Any]] = []
+
+    async def hook(data: dict[str, Any], tool_use_id: Any, ctx: Any) -> Any:
+        hooked.append((data.get("hook_event_name"), data.get("tool_name")))
+        return {}
 
     # -- the SDK's quick-start, as written for claude-agent-sdk
     @sdk.tool("add", "Add two numbers", {"a": float, "b": float})
     async def sdk_add(args: dict[str, Any]) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": f"sum={args['a'] + args['b']:g}"}]}
 
-    api.script(tool_use("mcp__calc__add", {"a": 2, "b": 3}), text("five"))
+    api.script(*script)
     sdk_opts = _sdk_options(sdk, str(wrapper), sdk.create_sdk_mcp_server(
-        "calc", "1.0.0", [sdk_add]))
+        "calc", "1.0.0", [sdk_add]), approver(sdk), hook)
 
     async def run_sdk() -> list[Any]:
-        return [m async for m in sdk.query(prompt="add 2 and 3", options=sdk_opts)]
+        async def prompt() -> Any:  # (an approver needs the SDK's streaming input)
+            yield {"type": "user", "message": {"role": "user", "content": "add 2 and 3"},
+                   "parent_tool_use_id": None, "session_id": "default"}
+        return [m async for m in sdk.query(prompt=prompt(), options=sdk_opts)]
 
     sdk_messages = asyncio.run(run_sdk())
     assert type(sdk_messages[-1]).__name__ == "ResultMessage"
     assert sdk_messages[-1].result == "five"
+    sdk_hooked = list(hooked)
+    hooked.clear()
     sdk_flags = _flags(json.loads(log.read_text()))
-    init = [json.loads(line) for line in (tmp_path / "stdin.jsonl").read_text().splitlines()
-            if '"initialize"' in line][0]["request"]
+    sdk_stdin = _stdin_of_turn((tmp_path / "stdin.jsonl").read_text())
+    init = [m for m in sdk_stdin if m.get("type") == "control_request"
+            and m["request"]["subtype"] == "initialize"][0]["request"]
 
-    # -- the same, with dockercc's import (the model now sees the bridge's name)
+    # -- the same, with dockercc's import (the model now sees the bridge's name); the
+    # container's CLI is the same kind of wrapper (its stdin into /tmp, one file per CLI)
     @dockercc.tool("add", "Add two numbers", {"a": float, "b": float})
     async def add(args: dict[str, Any]) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": f"sum={args['a'] + args['b']:g}"}]}
 
-    opts = _sdk_options(dockercc, None, dockercc.create_sdk_mcp_server("calc", "1.0.0", [add]))
-    api.script(tool_use("mcp__host__add", {"a": 2, "b": 3}), text("five"))
+    opts = _sdk_options(dockercc, None, dockercc.create_sdk_mcp_server("calc", "1.0.0", [add]),
+                        approver(dockercc), hook)
+    api.script(*script[:1], tool_use("mcp__host__add", {"a": 2, "b": 3}), *script[2:])
+    tee = "sh -c 'tee /tmp/cli-stdin.$$.jsonl | exec claude \"$@\"' claude"
 
-    async def run_dockercc() -> tuple[list[str], list[Any]]:
-        async with AsyncPool(make_config()) as pool, pool.session(
+    async def run_dockercc() -> tuple[list[str], list[Any], str]:
+        cfg = make_config(docker={"env": {"DOCKERCC_CLAUDE_BIN": tee}})
+        async with AsyncPool(cfg) as pool, pool.session(
                 options=opts, session_id=f"opts-{uuid.uuid4().hex[:8]}") as s:
-            events = [e async for e in s.stream("add 2 and 3", timeout=90)]
+            events = [e async for e in s.stream("add 2 and 3", timeout=120)]
+            found = await s.run("grep -l '\"add 2 and 3\"' /tmp/cli-stdin.*.jsonl | head -1 "
+                                "| xargs cat")
             await s.close(forget=True)
-            return s.cli_args(), events
+            return s.cli_args(), events, found.stdout
 
-    argv, events = asyncio.run(run_dockercc())
+    argv, events, stdin_text = asyncio.run(run_dockercc())
     result = events[-1]
     assert isinstance(result, Result) and result.text == "five", result
-    assert [e.text for e in events if isinstance(e, ToolResult)] == ["sum=5"]
+    assert [e.text for e in events if isinstance(e, ToolResult)][-1] == "sum=5"
     ours = _flags(argv)
 
     # dockercc's own: the host bridge (every session has one) and its tools' permission
@@ -224,7 +301,19 @@ def test_options_parity_with_claude_agent_sdk(make_config: Any, api: Any, tmp_pa
         sdk_flags.pop(flag, None)
     assert ours == sdk_flags
     assert {"--max-budget-usd", "--fallback-model", "--effort", "--setting-sources",
-            "--append-system-prompt", "--replay-user-messages", "--disallowedTools"} <= set(ours)
+            "--append-system-prompt", "--replay-user-messages", "--disallowedTools",
+            "--permission-prompt-tool"} <= set(ours)
+
+    # the messages into the CLI
+    ours_in = _normalised(_stdin_of_turn(stdin_text))
+    sdk_in = _normalised(sdk_stdin)
+    assert hooked == sdk_hooked == [("UserPromptSubmit", None), ("PreToolUse", "Bash")]
+    # every kind of answer is in the comparison: MCP, the approver's and the hooks'
+    answers = json.dumps(sdk_in["answers"])
+    assert '"behavior": "allow"' in answers and '"echo approved"' in answers
+    assert '"mcp_response"' in answers and '"inputSchema"' in answers
+    assert [e.text.strip() for e in events if isinstance(e, ToolResult)][0] == "approved"
+    assert ours_in == sdk_in
 
 
 @pytest.mark.docker

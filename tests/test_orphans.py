@@ -5,6 +5,7 @@ is gone exits by itself after ``timeouts.orphanMs``, with a log of a few lines."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -97,10 +98,64 @@ asyncio.run(main())
 """
 
 
+class LogFollower:
+    """Follow a container's log stream from its first line in a thread (``docker logs -f``):
+    the lines are kept after the container removed itself."""
+
+    def __init__(self, container: Any) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._stream = container.logs(stream=True, follow=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        buf = b""
+        try:
+            for chunk in self._stream:
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                self.lines.extend(x.decode(errors="replace") for x in done)
+        except Exception:  # noqa: BLE001 - the container went away mid-read
+            pass
+        if buf:
+            self.lines.append(buf.decode(errors="replace"))
+
+    def join(self, timeout: float) -> list[str]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stream.close()
+        return self.lines
+
+
+def die_exit_code(docker_client: Any, container_id: str, since: float) -> int | None:
+    """The exit code Docker's ``die`` event of the container carried (the container itself,
+    and with it its State.ExitCode, is gone)."""
+    for event in docker_client.events(since=int(since) - 1, until=int(time.time()) + 1,
+                                      decode=True, filters={"container": container_id,
+                                                            "event": "die"}):
+        return int(event["Actor"]["Attributes"]["exitCode"])
+    return None
+
+
+async def wait_gone(docker_client: Any, prefix: str, container: Any, gone_at: float,
+                    deadline: float) -> float:
+    """Seconds from ``gone_at`` until no container of ``prefix`` is left (``docker ps -a``)."""
+    while time.monotonic() < deadline:
+        if not own_containers(docker_client, prefix):
+            return time.monotonic() - gone_at
+        await asyncio.sleep(0.2)
+    left = [(c.name, c.status) for c in own_containers(docker_client, prefix)]
+    raise AssertionError(f"container(s) still there {time.monotonic() - gone_at:.1f}s after "
+                         f"the owner went: {left}")
+
+
 @pytest.mark.docker
 @pytest.mark.timeout(180)
 async def test_sigkilled_owner_and_stopped_redis_the_orphan_exits_by_itself(
         tmp_path: Path, api: Any, agent_image: str, docker_client: Any) -> None:
+    """... and its container goes away by itself (AutoRemove): nothing is left for `gc`."""
     orphan_ms = 4000
     prefix = f"o{uuid.uuid4().hex[:8]}:"
     TEST_PREFIXES.add(prefix)
@@ -114,26 +169,23 @@ async def test_sigkilled_owner_and_stopped_redis_the_orphan_exits_by_itself(
             line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 90)
             assert line.strip() == "warm", line
             [container] = own_containers(docker_client, prefix)
+            follower = LogFollower(container)
+            since = time.time()
             owner.send_signal(signal.SIGKILL)
             owner.wait(10)
             redis.stop()
             gone_at = time.monotonic()
-            # orphanMs, one back-off step at most, and the runner's own shutdown
-            deadline = gone_at + orphan_ms / 1000 + 15
-            while time.monotonic() < deadline:
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    break
-                await asyncio.sleep(0.2)
-            waited = time.monotonic() - gone_at
-            container.reload()
-            assert container.status == "exited", f"still {container.status} after {waited:.1f}s"
-            assert container.attrs["State"]["ExitCode"] == ORPHAN_EXIT
-            log = container.logs().decode(errors="replace").splitlines()
+            # orphanMs, one back-off step (0.5 s here), the runner's shutdown and Docker's
+            # removal: a small margin
+            waited = await wait_gone(docker_client, prefix, container, gone_at,
+                                     gone_at + orphan_ms / 1000 + 4)
+            assert waited >= orphan_ms / 1000 - 0.5, f"gone after {waited:.1f}s: too early"
+            assert die_exit_code(docker_client, container.id, since) == ORPHAN_EXIT
+            log = await asyncio.to_thread(follower.join, 10)
             # a few lines for the whole wait (once per state change), not one per try
             assert len(log) <= 10, log
             assert any("exiting as an orphan" in x for x in log), log
-            print(f"\norphan exited {waited:.1f}s after its Redis stopped "
+            print(f"\norphan exited and was removed {waited:.1f}s after its Redis stopped "
                   f"(orphanMs {orphan_ms}), {len(log)} log lines")
         finally:
             if owner.poll() is None:
@@ -163,7 +215,7 @@ async def test_docker_kill_reaches_the_session_as_container_lost_within_a_second
         for _ in range(kills):
             await s.send("count slowly")
             killed_at = 0.0
-            with pytest.raises(ContainerLost):
+            with pytest.raises(ContainerLost) as info:
                 async for ev in s.receive(timeout=90):
                     if isinstance(ev, TextDelta) and not killed_at:
                         assert s.lease is not None
@@ -172,6 +224,8 @@ async def test_docker_kill_reaches_the_session_as_container_lost_within_a_second
                         killed_at = time.monotonic()
                         await asyncio.to_thread(c.kill)
             latencies.append(time.monotonic() - killed_at)
+            # the container removed itself: the `die` event's exit code says why
+            assert "container exited (exit code 137)" in str(info.value), info.value
         await s.close(forget=True)
     latencies.sort()
     p50 = latencies[len(latencies) // 2]
@@ -200,27 +254,66 @@ async def test_an_unclaimed_runner_whose_owner_died_exits_while_redis_is_up(
             line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 90)
             assert line.strip() == "warm", line
             [container] = own_containers(docker_client, prefix)
+            follower = LogFollower(container)
+            since = time.time()
             await asyncio.sleep(1.5)  # (one health pass: the owner's heartbeat is in place)
             owner.send_signal(signal.SIGKILL)
             owner.wait(10)
             gone_at = time.monotonic()
-            deadline = gone_at + orphan_ms / 1000 + 15
-            while time.monotonic() < deadline:
-                container.reload()
-                if container.status in ("exited", "dead"):
-                    break
-                await asyncio.sleep(0.2)
-            waited = time.monotonic() - gone_at
-            container.reload()
-            assert container.status == "exited", f"still {container.status} after {waited:.1f}s"
-            assert container.attrs["State"]["ExitCode"] == ORPHAN_EXIT
-            log = container.logs().decode(errors="replace").splitlines()
+            # the owner's last heartbeat may be up to one health pass (1 s) older
+            waited = await wait_gone(docker_client, prefix, container, gone_at,
+                                     gone_at + orphan_ms / 1000 + 5)
+            assert die_exit_code(docker_client, container.id, since) == ORPHAN_EXIT
+            log = await asyncio.to_thread(follower.join, 10)
             assert len(log) <= 10 and any("owner has not been seen" in x for x in log), log
-            print(f"\nunclaimed orphan exited {waited:.1f}s after its owner died "
-                  f"(orphanMs {orphan_ms})")
+            print(f"\nunclaimed orphan exited and was removed {waited:.1f}s after its owner "
+                  f"died (orphanMs {orphan_ms})")
         finally:
             if owner.poll() is None:
                 owner.kill()
                 owner.wait(10)
             for c in own_containers(docker_client, prefix):
                 c.remove(force=True)
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(240)
+async def test_a_cold_container_that_dies_in_start_up_is_container_lost_with_its_exit_code(
+        api: Any, docker_client: Any, make_config: Any, prefix: str) -> None:
+    """It removed itself (AutoRemove), so nothing is left to inspect: the exit code comes
+    from Docker's `die` event, and no container is left behind."""
+    import threading
+
+    from dockercc.errors import ContainerLost
+
+    cfg = make_config(pool={"minWarm": 0, "acquireTimeoutMs": 60000})
+    stop = threading.Event()
+    killed: list[str] = []
+    events = docker_client.events(decode=True, filters={
+        "type": ["container"], "event": ["start"], "label": [f"{LABEL}.prefix={prefix}"]})
+
+    def killer() -> None:  # every container of this pool dies as it starts
+        for event in events:
+            if stop.is_set():
+                return
+            with contextlib.suppress(Exception):
+                docker_client.api.kill(event["id"])
+                killed.append(event["id"])
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        async with AsyncPool(cfg) as pool:
+            s = pool.session(session_id=f"cold-{uuid.uuid4().hex[:6]}")
+            with pytest.raises(ContainerLost) as info:
+                await s.start()
+            print(f"\n{info.value}")
+            assert "exited during start-up and was removed (exit code 137)" in str(
+                info.value), info.value
+            assert len(killed) == 2  # the claim tried once more
+            assert (await pool.containers.stats()).startup_failures == 2
+            assert own_containers(docker_client, prefix) == []
+    finally:
+        stop.set()
+        events.close()
+        thread.join(5)

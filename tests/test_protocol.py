@@ -36,19 +36,14 @@ from dockercc.protocol import (
     UnknownMessage,
     UserMessage,
     control_error,
-    control_error_dict,
+    control_success,
     control_success_dict,
     initialize_request,
-    initialize_request_dict,
     interrupt_request,
-    mcp_notification_ack_dict,
     mcp_response,
-    mcp_response_dict,
     new_request_id,
     parse_message,
-    permission_response_dict,
     user_message,
-    user_message_dict,
 )
 
 pytestmark = pytest.mark.usefixtures("cli_fixtures")
@@ -384,7 +379,7 @@ def test_can_use_tool_and_unknown_control_subtypes() -> None:
     )
     assert isinstance(m, ControlRequest) and m.subtype == "hook_callback"
     assert m.request == {"subtype": "hook_callback", "x": 1}
-    err = parse_message(control_error_dict("r3", "boom"))
+    err = parse_message(json.loads(control_error("r3", "boom")))
     assert isinstance(err, ControlResponse) and err.is_error and err.response.error == "boom"
 
 
@@ -840,8 +835,7 @@ def test_builders_reproduce_mcp_stdin() -> None:
         *[mcp_response(rid, reply) for rid, reply in zip(ids, replies, strict=True)],
     ]
     assert [json.loads(b) for b in built] == expected
-    # the notification ack has a helper of its own
-    assert mcp_notification_ack_dict(ids[1]) == expected[3]
+    assert replies[1] == {"jsonrpc": "2.0", "id": None, "result": {}}  # a notification's ack
     # and the ids are those the CLI asked with
     cli = [m for m in load("mcp-sdk-control.jsonl") if isinstance(m, ControlRequest)]
     assert [r.request_id for r in cli] == ids
@@ -861,21 +855,21 @@ def test_builders_are_compact_single_lines() -> None:
     assert json.loads(user_message("x\ny"))["message"]["content"] == "x\ny"
 
 
-def test_builder_dict_forms() -> None:
-    assert user_message_dict(
+def test_builder_forms() -> None:
+    assert json.loads(user_message(
         [{"type": "text", "text": "hi"}], session_id="s", parent_tool_use_id="p"
-    ) == {
+    )) == {
         "type": "user",
         "message": {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         "parent_tool_use_id": "p",
         "session_id": "s",
     }
-    assert initialize_request_dict("r") == {
+    assert json.loads(initialize_request("r")) == {
         "type": "control_request",
         "request_id": "r",
         "request": {"subtype": "initialize", "hooks": None},
     }
-    assert mcp_response_dict("r", {"jsonrpc": "2.0", "id": 3, "result": {}}) == {
+    assert json.loads(mcp_response("r", {"jsonrpc": "2.0", "id": 3, "result": {}})) == {
         "type": "control_response",
         "response": {
             "subtype": "success",
@@ -887,15 +881,9 @@ def test_builder_dict_forms() -> None:
         "type": "control_response",
         "response": {"subtype": "error", "request_id": "r", "error": "bad"},
     }
-    assert control_success_dict("r")["response"]["response"] == {}
-    assert permission_response_dict("r", True, updated_input={"a": 1})["response"]["response"] == {
-        "behavior": "allow",
-        "updatedInput": {"a": 1},
-    }
-    assert permission_response_dict("r", False, message="no")["response"]["response"] == {
-        "behavior": "deny",
-        "message": "no",
-    }
+    assert json.loads(control_success("r"))["response"]["response"] == {}
+    assert json.loads(control_success("r", {"behavior": "allow"})) == control_success_dict(
+        "r", {"behavior": "allow"})
     ids = {new_request_id() for _ in range(100)}
     assert len(ids) == 100 and all(i.startswith("req_") for i in ids)
 

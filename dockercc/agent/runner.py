@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ReadOnlyError
 
 from ..protocol import control
+from ..protocol.cli import runtime_requests, split_cli_args, start_time_args
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from ..protocol.transcript import check_meta as check_transcript_meta
@@ -170,6 +171,7 @@ class RunnerSettings:
     health_interval_ms: int = 10_000
     claude_bin: str = "claude"  # shell words: a wrapper (e.g. "nice -n 5 claude") works
     mcp_timeout_s: float = 300.0
+    permission_timeout_s: float = 300.0  # the host's timeouts.permissionMs
     workdir: str | None = None
     prestart: Prestart | None = None
     agent: AgentIds | None = None  # (uid, gid) of the CLI when it is not the runner's own
@@ -188,6 +190,7 @@ class RunnerSettings:
             health_interval_ms=int(env.get("DOCKERCC_HEALTH_INTERVAL_MS", "10000")),
             claude_bin=env.get("DOCKERCC_CLAUDE_BIN", "claude"),
             mcp_timeout_s=float(env.get("DOCKERCC_MCP_TIMEOUT_S", "300")),
+            permission_timeout_s=int(env.get("DOCKERCC_PERMISSION_MS") or 300_000) / 1000,
             workdir=env.get("DOCKERCC_WORKDIR") or None,
             agent=agent_ids(env),
             egress_socket=env.get("DOCKERCC_EGRESS_SOCKET") or None,
@@ -246,6 +249,10 @@ class Assignment:
     lease_token: str = ""  # sent with every MCP request: the host answers only this lease
     transcript_sha256: str = ""  # the host-verified digest of the transcript to restore
     hooks: dict[str, Any] | None = None  # the initialize request's hook matchers (callback ids)
+    #: the run-time part of the session (``dockercc.protocol.cli.run_time_settings``: model,
+    #: permission mode, allowed / disallowed tools, env): applied to a pre-started CLI with
+    #: control requests. Its env may hold secrets: never logged (repr=False)
+    runtime: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Assignment:
@@ -259,7 +266,24 @@ class Assignment:
                    tools_digest=str(obj.get("tools_digest") or ""),
                    lease_token=str(obj.get("lease_token") or ""),
                    transcript_sha256=str(obj.get("transcript_sha256") or ""),
-                   hooks=obj["hooks"] if isinstance(obj.get("hooks"), dict) else None)
+                   hooks=obj["hooks"] if isinstance(obj.get("hooks"), dict) else None,
+                   runtime=obj["runtime"] if isinstance(obj.get("runtime"), dict) else {})
+
+    def wanted_runtime(self) -> dict[str, Any]:
+        """The run-time part to apply (older hosts send none: taken from the args)."""
+        run = split_cli_args(self.args)[1]
+        env = self.runtime.get("env")
+        if isinstance(env, dict) and env:
+            run["env"] = {str(k): str(v) for k, v in env.items()}
+        return run
+
+    def cli_env(self) -> dict[str, str] | None:
+        """The environment of a CLI started for this session (the container's plus the
+        session's run-time env), or None for the container's."""
+        env = self.runtime.get("env")
+        if not isinstance(env, dict) or not env:
+            return None
+        return {**os.environ, **{str(k): str(v) for k, v in env.items()}}
 
 
 TRANSCRIPT_MAX = 32 * 1024 * 1024
@@ -441,6 +465,7 @@ class Runner:
         self._io_tasks: list[asyncio.Task[Any]] = []
         self._control_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.prestarted = False
+        self.runtime_applied = 0  # run-time settings applied to the adopted CLI at the claim
         self.warmed_up = False  # the pre-started CLI took its throwaway warm-up turn
         self.tools_ready = asyncio.Event()
         self.tools_ready.set()
@@ -658,14 +683,15 @@ class Runner:
             args += ["--resume", self.claude_session_id]
         return [*shlex.split(self.s.claude_bin), *BASE_ARGS, *args]
 
-    async def _spawn_cli(self, argv: list[str]) -> CLIProcess | None:
+    async def _spawn_cli(self, argv: list[str],
+                         env: dict[str, str] | None = None) -> CLIProcess | None:
         """Start the CLI (as the agent, :func:`.early.spawn_cli`, like the early CLI) and its
         stdout/stderr readers (``self._io_tasks``)."""
         try:
             # Popen here, not asyncio's: the fork must happen on this thread inside
             # agent_fs (the child's chdir into the workdir runs as the agent), which an
             # await between the two could not promise
-            popen = spawn_cli(argv, ids=self.s.agent, cwd=self.s.workdir)
+            popen = spawn_cli(argv, ids=self.s.agent, cwd=self.s.workdir, env=env)
         except OSError as exc:
             self.stderr_tail.append(f"cannot start {argv[0]}: {exc}")
             return None
@@ -822,22 +848,48 @@ class Runner:
         self.proc = None
 
     async def adopt_prestarted(self, a: Assignment) -> CLIProcess | None:
-        """The pre-started CLI if it can serve ``a`` as it runs (same arguments), else None
-        (and a pre-started CLI with other arguments is stopped)."""
+        """The pre-started CLI if it can serve ``a`` (same start-time arguments; the run-time
+        part is applied with control requests, see :meth:`apply_runtime`), else None (and a
+        pre-started CLI that cannot serve it is stopped)."""
         proc, pre = self.proc, self.s.prestart
         if proc is None or pre is None or not self.prestarted:
             return None
         self.prestarted = False
+        self.runtime_applied = 0
+        requests = runtime_requests(split_cli_args(pre.args)[1], a.wanted_runtime())
         # (a CLI initialized without the session's hooks cannot get them later)
-        if (proc.returncode is None and not self.restarts and a.args == pre.args
+        if (proc.returncode is None and not self.restarts and requests is not None
+                and start_time_args(a.args) == start_time_args(pre.args)
                 and not a.restore_from and not a.hooks):
+            if requests and not await self.apply_runtime(proc, requests):
+                await self.stop_prestarted(proc)
+                return None
             # (a cold container's CLI was started for this very session: its tools)
             if pre.wait and (not a.tools_digest or a.tools_digest != pre.tools_digest):
                 await self.refresh_tools(pre.server)
             return proc
-        log.info("pre-started CLI not reusable (other arguments); starting a new one")
+        log.info("pre-started CLI not reusable (%s); starting a new one",
+                 "other start-time arguments" if requests is not None
+                 else "its run-time settings cannot become the session's")
         await self.stop_prestarted(proc)
         return None
+
+    async def apply_runtime(self, proc: CLIProcess,
+                            requests: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Send the session's run-time settings to the adopted CLI, in order, each waited
+        for, before any prompt is written. False (logged; the caller restarts the CLI) when the
+        CLI refuses one or does not answer. Values are never logged (env may hold secrets)."""
+        deadline = time.monotonic() + 10
+        for subtype, fields in requests:
+            resp = await self.ask_preclaimed(proc, "control", _request_line(subtype, fields),
+                                             deadline, limit=5.0)
+            if resp is None or resp.get("subtype") != "success":
+                log.warning("the pre-started CLI refused %s (%s): starting a new CLI", subtype,
+                            str((resp or {}).get("error_code") or (resp or {}).get("error")
+                                or "no answer")[:200])
+                return False
+            self.runtime_applied += 1
+        return True
 
     async def refresh_tools(self, server: str) -> None:
         """The session's tools differ from the pool's: tell the CLI (``list_changed``) and
@@ -900,13 +952,14 @@ class Runner:
         if proc is None:
             argv = self.cli_argv(a)
             self.stderr_tail.clear()
-            proc = await self._spawn_cli(argv)
+            proc = await self._spawn_cli(argv, a.cli_env())
             if proc is None:
                 return 127
         self.emit(runner_event("started", container=self.s.container, pid=proc.pid,
                                restarts=self.restarts, prestarted=adopted),
                   self.set_state(status="idle", pid=proc.pid, heartbeat=now_ms(),
-                                 prestarted=int(adopted)))
+                                 prestarted=int(adopted),
+                                 runtime_applied=self.runtime_applied if adopted else 0))
         if not adopted:
             await self.write_stdin(control.initialize_request(
                 control.new_request_id(), self.assignment.hooks if self.assignment else None))
@@ -1049,6 +1102,13 @@ class Runner:
             return
         ops: list[PipeOp] = []
         kind = obj.get("type")
+        if kind == "control_response" and self._control_waiters:
+            resp = obj.get("response") or {}
+            waiter = self._control_waiters.get(str(resp.get("request_id", "")))
+            if waiter is not None:  # the runner's own request (run-time settings): not relayed
+                if not waiter.done():
+                    waiter.set_result(resp)
+                return
         if kind == "result":
             self.busy = False
             self.turns += 1
@@ -1262,12 +1322,15 @@ class Runner:
     async def relay_to_host(self, kind: str, request_id: str, request: dict[str, Any]) -> None:
         """Ask the session's host for a decision (``kind`` ``permission``: its approver;
         ``hook``: a hook callback) through the MCP relay list, with the lease token, and give
-        the answer to the CLI. No answer in ``mcp_timeout_s``: a permission is denied, a hook
-        lets the CLI go on."""
+        the answer to the CLI. The host answers within ``timeouts.permissionMs`` (a slower
+        approver is denied there, with its reason); no answer at all a little after that (the
+        host is gone): a permission is denied, a hook lets the CLI go on."""
+        wait_s = self.s.permission_timeout_s + 10
         item = await self.ask_host(request_id, {"kind": kind, "request": request},
-                                   f"waiting for the host's {kind} answer")
+                                   f"waiting for the host's {kind} answer", wait_s=wait_s)
         answer: dict[str, Any] = {} if kind == "hook" else {
-            "behavior": "deny", "message": f"no approval in {self.s.mcp_timeout_s:.0f}s: denied"}
+            "behavior": "deny",
+            "message": f"no answer from the host's approver in {wait_s:.0f}s: denied"}
         if item is not None:
             try:
                 got = json.loads(item[1])
@@ -1279,7 +1342,8 @@ class Runner:
         await self.write_stdin(control.dumps_line(
             control.control_success_dict(request_id, answer)))
 
-    async def ask_host(self, request_id: str, fields: dict[str, Any], what: str) -> Any:
+    async def ask_host(self, request_id: str, fields: dict[str, Any], what: str, *,
+                       wait_s: float | None = None) -> Any:
         """Put one request on the session's ``:mcp:requests`` (tagged with this container and
         its lease token, so the host answers only the current lease) and wait up to
         ``mcp_timeout_s`` for the host's reply on ``:mcp:reply:<id>``; None without one."""
@@ -1293,7 +1357,7 @@ class Runner:
         await self.r.rpush(keys.mcp_requests, payload)
         # short BLPOPs until the deadline: redis-py's default socket timeout (5 s) would
         # otherwise abort one long BLPOP and leave a slow tool's reply unread forever
-        deadline = time.monotonic() + self.s.mcp_timeout_s
+        deadline = time.monotonic() + (self.s.mcp_timeout_s if wait_s is None else wait_s)
         item = None
         while item is None and (left := deadline - time.monotonic()) > 0:
             try:
@@ -1358,6 +1422,10 @@ class Runner:
                       "exiting as an orphan", (now_ms() - owner_hb) / 1000)
             self.link.orphaned = True
             self.stopping.set()
+
+
+def _request_line(subtype: str, fields: dict[str, Any]) -> Callable[[str], str]:
+    return lambda rid: control.control_request(rid, subtype, **fields)
 
 
 def prompt_text(line: str) -> str:

@@ -19,6 +19,7 @@ from .tools import (
     Tool,
     ToolOutput,
     ToolRegistry,
+    session_registry,
     tool,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "Tool",
     "ToolOutput",
     "ToolRegistry",
+    "session_registry",
     "tool",
 ]
 

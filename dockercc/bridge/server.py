@@ -155,10 +155,6 @@ class HostBridge:
 
     # ---------------------------------------------------------------------------- tools
 
-    def add_tool(self, item: AnyTool | Callable[..., Any]) -> AnyTool:
-        """Add a tool; later ``tools/list`` requests include it (no list_changed is sent)."""
-        return self.registry.add(item)
-
     def is_allowed(self, name: str) -> bool:
         """Whether ``name`` may be listed and called (the allowlist, if any)."""
         return self.allow is None or name in self.allow

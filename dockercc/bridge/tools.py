@@ -758,3 +758,24 @@ class ToolRegistry:
 
     def __repr__(self) -> str:
         return f"ToolRegistry({self.names()!r})"
+
+
+def session_registry(shared: Iterable[AnyTool], own: Iterable[AnyTool | Callable[..., Any]],
+                     allow: Iterable[str] | None) -> ToolRegistry:
+    """A session's host tools: the ``shared`` ones (the built-ins, then the pool's or the
+    chain's; the first of a name wins), then the session's ``own`` (a :class:`Tool` whose
+    name is taken is passed over; a plain function is wrapped, a clash raises), limited to
+    the agent's ``tools`` allow-list when it has one. The one assembly for every session
+    (:class:`~dockercc.session.AsyncSession` and the providers' sessions)."""
+    registry = ToolRegistry()
+    for item in shared:
+        if item.name not in registry:
+            registry.add(item)
+    for mine in own:
+        if isinstance(mine, Tool) and mine.name in registry:
+            continue
+        registry.add(mine)
+    if allow is not None:
+        allowed = set(allow)
+        registry = ToolRegistry([t for t in registry if t.name in allowed])
+    return registry

@@ -9,7 +9,6 @@ import functools
 import json
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,11 +17,12 @@ from ..bridge import Tool, ToolOutput
 from ..errors import DockerCCError, ToolError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import AsyncPool
     from ..config import DockerCCConfig
     from ..events import Result
     from ..session import AsyncSession
     from ..transport import RedisTransport
+    from .cron import CronScheduler
+    from .messaging import ChannelRegistry
 
 log = logging.getLogger("dockercc.builtins")
 
@@ -159,41 +159,64 @@ class PoolState:
                 await asyncio.to_thread(client.close)
 
 
-_STATES: weakref.WeakKeyDictionary[Any, PoolState] = weakref.WeakKeyDictionary()
+class BuiltinHost:
+    """What the built-in tools may use of their pool, and nothing more: built once per pool
+    (by :class:`~dockercc.builtins.PoolBuiltins`), instead of handing the tools the whole
+    :class:`~dockercc.client.AsyncPool`.
 
+    ``config`` and ``transport`` (Redis), the ``tenant`` the tools act for, ``owner`` (this
+    process's id in the pool registry), ``stale_after_ms()`` (when another owner counts as
+    gone), ``open_session`` / ``get`` (open a session of this pool, or find one by id),
+    ``host_tool_names()`` (the pool's own host tools, for ``config_get``),
+    ``explicit_search()`` (a ``web_search`` provider set in code), and ``state`` (what the
+    tools keep per pool: locks, background turns, Docker clients). ``channels`` and ``cron``
+    are set by the :class:`~dockercc.builtins.PoolBuiltins` that owns them."""
 
-def pool_state(pool: AsyncPool) -> PoolState:
-    state = _STATES.get(pool)
-    if state is None:
-        state = _STATES[pool] = PoolState()
-    return state
+    def __init__(self, *, config: DockerCCConfig, transport: RedisTransport, tenant: str,
+                 owner: str, stale_after_ms: Callable[[], int],
+                 open_session: Callable[..., AsyncSession],
+                 get: Callable[[str], AsyncSession | None],
+                 host_tool_names: Callable[[], list[str]],
+                 explicit_search: Callable[[], Any]) -> None:
+        self.config = config
+        self.transport = transport
+        self.tenant = tenant
+        self.owner = owner
+        self.stale_after_ms = stale_after_ms
+        self.open_session = open_session
+        self.get = get
+        self.host_tool_names = host_tool_names
+        self.explicit_search = explicit_search
+        self.state = PoolState()
+        self.channels: ChannelRegistry
+        self.cron: CronScheduler
 
-
-def forget_pool_state(pool: AsyncPool) -> PoolState | None:
-    return _STATES.pop(pool, None)
+    def __repr__(self) -> str:
+        return f"BuiltinHost(tenant={self.tenant!r}, owner={self.owner!r})"
 
 
 @dataclass
 class ToolContext:
-    """The pool and the session a set of built-in tools serves."""
+    """The pool (as its narrow :class:`BuiltinHost`) and the session a set of built-in tools
+    serves."""
 
-    pool: AsyncPool
+    host: BuiltinHost
     session: AsyncSession
 
     @property
     def config(self) -> DockerCCConfig:
-        return self.pool.config
+        return self.host.config
 
     @property
     def transport(self) -> RedisTransport:
-        return self.pool.transport
+        return self.host.transport
 
     @property
     def state(self) -> PoolState:
-        return pool_state(self.pool)
+        return self.host.state
 
 
-async def run_turn(pool: AsyncPool, target: AsyncSession, prompt: str,
+async def run_turn(host: BuiltinHost, target: AsyncSession, prompt: str,
                    timeout: float = TURN_TIMEOUT_S) -> Result:
     """Send ``prompt`` to a session of this process and read that turn to its Result.
 
@@ -202,7 +225,7 @@ async def run_turn(pool: AsyncPool, target: AsyncSession, prompt: str,
     """
     from ..events import Result
 
-    async with pool_state(pool).turn_lock(target.id):
+    async with host.state.turn_lock(target.id):
         if is_busy(target):
             raise BuiltinToolError(f"session {target.id!r} is in the middle of a turn its "
                                    f"owner is reading; send again when it is idle")

@@ -36,14 +36,23 @@ from pydantic import BaseModel, Field
 
 from ..bridge import Tool
 from ..errors import ConfigError, InvalidSessionId
-from ..protocol.bounded import loads_record
+from ..protocol.control import check_prompt
 from ..protocol.keys import validate_id
 from ..transport import as_str
-from ._base import BuiltinToolError, ToolContext, builtin, clip, now_ms, run_turn, to_json
+from ._base import (
+    BuiltinHost,
+    BuiltinToolError,
+    ToolContext,
+    builtin,
+    clip,
+    now_ms,
+    run_turn,
+    to_json,
+)
 from .sessions import spawn_agent
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import AsyncPool
+    pass
 
 log = logging.getLogger("dockercc.cron")
 
@@ -167,9 +176,9 @@ def _iso(ms: int | None) -> str | None:
 class CronScheduler:
     """The cron jobs of a pool (shared through Redis) and this process's scheduler."""
 
-    def __init__(self, pool: "AsyncPool") -> None:
-        self.pool = pool
-        prefix = pool.transport.prefix
+    def __init__(self, host: BuiltinHost) -> None:
+        self.host = host
+        prefix = host.transport.prefix
         self.jobs_key = f"{prefix}cron:jobs"
         self.due_key = f"{prefix}cron:due"
         self._task: asyncio.Task[None] | None = None
@@ -180,7 +189,7 @@ class CronScheduler:
 
     @property
     def config(self) -> Any:
-        return self.pool.config.tools.cron
+        return self.host.config.tools.cron
 
     @property
     def running(self) -> bool:
@@ -189,7 +198,7 @@ class CronScheduler:
 
     def _scripts(self) -> tuple[Any, Any]:
         if self._claim is None:
-            r = self.pool.transport.client
+            r = self.host.transport.client
             self._claim = r.register_script(_CLAIM)
             self._record = r.register_script(_RECORD)
         return self._claim, self._record
@@ -211,28 +220,27 @@ class CronScheduler:
                 raise ValueError(f"schedule {expr!r} fires every {gap:g}s; the shortest "
                                  f"interval allowed is {min_interval_s:g}s "
                                  f"(tools.cron.minIntervalS)")
-        if not prompt.strip():
-            raise ValueError("the prompt is empty")
+        check_prompt(prompt)
         if (agent is None) == (session is None):
             raise ValueError("a job targets either an agent or a session")
         if agent is not None:
-            self.pool.config.agent(agent)
+            self.host.config.agent(agent)
         if session is not None:
             try:
                 validate_id(session)
             except InvalidSessionId as exc:
                 raise ValueError(str(exc)) from None
-            raw = await self.pool.transport.client.hget(self.pool.sessions_key, session)
-            if raw is None or loads_record(raw).get("tenant") != self.pool.tenant:
+            record = await self.host.transport.session_record(session)
+            if record is None or record.get("tenant") != self.host.tenant:
                 raise ValueError(f"no open session {session!r} to schedule prompts to")
-        r = self.pool.transport.client
+        r = self.host.transport.client
         if await r.hlen(self.jobs_key) >= self.config.max_jobs:
             raise ValueError(f"there are already {self.config.max_jobs} cron jobs "
                              f"(tools.cron.maxJobs); delete one first")
         job = CronJob(id=f"job-{secrets.token_hex(4)}", schedule=expr, prompt=prompt,
                       agent=agent, session=session, timezone=timezone,
                       description=description, created_by=created_by,
-                      tenant=self.pool.tenant)
+                      tenant=self.host.tenant)
         nxt = next_run_ms(expr, timezone, now_ms())
         pipe = r.pipeline(transaction=True)
         pipe.hset(self.jobs_key, job.id, job.model_dump_json())
@@ -242,12 +250,12 @@ class CronScheduler:
         return job
 
     async def get(self, job_id: str) -> CronJob | None:
-        raw = await self.pool.transport.client.hget(self.jobs_key, job_id)
+        raw = await self.host.transport.client.hget(self.jobs_key, job_id)
         return CronJob.model_validate_json(raw) if raw is not None else None
 
     async def jobs(self, *, tenant: str | None = None) -> list[tuple[CronJob, int | None]]:
         """Every job (or ``tenant``'s) with its next run (ms), oldest job first."""
-        r = self.pool.transport.client
+        r = self.host.transport.client
         raw = await r.hgetall(self.jobs_key)
         scored: list[Any] = await r.zrange(self.due_key, 0, -1, withscores=True)
         due = {as_str(k): int(v) for k, v in scored}
@@ -265,7 +273,7 @@ class CronScheduler:
     async def delete(self, job_id: str, *, tenant: str | None = None) -> bool:
         """Remove a job (a run in progress finishes); False if there was none (or, with
         ``tenant``, none of that tenant)."""
-        r = self.pool.transport.client
+        r = self.host.transport.client
         if tenant is not None:
             job = None
             with contextlib.suppress(ValueError):
@@ -312,7 +320,7 @@ class CronScheduler:
 
     async def tick(self) -> float:
         """Start every due run; returns how long to sleep before the next check."""
-        r = self.pool.transport.client
+        r = self.host.transport.client
         now = now_ms()
         due: list[Any] = await r.zrangebyscore(self.due_key, "-inf", now, start=0, num=100,
                                                withscores=True)
@@ -324,13 +332,13 @@ class CronScheduler:
         return IDLE_POLL_S  # no jobs: jobs created here wake the loop at once
 
     async def _owner_alive(self, owner: str) -> bool:
-        hb = await self.pool.transport.client.hget(self.pool.transport.pool_keys.owners, owner)
+        hb = await self.host.transport.client.hget(self.host.transport.pool_keys.owners, owner)
         if hb is None:
             return False
-        return now_ms() - int(hb) <= max(self.pool.containers.stale_ms, 1000)
+        return now_ms() - int(hb) <= max(self.host.stale_after_ms(), 1000)
 
     async def _consider(self, job_id: str, score: int, now: int) -> None:
-        r = self.pool.transport.client
+        r = self.host.transport.client
         raw = await r.hget(self.jobs_key, job_id)
         if raw is None:
             await r.zrem(self.due_key, job_id)
@@ -341,15 +349,15 @@ class CronScheduler:
             log.warning("cron job %r dropped: %s", job_id[:64], str(exc)[:200])
             await r.zrem(self.due_key, job_id)
             return
-        if job.tenant != self.pool.tenant:
+        if job.tenant != self.host.tenant:
             return  # another tenant's job: its own processes run it (never claimed here)
         if job.session is not None:
-            local = self.pool.get(job.session)
+            local = self.host.get(job.session)
             if local is None or local.closed:
-                record = await r.hget(self.pool.sessions_key, job.session)
+                record = await self.host.transport.session_record(job.session)
                 if record is not None:
-                    owner = loads_record(record).get("owner") or ""
-                    if owner != self.pool.containers.owner and await self._owner_alive(str(owner)):
+                    owner = record.get("owner") or ""
+                    if owner != self.host.owner and await self._owner_alive(str(owner)):
                         return  # the process that has the session open runs it
         claim, _ = self._scripts()
         nxt = next_run_ms(job.schedule, job.timezone, max(now, score))
@@ -381,10 +389,10 @@ class CronScheduler:
         await record(keys=[self.jobs_key], args=[job.id, run.model_dump_json(), kind])
 
     async def _run(self, job: CronJob, scheduled: int) -> None:
-        pool = self.pool
+        host = self.host
         timeout = self.config.run_timeout_ms / 1000
         run = CronRun(scheduled_ms=scheduled, started_ms=now_ms(), status="running")
-        if job.session is not None and ((target := pool.get(job.session)) is None
+        if job.session is not None and ((target := host.get(job.session)) is None
                                         or target.closed):
             run.status, run.error = "skipped", f"session {job.session!r} is not open"
             run.finished_ms = run.started_ms
@@ -395,11 +403,11 @@ class CronScheduler:
                 assert target is not None
                 run.session = target.id
                 await self._note(job, run, "start")
-                result = await run_turn(pool, target, job.prompt, timeout)
+                result = await run_turn(host, target, job.prompt, timeout)
             else:
                 assert job.agent is not None
-                session = pool.session(job.agent,
-                                       session_id=f"cron-{job.id}-{secrets.token_hex(3)}")
+                session = host.open_session(job.agent,
+                                            session_id=f"cron-{job.id}-{secrets.token_hex(3)}")
                 run.session = session.id
                 await self._note(job, run, "start")
                 try:
@@ -436,10 +444,10 @@ def cron_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
     me = ctx.session
 
     def scheduler() -> CronScheduler:
-        return ctx.pool.cron
+        return ctx.host.cron
 
     async def cron_list() -> Any:
-        jobs = await scheduler().jobs(tenant=ctx.pool.tenant)
+        jobs = await scheduler().jobs(tenant=ctx.host.tenant)
         return to_json({"count": len(jobs), "jobs": [_job_view(j, n) for j, n in jobs]})
 
     async def cron_create(schedule: Annotated[str, Field(min_length=1, max_length=200)],
@@ -463,7 +471,7 @@ def cron_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return to_json({"created": True, **_job_view(job, nxt)})
 
     async def cron_delete(job_id: Annotated[str, Field(min_length=1, max_length=64)]) -> Any:
-        if not await scheduler().delete(job_id, tenant=ctx.pool.tenant):
+        if not await scheduler().delete(job_id, tenant=ctx.host.tenant):
             raise BuiltinToolError(f"no cron job {job_id!r} (cron_list shows the jobs)")
         return to_json({"deleted": job_id})
 

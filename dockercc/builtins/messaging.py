@@ -133,12 +133,12 @@ def message_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
     async def message(channel: Annotated[str, Field(min_length=1, max_length=128)],
                       text: Annotated[str, Field(min_length=1, max_length=100_000)],
                       data: dict[str, Any] | None = None) -> Any:
-        channels: ChannelRegistry = ctx.pool.channels
+        channels: ChannelRegistry = ctx.host.channels
         if channel not in channels:
             known = ", ".join(channels.names()) or "none are registered"
             raise BuiltinToolError(f"unknown channel {channel!r} (known channels: {known})")
         msg = ChannelMessage(channel=channel, text=text, data=data, session=me.id,
-                             agent=me.agent, tenant=ctx.pool.tenant)
+                             agent=me.agent, tenant=ctx.host.tenant)
         try:
             out = await channels.deliver(msg)
         except asyncio.CancelledError:
@@ -149,7 +149,7 @@ def message_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                                    f"{type(exc).__name__}: {exc}") from None
         return to_json({"delivered": True, "channel": channel, **out})
 
-    names = ctx.pool.channels.names()
+    names = ctx.host.channels.names()
     known = f" Channels: {', '.join(names)}." if names else ""
     return [builtin(message, name="message", description=(
         "Send a message (text, optional JSON data) to a named channel the user set up: a "

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, Field
 
 from ..bridge import Tool
-from ..config import mask_url
 from ..pool.backend import LABEL
-from ._base import BuiltinToolError, ToolContext, builtin, pool_state, to_json
+from ..redaction import redact
+from ._base import BuiltinHost, BuiltinToolError, ToolContext, builtin, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import AsyncPool
+    pass
 
 __all__ = ["ExecResult", "NodeInfo", "exec_in_container", "list_nodes", "node_tools"]
 
@@ -68,9 +68,9 @@ class ExecResult(BaseModel):
     duration_ms: int = 0
 
 
-def _nodes(pool: "AsyncPool") -> dict[str, tuple[str | None, str | None, str | None]]:
+def _nodes(host: BuiltinHost) -> dict[str, tuple[str | None, str | None, str | None]]:
     """name -> (engine URL or None for the environment's, exec image, description)."""
-    cfg = pool.config
+    cfg = host.config
     default_image = cfg.tools.nodes.exec_image or cfg.image
     out: dict[str, tuple[str | None, str | None, str | None]] = {
         LOCAL: (cfg.docker.base_url, default_image, "the pool's own Docker engine")}
@@ -79,8 +79,8 @@ def _nodes(pool: "AsyncPool") -> dict[str, tuple[str | None, str | None, str | N
     return out
 
 
-def _client(pool: "AsyncPool", name: str, url: str | None) -> Any:
-    state = pool_state(pool)
+def _client(host: BuiltinHost, name: str, url: str | None) -> Any:
+    state = host.state
     client = state.docker_clients.get(name)
     if client is None:
         import docker
@@ -91,19 +91,19 @@ def _client(pool: "AsyncPool", name: str, url: str | None) -> Any:
     return client
 
 
-def _describe(pool: "AsyncPool", name: str, url: str | None, image: str | None,
+def _describe(host: BuiltinHost, name: str, url: str | None, image: str | None,
               description: str | None) -> NodeInfo:
     import docker.errors
 
-    shown = mask_url(url) if url else "DOCKER_HOST / the local socket"
+    shown = redact(url) if url else "DOCKER_HOST / the local socket"
     info = NodeInfo(name=name, kind=LOCAL if name == LOCAL else "remote", url=shown,
                     description=description, exec_image=image)
     try:
-        client = _client(pool, name, url)
+        client = _client(host, name, url)
         data = client.info()
     except Exception as exc:  # noqa: BLE001 - an unreachable node is reported, not raised
-        info.error = f"{type(exc).__name__}: {mask_url(str(exc))}"[:300]
-        pool_state(pool).docker_clients.pop(name, None)
+        info.error = f"{type(exc).__name__}: {redact(str(exc))}"[:300]
+        host.state.docker_clients.pop(name, None)
         return info
     info.reachable = True
     info.server_version = data.get("ServerVersion")
@@ -123,11 +123,11 @@ def _describe(pool: "AsyncPool", name: str, url: str | None, image: str | None,
     return info
 
 
-async def list_nodes(pool: "AsyncPool") -> list[NodeInfo]:
+async def list_nodes(host: BuiltinHost) -> list[NodeInfo]:
     """Every node with what its engine reports (unreachable ones with the error)."""
-    nodes = _nodes(pool)
+    nodes = _nodes(host)
     return list(await asyncio.gather(*(
-        asyncio.to_thread(_describe, pool, name, url, image, desc)
+        asyncio.to_thread(_describe, host, name, url, image, desc)
         for name, (url, image, desc) in nodes.items())))
 
 
@@ -201,17 +201,17 @@ def exec_in_container(client: Any, *, node: str, image: str, command: str, timeo
 
 
 def node_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
-    pool = ctx.pool
+    host = ctx.host
     cfg = ctx.config.tools.nodes
 
     async def nodes_list() -> Any:
-        nodes = await list_nodes(pool)
+        nodes = await list_nodes(host)
         return to_json({"nodes": [n.model_dump(exclude_none=True) for n in nodes]})
 
     async def nodes_exec(command: Annotated[str, Field(min_length=1, max_length=20_000)],
                          node: str = LOCAL,
                          timeout_s: Annotated[float | None, Field(gt=0)] = None) -> Any:
-        nodes = _nodes(pool)
+        nodes = _nodes(host)
         if node not in nodes:
             raise BuiltinToolError(f"unknown node {node!r} (nodes: {', '.join(nodes)})")
         url, image, _ = nodes[node]
@@ -219,12 +219,12 @@ def node_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         limit = cfg.exec_timeout_ms / 1000
         timeout = limit if timeout_s is None else min(timeout_s, limit)
         labels = {LABEL: "1", f"{LABEL}.prefix": ctx.transport.prefix,
-                  f"{LABEL}.owner": pool.containers.owner, f"{LABEL}.role": "exec",
+                  f"{LABEL}.owner": host.owner, f"{LABEL}.role": "exec",
                   f"{LABEL}.session": ctx.session.id}
         name = f"{ctx.config.docker.container_prefix}exec-{secrets.token_hex(5)}"
         async with ctx.state.exec_slots:
             try:
-                client = await asyncio.to_thread(_client, pool, node, url)
+                client = await asyncio.to_thread(_client, host, node, url)
             except Exception as exc:  # noqa: BLE001
                 raise BuiltinToolError(f"node {node!r} is not reachable: {exc}") from None
             # shield: a cancelled call must still wait for the container to be removed

@@ -19,6 +19,7 @@ from ..protocol.keys import validate_id
 from ..transport import as_str
 from ._base import (
     TURN_TIMEOUT_S,
+    BuiltinHost,
     BuiltinToolError,
     ToolContext,
     age_s,
@@ -32,7 +33,6 @@ from ._base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import AsyncPool
     from ..session import AsyncSession
 
 HISTORY_TEXT_LIMIT = 4000
@@ -53,21 +53,16 @@ def _check_id(value: str) -> str:
         raise BuiltinToolError(str(exc)) from None
 
 
-async def registry(pool: "AsyncPool") -> dict[str, dict[str, Any]]:
+async def registry(host: BuiltinHost) -> dict[str, dict[str, Any]]:
     """The shared session registry: id -> record (agent, owner, created, parent)."""
-    raw = await pool.transport.client.hgetall(pool.sessions_key)
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in raw.items():
-        record = loads_record(value)
-        if record:
-            out[as_str(key)] = record
-    return out
+    records = await host.transport.session_records()
+    return {sid: record for sid, record in records.items() if record}
 
 
-async def _states(pool: "AsyncPool", ids: list[str]) -> dict[str, dict[str, str]]:
-    pipe = pool.transport.client.pipeline(transaction=False)
+async def _states(host: BuiltinHost, ids: list[str]) -> dict[str, dict[str, str]]:
+    pipe = host.transport.client.pipeline(transaction=False)
     for sid in ids:
-        pipe.hgetall(pool.transport.keys(sid).state)
+        pipe.hgetall(host.transport.keys(sid).state)
     raw = await pipe.execute()
     return {sid: {as_str(k): as_str(v) for k, v in st.items()} for sid, st in zip(ids, raw,
                                                                                    strict=True)}
@@ -94,24 +89,24 @@ def _last_activity(state: dict[str, str], record: dict[str, Any]) -> int | None:
     return max(values) if values else None
 
 
-async def tenant_of(pool: "AsyncPool", session_id: str) -> str | None:
+async def tenant_of(host: BuiltinHost, session_id: str) -> str | None:
     """The tenant a session belongs to: its registry record (written by the host that opened
     it), else its state (closed sessions keep it there); None when neither names one."""
-    raw = await pool.transport.client.hget(pool.sessions_key, session_id)
-    tenant = loads_record(raw).get("tenant") if raw is not None else None
+    record = await host.transport.session_record(session_id)
+    tenant = record.get("tenant") if record is not None else None
     if not isinstance(tenant, str) or not tenant:
-        value = await pool.transport.client.hget(pool.transport.keys(session_id).state, "tenant")
+        value = await host.transport.client.hget(host.transport.keys(session_id).state, "tenant")
         tenant = as_str(value) if value is not None else None
     return tenant or None
 
 
-async def check_reach(pool: "AsyncPool", me: "AsyncSession", session_id: str,
+async def check_reach(host: BuiltinHost, me: "AsyncSession", session_id: str,
                       missing: str = "no session {sid!r} in this pool") -> str:
     """``session_id`` if the calling session may reach it (it is the caller, or it belongs
     to the caller's tenant); otherwise the same error as for a session that does not exist,
     so an agent learns nothing about other tenants' sessions."""
     sid = _check_id(session_id)
-    if sid != me.id and await tenant_of(pool, sid) != pool.tenant:
+    if sid != me.id and await tenant_of(host, sid) != host.tenant:
         raise BuiltinToolError(missing.format(sid=sid) + " (sessions_list shows the open ones)")
     return sid
 
@@ -143,7 +138,7 @@ def depth_of(session_id: str, records: dict[str, dict[str, Any]],
 
 
 def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
-    pool, me = ctx.pool, ctx.session
+    host, me = ctx.host, ctx.session
     cfg = ctx.config.tools.sessions
 
     def max_wait(timeout_s: float | None) -> float:
@@ -159,12 +154,12 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return state
 
     async def sessions_list(agent: str | None = None) -> Any:
-        records = {sid: rec for sid, rec in (await registry(pool)).items()
-                   if rec.get("tenant") == pool.tenant or sid == me.id}
+        records = {sid: rec for sid, rec in (await registry(host)).items()
+                   if rec.get("tenant") == host.tenant or sid == me.id}
         ids = sorted(records, key=lambda s: _int(records[s].get("created")) or 0)
         if agent is not None:
             ids = [s for s in ids if records[s].get("agent") == agent]
-        states = await _states(pool, ids)
+        states = await _states(host, ids)
         now = now_ms()
         out = []
         for sid in ids:
@@ -180,14 +175,14 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                 "turns": _int(state.get("turns")) or 0,
                 "cost_usd": _float(state.get("cost_usd")) or 0.0,
                 "this_session": sid == me.id,
-                "this_process": record.get("owner") == pool.containers.owner,
+                "this_process": record.get("owner") == host.owner,
             })
         return to_json({"count": len(out), "sessions": out})
 
     async def sessions_history(session_id: str | None = None,
                                offset: Annotated[int, Field(ge=0)] = 0,
                                limit: Annotated[int, Field(ge=1, le=1000)] = 20) -> Any:
-        sid = await check_reach(pool, me, session_id) if session_id else me.id
+        sid = await check_reach(host, me, session_id) if session_id else me.id
         keys = ctx.transport.keys(sid)
         r = ctx.transport.client
         total = int(await r.llen(keys.history))
@@ -212,7 +207,7 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
 
     async def _deliver(target: "AsyncSession", prompt: str, wait: bool,
                        timeout_s: float | None) -> dict[str, Any]:
-        task = ctx.state.spawn(run_turn(pool, target, prompt, TURN_TIMEOUT_S),
+        task = ctx.state.spawn(run_turn(host, target, prompt, TURN_TIMEOUT_S),
                                name=f"dockercc-send-{target.id}", session=target.id)
         if not wait:
             return {"status": "queued"}
@@ -230,13 +225,13 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
 
     async def sessions_send(session_id: str, prompt: Prompt, wait: bool = False,
                             timeout_s: WaitSeconds = None) -> Any:
-        sid = await check_reach(pool, me, session_id, "no open session {sid!r}")
+        sid = await check_reach(host, me, session_id, "no open session {sid!r}")
         if sid == me.id:
             raise BuiltinToolError("a session cannot send a prompt to itself")
-        target = pool.get(sid)
+        target = host.get(sid)
         if target is None or target.closed:
-            record = (await registry(pool)).get(sid)
-            if record is not None and record.get("owner") != pool.containers.owner:
+            record = (await registry(host)).get(sid)
+            if record is not None and record.get("owner") != host.owner:
                 raise BuiltinToolError(
                     f"session {sid!r} belongs to another process (pool owner "
                     f"{record.get('owner')!r}); sessions_send reaches the sessions of this "
@@ -277,22 +272,22 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         if wait and not (prompt and prompt.strip()):
             raise BuiltinToolError("wait=true needs a prompt")
         async with ctx.state.spawn_lock:
-            records = await registry(pool)
+            records = await registry(host)
             depth = depth_of(me.id, records, me.options.parent) + 1
             if depth > cfg.max_depth:
                 raise BuiltinToolError(
                     f"spawn refused: a child of {me.id!r} would be at depth {depth}; "
                     f"tools.sessions.maxDepth is {cfg.max_depth}")
             local = {c for c in ctx.state.children.get(me.id, set())
-                     if (s := pool.get(c)) is not None and not s.closed}
+                     if (s := host.get(c)) is not None and not s.closed}
             open_children = local | {s for s, r in records.items() if r.get("parent") == me.id}
             if len(open_children) >= cfg.max_children:
                 raise BuiltinToolError(
                     f"spawn refused: session {me.id!r} already has {len(open_children)} open "
                     f"children; tools.sessions.maxChildren is {cfg.max_children}")
-            if session_id is not None and (session_id in records or pool.get(session_id)):
+            if session_id is not None and (session_id in records or host.get(session_id)):
                 raise BuiltinToolError(f"a session {session_id!r} already exists")
-            child = pool.session(agent_name, session_id=session_id, parent=me.id, model=model,
+            child = host.open_session(agent_name, session_id=session_id, parent=me.id, model=model,
                                  append_system_prompt=append_system_prompt, max_turns=max_turns,
                                  **inherit)
             ctx.state.children.setdefault(me.id, set()).add(child.id)
@@ -308,10 +303,10 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return to_json(out)
 
     async def session_status(session_id: str | None = None) -> Any:
-        sid = await check_reach(pool, me, session_id) if session_id else me.id
+        sid = await check_reach(host, me, session_id) if session_id else me.id
         state = await known(sid)
-        records = {s: r for s, r in (await registry(pool)).items()
-                   if r.get("tenant") == pool.tenant}
+        records = {s: r for s, r in (await registry(host)).items()
+                   if r.get("tenant") == host.tenant}
         record = records.get(sid, {})
         now = now_ms()
         out: dict[str, Any] = {
@@ -363,15 +358,13 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
     ]
 
 
-async def close_children(pool: "AsyncPool", parent: str) -> None:
+async def close_children(host: BuiltinHost, parent: str) -> None:
     """``parent`` is closing: stop the turns tools sent it and close the sessions it
     spawned."""
-    from ._base import pool_state
-
-    state = pool_state(pool)
+    state = host.state
     await state.cancel_session_tasks(parent)
     for child_id in sorted(state.children.pop(parent, set())):
-        child = pool.get(child_id)
+        child = host.get(child_id)
         if child is not None and not child.closed:
             try:
                 await child.close()

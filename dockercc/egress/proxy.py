@@ -735,7 +735,7 @@ def upstream_cause(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     for e in seen:
         if isinstance(e, socket.gaierror):
-            return f"DNS: {e.strerror or 'name not resolved'}"
+            return "DNS: name not resolved" + (f" ({e.strerror})" if e.strerror else "")
         if isinstance(e, ssl.SSLError):
             return f"TLS: {getattr(e, 'reason', None) or type(e).__name__}"
         if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:

@@ -1,4 +1,4 @@
-"""dockercc in Jupyter: ``%dockercc`` magics, a streaming widget, display hooks.
+"""dockercc in Jupyter: ``%dockercc`` magics, a streaming widget, rich display.
 
 ::
 
@@ -11,12 +11,17 @@
 
 From Python code: ``dj.stream(session, "prompt")`` (sync) or ``await dj.astream(...)`` show
 a turn in the same view and return its Result. Needs the ``jupyter`` extra (IPython,
-ipywidgets); ``import dockercc`` never imports this package.
+ipywidgets); ``import dockercc`` never imports this package, and no core module imports it.
+
+Importing it in a running IPython (or ``%load_ext dockercc``) registers the rich displays
+of results, events, sessions and pools (:mod:`dockercc.jupyter.display`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from . import display as _display
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import ConfigLike
@@ -55,7 +60,8 @@ _register_map_progress()
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext dockercc``: the magics, and the input transformers they rely on."""
+    """``%load_ext dockercc``: the magics, the input transformers they rely on, and the
+    rich displays."""
     from .magics import DockerCCMagics, make_async, protect_question_marks
 
     ipython.register_magics(DockerCCMagics)
@@ -63,11 +69,12 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.input_transformers_cleanup.append(protect_question_marks)
     if make_async not in ipython.input_transformers_post:
         ipython.input_transformers_post.append(make_async)
+    _display.register(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext dockercc``: close the magics' sessions (and the pool they created),
-    remove the magics and transformers."""
+    remove the magics, transformers and displays."""
     from .magics import STATE, make_async, protect_question_marks
 
     try:
@@ -80,6 +87,7 @@ def unload_ipython_extension(ipython: Any) -> None:
                           (ipython.input_transformers_post, make_async)):
             while fn in hooks:
                 hooks.remove(fn)
+        _display.unregister(ipython)
 
 
 def configure(config: ConfigLike = None, *, pool: Pool | None = None,
@@ -180,3 +188,6 @@ def __getattr__(name: str) -> Any:
 
         return TurnState
     raise AttributeError(f"module 'dockercc.jupyter' has no attribute {name!r}")
+
+
+_display.register_with_running_shell()

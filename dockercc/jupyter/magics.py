@@ -39,8 +39,9 @@ from pydantic import PrivateAttr
 from ..errors import DockerCCError, InvalidSessionId
 from ..events import Result
 from ..protocol.keys import validate_id
-from . import hooks, render
+from . import render, snapshot
 from .approvals import ASKING_MODES, NotebookApprover
+from .display import POOL_COLUMNS, bundle, pool_title, session_row
 from .state import TurnState, figures
 from .turn import TurnDriver
 from .view import MODES, check_mode, make_view
@@ -218,7 +219,7 @@ class NotebookResult(Result):
                 figs = render.footer_text(figures(self))
                 print(f"<Result: {figs or self.subtype} (shown above; .text has it)>")
             return
-        display({**self._repr_mimebundle_(), "text/plain": repr(self)}, raw=True)
+        display({**bundle(self), "text/plain": repr(self)}, raw=True)
 
 
 class MagicOutput:
@@ -613,7 +614,7 @@ class DockerCCMagics(Magics):
                   f"pool.session(resume={session.id!r})")
             return None
         if name == "pool":
-            return STATE.pool
+            return self._pool()
         if name == "files":
             return self._files(args[0] if args else "")
         if name in ("download", "upload"):
@@ -630,13 +631,32 @@ class DockerCCMagics(Magics):
         rows = []
         for name, session in STATE.sessions.items():
             try:
-                state = hooks.session_state(session.aio)
+                state = snapshot.session_state(session.aio)
             except DockerCCError:
                 state = {}
             row = {"name": name, "current": name == STATE.current}
-            row.update(hooks.session_row(session.aio, state))
+            row.update(session_row(session.aio, state))
             rows.append(row)
         return rows
+
+    def _pool(self) -> MagicOutput:
+        """The containers of the shared registry (every process's), read now."""
+        pool = STATE.pool
+        title = pool_title(pool.aio)
+        note = ""
+        try:
+            rows = snapshot.pool_containers(pool.aio)
+        except DockerCCError as exc:
+            rows, note = [], str(exc)
+        columns = (*POOL_COLUMNS, "heartbeat", "age", "warm")
+        html = render.table_html(rows, columns, title=title, empty="no containers")
+        md = render.table_markdown(rows, columns, title=title, empty="no containers")
+        if note:
+            html += f'<div style="color:#c62828">{render.esc(note)}</div>'
+            md += f"\n\n*{note}*"
+        return MagicOutput(rows, {"text/html": html, "text/markdown": md},
+                           f"{title}\n{json.dumps(rows, default=str, indent=1)}"
+                           + (f"\n{note}" if note else ""))
 
     def _sessions(self) -> MagicOutput:
         rows = self._rows()
@@ -651,14 +671,14 @@ class DockerCCMagics(Magics):
         pool = STATE.pool
         summary: dict[str, Any]
         try:
-            containers = hooks.pool_containers(pool.aio)
+            containers = snapshot.pool_containers(pool.aio)
             summary = {"containers": len(containers),
                        "busy": sum(1 for c in containers if c["state"] == "busy"),
                        "warm": sum(1 for c in containers if c["state"] == "warm")}
         except DockerCCError as exc:
             summary = {"error": str(exc)}
         try:
-            budgets = hooks.budgets(pool.aio)
+            budgets = snapshot.budgets(pool.aio)
         except DockerCCError:
             budgets = []
         summary.update({f"budget {b['scope']}": f"${b['spent_usd']:.4f} of "
@@ -750,9 +770,9 @@ def _pool_of(session: Session) -> Pool:
 
 
 def _resolved(config: ConfigLike) -> Any:
-    from ..config import resolve_config
+    from ..config import load_config
 
-    return resolve_config(config)
+    return load_config(config)
 
 
 def _short(value: Any, limit: int = 80) -> str:

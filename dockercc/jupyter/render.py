@@ -1,7 +1,7 @@
 """HTML, markdown and plain-text renderings of turns, results, events, sessions and pools.
 
-Pure functions (no IPython, no I/O): the stream views, the display hooks
-(``Result._repr_html_`` ...) and the magics all render through here. Model text is
+Pure functions (no IPython, no I/O): the stream views, the rich displays
+(:mod:`dockercc.jupyter.display`) and the magics all render through here. Model text is
 markdown; raw HTML in it is escaped, never injected (``markdown-it`` with ``html=False``).
 """
 

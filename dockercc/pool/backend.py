@@ -1,8 +1,11 @@
 """The seam between the pool and whatever runs containers.
 
-:class:`Backend` is what the pool needs (create/start, stop, remove, list, inspect);
-:class:`DockerBackend` implements it with the docker SDK. A Kubernetes backend can follow
-without touching sessions. Docker calls are blocking, so they run in worker threads.
+:class:`Backend` is what the pool needs (create/start, stop, remove, list, inspect, rename,
+CPU weights, volumes, death events); :class:`DockerBackend` implements it with the docker
+SDK, :class:`dockercc.pool.local.LocalBackend` with local subprocesses (no isolation: fast
+tests only). A Kubernetes backend can follow without touching sessions. Docker calls are
+blocking, so they run in worker threads. :func:`backend_for` picks one from
+``docker.backend``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,21 @@ class ContainerInfo:
     error: str = ""
 
 
+class Watch(Protocol):
+    """A running event watch (:meth:`Backend.watch`)."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
+    """What runs the pool's containers. ``isolated`` says whether a container is a sandbox
+    (limits, no network of its own, the agent apart from the runner); ``isolation_note``
+    says how, or what is missing (``dockercc status`` and :meth:`ContainerPool.stats` show
+    it)."""
+
+    isolated: bool
+    isolation_note: str
+
     async def create(self, spec: ContainerSpec, *, name: str, labels: dict[str, str],
                      env: dict[str, str], cpu_shares: int | None = None) -> str: ...
 
@@ -74,14 +91,20 @@ class Backend(Protocol):
     async def remove_volume(self, name: str) -> None: ...
 
     def watch(self, labels: dict[str, str], on_event: Callable[[dict[str, Any]], None]
-              ) -> EventWatch | None:
-        """Follow ``die``/``oom``/``destroy`` of containers with ``labels``; None where the
-        backend has no events (the pool then polls)."""
+              ) -> Watch | None:
+        """Follow ``die``/``oom``/``destroy`` of containers with ``labels``, each given to
+        ``on_event`` (from any thread) as Docker's events API shapes it: ``{"Action", "id",
+        "Actor": {"Attributes": {**labels, "name", "exitCode"}}}``; None where the backend
+        has no events (the pool then polls)."""
         ...
 
 
 class DockerBackend:
     """Containers on a Docker engine (the local one by default)."""
+
+    isolated = True
+    isolation_note = ("Docker containers: memory, CPU and PID limits, a read-only root, "
+                      "no capabilities, the agent's uid apart from the runner's")
 
     def __init__(self, base_url: str | None = None) -> None:
         self.base_url = base_url
@@ -177,6 +200,11 @@ class DockerBackend:
                    # a mounted workspace replaces the scratch tmpfs (both: "Duplicate mount")
                    **({} if has_workspace else {"/workspace": tmpfs_opts})},
             stop_signal="SIGTERM",
+            # a container that exits goes away by itself (an orphan whose owner and Redis are
+            # gone included): its exit code and OOM verdict reach the pool through Docker's
+            # `die` / `oom` events (see AsyncContainerPool._on_docker_event); its log goes
+            # with it (docs/reliability.md#no-orphans)
+            auto_remove=True,
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE}),
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import secrets
@@ -42,6 +41,8 @@ from ..transport import RedisTransport, as_int, as_str, now_ms
 from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
 from .registry import (
+    BUDGET_ADMIT,
+    BUDGET_SETTLE,
     CLAIM,
     MARK_WARM,
     QUARANTINE,
@@ -67,6 +68,15 @@ REFILL_CONCURRENCY = 2
 """Warm containers started at the same time (Docker's create/start work is not weighted)."""
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
+
+
+def backend_for(config: DockerCCConfig) -> Backend:
+    """The backend ``docker.backend`` names (``docker`` unless set otherwise)."""
+    if config.docker.backend == "local":
+        from .local import LocalBackend
+
+        return LocalBackend()
+    return DockerBackend(config.docker.base_url)
 
 class PoolStats(BaseModel):
     """Counts and figures for ``status`` and the health endpoint."""
@@ -117,6 +127,28 @@ RESUME_TTL_S = 7 * 24 * 3600
 RETAINED_KEYS = ("state", "history", "result", "transcript")
 
 
+OOM_BEFORE_DIE_S = 5.0
+DEATHS_KEPT = 1000
+"""How many containers' death notes (exit code, OOM) a pool keeps from Docker's events."""
+
+
+@dataclass
+class Death:
+    """What Docker's events said about a container that died."""
+
+    died: bool = False
+    exit_code: int | None = None
+    died_at: float = 0.0
+    oom_at: float | None = None
+
+    @property
+    def oom_killed(self) -> bool:
+        """Died of the memory limit: an ``oom`` shortly before its ``die`` (an ``oom`` of a
+        child process the container survived, long before, does not count)."""
+        return self.died and self.oom_at is not None and \
+            0 <= self.died_at - self.oom_at <= OOM_BEFORE_DIE_S
+
+
 def _new_id() -> str:
     return secrets.token_hex(6)
 
@@ -129,7 +161,7 @@ class ContainerPool:
                  env: dict[str, str] | None = None) -> None:
         self.config = config
         self.transport = transport
-        self.backend: Backend = backend or DockerBackend(config.docker.base_url)
+        self.backend: Backend = backend or backend_for(config)
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.pk = transport.pool_keys
         self.rk = RegistryKeys(self.pk)
@@ -160,12 +192,18 @@ class ContainerPool:
         #: containers this process is ending on purpose, or already reporting as lost: an
         #: event about them is no (new) loss
         self._ending: set[str] = set()
+        #: what Docker's events said about a container's death (pool id -> Death): containers
+        #: remove themselves when they exit (AutoRemove), so an inspect after the fact finds
+        #: nothing; the exit code and the OOM verdict are kept from the events instead
+        self._deaths: dict[str, Death] = {}
         r = transport.client
         self._claim = r.register_script(CLAIM)
         self._reserve_warm = r.register_script(RESERVE_WARM)
         self._mark_warm = r.register_script(MARK_WARM)
         self._retire_warm = r.register_script(RETIRE_WARM)
         self._quarantine = r.register_script(QUARANTINE)
+        self._budget_admit = r.register_script(BUDGET_ADMIT)
+        self._budget_settle = r.register_script(BUDGET_SETTLE)
         #: the containers' own Redis users (None with ``redis.containerAcl: false``)
         self.acl: ContainerACL | None = (ContainerACL(r, transport.prefix)
                                          if config.redis.container_acl else None)
@@ -173,6 +211,8 @@ class ContainerPool:
     @property
     def isolation(self) -> tuple[bool, str]:
         """Are the containers kept apart in Redis, and how (or why not)."""
+        if not self.backend.isolated:
+            return False, self.backend.isolation_note
         if self.acl is None:
             return False, ("redis.containerAcl is false: every runner has the pool's own Redis "
                            "rights and can reach every session's keys")
@@ -271,11 +311,6 @@ class ContainerPool:
         proxy, self.egress = self.egress, None
         if proxy is not None:
             await proxy.close()
-
-    @property
-    def egress_isolated(self) -> bool:
-        """Whether this pool's containers have no network but the egress proxy."""
-        return self.config.docker.network == "none"
 
     async def close(self) -> None:
         """Remove every container this process owns and leave the registry clean."""
@@ -380,12 +415,30 @@ class ContainerPool:
             except Exception as exc:  # the health pass will see it
                 log.warning("handling Docker event %s failed: %s", event.get("Action"), exc)
 
+    def _note_death(self, cid: str, action: str, attrs: dict[str, Any]) -> None:
+        """Keep what a ``oom`` / ``die`` event says (the container may be gone by the time
+        anyone asks Docker: it removes itself)."""
+        death = self._deaths.pop(cid, None) or Death()
+        if action == "oom":
+            death.oom_at = time.monotonic()
+        elif action == "die":
+            death.died, death.died_at = True, time.monotonic()
+            with contextlib.suppress(TypeError, ValueError):
+                death.exit_code = int(attrs.get("exitCode"))  # type: ignore[arg-type]
+        self._deaths[cid] = death
+        while len(self._deaths) > DEATHS_KEPT:  # oldest first (insertion order)
+            del self._deaths[next(iter(self._deaths))]
+
     async def _on_docker_event(self, event: dict[str, Any]) -> None:
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
         action = str(event.get("Action") or event.get("status") or "")
         cid = attrs.get(f"{LABEL}.container", "")
-        if action == "oom" or not cid or cid in self._ending:
-            return  # (an OOM kill is followed by its `die`, whose inspect says OOMKilled)
+        if not cid:
+            return
+        if action in ("oom", "die") and attrs.get(f"{LABEL}.prefix") == self.transport.prefix:
+            self._note_death(cid, action, attrs)
+        if action == "oom" or cid in self._ending:
+            return  # (an OOM kill is followed by its `die`: the loss is reported then)
         rec = await self.record(cid)
         if rec is None or rec.owner != self.owner or rec.status != "busy":
             return  # warm and other owners' containers: the health pass replaces them
@@ -396,7 +449,46 @@ class ContainerPool:
             if info is not None and info.running:
                 return  # (restarted meanwhile)
         self._counters["lost_by_event"] += 1
-        await self._lost(rec, self._lost_reason(info, stale=False))
+        await self._lost(rec, self._lost_reason(info, stale=False, death=self._deaths.get(cid)))
+
+    # -- budgets (the ledger's rules are in dockercc.budget) ---------------------------------
+
+    async def admit_turn(self, hold: str, agent: str,
+                         limits: list[tuple[str, float, float, str]]
+                         ) -> tuple[bool, str, float, float]:
+        """Admit one turn under ``limits`` (scope, window s, limit USD, agent filter or ``""``)
+        and hold its place, atomically across processes (:data:`BUDGET_ADMIT`): ``(True, "",
+        estimate, 0)`` or ``(False, scope, spent, held)``."""
+        from ..budget import HOLD_MS, ledger_keys
+
+        spend_key, cost_key = ledger_keys(self.transport.prefix)
+        args: list[Any] = [now_ms(), hold, agent, self.owner, max(self.stale_ms, 1000), HOLD_MS]
+        for scope, window_s, limit, who in limits:
+            args += [scope, int(window_s * 1000), repr(float(limit)), who]
+        await self._heartbeat_owner()  # (our own holds count as alive in any case)
+        got = await self._budget_admit(keys=[spend_key, cost_key, self._holds_key(),
+                                             self.pk.owners], args=args)
+        ok, scope = bool(int(got[0])), as_str(got[1])
+        if ok:
+            return True, "", float(as_str(got[2])), 0.0
+        return False, scope, float(as_str(got[2])), float(as_str(got[3]))
+
+    async def settle_turn(self, hold: str, member: str = "", entry: str = "") -> bool:
+        """End a turn's hold and put its cost in the ledger (``member`` ``session:seq``,
+        ``entry`` its JSON), atomically and idempotently (:data:`BUDGET_SETTLE`); no
+        ``member``: release the hold only. True when the cost was new."""
+        from ..budget import KEEP_S, ledger_keys
+
+        spend_key, cost_key = ledger_keys(self.transport.prefix)
+        added = await self._budget_settle(
+            keys=[spend_key, cost_key, self._holds_key()],
+            args=[now_ms(), hold, member, entry, KEEP_S * 1000])
+        return bool(int(added or 0))
+
+    def _holds_key(self) -> str:
+        from ..budget import holds_key
+
+        return holds_key(self.transport.prefix)
 
     async def _heartbeat_owner(self) -> None:
         await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
@@ -584,7 +676,17 @@ class ContainerPool:
             if not warm and delay >= 0.05:
                 info = await self.backend.inspect(
                     f"{self.config.docker.container_prefix}{session}")
-                if info is not None and not info.running and info.status in ("exited", "dead"):
+                if info is None:  # it exited and removed itself (AutoRemove)
+                    for _ in range(10):  # its `die` event may be a moment behind
+                        if container in self._deaths or self._watch is None:
+                            break
+                        await asyncio.sleep(0.1)
+                    death = self._deaths.get(container)
+                    code = death.exit_code if death is not None else None
+                    raise ContainerLost(f"container for {session!r} exited during start-up "
+                                        f"and was removed (exit code "
+                                        f"{'unknown' if code is None else code})")
+                if not info.running and info.status in ("exited", "dead"):
                     raise ContainerLost(f"container for {session!r} exited during start-up "
                                         f"(exit code {info.exit_code})")
         raise StartupTimeout(
@@ -620,7 +722,8 @@ class ContainerPool:
                   f"{LABEL}.agent": agent, f"{LABEL}.session": session}
         env = runner_env(spec, container=container, prefix=self.transport.prefix,
                          health_interval_ms=self.config.timeouts.health_interval_ms,
-                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms)
+                         prestart=prestart, orphan_ms=self.config.timeouts.orphan_ms,
+                         permission_ms=self.config.timeouts.permission_ms)
         if self.config.logging.format == "json":  # the runner logs like its gateway
             env["DOCKERCC_LOG_FORMAT"] = "json"
         if self.config.logging.level != "INFO":
@@ -643,9 +746,6 @@ class ContainerPool:
                                     "(set redis.containerUrl, or use a redis:// URL)")
                 update["redis_relay_socket"] = str(self.relay.path)
             spec = spec.model_copy(update=update)
-        if cpu_shares is None or "cpu_shares" not in inspect.signature(
-                self.backend.create).parameters:  # a backend without CPU weights
-            return await self.backend.create(spec, name=name, labels=labels, env=env)
         return await self.backend.create(spec, name=name, labels=labels, env=env,
                                          cpu_shares=cpu_shares)
 
@@ -899,7 +999,8 @@ class ContainerPool:
             dead = info is None or not info.running
             stale = heartbeat and now - heartbeat > self.stale_ms and now >= self._grace_until
             if dead or stale:
-                reason = self._lost_reason(info, stale=bool(stale))
+                reason = self._lost_reason(info, stale=bool(stale),
+                                           death=self._deaths.get(rec.id))
                 await self._lost(rec, reason)
                 continue
             if rec.status == "warm":
@@ -931,13 +1032,26 @@ class ContainerPool:
         await self.top_up()
 
     @staticmethod
-    def _lost_reason(info: ContainerInfo | None, *, stale: bool) -> str:
+    def _lost_reason(info: ContainerInfo | None, *, stale: bool,
+                     death: Death | None = None) -> str:
+        """Why a container is lost: from Docker's view of it (``info``) and what its events
+        said (``death``; a container that exited has removed itself, so ``info`` is then
+        ``None``)."""
         if info is None:
+            if death is not None and death.died:
+                if death.oom_killed:
+                    return "out of memory (killed by the memory limit)"
+                code = "unknown" if death.exit_code is None else death.exit_code
+                return f"container exited (exit code {code})"
+            # no event seen (the stream was reconnecting, or another backend): only polling
+            # found it, after Docker had removed it with its exit code
             return "container removed"
         if info.oom_killed:
             return "out of memory (killed by the memory limit)"
         if not info.running:
-            return f"container {info.status or 'stopped'} (exit code {info.exit_code})"
+            # "removing": it exited and Docker is removing it (AutoRemove)
+            status = "exited" if info.status == "removing" else info.status or "stopped"
+            return f"container {status} (exit code {info.exit_code})"
         if stale:
             return "heartbeat stale"
         return "unknown"

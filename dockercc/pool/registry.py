@@ -10,6 +10,9 @@ Keys (under the prefix, see :class:`dockercc.protocol.keys.PoolKeys`):
   (a fair queue); tickets expire unless their waiter refreshes them.
 - ``pool:owners`` Hash: owner (process) id -> last heartbeat ms.
 - ``pool:events`` Pub/Sub: "released" notices that wake waiters.
+- ``budget:spend`` Sorted set + ``budget:cost`` Hash: the spend ledger (see
+  :mod:`dockercc.budget`); ``budget:holds`` Hash: turns admitted under a budget whose cost
+  is not known yet (:data:`BUDGET_ADMIT`, :data:`BUDGET_SETTLE`).
 """
 
 from __future__ import annotations
@@ -192,6 +195,76 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], string.sub(ARGV[2], 1, 4096))
 return 1
+"""
+
+# Budgets (see dockercc.budget). Admit one turn: under every limit, counting the ledger's spend
+# in each window *and* the turns admitted but not settled (each held at the mean cost of the
+# window's turns), or refuse naming the limit. Check and hold are one step, so two processes
+# cannot both take the last room under a limit. A hold of an owner that stopped heartbeating
+# (its process died) or older than its expiry is dropped here.
+# KEYS: spend, cost, holds, owners. ARGV: now, hold id ('' = check only), agent, owner,
+# stale_ms, hold_ms, then per limit: scope, window_ms, limit_usd, agent filter ('' = all).
+# Returns {1, '', estimate} or {0, scope, spent, held}.
+BUDGET_ADMIT = r"""
+local spend, cost, holds, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, hold_id, agent, owner = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local stale, hold_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local function num(x) return string.format('%.17g', x) end
+local live = {}
+local all = redis.call('HGETALL', holds)
+for i = 1, #all, 2 do
+  local ok, h = pcall(cjson.decode, all[i+1])
+  local keep = false
+  if ok and type(h) == 'table' and type(h.expires) == 'number' and h.expires >= now
+      and type(h.usd) == 'number' and type(h.agent) == 'string' and type(h.owner) == 'string' then
+    if h.owner == owner then
+      keep = true
+    else
+      local hb = tonumber(redis.call('HGET', owners, h.owner) or '')
+      keep = hb ~= nil and now - hb <= stale
+    end
+  end
+  if keep then live[#live + 1] = h else redis.call('HDEL', holds, all[i]) end
+end
+local estimate = 0
+for i = 7, #ARGV, 4 do
+  local scope, window, limit, who = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2]), ARGV[i+3]
+  local spent, n = 0, 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', spend, now - window, '+inf')) do
+    local raw = redis.call('HGET', cost, m)
+    if raw then
+      local ok, e = pcall(cjson.decode, raw)
+      if ok and type(e) == 'table' and tonumber(e.usd) and (who == '' or e.agent == who) then
+        spent = spent + tonumber(e.usd)
+        n = n + 1
+      end
+    end
+  end
+  local held = 0
+  for _, h in ipairs(live) do
+    if who == '' or h.agent == who then held = held + h.usd end
+  end
+  if spent + held >= limit then return {0, scope, num(spent), num(held)} end
+  if n > 0 and spent / n > estimate then estimate = spent / n end
+end
+if hold_id ~= '' then
+  redis.call('HSET', holds, hold_id, cjson.encode({agent = agent, owner = owner,
+    usd = estimate, expires = now + hold_ms}))
+end
+return {1, '', num(estimate)}
+"""
+
+# Settle an admitted turn: its hold goes and its cost (if any) enters the ledger, in one step
+# (a hold is never counted together with the cost that replaced it). Idempotent: the ledger
+# entry is keyed by session:seq (HSETNX / ZADD NX), so a replay counts nothing twice.
+# KEYS: spend, cost, holds. ARGV: now, hold id, member ('' = release only), entry JSON, keep_ms.
+BUDGET_SETTLE = r"""
+redis.call('HDEL', KEYS[3], ARGV[2])
+if ARGV[3] == '' then return 0 end
+local added = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(ARGV[1]) - tonumber(ARGV[5]))
+return added
 """
 
 STATUSES = frozenset({"creating", "warm", "busy", "stopping"})

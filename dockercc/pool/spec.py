@@ -240,7 +240,8 @@ def relay_url(url: str) -> str:
 
 def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
                health_interval_ms: int, prestart: dict[str, Any] | None = None,
-               orphan_ms: int | None = None) -> dict[str, str]:
+               orphan_ms: int | None = None, permission_ms: int | None = None
+               ) -> dict[str, str]:
     """The container's full environment: the spec's env plus the runner's settings.
 
     ``prestart`` (warm containers) makes the runner start the CLI before the claim with
@@ -262,6 +263,7 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
         "DOCKERCC_KEY_PREFIX": prefix,
         "DOCKERCC_HEALTH_INTERVAL_MS": str(health_interval_ms),
         **({"DOCKERCC_ORPHAN_MS": str(orphan_ms)} if orphan_ms else {}),
+        **({"DOCKERCC_PERMISSION_MS": str(permission_ms)} if permission_ms else {}),
         "DOCKERCC_WORKDIR": "/workspace",
         "HOME": CONTAINER_HOME,
     }

@@ -93,3 +93,118 @@ def build_cli_args(*, model: str | None = None, system_prompt: str | None = None
         args += ["--json-schema", json.dumps(dict(json_schema), separators=(",", ":"))]
     args += list(extra_args)
     return args
+
+
+# -- start time vs run time (docs/cli-runtime.md) -------------------------------------------
+
+#: flags whose effect the CLI can take at run time over the control protocol, and the key of
+#: the run-time part each goes to. Everything else is start-time (the system prompt, --tools,
+#: --mcp-config, --resume, --permission-prompt-tool, --agents, ...).
+RUNTIME_FLAGS = {"--model": "model", "--permission-mode": "permission_mode",
+                 "--allowedTools": "allowed_tools", "--disallowedTools": "disallowed_tools"}
+_LIST_KEYS = ("allowed_tools", "disallowed_tools")
+
+#: session ``env`` entries that stay in the container's environment (and its spec key): the
+#: ones the pool itself reads when it builds the container (API base URL and credentials, the
+#: provider switches, proxies), which must not bypass the egress set-up
+_SPEC_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_USE_", "CLAUDE_CODE_OAUTH", "AWS_",
+                      "GOOGLE_", "VERTEX_", "CLOUD_ML_")
+_SPEC_ENV_NAMES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+                             "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "PATH", "HOME"})
+
+
+def split_cli_args(args: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """``(start_time_args, run_time)`` of a session's CLI arguments. Pure.
+
+    ``run_time`` holds what the control protocol can change in a running CLI: ``model``,
+    ``permission_mode`` (strings), ``allowed_tools``, ``disallowed_tools`` (lists). A flag
+    given twice keeps its last value, like the CLI."""
+    start: list[str] = []
+    run: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key = RUNTIME_FLAGS.get(arg)
+        if key is not None and i + 1 < len(args):
+            value = args[i + 1]
+            run[key] = [v for v in value.split(",") if v] if key in _LIST_KEYS else value
+            i += 2
+            continue
+        start.append(arg)
+        i += 1
+    return start, run
+
+
+def start_time_args(args: Sequence[str]) -> list[str]:
+    """The part of a session's CLI arguments that only a new CLI process can take: two
+    sessions whose start-time args are equal can share a pre-started CLI. Pure (a warm set can
+    be keyed by a fingerprint of it)."""
+    return split_cli_args(args)[0]
+
+
+def run_time_settings(args: Sequence[str],
+                      env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The run-time part of a session (see :func:`split_cli_args`) plus its run-time
+    ``env`` (see :func:`split_session_env`): what the runner applies to a pre-started CLI."""
+    run = split_cli_args(args)[1]
+    if env:
+        run["env"] = dict(env)
+    return run
+
+
+def split_session_env(env: Mapping[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """``(container_env, run_time_env)`` of a session's ``env``: API, provider, proxy and
+    path settings stay with the container (its spec key); the rest is applied to the CLI at
+    run time (``apply_flag_settings`` ``env``, which its tools inherit)."""
+    spec: dict[str, str] = {}
+    run: dict[str, str] = {}
+    for name, value in (env or {}).items():
+        if name.upper().startswith(_SPEC_ENV_PREFIXES) or name.upper() in _SPEC_ENV_NAMES:
+            spec[name] = value
+        else:
+            run[name] = value
+    return spec, run
+
+
+def runtime_requests(running: Mapping[str, Any], wanted: Mapping[str, Any],
+                     ) -> list[tuple[str, dict[str, Any]]] | None:
+    """The control requests that turn a CLI started with run-time part ``running`` into one
+    as if started with ``wanted``, in order; None when that cannot be done at run time (then
+    a new CLI is needed). Pure.
+
+    - ``model``: ``set_model`` (``"default"`` for none);
+    - ``permission_mode``: ``set_permission_mode``, except into ``bypassPermissions`` from a
+      CLI not launched in it (the CLI refuses: ``bypass_not_launched``);
+    - ``allowed_tools`` / ``disallowed_tools`` / ``env``: one ``apply_flag_settings`` with
+      ``permissions.allow`` / ``permissions.deny`` / ``env``. Rules can only be added: a
+      running CLI's command-line rules cannot be taken away, so ``wanted`` must keep them.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    have_mode = running.get("permission_mode") or "default"
+    want_mode = wanted.get("permission_mode") or "default"
+    if want_mode != have_mode:
+        if want_mode == "bypassPermissions":
+            return None
+        out.append(("set_permission_mode", {"mode": want_mode}))
+    if (running.get("model") or None) != (wanted.get("model") or None):
+        out.append(("set_model", {"model": wanted.get("model") or "default"}))
+    settings: dict[str, Any] = {}
+    permissions: dict[str, list[str]] = {}
+    for key, rule_kind in (("allowed_tools", "allow"), ("disallowed_tools", "deny")):
+        have, want = list(running.get(key) or []), list(wanted.get(key) or [])
+        if not set(have) <= set(want):
+            return None
+        extra = [r for r in want if r not in set(have)]
+        if extra:
+            permissions[rule_kind] = extra
+    if permissions:
+        settings["permissions"] = permissions
+    extra_env = {k: str(v) for k, v in (wanted.get("env") or {}).items()
+                 if (running.get("env") or {}).get(k) != v}
+    if set(running.get("env") or {}) - set(wanted.get("env") or {}):
+        return None  # (an environment variable cannot be taken back out)
+    if extra_env:
+        settings["env"] = extra_env
+    if settings:
+        out.append(("apply_flag_settings", {"settings": settings}))
+    return out

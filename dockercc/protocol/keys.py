@@ -15,6 +15,8 @@ from ..errors import InvalidSessionId
 DEFAULT_PREFIX = "clawdbot:cc:"
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OUTPUT_BUFFER_MAX = 1000
+SCRATCH_KEY = "pool:scratch"
+"""Hash under the key prefix: scratch volume -> the session that keeps it (for gc)."""
 
 
 def validate_id(value: object, what: str = "session id") -> str:

@@ -12,6 +12,17 @@ too) and run in this process; the loop goes on while the model asks for tools, u
 ``max_turns`` (default :data:`DEFAULT_MAX_TURNS`). There are no built-in Claude Code tools
 (Bash, Read, ...) here: this is the plain API.
 
+The session's options act here as the CLI applies them (this process runs the tools, so it
+applies them itself): ``disallowed_tools`` refuses a tool; ``can_use_tool`` is asked before
+every other tool call not in ``allowed_tools`` (unless the permission mode is
+``bypassPermissions``) and may deny it or change its input; hooks run for
+:data:`SUPPORTED_HOOKS` (PreToolUse can deny / change the input, PostToolUse can add to the
+result, UserPromptSubmit can block the prompt or add context, Stop can make the model go on),
+with the CLI's inputs and outputs; ``output_format`` offers the CLI's ``StructuredOutput``
+tool, checks the model's answer against the schema (a mismatch goes back to the model, as the
+CLI does) and puts it in ``Result.structured_output``. Other hook events cannot happen here:
+a session with them is refused when it is created (:class:`~dockercc.OptionsError`).
+
 Unavailable (fallback allowed, before any event): the SDK is not installed, no API key is
 configured, the API cannot be reached, or it answers 401/403/404/408/429/5xx/529.
 """
@@ -21,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -28,9 +40,10 @@ from typing import Any
 
 from ..errors import AgentError
 from ..events import Event, EventMapper
+from ..protocol import control
 from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
-from ..session import SessionOptions
+from ..session import SessionOptions, decide_permission, hooks_wire, run_hook
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, unavailable
 
 DEFAULT_MAX_TOKENS = 8192
@@ -38,6 +51,10 @@ DEFAULT_MAX_TURNS = 25
 #: HTTP statuses that mean "this provider cannot serve now" (fallback before output)
 UNAVAILABLE_STATUSES = frozenset({401, 403, 404, 408, 429, 500, 502, 503, 504, 529})
 TOOL_PREFIX = f"mcp__{MCP_SERVER_NAME}__"
+STRUCTURED_OUTPUT_TOOL = "StructuredOutput"
+"""The CLI's tool for ``output_format`` (the model answers by calling it)."""
+SUPPORTED_HOOKS = frozenset({"PreToolUse", "PostToolUse", "UserPromptSubmit", "Stop"})
+"""The hook events of a plain-API session (no subagents, compaction or notifications)."""
 
 __all__ = ["AnthropicProvider", "AnthropicSession", "DEFAULT_MAX_TOKENS", "DEFAULT_MAX_TURNS",
            "UNAVAILABLE_STATUSES"]
@@ -55,6 +72,15 @@ class AnthropicProvider(Provider):
 
     def session(self, options: SessionOptions, session_id: str) -> ProviderSession:
         return AnthropicSession(self, options, session_id)
+
+    def unsupported(self, options: SessionOptions) -> tuple[str, str] | None:
+        other = sorted(set(options.hooks or {}) - SUPPORTED_HOOKS)
+        if other:
+            return (f"hooks.{other[0]}",
+                    f"{self.name} (the Messages API) has no {', '.join(other)} events; it runs "
+                    f"{', '.join(sorted(SUPPORTED_HOOKS))} hooks only: drop the others or "
+                    "leave anthropic/ out of the chain (model.fallbacks)")
+        return None
 
 
 def _mcp_to_api_block(block: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +105,9 @@ class AnthropicSession(ProviderSession):
         self.claude_session_id = str(uuid.uuid4())
         self.messages: list[dict[str, Any]] = []
         self._tools = self.tool_registry()
+        self._hooks_config, self._hook_fns = hooks_wire(options.hooks)
+        self._denials: list[dict[str, Any]] = []  # this turn's refused tool calls
+        self._structured: Any = None  # this turn's StructuredOutput answer
         self._seq = 0
         self._interrupt = asyncio.Event()
         self._turn_lock = asyncio.Lock()
@@ -121,15 +150,52 @@ class AnthropicSession(ProviderSession):
         return text or None
 
     def _api_tools(self) -> list[dict[str, Any]]:
-        return [{"name": TOOL_PREFIX + t.name, "description": t.description or t.name,
-                 "input_schema": t.input_schema} for t in self._tools]
+        tools = [{"name": TOOL_PREFIX + t.name, "description": t.description or t.name,
+                  "input_schema": t.input_schema} for t in self._tools]
+        if self.options.json_schema is not None:
+            tools.append({"name": STRUCTURED_OUTPUT_TOOL,
+                          "description": "Use this tool to return your final response in the "
+                                         "requested structured format.",
+                          "input_schema": self.options.json_schema})
+        return tools
+
+    # -- hooks and approvals (the CLI's rules, applied here: this process runs the tools) --
+
+    async def _hooks(self, event: str, data: dict[str, Any], tool_name: str | None = None,
+                     tool_use_id: str | None = None) -> list[dict[str, Any]]:
+        """Run the ``event`` hooks (those whose matcher matches ``tool_name``); their
+        outputs in the CLI's spelling."""
+        outputs = []
+        data = {"hook_event_name": event, "session_id": self.claude_session_id,
+                "cwd": self.options.workspace or "", **data}
+        for entry in self._hooks_config.get(event, []):
+            if tool_name is not None and not _matches(entry.get("matcher"), tool_name):
+                continue
+            for hid in entry["hookCallbackIds"]:
+                out = await run_hook(self._hook_fns, {"callback_id": hid, "input": data,
+                                                      "tool_use_id": tool_use_id},
+                                     self.id, timeout_s=self.permission_timeout_s)
+                if out:
+                    outputs.append(out)
+        return outputs
+
+    def _allowed_without_asking(self, name: str) -> bool:
+        o, a = self.options, self.agent_config
+        allowed = o.allowed_tools if o.allowed_tools is not None else a.allowed_tools
+        mode = o.permission_mode or a.permission_mode
+        return mode == "bypassPermissions" or any(
+            _matches(pattern, name) for pattern in allowed or [])
+
+    def _disallowed(self, name: str) -> bool:
+        o, a = self.options, self.agent_config
+        denied = o.disallowed_tools if o.disallowed_tools is not None else a.disallowed_tools
+        return any(_matches(pattern, name) for pattern in denied or [])
 
     # -- conversation ----------------------------------------------------------------------
 
     async def stream(self, prompt: Prompt, *, timeout: float | None = None
                      ) -> AsyncIterator[Event]:
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         async with self._turn_lock:
             self._interrupt.clear()
@@ -155,7 +221,31 @@ class AnthropicSession(ProviderSession):
         t0 = time.monotonic()
         api_ms = 0.0
         history = list(self.messages)
-        history.append({"role": "user", "content": prompt})
+        self._denials, self._structured = [], None
+        user_content: list[dict[str, Any]] = (
+            [{"type": "text", "text": prompt}] if isinstance(prompt, str) else list(prompt))
+        text_prompt = "\n".join(str(b.get("text", "")) for b in user_content
+                                if isinstance(b, dict) and b.get("type") == "text")
+        for out in await self._hooks("UserPromptSubmit", {"prompt": text_prompt}):
+            specific = out.get("hookSpecificOutput") or {}
+            if out.get("decision") == "block" or out.get("continue") is False:
+                reason = str(out.get("reason") or out.get("stopReason")
+                             or "the prompt was blocked by a UserPromptSubmit hook")
+                for item in self._map(self._line(
+                        "result", subtype="error_during_execution", is_error=True,
+                        result=reason, duration_ms=int((time.monotonic() - t0) * 1000),
+                        duration_api_ms=0, num_turns=0, stop_reason=None,
+                        terminal_reason="hook_blocked", total_cost_usd=None,
+                        usage={"input_tokens": 0, "output_tokens": 0}, errors=[reason],
+                        permission_denials=[])):
+                    yield item
+                return
+            if specific.get("additionalContext"):
+                user_content.append({"type": "text",
+                                     "text": str(specific["additionalContext"])})
+        history.append({"role": "user", "content": prompt if isinstance(prompt, str)
+                        and len(user_content) == 1 else user_content})
+        stop_hook_active = False
         max_turns = self.options.max_turns or self.agent_config.max_turns or DEFAULT_MAX_TURNS
         usage = {"input_tokens": 0, "output_tokens": 0}
         began = False
@@ -186,15 +276,15 @@ class AnthropicSession(ProviderSession):
                     async for raw in stream:
                         ev = raw.model_dump(mode="json", exclude_none=True)
                         self._accumulate(ev, message, blocks, partial)
-                        out = []
+                        mapped: list[Event] = []
                         if not began:
-                            out += self._map(self._line(
+                            mapped += self._map(self._line(
                                 "system", subtype="init", model=self.ref.model,
                                 tools=[t["name"] for t in tools], mcp_servers=[],
                                 permissionMode="default", apiKeySource="dockercc",
                                 cwd=self.options.workspace or "", claude_code_version=None))
-                        out += self._map(self._line("stream_event", event=ev))
-                        for item in out:
+                        mapped += self._map(self._line("stream_event", event=ev))
+                        for item in mapped:
                             began = True
                             yield item
                         if self._interrupt.is_set():
@@ -237,7 +327,17 @@ class AnthropicSession(ProviderSession):
                 break
             calls = [b for b in content if b.get("type") == "tool_use"]
             if stop_reason != "tool_use" or not calls:
-                break
+                # Stop hooks may make the model go on (their reason is its next prompt)
+                go_on = [str(out.get("reason") or "") for out in await self._hooks(
+                    "Stop", {"stop_hook_active": stop_hook_active})
+                    if out.get("decision") == "block"]
+                if not go_on or rounds >= max_turns:
+                    break
+                stop_hook_active = True
+                history.append({"role": "user", "content": [
+                    {"type": "text", "text": "\n".join(r for r in go_on if r)
+                     or "A Stop hook asked to continue."}]})
+                continue
             results = [await self._run_tool(call) for call in calls]
             line = self._line("user", message={"role": "user", "content": results})
             for item in self._map(line):
@@ -254,8 +354,9 @@ class AnthropicSession(ProviderSession):
             "result", subtype=subtype, is_error=is_error, result=final_text,
             duration_ms=int((time.monotonic() - t0) * 1000), duration_api_ms=int(api_ms),
             num_turns=rounds, stop_reason=stop_reason, terminal_reason=terminal,
-            total_cost_usd=None, usage=usage, errors=errors, permission_denials=[],
-            api_error_status=error_status)
+            total_cost_usd=None, usage=usage, errors=errors, permission_denials=self._denials,
+            api_error_status=error_status,
+            **({"structured_output": self._structured} if self._structured is not None else {}))
         for item in self._map(result):
             yield item
 
@@ -299,7 +400,50 @@ class AnthropicSession(ProviderSession):
                 message["usage"] = merged
 
     async def _run_tool(self, call: dict[str, Any]) -> dict[str, Any]:
+        """One tool call, as the CLI would make it: the structured output, the disallowed
+        list, PreToolUse hooks, the approver, the tool, PostToolUse hooks."""
         name = str(call.get("name", ""))
+        use_id = str(call.get("id", ""))
+        tool_input = call.get("input") if isinstance(call.get("input"), dict) else {}
+        assert isinstance(tool_input, dict)
+
+        def refused(message: str) -> dict[str, Any]:
+            self._denials.append({"tool_name": name, "tool_use_id": use_id,
+                                  "tool_input": tool_input})
+            return _tool_result(use_id, [{"type": "text", "text": message}], True)
+
+        if name == STRUCTURED_OUTPUT_TOOL and self.options.json_schema is not None:
+            return self._structured_answer(use_id, tool_input)
+        if self._disallowed(name):
+            return refused(f"{name} is a disallowed tool (disallowed_tools)")
+        decided = False
+        for out in await self._hooks("PreToolUse", {"tool_name": name,
+                                                    "tool_input": tool_input,
+                                                    "tool_use_id": use_id}, name, use_id):
+            specific = out.get("hookSpecificOutput") or {}
+            decision = specific.get("permissionDecision")
+            reason = specific.get("permissionDecisionReason") or out.get("reason") or ""
+            if out.get("continue") is False:
+                self._interrupt.set()
+                return refused(out.get("stopReason") or reason or "stopped by a hook")
+            if decision == "deny" or out.get("decision") == "block":
+                return refused(reason or f"{name} was blocked by a PreToolUse hook")
+            if isinstance(specific.get("updatedInput"), dict):
+                tool_input = specific["updatedInput"]
+            if decision == "allow" or out.get("decision") == "approve":
+                decided = True
+        if (not decided and self.options.can_use_tool is not None
+                and not self._allowed_without_asking(name)):
+            answer = await decide_permission(
+                self.options.can_use_tool, {"tool_name": name, "input": tool_input,
+                                            "tool_use_id": use_id}, self.id,
+                timeout_s=self.permission_timeout_s)
+            if answer.get("behavior") != "allow":
+                if answer.get("interrupt"):
+                    self._interrupt.set()
+                return refused(str(answer.get("message") or "denied"))
+            if isinstance(answer.get("updatedInput"), dict):
+                tool_input = answer["updatedInput"]
         tool = self._tools.get(name.removeprefix(TOOL_PREFIX)) \
             if name.startswith(TOOL_PREFIX) else None
         content: list[dict[str, Any]]
@@ -308,11 +452,35 @@ class AnthropicSession(ProviderSession):
             content = [{"type": "text", "text": f"unknown tool {name!r} (available: {offered})"}]
             is_error = True
         else:
-            output = await tool.call(call.get("input") or {})
+            output = await tool.call(tool_input)
             content = [_mcp_to_api_block(b) for b in output.content]
             is_error = output.is_error
-        return {"type": "tool_result", "tool_use_id": call.get("id", ""), "content": content,
-                "is_error": is_error}
+        for out in await self._hooks("PostToolUse", {
+                "tool_name": name, "tool_input": tool_input, "tool_use_id": use_id,
+                "tool_response": content}, name, use_id):
+            specific = out.get("hookSpecificOutput") or {}
+            extra = [out.get("reason") if out.get("decision") == "block" else None,
+                     specific.get("additionalContext")]
+            content += [{"type": "text", "text": str(x)} for x in extra if x]
+            if out.get("continue") is False:
+                self._interrupt.set()
+        return _tool_result(use_id, content, is_error)
+
+    def _structured_answer(self, use_id: str, value: dict[str, Any]) -> dict[str, Any]:
+        """The model's call of the StructuredOutput tool: kept when it matches the schema,
+        else the problems go back to the model (as the CLI does)."""
+        import jsonschema
+
+        assert self.options.json_schema is not None
+        validator = jsonschema.Draft202012Validator(self.options.json_schema)
+        problems = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                    for e in validator.iter_errors(value)]
+        if problems:
+            return _tool_result(use_id, [{"type": "text", "text": "Output does not match the "
+                                          "required schema: " + "; ".join(problems[:5])}], True)
+        self._structured = value
+        return _tool_result(use_id, [{"type": "text",
+                                      "text": "Structured output provided successfully"}], False)
 
     async def interrupt(self) -> None:
         self._interrupt.set()
@@ -322,6 +490,27 @@ class AnthropicSession(ProviderSession):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+def _matches(pattern: str | None, name: str) -> bool:
+    """A hook matcher or a tool rule against a tool name, as the CLI reads them: none or
+    ``*`` is every tool, ``A|B`` either, else a regular expression over the whole name
+    (``mcp__host__*`` included)."""
+    if not pattern or pattern == "*":
+        return True
+    if name in pattern.split("|") or name == pattern:
+        return True
+    if pattern.endswith("*") and "(" not in pattern and name.startswith(pattern[:-1]):
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def _tool_result(use_id: str, content: list[dict[str, Any]], is_error: bool) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": use_id, "content": content,
+            "is_error": is_error}
 
 
 def _api_error_text(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..bridge import Tool, ToolRegistry
+from ..bridge import ToolRegistry, session_registry
 from ..config import AgentConfig, DockerCCConfig
 from ..errors import ConfigError, ProviderUnavailable
 from ..events import Event, Result
@@ -125,18 +125,16 @@ class ProviderSession(abc.ABC):
     def agent_config(self) -> AgentConfig:
         return self.context.config.agent(self.options.agent)
 
+    @property
+    def permission_timeout_s(self) -> float:
+        """How long an approver or a hook may take (``timeouts.permissionMs``)."""
+        return self.context.config.timeouts.permission_ms / 1000
+
     def tool_registry(self) -> ToolRegistry:
         """The host tools of this session: the chain's, then the session's own, limited to
         the agent's ``tools`` allowlist (as in :class:`~dockercc.session.AsyncSession`)."""
-        registry = ToolRegistry(self.context.tools)
-        for item in self.options.tools:
-            if isinstance(item, Tool) and item.name in registry:
-                continue
-            registry.add(item)
-        allow = self.agent_config.tools
-        if allow is not None:
-            registry = ToolRegistry([t for t in registry if t.name in set(allow)])
-        return registry
+        return session_registry(self.context.tools, self.options.tools,
+                                self.agent_config.tools)
 
     def stamp(self, event: Event) -> Event:
         """``Result.provider`` names this session's chain entry."""
@@ -178,6 +176,11 @@ class Provider(abc.ABC):
 
     def unavailable_reason(self) -> str | None:
         """A reason known without trying (e.g. disabled in the configuration), else None."""
+        return None
+
+    def unsupported(self, options: SessionOptions) -> tuple[str, str] | None:
+        """An option this provider cannot honour, as ``(field, what to do)``; the chain
+        refuses such a session when it is created (never ignores the option silently)."""
         return None
 
     @abc.abstractmethod

@@ -32,11 +32,13 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..bridge import ToolRegistry
-from ..config import DockerCCConfig, resolve_config
-from ..errors import AgentError, ProviderUnavailable, SessionClosed
+from ..config import DockerCCConfig, load_config
+from ..errors import ProviderUnavailable, SessionClosed
 from ..events import Event, Result
+from ..protocol import control
 from ..protocol.keys import validate_id
-from ..session import EventCallback, SessionOptions, session_options
+from ..session import EventCallback, SessionOptions, ask_turn, session_options
+from ..types import OptionsError
 from .anthropic_api import AnthropicProvider
 from .base import ModelRef, Prompt, Provider, ProviderContext, ProviderSession, parse_model_ref
 from .claude_cli import ClaudeCLIProvider
@@ -71,7 +73,7 @@ def make_provider(ref: ModelRef, context: ProviderContext, *,
 class ProviderChain:
     """The providers of ``model.primary`` + ``model.fallbacks`` and their sessions.
 
-    ``config`` is anything :func:`~dockercc.config.resolve_config` takes. ``refs`` replaces
+    ``config`` is anything :func:`~dockercc.config.load_config` takes. ``refs`` replaces
     the configured chain (``["claude-cli/opus", "anthropic/claude-sonnet-4-5"]``). ``tools``
     are host tools for every session; ``env`` is the environment the local CLI and the
     anthropic SDK see (default ``os.environ``); ``pool`` an existing started-or-not
@@ -83,7 +85,7 @@ class ProviderChain:
                  refs: Sequence[str | ModelRef] | None = None, tools: Iterable[Any] = (),
                  env: Mapping[str, str] | None = None, pool: Any = None,
                  claude_executable: str | None = None) -> None:
-        self.config = resolve_config(config)
+        self.config = load_config(config)
         if refs is None:
             self.refs = chain_refs(self.config)
         else:
@@ -121,6 +123,12 @@ class ProviderChain:
             permission_mode=permission_mode, allowed_tools=allowed_tools,
             disallowed_tools=disallowed_tools, tools=list(tools), workspace=workspace, env=env,
             max_turns=max_turns, include_partial_messages=include_partial_messages)
+        for provider in self.providers:
+            # any entry may end up serving it: an option one of them would ignore is an
+            # error now, not a surprise after a fallback
+            problem = provider.unsupported(options)
+            if problem is not None:
+                raise OptionsError(*problem)
         sid = validate_id(session_id or f"s-{uuid.uuid4().hex[:12]}")
         if sid in self._sessions:
             raise ValueError(f"session {sid!r} is already open in this chain")
@@ -219,8 +227,7 @@ class ChainSession:
         """Send ``prompt`` and yield the turn's events, ending with its ``Result``."""
         if self.closed:
             raise SessionClosed(f"session {self.id!r} is closed")
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         while True:
             session = self.current
@@ -260,17 +267,10 @@ class ChainSession:
 
     async def ask(self, prompt: Prompt, *, timeout: float | None = None,
                   check: bool = True) -> Result:
-        """Send ``prompt`` and return the turn's ``Result`` (``check``: raise
-        :class:`~dockercc.errors.AgentError` for a failed turn)."""
-        result: Result | None = None
-        async for event in self.stream(prompt, timeout=timeout):
-            if isinstance(event, Result):
-                result = event
-        if result is None:
-            raise AgentError(f"session {self.id!r} ended the turn without a result")
-        if check and not result.ok and not result.interrupted:
-            result.raise_for_error()
-        return result
+        """Send ``prompt`` and return the turn's ``Result`` (see
+        :func:`~dockercc.session.ask_turn`)."""
+        return await ask_turn(self.stream(prompt, timeout=timeout), self.id, self.options,
+                              check=check)
 
     async def interrupt(self) -> None:
         """Stop the current turn; the session stays usable."""

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..config import mask_url, secret_env
+from ..config import secret_env
 from ..errors import AgentError
 from ..events import Event, EventMapper, Result
 from ..protocol import control
@@ -33,6 +33,7 @@ from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
 from ..protocol.messages import ControlRequest, ControlResponse, Message
 from ..protocol.parser import LineParser
+from ..redaction import redact
 from ..session import (
     SessionOptions,
     decide_permission,
@@ -152,7 +153,7 @@ class CLISession(ProviderSession):
         return task
 
     def _exit_reason(self, code: int | None) -> str:
-        tail = mask_url(" | ".join(line for line in self.stderr_tail if line)[-1500:])
+        tail = redact(" | ".join(line for line in self.stderr_tail if line)[-1500:])
         reason = f"the Claude Code CLI exited with code {code}"
         return reason + (f": {tail}" if tail else "")
 
@@ -228,11 +229,13 @@ class CLISession(ProviderSession):
             reply = await self._bridge.handle(request.get("message") or {})
             await self._write(control.mcp_response(request_id, reply))
         elif kind == "can_use_tool" and self.options.can_use_tool is not None:
-            decision = await decide_permission(self.options.can_use_tool, request, self.id)
+            decision = await decide_permission(self.options.can_use_tool, request, self.id,
+                                               timeout_s=self.permission_timeout_s)
             await self._write(control.dumps_line(control.control_success_dict(
                 request_id, decision)))
         elif kind == "hook_callback":
-            output = await run_hook(self._hook_fns, request, self.id)
+            output = await run_hook(self._hook_fns, request, self.id,
+                                    timeout_s=self.permission_timeout_s)
             await self._write(control.dumps_line(control.control_success_dict(
                 request_id, output)))
         elif kind == "can_use_tool":
@@ -247,8 +250,7 @@ class CLISession(ProviderSession):
 
     async def stream(self, prompt: Prompt, *, timeout: float | None = None
                      ) -> AsyncIterator[Event]:
-        if isinstance(prompt, str) and not prompt.strip():
-            raise ValueError("the prompt is empty")
+        control.check_prompt(prompt)
         await self.start()
         async with self._turn_lock:
             if self._exited or not await self._write(control.user_message(prompt)):
