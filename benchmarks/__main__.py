@@ -54,7 +54,7 @@ from ._common import (
 from .metrics_check import MetricsCheck
 
 SECTIONS = ("first-token", "options", "workspace", "relay", "concurrency", "memory", "files",
-            "warmsets")
+            "warmsets", "batch")
 """(``--sections burst`` runs the 16-session burst of ``warmsets`` alone)"""
 FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 CPUS = 2.0
@@ -443,6 +443,20 @@ class Bench:
         finally:
             self.check.close()
 
+    async def batch(self) -> None:
+        """pool.map: items per minute against a query() loop, memory over the run."""
+        from . import batch
+
+        n, c = self.args.batch_items, self.args.batch_concurrency
+        m = await batch.dockercc_map(self.redis_url, self.api_url, self.args.image, items=n,
+                                     concurrency=c)
+        sdk = None
+        if peers.sdk_available():
+            sdk = await batch.sdk_loop(self.api_url, items=min(n, 200), concurrency=c)
+        self.batch_rows = batch.rows(m, sdk, c)
+        self.s.add("batch_per_min", m["per_min"])
+        self.s.add("batch_rss_growth_mib", m["rss_growth_mib"])
+
     # -- report ----------------------------------------------------------------------------
 
     def table(self, started_load: str, seconds: float) -> str:
@@ -569,6 +583,7 @@ class Bench:
                              f" re-run when it is quiet")
         if self.info.get("sdk_missing"):
             notes.append("claude-agent-sdk is not installed: pip install claude-agent-sdk")
+        rows += getattr(self, "batch_rows", [])
         return render_table("dockercc benchmarks", ["metric", "median", "n", "ratio",
                                                     "target", "result"], rows, notes)
 
@@ -634,6 +649,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-events", type=int, default=2000,
                    help="events per latency run (0.5 ms apart)")
     p.add_argument("--burst-events", type=int, default=50000, help="events per throughput run")
+    p.add_argument("--batch-items", type=int, default=1000,
+                   help="items through pool.map in the batch section (default 1000)")
+    p.add_argument("--batch-concurrency", type=int, default=4,
+                   help="concurrency of the batch section and its query() loop (default 4)")
     p.add_argument("--json", default=None, help="also write the raw samples to this file")
     p.add_argument("--metrics", action="store_true",
                    help="scrape this process's /metrics (dockercc.metrics) around the "

@@ -27,6 +27,7 @@ from .errors import (
     DockerCCError,
     FileNotFoundInWorkspace,
     ImageError,
+    InvalidPrompt,
     InvalidSessionId,
     PathEscape,
     PoolError,
@@ -87,9 +88,14 @@ _LAZY = {
     "create_sdk_mcp_server": ".types",
     "CommandResult": ".files",
     "FileInfo": ".files",
+    "MapResults": ".batch",
+    "ItemResult": ".batch",
+    "MapRun": ".batch",
+    "MapProgress": ".batch",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import ItemResult, MapProgress, MapResults, MapRun
     from .bridge import Tool, tool
     from .client import AsyncPool, aquery
     from .config import DockerCCConfig, load_config
@@ -167,5 +173,6 @@ __all__ = [
     "BudgetExceeded", "TextBlock", "ToolUseBlock", "ThinkingBlock", "ToolResultBlock",
     "ResultMessage",
     "CommandResult", "FileInfo", "WorkspaceError", "PathEscape", "FileNotFoundInWorkspace",
-    "ArchiveRefused", "CommandTimeout",
+    "ArchiveRefused", "CommandTimeout", "MapResults", "ItemResult", "MapRun", "MapProgress",
+    "InvalidPrompt",
 ]

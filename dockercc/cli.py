@@ -1,6 +1,7 @@
 """The ``dockercc`` command (click + rich).
 
 ``status`` (health; non-zero when unhealthy), ``run PROMPT`` (through the fallback chain),
+``batch INPUT.jsonl --out OUTPUT.jsonl`` (``pool.map`` from a shell, resumable),
 ``sessions``, ``logs SESSION``, ``interrupt SESSION``, ``gc``, ``serve`` (the gateway with the
 health endpoint), ``image build|base`` and ``demo``. ``--config FILE`` (before the command)
 picks a configuration file; otherwise the usual discovery and ``DOCKERCC_*`` variables apply.
@@ -454,6 +455,147 @@ def run(ctx: click.Context, prompt: str, agent: str, providers: tuple[str, ...],
               f"{cost}[/dim]",
               highlight=False)
     sys.exit(0 if result.ok else 1)
+
+
+# -- batch ---------------------------------------------------------------------------------
+
+
+def _read_batch_input(path: str, template: str | None) -> tuple[list[Any], list[Any]]:
+    """The items of a JSONL input (and each line's ``id``); exit 2 naming a bad line."""
+    items: list[Any] = []
+    ids: list[Any] = []
+    opener = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with opener as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                _fail(f"{path} line {n}: not JSON ({exc})", 2)
+            if isinstance(value, str):
+                items.append(value)
+                ids.append(None)
+                continue
+            if not isinstance(value, dict):
+                _fail(f"{path} line {n}: expected a JSON string or object, got "
+                      f"{type(value).__name__}", 2)
+            ids.append(value.get("id"))
+            options = value.get("options")
+            if "prompt" in value:
+                prompt: Any = value["prompt"]
+            elif template is not None:
+                prompt = value.get("fields", {k: v for k, v in value.items()
+                                              if k not in ("id", "options")})
+            else:
+                _fail(f"{path} line {n}: an object needs \"prompt\" (or pass --template to "
+                      "fill from its fields)", 2)
+            items.append((prompt, options) if options is not None else prompt)
+    return items, ids
+
+
+def _done_in_output(path: str) -> dict[int, str]:
+    """Items an earlier run already wrote to OUTPUT with status ok: index -> item hash."""
+    done: dict[int, str] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # (a line cut by a crash: that item runs again)
+            if isinstance(rec, dict) and isinstance(rec.get("index"), int):
+                if rec.get("status") == "ok":
+                    done[rec["index"]] = str(rec.get("item_hash") or "")
+                else:
+                    done.pop(rec["index"], None)
+    return done
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT.jsonl")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="JSONL file the results are appended to as they finish (resumable)")
+@click.option("--agent", default="main", show_default=True, help="Configured agent to run as")
+@click.option("--template", default=None,
+              help="Prompt template filled from each object's fields, e.g. 'Classify: {text}'")
+@click.option("--concurrency", type=int, default=None,
+              help="Items at once [default: min(pool.maxTotal, pool.maxPerAgent)]")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="More tries of an item after a transient failure")
+@click.option("--budget-usd", type=float, default=None, help="Stop new items past this cost")
+@click.option("--name", default=None,
+              help="Also keep finished items in Redis under this run name (docs/experiments.md)")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds per try of one item")
+@click.option("--json-schema", "schema_path", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="JSON schema file: structured output for every item")
+@click.option("--progress/--no-progress", default=True, help="A progress bar on stderr")
+@click.pass_context
+def batch(ctx: click.Context, input_path: str, out_path: str, agent: str,
+          template: str | None, concurrency: int | None, retries: int,
+          budget_usd: float | None, name: str | None, timeout: float,
+          schema_path: str | None, progress: bool) -> None:
+    """Run every item of INPUT.jsonl ('-' for stdin), each in a fresh session.
+
+    A line is a JSON string (the prompt) or an object: {"prompt": ..., "id": ...,
+    "options": {ClaudeAgentOptions fields}}, or with --template its fields. Each result is
+    appended to --out as one JSON line when it finishes (index, id, status, text,
+    structured_output, cost_usd, tokens, duration_ms, session_id, error, ...). Run the same
+    command again after a crash: items already in --out with status "ok" (and the same
+    input) are not run again. Exits 0 when every item is ok, 1 otherwise, 2 on bad input."""
+    from .batch import start_map
+    from .client import AsyncPool
+    from .errors import ConfigError, InvalidPrompt, InvalidSessionId
+    from .types import ClaudeAgentOptions
+
+    items, ids = _read_batch_input(input_path, template)
+    options: Any = None
+    if schema_path is not None:
+        try:
+            schema = json.loads(open(schema_path, encoding="utf-8").read())  # noqa: SIM115
+        except ValueError as exc:
+            _fail(f"{schema_path}: not JSON ({exc})", 2)
+        options = ClaudeAgentOptions(output_format={"type": "json_schema", "schema": schema})
+    config = _load_config(ctx)
+    done = _done_in_output(out_path)
+    err = _console()
+
+    async def go(out: Any) -> tuple[int, int, str | None]:
+        pool = AsyncPool(config)
+        try:
+            run = start_map(pool, items, options=options, agent=agent, template=template,
+                            concurrency=concurrency, retries=retries, budget_usd=budget_usd,
+                            name=name, timeout=timeout,
+                            progress="rich" if progress and sys.stderr.isatty() else False,
+                            done=done)
+        except (ConfigError, InvalidPrompt, InvalidSessionId) as exc:
+            await pool.close()
+            _fail(str(exc), 2)
+            raise
+        kept = len(items) - len(run.items)
+        if kept:
+            err.print(f"[dim]{kept} item(s) already in {_esc(out_path)}: not run again[/dim]",
+                      highlight=False)
+        bad = 0
+        try:
+            async for r in run:
+                rec = {"id": ids[r.index], **r.to_record()}
+                out.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                out.flush()
+                bad += not r.ok
+        finally:
+            await pool.close()
+        return len(run.items), bad, run.progress.stopped
+
+    with open(out_path, "a", encoding="utf-8") as out_file:
+        ran, bad, stopped = _run_async(go(out_file))
+    if stopped:
+        err.print(f"[yellow]stopped:[/yellow] {_esc(stopped)}", highlight=False)
+    err.print(f"[dim]{ran} item(s) run, {bad} not ok; results in {_esc(out_path)}[/dim]",
+              highlight=False)
+    sys.exit(1 if bad else 0)
 
 
 # -- sessions / logs / interrupt ---------------------------------------------------------

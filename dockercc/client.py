@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bridge import Tool, ToolRegistry
 from .bridge import tool as make_tool
@@ -32,6 +34,9 @@ from .session import (
 )
 from .transport import RedisTransport
 from .types import ClaudeAgentOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .batch import MapRun
 
 ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None
 
@@ -87,6 +92,8 @@ class AsyncPool:
         self._started = False
         self._closed = False
         self._start_lock: asyncio.Lock | None = None
+        #: map runs going on (closing the pool stops them first)
+        self._map_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return (f"AsyncPool(redis={self.transport.url!r}, image={self.config.image!r}, "
@@ -148,6 +155,9 @@ class AsyncPool:
         if self._closed:
             return
         self._closed = True
+        for run in list(self._map_runs):
+            with contextlib.suppress(Exception):
+                await run.aclose()
         await self.builtins.close()
         await asyncio.gather(*(s.close() for s in list(self._sessions.values())),
                              return_exceptions=True)
@@ -256,6 +266,36 @@ class AsyncPool:
 
     async def stats(self) -> PoolStats:
         return await self.containers.stats()
+
+    def map(self, prompts: Iterable[Any], options: ClaudeAgentOptions | str | None = None, *,
+            agent: str = "main", template: str | None = None, concurrency: int | None = None,
+            retries: int = 2, budget_usd: float | None = None, name: str | None = None,
+            timeout: float | None = 600.0, progress: Any = True,
+            retention_s: int = 7 * 86400, keep_sessions: bool = False,
+            backoff_s: float = 1.0) -> MapRun:
+        """Run every prompt, each in a fresh session, ``concurrency`` at a time.
+
+        ``async for r in pool.map(...)`` yields :class:`~dockercc.batch.ItemResult` in
+        completion order; ``await pool.map(...).gather()`` (or ``await pool.map(...)``) gives
+        :class:`~dockercc.batch.MapResults` in input order. An item is a string, a dict of
+        ``template`` fields, or a ``(prompt, options)`` pair; ``options`` is a
+        :class:`ClaudeAgentOptions` or the name of a configured agent. Transient failures are
+        tried again up to ``retries`` times; with ``name`` finished items are kept in Redis
+        for ``retention_s`` and a second call with the same name runs only what is missing;
+        ``budget_usd`` stops new items once the run's cost reaches it. Everything is checked
+        here, before anything starts. See docs/experiments.md and :mod:`dockercc.batch`."""
+        from .batch import start_map
+
+        return start_map(self, prompts, options=options, agent=agent, template=template,
+                         concurrency=concurrency, retries=retries, budget_usd=budget_usd,
+                         name=name, timeout=timeout, progress=progress,
+                         retention_s=retention_s, keep_sessions=keep_sessions,
+                         backoff_s=backoff_s)
+
+    async def forget_run(self, name: str) -> bool:
+        """Drop the kept items of the named map run (the next call with that name starts
+        over); True if there were any."""
+        return await self.transport.delete_run(name)
 
     async def ask(self, prompt: str, **options: Any) -> Result:
         """One prompt in a fresh session, closed afterwards."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._portal import portal
+from .batch import ItemResult, MapResults, MapRun
 from .client import AsyncPool, ConfigLike
 from .events import Event, Result
 from .files import AsyncFiles, CommandResult, FileInfo
@@ -247,6 +248,30 @@ class Pool:
 
     def ask(self, prompt: str, **options: Any) -> Result:
         return portal().run(self._inner.ask(prompt, **options))
+
+    def map(self, prompts: Any, options: ClaudeAgentOptions | str | None = None,
+            **kwargs: Any) -> MapResults:
+        """Sync :meth:`AsyncPool.map`, gathered: blocks until every item is done (with a
+        progress bar) and returns :class:`~dockercc.batch.MapResults` in input order. Bad
+        input raises before anything starts. Ctrl-C stops the run (its containers are
+        removed); with ``name=`` calling again goes on where it stopped."""
+        async def make() -> MapRun:
+            return self._inner.map(prompts, options, **kwargs)
+
+        run = portal().run(make())
+        return portal().run(run.gather())
+
+    def imap(self, prompts: Any, options: ClaudeAgentOptions | str | None = None,
+             **kwargs: Any) -> Iterator[ItemResult]:
+        """Sync :meth:`AsyncPool.map` as an iterator of results in completion order."""
+        async def make() -> MapRun:
+            return self._inner.map(prompts, options, **kwargs)
+
+        run = portal().run(make())
+        return portal().iterate(run.__aiter__())
+
+    def forget_run(self, name: str) -> bool:
+        return portal().run(self._inner.forget_run(name))
 
     def close(self) -> None:
         portal().run(self._inner.close())

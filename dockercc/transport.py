@@ -40,6 +40,7 @@ from .protocol.keys import (
     DEFAULT_PREFIX,
     OUTPUT_BUFFER_MAX,
     PoolKeys,
+    RunKeys,
     SessionKeys,
     validate_id,
 )
@@ -495,6 +496,38 @@ class RedisTransport:
         # reply lists of the MCP relay, if any were left
         async for key in self.client.scan_iter(match=f"{keys.base}:mcp:reply:*", count=500):
             await self.client.delete(key)
+
+    # -- named map runs (dockercc.batch) ---------------------------------------------------
+
+    async def run_items(self, run: str) -> dict[int, dict[str, Any]]:
+        """The finished items of a named ``pool.map`` run: index -> record (records that do
+        not parse are dropped: that item runs again)."""
+        raw = await self._call(self.client.hgetall, RunKeys(run, self.prefix).items)
+        out: dict[int, dict[str, Any]] = {}
+        for field, value in raw.items():
+            index = as_int(field, -1)
+            if index < 0:
+                continue
+            try:
+                out[index] = bounded.loads_object(value, max_bytes=bounded.MAX_ENVELOPE_BYTES,
+                                                  what="run item")
+            except BadData:
+                continue
+        return out
+
+    async def save_run_item(self, run: str, index: int, record: Mapping[str, Any], *,
+                            retention_s: int) -> None:
+        """Keep one finished item of a named run; the run's hash expires ``retention_s``
+        after its last write."""
+        key = RunKeys(run, self.prefix).items
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False, default=str))
+            pipe.expire(key, max(1, int(retention_s)))
+            await self._call(pipe.execute)
+
+    async def delete_run(self, run: str) -> bool:
+        """Forget a named run's finished items (the next call with that name starts over)."""
+        return bool(await self._call(self.client.delete, RunKeys(run, self.prefix).items))
 
     # -- the session registry ({p}sessions) -----------------------------------------------
 

@@ -42,6 +42,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.suffix == ".ipynb":  # the tutorials (nbmake) all run real pools
             item.add_marker(pytest.mark.docker)
+            if item.path.name == "05_scripted_experiments.ipynb":
+                # pool.map over 200 items: a container per item, ~3-4 min on 2 cores
+                item.add_marker(pytest.mark.timeout(900))
     unmarked = [item.nodeid for item in items
                 if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
                 and item.get_closest_marker("docker") is None]

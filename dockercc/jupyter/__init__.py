@@ -48,6 +48,17 @@ __all__ = [
 ]
 
 
+def _register_map_progress() -> None:
+    """Give ``pool.map`` its notebook bar (the core never imports this package)."""
+    from .. import batch
+    from .progress import NotebookProgress
+
+    batch.NOTEBOOK_REPORTER = NotebookProgress
+
+
+_register_map_progress()
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext dockercc``: the magics, the input transformers they rely on, and the
     rich displays."""

@@ -13,10 +13,12 @@ needs Redis (every process's containers, heartbeats, turns, cost) is a magic com
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..batch import MapResults
 from ..client import AsyncPool
 from ..events import BaseEvent, Result
 from ..session import AsyncSession
@@ -27,7 +29,7 @@ __all__ = ["bundle", "register", "unregister", "register_with_running_shell",
            "session_row", "pool_rows", "POOL_COLUMNS"]
 
 MIMES = ("text/html", "text/markdown")
-TYPES: tuple[type, ...] = (BaseEvent, AsyncSession, Session, AsyncPool, Pool)
+TYPES: tuple[type, ...] = (BaseEvent, AsyncSession, Session, AsyncPool, Pool, MapResults)
 #: the columns of a pool's table (``%dockercc pool`` adds heartbeat, age and warm)
 POOL_COLUMNS = ("container", "state", "agent", "session")
 
@@ -88,6 +90,38 @@ def _pool_bundle(pool: AsyncPool) -> dict[str, str]:
                                                    empty=empty)}
 
 
+def map_results_bundle(results: Any) -> dict[str, str]:
+    """A map's results as a table (from memory: no Redis or network I/O), at most
+    ``MAX_MAP_ROWS`` rows with a note of the rest."""
+    c = results.counts()
+    title = (f"dockercc map{' ' + results.name if results.name else ''} · {len(results)} items "
+             f"· ok {c['ok']} · failed {c['failed']} · skipped {c['skipped']} · "
+             f"kept from before {c['resumed']} · ${results.cost_usd:.4f} · "
+             f"{results.elapsed_s:.1f}s")
+    columns = ("index", "status", "prompt", "text", "structured_output", "cost_usd",
+               "duration_ms", "attempts", "resumed", "error")
+    rows = []
+    for rec in results.to_records(columns)[:MAX_MAP_ROWS]:
+        for key in ("prompt", "text", "error"):
+            if isinstance(rec.get(key), str) and len(rec[key]) > 200:
+                rec[key] = rec[key][:199] + "…"
+        if rec.get("structured_output") is not None:
+            rec["structured_output"] = json.dumps(rec["structured_output"], default=str)[:200]
+        rows.append(rec)
+    html = render.table_html(rows, columns, title=title, empty="no items")
+    md = render.table_markdown(rows, columns, title=title, empty="no items")
+    more = len(results) - len(rows)
+    notes = ([f"{more} more rows: results.to_pandas() or results.to_records() has them all"]
+             if more > 0 else []) + ([f"stopped: {results.stopped}"] if results.stopped else [])
+    for note in notes:
+        html += f'<div style="color:#6d4c41">{render.esc(note)}</div>'
+        md += f"\n\n*{note}*"
+    return {"text/html": html, "text/markdown": md}
+
+
+MAX_MAP_ROWS = 50
+
+
 def bundle(obj: Any) -> dict[str, str]:
     """The ``text/html`` and ``text/markdown`` of a result, event, session or pool."""
     if isinstance(obj, Result):
@@ -98,6 +132,8 @@ def bundle(obj: Any) -> dict[str, str]:
         return _session_bundle(obj.aio if isinstance(obj, Session) else obj)
     if isinstance(obj, Pool | AsyncPool):
         return _pool_bundle(obj.aio if isinstance(obj, Pool) else obj)
+    if isinstance(obj, MapResults):
+        return map_results_bundle(obj)
     raise TypeError(f"dockercc has no display for {type(obj).__name__}")
 
 

@@ -172,6 +172,24 @@ class PoolKeys:
         return f"{self.prefix}pool:acl"
 
 
+@dataclass(frozen=True, slots=True)
+class RunKeys:
+    """Keys of one named ``pool.map`` run (see :mod:`dockercc.batch`)."""
+
+    prefix: str
+    run: str
+
+    def __init__(self, run: str, prefix: str = DEFAULT_PREFIX) -> None:
+        object.__setattr__(self, "run", validate_id(run, "run name"))
+        object.__setattr__(self, "prefix", prefix)
+
+    @property
+    def items(self) -> str:
+        """Hash: item index -> JSON record of its finished result (with the item's hash, so a
+        changed input is run again); expires ``retention_s`` after the run's last write."""
+        return f"{self.prefix}run:{self.run}:items"
+
+
 # -- per-container Redis ACL users -----------------------------------------------------------
 # Built from the same key builders as the protocol, so the rights and the keys cannot drift.
 
