@@ -16,6 +16,7 @@ from ._common import PROMPT, clean_env, fmt_ms, fmt_ratio
 
 #: (sample key, row label, session options)
 KINDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("opt_default", "default options (reference)", {}),
     ("opt_model", "own model", {"model": "claude-sonnet-4-5"}),
     ("opt_mode", "own permission mode", {"permission_mode": "acceptEdits"}),
     ("opt_env", "own env entry", {"env": {"BENCH_FLAG": "on"}}),
@@ -50,6 +51,9 @@ async def run(bench: Any) -> None:
                 r = await bench.new_session(pool, options=options)
                 bench.s.add(key, r["first_token"])
                 bench.s.add(key + "_prestarted", float(r["warm"] and r["prestarted"]))
+                for part in ("claim", "ttr", "ttr_cpu"):
+                    if isinstance(r.get(part), float | int):
+                        bench.s.add(f"{key}_{part}", float(r[part]))
             if sdk:
                 await bench.settle()
                 bench.s.add("opt_sdk", await peers.sdk_query(env, str(work)))
