@@ -79,6 +79,8 @@ class AsyncPool:
         #: arrival-order admission of new sessions' first turns (pool.firstTurnAdmission)
         self.first_turns = FirstTurnGate(self.config.pool.first_turn_admission,
                                          self.config.pool.first_turn_hold_ms / 1000)
+        if self.first_turns.enabled:  # a first turn's slot frees as its API request leaves
+            self.containers.on_api_request(self._first_request_sent)
         self.tools = ToolRegistry(tools)
         self.sessions_key = self.transport.sessions_key
         #: who the built-in tools of this pool's sessions act for: they reach only sessions
@@ -221,6 +223,14 @@ class AsyncPool:
     def get(self, session_id: str) -> AsyncSession | None:
         """An open session of this pool by id."""
         return self._sessions.get(session_id)
+
+    def _first_request_sent(self, container: str) -> None:
+        """A container's CLI sent its API request: its session's first turn is past the
+        CPU-heavy start, so the next first turn may go (see :class:`FirstTurnGate`)."""
+        for s in self._sessions.values():
+            if s.lease is not None and s.lease.container == container:
+                self.first_turns.release(s.id)
+                return
 
     @property
     def open_sessions(self) -> list[AsyncSession]:

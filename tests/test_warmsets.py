@@ -257,3 +257,37 @@ async def test_a_host_folder_used_repeatedly_becomes_a_warm_set(make_config: Any
             await s.close(forget=True)
         assert warm[0][0] is False and warm[1][0] is False  # nothing warm with that mount
         assert warm[2] == (True, "1")
+
+
+@pytest.mark.docker
+async def test_admission_frees_a_slot_as_the_api_request_leaves(make_config: Any,
+                                                                api: Any) -> None:
+    """With one admission slot, a second new session does not wait for the first one's
+    model: the slot frees when the first CLI's request leaves through the egress proxy (the
+    CPU-heavy start is over), not at its first token (here 3 s later) nor at the hold bound."""
+    def respond(body: dict[str, Any]) -> Any:
+        if "slow model" in json.dumps(body.get("messages", [])[-1:]):
+            time.sleep(3)  # the model thinking: no CPU of ours is busy
+        return text("done")
+
+    api.set_default(respond)
+    cfg = config(make_config, minWarm=2, firstTurnAdmission=1, firstTurnHoldMs=30000)
+    async with AsyncPool(cfg) as pool:
+        await pool.containers.wait_warm(timeout=180)
+        slow, fast = pool.session(), pool.session()
+        finished: dict[str, float] = {}
+        t0 = time.monotonic()
+
+        async def run(s: Any, prompt: str, name: str) -> None:
+            assert (await s.ask(prompt, timeout=120)).text == "done"
+            finished[name] = time.monotonic() - t0
+
+        first = asyncio.create_task(run(slow, "ask the slow model", "slow"))
+        await asyncio.sleep(0.05)  # arrives second
+        await run(fast, "a quick one", "fast")
+        await first
+        assert finished["fast"] < finished["slow"], finished
+        assert finished["fast"] < 3, finished  # it did not wait for the slow model
+        assert slow.lease is not None and fast.lease is not None
+        assert slow.lease.warm and fast.lease.warm
+        await asyncio.gather(slow.close(forget=True), fast.close(forget=True))

@@ -60,7 +60,8 @@ class PoolConfig(_Model):
         ge=0,
         **_doc(
             "At most this many new sessions' first turns of one process start their CLI work "
-            "at once, in arrival order, each until its first model event or "
+            "at once, in arrival order, each until its API request leaves, its first model "
+            "event or "
             "`firstTurnHoldMs` (see docs/pool.md); 0: no admission"
         ),
     )

@@ -250,6 +250,7 @@ class EgressProxy:
                  max_connections: int = 64, connect_timeout: float = 10.0,
                  idle_timeout: float = 600.0, resolver: Resolver | None = None,
                  on_denied: Callable[[Denial], None] | None = None,
+                 on_api_request: Callable[[str], None] | None = None,
                  trust_env: bool = True, verify: Any = True) -> None:
         self.runtime_dir = Path(runtime_dir) if runtime_dir else default_runtime_dir()
         self.max_connections = max_connections
@@ -257,6 +258,9 @@ class EgressProxy:
         self.idle_timeout = idle_timeout
         self.resolver: Resolver = resolver or system_resolver
         self.on_denied = on_denied
+        #: ``on_api_request(container)`` as a container's API request leaves for the API: its
+        #: CLI is past the CPU-heavy start of a turn (first-turn admission listens)
+        self.on_api_request = on_api_request
         #: the latest refusals, oldest first
         self.denials: deque[Denial] = deque(maxlen=1000)
         self._trust_env = trust_env
@@ -538,6 +542,11 @@ class EgressProxy:
         out += up.auth_headers(sent)
         url = up.base_url.rstrip("/") + request.target.decode("ascii", "replace")
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in headers)
+        if self.on_api_request is not None:
+            try:
+                self.on_api_request(entry.container)
+            except Exception:  # a listener's bug never fails the agent's request
+                log.exception("egress proxy: on_api_request failed")
         try:
             upstream = self._http.build_request(
                 request.method.decode("ascii", "replace"), url, headers=out,

@@ -3,9 +3,10 @@
 A new session's first turn costs the CLI 80-150 ms of CPU before its first request. When many
 start at once on few cores they share the CPU fairly and all get their first tokens together,
 at the end. With admission at most ``limit`` first turns of this process run their CPU-heavy
-start at a time, in arrival order: a turn holds its slot until its first model event (a
-token, a tool call, a result, an error or an API retry) or for ``hold_s`` at most, so a slow
-model (the CPU is idle while it thinks) holds the next sessions back by that much at worst.
+start at a time, in arrival order: a turn holds its slot until its CLI's API request leaves
+through the egress proxy (``ContainerPool.on_api_request``: the CPU-heavy part is done, and the
+model's thinking time holds nothing), its first model event (a token, a tool call, a result,
+an error or an API retry), or for ``hold_s`` at most.
 Process-local: sessions opened by other processes are not counted.
 """
 

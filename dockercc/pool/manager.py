@@ -192,6 +192,7 @@ class ContainerPool:
         self._creating: set[asyncio.Future[str]] = set()
         self._wake = asyncio.Event()
         self._lost_callbacks: list[LostCallback] = []
+        self._api_request_callbacks: list[Callable[[str], None]] = []
         self._counters: Counter[str] = Counter()
         self._latencies: list[float] = []
         self._started = False
@@ -269,6 +270,15 @@ class ContainerPool:
         """``callback(session, reason)`` runs when a busy container is lost."""
         self._lost_callbacks.append(callback)
 
+    def on_api_request(self, callback: Callable[[str], None]) -> None:
+        """``callback(container)`` runs (on the loop) as a container's API request leaves
+        through the egress proxy (containers on the ``none`` network only)."""
+        self._api_request_callbacks.append(callback)
+
+    def _api_request(self, container: str) -> None:
+        for cb in self._api_request_callbacks:
+            cb(container)
+
     def register_spec(self, spec: ContainerSpec, *, warm: int | None = None,
                       prestart: dict[str, Any] | None = None) -> str:
         """Make a warm set known (and keep ``warm`` containers of it ready); returns its key.
@@ -311,7 +321,8 @@ class ContainerPool:
         e = self.config.egress
         proxy = EgressProxy(runtime_dir=e.runtime_dir, max_connections=e.max_connections,
                             connect_timeout=e.connect_timeout_ms / 1000,
-                            idle_timeout=e.idle_timeout_ms / 1000)
+                            idle_timeout=e.idle_timeout_ms / 1000,
+                            on_api_request=self._api_request)
         await proxy.start()
         self.egress = proxy
         url = self.config.redis.url_secret()
