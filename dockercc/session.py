@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
+from ._mapper import EventMapper
 from .bridge import HostBridge, Tool, ToolRegistry
 from .errors import (
     AgentError,
@@ -46,7 +47,7 @@ from .errors import (
     TransportError,
     WorkspaceError,
 )
-from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, EventMapper, Result, TextDelta
+from .events import ApiRetry, ApiUnreachable, ErrorEvent, Event, Result, TextDelta
 from .files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from .pool.backend import LABEL
 from .pool.manager import RESUME_TTL_S, Lease

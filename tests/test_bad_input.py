@@ -22,6 +22,7 @@ from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockercc._mapper import EventMapper
 from dockercc.bridge import HostBridge, tool
 from dockercc.client import AsyncPool
 from dockercc.config import (
@@ -37,7 +38,7 @@ from dockercc.config import (
     resolve_config,
 )
 from dockercc.errors import ConfigError, DockerCCError, InvalidPrompt, InvalidSessionId
-from dockercc.events import BaseEvent, EventMapper, Result
+from dockercc.events import BaseEvent, Result
 from dockercc.protocol.envelope import SEQ_MAX, Envelope, encode_envelope
 from dockercc.protocol.keys import PoolKeys, SessionKeys, validate_id
 from dockercc.testing import text, tool_use
