@@ -412,7 +412,7 @@ class Result(BaseEvent):
         """Build the result of a turn from its ``result`` line and the turn's accumulator
         (which supplies the text of turns whose ``result`` is empty, the model, the tool
         calls and whether the partial answer was aborted). ``tool_calls`` overrides the
-        accumulator's (an :class:`EventMapper` passes the :class:`ToolUse` events it
+        accumulator's (the event mapper passes the :class:`ToolUse` events it
         emitted)."""
         msg = result_msg
         acc = accumulator
