@@ -664,7 +664,7 @@ def sessions(ctx: click.Context, as_json: bool) -> None:
 def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_logs: bool,
          tail: int) -> None:
     """A session's output: its buffered events (the seed's output_buffer), rendered."""
-    from .events import EventMapper
+    from ._mapper import EventMapper
     from .transport import RedisTransport
 
     session = _session_id(session)

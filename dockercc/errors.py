@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .protocol.messages import ResultMessage
+    from .events import Result
 
 __all__ = [
     "DockerCCError",
@@ -133,9 +133,9 @@ class ImageError(DockerCCError):
 
 
 class AgentError(DockerCCError):
-    """The agent finished a turn with an error. ``result`` is the CLI's result message."""
+    """The agent finished a turn with an error. ``result`` is the turn's :class:`~dockercc.events.Result`."""
 
-    def __init__(self, message: str, result: ResultMessage | Any | None = None) -> None:
+    def __init__(self, message: str, result: Result | Any | None = None) -> None:
         super().__init__(message)
         self.result = result
 

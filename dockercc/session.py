@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
+from ._mapper import EventMapper
 from .bridge import HostBridge, ToolRegistry, session_registry
 from .errors import (
     AgentError,
@@ -51,7 +52,6 @@ from .events import (
     ApiUnreachable,
     ErrorEvent,
     Event,
-    EventMapper,
     Result,
     SystemInit,
     SystemStatus,
@@ -426,7 +426,7 @@ class AsyncSession:
     def prestart(self) -> dict[str, Any]:
         """What a warm container pre-starts for sessions like this one: the CLI arguments
         and the host tools its runner answers the CLI's start-up ``tools/list`` with (see
-        :class:`dockercc.agent.runner.Prestart`)."""
+        :class:`dockercc.agent.settings.Prestart`)."""
         tools = self.tool_manifest()
         return {"args": self.cli_args(), "tools": tools, "tools_digest": tools_digest(tools),
                 "server": MCP_SERVER_NAME}

@@ -475,8 +475,8 @@ def test_runner_commands_cover_what_the_runner_sends() -> None:
     or the runner breaks in isolated pools)."""
     import re
 
-    source = (ROOT / "dockercc/agent/runner.py").read_text()
-    called = set(re.findall(r"(?:self\.r|pipe|pubsub)\.([a-z]+)\(", source))
+    source = "\n".join(p.read_text() for p in sorted((ROOT / "dockercc/agent").glob("*.py")))
+    called = set(re.findall(r"(?:\br|self\.r|pipe|pubsub)\.([a-z]+)\(", source))
     called -= {"pipeline", "pubsub", "execute", "aclose", "get_message"}
     called |= set(re.findall(r"redis\.call\('([A-Z]+)'", source.replace('"', "'")))
     assert {c.lower() for c in called} <= set(RUNNER_COMMANDS), called

@@ -22,6 +22,7 @@ from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockercc._mapper import EventMapper
 from dockercc.bridge import HostBridge, tool
 from dockercc.client import AsyncPool
 from dockercc.config import (
@@ -37,7 +38,7 @@ from dockercc.config import (
     resolve_config,
 )
 from dockercc.errors import ConfigError, DockerCCError, InvalidPrompt, InvalidSessionId
-from dockercc.events import BaseEvent, EventMapper, Result
+from dockercc.events import BaseEvent, Result
 from dockercc.protocol.envelope import SEQ_MAX, Envelope, encode_envelope
 from dockercc.protocol.keys import PoolKeys, SessionKeys, validate_id
 from dockercc.testing import text, tool_use
@@ -312,12 +313,13 @@ def test_event_mapper_never_raises_on_mutated_and_random_streams(data: st.DataOb
 
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from dockercc.agent.runner import Assignment, Runner, RunnerSettings
+    from dockercc.agent.runner import Runner
+    from dockercc.agent.settings import Assignment, RunnerSettings
 
     monkeypatch.setenv("HOME", str(tmp_path))  # transcripts are looked up under $HOME
-    r = Runner(RunnerSettings(redis_url="redis://127.0.0.1:1/0", container="fuzz1"))
-    r.assignment = Assignment(session="fuzz")
-    r.keys = SessionKeys("fuzz", "p:")
+    r = Runner(RunnerSettings(redis_url="redis://127.0.0.1:1/0", container="fuzz1",
+                              prefix="p:"))
+    r.claim(Assignment(session="fuzz"))
     return r
 
 
@@ -336,7 +338,7 @@ async def test_runner_relays_every_json_object_line_and_skips_the_rest(
     """Garbled and non-object lines from the CLI, and a last line cut short (the CLI died
     mid-write), are skipped; every JSON object is relayed as it was written; nothing raises;
     whatever is relayed decodes as an envelope."""
-    runner.queue = asyncio.Queue()
+    runner.output.queue = asyncio.Queue()
     stream = [line.replace(b"\n", b" ") + b"\n" for line in lines]
     if tail is not None:
         stream.append(tail.replace(b"\n", b" "))  # no newline: EOF in the middle of a line
@@ -350,15 +352,15 @@ async def test_runner_relays_every_json_object_line_and_skips_the_rest(
         if raw.strip().startswith(b"{") and isinstance(obj, dict):
             expected.append(raw.strip())
     relayed = []
-    while not runner.queue.empty():
-        data, _ops = runner.queue.get_nowait()
+    while not runner.output.queue.empty():
+        data, _ops = runner.output.queue.get_nowait()
         if data is not None:
             relayed.append(data)
             assert Envelope.decode(encode_envelope(1, 0, data)) is not None
     assert relayed == expected
-    for task in list(runner._tasks):  # MCP relays / permission answers it started
+    for task in list(runner.tasks.running):  # MCP relays / permission answers it started
         task.cancel()
-    await asyncio.gather(*runner._tasks, return_exceptions=True)
+    await asyncio.gather(*runner.tasks.running, return_exceptions=True)
 
 
 async def test_hostile_claude_session_id_does_not_pick_up_other_transcripts(
@@ -375,9 +377,9 @@ async def test_hostile_claude_session_id_does_not_pick_up_other_transcripts(
             self.written.update(mapping)
 
     for sid in ("*", "some*", "[s]omeone-else", "?omeone-else", "../projects/-workspace/x"):
-        runner.claude_session_id = sid
+        runner.conversation.claude_session_id = sid
         pipe = Pipe()
-        runner.transcript_op()(pipe)
+        runner.conversation.transcript_op(runner.keys.transcript)(pipe)
         data = pipe.written.get("data")
         assert data is None or b"other conversation" not in zlib.decompress(data), sid
 

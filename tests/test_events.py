@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from dockercc._mapper import EventMapper
 from dockercc.errors import AgentError
 from dockercc.events import (
     AssistantMessage,
     BaseEvent,
     ErrorEvent,
     Event,
-    EventMapper,
     RawEvent,
     Result,
     SystemEvent,
@@ -33,8 +33,8 @@ from dockercc.events import (
 from dockercc.protocol import (
     MESSAGE_TYPES,
     Envelope,
-    ResultMessage,
     TurnAccumulator,
+    WireResultMessage,
     parse_message,
 )
 
@@ -490,7 +490,7 @@ def test_standalone_result_from_turn() -> None:
                                     terminal_reason="aborted_streaming", duration_ms=12.7,
                                     errors=["boom", {"code": 1}], api_error_status=529,
                                     modelUsage={"claude-x": {}}))
-    assert isinstance(msg, ResultMessage)
+    assert isinstance(msg, WireResultMessage)
     result = Result.from_turn(msg, acc, session="s", seq=9, ts=5)
     assert str(result) == "partial" and result.interrupted and not result.ok
     assert result.duration_ms == 12 and result.errors == ["boom", '{"code": 1}']
@@ -569,3 +569,75 @@ def test_garbage_never_raises(items: list[tuple[int, int, dict[str, Any]]]) -> N
         if isinstance(event.get("type"), str) and event["type"] not in (*MESSAGE_TYPES,
                                                                         "dockercc"):
             assert [type(e) for e in out] == [RawEvent]
+
+
+# ------------------------------------------------------------ one name, one class; one state
+
+
+def test_each_public_name_is_one_class() -> None:
+    """A name the package exports (``dockercc.X``, ``dockercc.events.X``) is the same object
+    wherever ``dockercc.protocol`` exports it too: the wire models that would share a name
+    carry a ``Wire`` prefix (``WireTextDelta``), the content blocks are shared."""
+    import dockercc
+    import dockercc.events
+    import dockercc.protocol
+
+    public = {name: getattr(dockercc, name) for name in dockercc.__all__}
+    public.update({name: getattr(dockercc.events, name) for name in dockercc.events.__all__})
+    shared = set(public) & set(dockercc.protocol.__all__)
+    assert {"TextBlock", "ToolUseBlock"} <= shared  # (the check sees something)
+    for name in shared:
+        assert getattr(dockercc.protocol, name) is public[name], name
+    for name in ("TextDelta", "ThinkingDelta", "AssistantMessage", "UserMessage",
+                 "ResultMessage", "ToolResult"):
+        assert name not in dir(dockercc.protocol), name
+        assert getattr(dockercc, name) is getattr(dockercc.events, name)
+
+
+def test_empty_tool_input_is_final_for_the_mapper_and_the_accumulator() -> None:
+    """An assistant line's ``input`` is the call's whole input, ``{}`` included (the CLI
+    writes what it parsed: see the accumulator's docstring); a streamed block with no input
+    fragments keeps its placeholder ``{}``. Mapper and accumulator say the same, at once."""
+    lines = [
+        stream({"type": "message_start", "message": {"id": "msg_e", "content": []}}, None),
+        stream({"type": "content_block_start", "index": 0, "content_block":
+                {"type": "tool_use", "id": "toolu_e", "name": "ListAgents", "input": {}}}, None),
+        stream({"type": "content_block_stop", "index": 0}, None),
+        assistant("msg_f", {"type": "tool_use", "id": "toolu_f", "name": "CronList",
+                            "input": {}}),
+    ]
+    mapper = EventMapper(SESSION)
+    events = [e for i, line in enumerate(lines, 1)
+              for e in mapper.map(Envelope(seq=i, ts=0, event=line))]
+    calls = {c.id: c for c in mapper.turn.tool_calls}
+    assert [(t.id, t.input) for t in of(events, ToolUse)] == [("toolu_e", {}), ("toolu_f", {})]
+    assert all(c.complete and c.input == {} for c in calls.values()) and len(calls) == 2
+
+
+def test_subagent_tool_calls_are_events_but_not_turn_calls_without_include_subagents() -> None:
+    """The accumulator keeps the state of a sub-agent's streamed call (the mapper emits its
+    ToolUse from it) but leaves it out of ``tool_calls`` and the text."""
+    parent = "toolu_task"
+    lines = [
+        stream({"type": "message_start", "message": {"id": "msg_s", "content": []}}, None,
+               parent=parent),
+        stream({"type": "content_block_start", "index": 0, "content_block":
+                {"type": "tool_use", "id": "toolu_sub", "name": "Read", "input": {}}}, None,
+               parent=parent),
+        stream({"type": "content_block_delta", "index": 0, "delta":
+                {"type": "input_json_delta", "partial_json": '{"file_path": "/a"}'}}, None,
+               parent=parent),
+        stream({"type": "content_block_stop", "index": 0}, None, parent=parent),
+        result_line(),
+    ]
+    for include in (False, True):
+        mapper = EventMapper(SESSION, include_subagents=include)
+        events = [e for i, line in enumerate(lines, 1)
+                  for e in mapper.map(Envelope(seq=i, ts=0, event=line))]
+        (tool,) = of(events, ToolUse)
+        assert (tool.id, tool.input, tool.parent_tool_use_id) == (
+            "toolu_sub", {"file_path": "/a"}, parent)
+        assert mapper.last_turn is not None
+        assert [c.id for c in mapper.last_turn.tool_calls] == (["toolu_sub"] if include else [])
+        assert [t.id for t in of(events, Result)[0].tool_calls] == (
+            ["toolu_sub"] if include else [])

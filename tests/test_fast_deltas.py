@@ -1,7 +1,7 @@
 """The fast path for stream deltas gives exactly what the wire models give.
 
 Nearly every line of a streamed turn is a ``stream_event`` ``content_block_delta``;
-:class:`~dockercc.events.EventMapper` reads well-formed ones straight from the decoded dict
+:class:`~dockercc._mapper.EventMapper` reads well-formed ones straight from the decoded dict
 (:func:`~dockercc.protocol.stream_delta`, :meth:`TurnAccumulator.add_delta`) instead of
 validating them into models. Every test here maps the same envelopes twice, with the fast
 path and without it (``_fast_deltas = False``: every line through ``parse_message``), and
@@ -20,9 +20,9 @@ from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockercc._mapper import EventMapper
 from dockercc.events import (
     Event,
-    EventMapper,
     RawEvent,
     Result,
     TextDelta,
@@ -59,9 +59,14 @@ def acc_state(acc: TurnAccumulator | None) -> Any:
         "stop_reason": acc.stop_reason,
         "aborted": acc.aborted,
         "message_ids": acc.message_ids,
-        "msgs": {k: v.streamed for k, v in acc._msgs.items()},
+        "msgs": {k: (v.streamed, v.listed) for k, v in acc._msgs.items()},
         "blocks": {k: (v.kind, v.tool_id, v.partial) for k, v in acc._blocks.items()},
         "current": acc._current,
+        "anon_ids": acc._anon_ids,
+        "last_message": acc.last_message,
+        "last_tool_ids": acc.last_tool_ids,
+        "all_tools": {k: (v.name, v.input, v.message_id, v.parent_tool_use_id, v.partial_json,
+                          v.complete) for k, v in acc._tools.items()},
         "text_parts": acc._text_parts,
         "text_msg": acc._text_msg,
         "thinking_parts": acc._thinking_parts,
@@ -77,14 +82,8 @@ def mapper_state(m: EventMapper) -> Any:
         "last_result": m.last_result,
         "last_seq": m.last_seq,
         "dirty": m._dirty,
-        "streamed": m._streamed,
-        "current": m._current,
-        "blocks": m._blocks,
-        "pending": {k: (v.id, v.name, v.input, v.message_id, v.parent, v.parts)
-                    for k, v in m._pending.items()},
         "tools": m._tools,
         "previous_tools": m._previous_tools,
-        "anon": m._anon,
     }
 
 
@@ -396,7 +395,7 @@ def test_stream_delta_reads_only_well_formed_deltas() -> None:
         msg = parse_message(line)
         well_formed = (isinstance(msg, wire.StreamEvent)
                        and isinstance(msg.event, wire.ContentBlockDeltaEvent)
-                       and isinstance(msg.event.delta, wire.TextDelta | wire.ThinkingDelta
+                       and isinstance(msg.event.delta, wire.WireTextDelta | wire.WireThinkingDelta
                                       | wire.InputJsonDelta))
         if stream_delta(line) is not None:
             assert well_formed, name

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dockercc._mapper import EventMapper
 from dockercc.bridge import HostBridge, tool
 from dockercc.builtins import CronJob
 from dockercc.client import AsyncPool
 from dockercc.errors import BadData
-from dockercc.events import EventMapper
 from dockercc.pool.manager import Lease
 from dockercc.pool.registry import ContainerRecord
 from dockercc.protocol import bounded, transcript

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, TEST_PREFIXES
 
-from dockercc.agent.runner import ORPHAN_EXIT, RedisLink
+from dockercc.agent.liveness import ORPHAN_EXIT, RedisLink
 from dockercc.client import AsyncPool
 from dockercc.pool.backend import LABEL
 from dockercc.testing import RedisServer

@@ -12,7 +12,6 @@ from conftest import FIXTURES
 
 from dockercc.protocol import (
     MESSAGE_TYPES,
-    AssistantMessage,
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
     ControlRequest,
@@ -24,17 +23,18 @@ from dockercc.protocol import (
     Message,
     MessageDeltaEvent,
     MessageStartEvent,
-    ResultMessage,
     StreamEvent,
     SystemMessage,
     TextBlock,
-    TextDelta,
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
     TurnAccumulator,
     UnknownMessage,
-    UserMessage,
+    WireAssistantMessage,
+    WireResultMessage,
+    WireTextDelta,
+    WireUserMessage,
     control_error,
     control_success,
     control_success_dict,
@@ -69,7 +69,7 @@ def kind(msg: Message) -> tuple[str, str | None]:
     the control request subtype."""
     if isinstance(msg, StreamEvent):
         return ("stream_event", msg.event_type)
-    if isinstance(msg, SystemMessage | ResultMessage | ControlRequest):
+    if isinstance(msg, SystemMessage | WireResultMessage | ControlRequest):
         return (msg.type, msg.subtype)
     return (msg.type, None)
 
@@ -78,7 +78,7 @@ def split_turns(msgs: list[Message]) -> list[list[Message]]:
     turns: list[list[Message]] = [[]]
     for m in msgs:
         turns[-1].append(m)
-        if isinstance(m, ResultMessage):
+        if isinstance(m, WireResultMessage):
             turns.append([])
     return [t for t in turns if t]
 
@@ -173,9 +173,9 @@ EXPECTED: dict[str, list[tuple[str, str | None]]] = {
 CLASSES = {
     "system": SystemMessage,
     "stream_event": StreamEvent,
-    "assistant": AssistantMessage,
-    "user": UserMessage,
-    "result": ResultMessage,
+    "assistant": WireAssistantMessage,
+    "user": WireUserMessage,
+    "result": WireResultMessage,
     "control_request": ControlRequest,
     "control_response": ControlResponse,
 }
@@ -220,7 +220,7 @@ def test_system_init_fields() -> None:
     # UUID, and the same one the result reports
     assert init.session_id == raw_lines("bash-tool.jsonl")[0]["session_id"]
     assert str(uuid.UUID(init.session_id)) == init.session_id
-    assert isinstance(res, ResultMessage) and res.session_id == init.session_id
+    assert isinstance(res, WireResultMessage) and res.session_id == init.session_id
     assert init.model == "claude-opus-5-5"
     assert init.permissionMode == "bypassPermissions"
     assert init.cwd is not None and init.cwd.endswith(CAPTURE_CWD)
@@ -245,7 +245,7 @@ def test_system_status() -> None:
 def test_result_fields_typed() -> None:
     msgs = load("text-partial.jsonl")
     res, raw = msgs[-1], raw_lines("text-partial.jsonl")[-1]
-    assert isinstance(res, ResultMessage)
+    assert isinstance(res, WireResultMessage)
     assert res.subtype == "success"
     assert res.is_error is False and res.ok
     assert res.result == "Hello — ünïcode ✓ from the stub."
@@ -268,7 +268,7 @@ def test_result_fields_typed() -> None:
 
 
 def test_error_result_fields() -> None:
-    res = next(m for m in load("interrupt-multiturn.jsonl") if isinstance(m, ResultMessage))
+    res = next(m for m in load("interrupt-multiturn.jsonl") if isinstance(m, WireResultMessage))
     assert res.subtype == "error_during_execution"
     assert res.is_error is True and not res.ok
     assert res.terminal_reason == "aborted_streaming"
@@ -292,7 +292,7 @@ def test_stream_events_typed() -> None:
     assert isinstance(bstart.event.content_block, TextBlock)
     delta = msgs[4]
     assert isinstance(delta, StreamEvent) and isinstance(delta.event, ContentBlockDeltaEvent)
-    assert isinstance(delta.event.delta, TextDelta) and delta.event.delta.text == "Hello "
+    assert isinstance(delta.event.delta, WireTextDelta) and delta.event.delta.text == "Hello "
     mdelta = msgs[-3]
     assert isinstance(mdelta, StreamEvent) and isinstance(mdelta.event, MessageDeltaEvent)
     assert mdelta.event.delta.stop_reason == "end_turn"
@@ -301,14 +301,14 @@ def test_stream_events_typed() -> None:
 def test_assistant_and_user_blocks() -> None:
     msgs = load("bash-tool.jsonl")
     text, tool, user = msgs[1], msgs[2], msgs[3]
-    assert isinstance(text, AssistantMessage)
+    assert isinstance(text, WireAssistantMessage)
     assert text.message_id == "msg_bash_1" and text.text == "Running a command."
     assert text.model == "claude-opus-5-5"
-    assert isinstance(tool, AssistantMessage) and tool.message_id == "msg_bash_1"
+    assert isinstance(tool, WireAssistantMessage) and tool.message_id == "msg_bash_1"
     (use,) = tool.tool_uses
     assert isinstance(use, ToolUseBlock) and use.name == "Bash" and use.id == "toolu_01"
     assert use.input["command"] == BASH_COMMAND
-    assert isinstance(user, UserMessage)
+    assert isinstance(user, WireUserMessage)
     (res,) = user.tool_results
     assert isinstance(res, ToolResultBlock)
     assert res.tool_use_id == "toolu_01" and res.content == "hi-from-bash\n42"
@@ -319,7 +319,7 @@ def test_assistant_and_user_blocks() -> None:
 
 def test_aborted_assistant() -> None:
     msgs = load("interrupt-multiturn.jsonl")
-    aborted = [m for m in msgs if isinstance(m, AssistantMessage) and m.aborted]
+    aborted = [m for m in msgs if isinstance(m, WireAssistantMessage) and m.aborted]
     assert len(aborted) == 1 and aborted[0].text == "one two three "
 
 
@@ -409,7 +409,7 @@ def test_unknown_fields_kept_everywhere() -> None:
             },
         }
     )
-    assert isinstance(m, AssistantMessage)
+    assert isinstance(m, WireAssistantMessage)
     assert m.model_extra == {"new_top": 1}
     assert m.message.model_extra == {"new_msg": 2}
     text, server, redacted = m.content
@@ -449,12 +449,12 @@ def test_invalid_known_type_falls_back() -> None:
 
 def test_minimal_messages_use_defaults() -> None:
     m = parse_message({"type": "result"})
-    assert isinstance(m, ResultMessage)
+    assert isinstance(m, WireResultMessage)
     assert m.is_error is False and m.subtype is None and m.usage is None
     m = parse_message({"type": "assistant"})
-    assert isinstance(m, AssistantMessage) and m.content == [] and m.text == ""
+    assert isinstance(m, WireAssistantMessage) and m.content == [] and m.text == ""
     m = parse_message({"type": "user", "message": {"role": "user", "content": "hi"}})
-    assert isinstance(m, UserMessage) and m.content == "hi" and m.tool_results == []
+    assert isinstance(m, WireUserMessage) and m.content == "hi" and m.tool_results == []
     m = parse_message({"type": "stream_event"})
     assert isinstance(m, StreamEvent) and m.event == {}
     m = parse_message({"type": "control_response"})
@@ -511,7 +511,7 @@ def test_parser_invalid_utf8_is_replaced_not_fatal() -> None:
     (m,) = parser.feed(
         b'{"type":"assistant","message":{"content":[{"type":"text","text":"a\xff\xfeb"}]}}\n'
     )
-    assert isinstance(m, AssistantMessage) and m.text == "a\ufffd\ufffdb"
+    assert isinstance(m, WireAssistantMessage) and m.text == "a\ufffd\ufffdb"
 
 
 def test_parser_bom_and_memoryview() -> None:
@@ -563,7 +563,7 @@ def test_parser_64_mib_line() -> None:
         got += parser.feed(line[i : i + chunk])
     elapsed = time.perf_counter() - t0
     (m,) = got
-    assert isinstance(m, UserMessage)
+    assert isinstance(m, WireUserMessage)
     (res,) = m.tool_results
     assert res.content == big
     assert parser.skipped == 0 and parser.pending_bytes == 0
@@ -571,7 +571,7 @@ def test_parser_64_mib_line() -> None:
     # and as one chunk, one line
     parser = LineParser()
     m2 = parser.parse_line(line)
-    assert isinstance(m2, UserMessage)
+    assert isinstance(m2, WireUserMessage)
 
 
 # ------------------------------------------------------------------------- accumulator
@@ -904,6 +904,6 @@ def test_thinking_block_model() -> None:
             "message": {"content": [{"type": "thinking", "thinking": "t", "signature": "s"}]},
         }
     )
-    assert isinstance(m, AssistantMessage)
+    assert isinstance(m, WireAssistantMessage)
     (b,) = m.content
     assert isinstance(b, ThinkingBlock) and b.thinking == "t" and b.signature == "s"

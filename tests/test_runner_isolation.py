@@ -26,7 +26,7 @@ import pytest
 from conftest import TEST_PREFIXES
 
 from dockercc.agent.early import agent_env, agent_fs, agent_ids
-from dockercc.agent.runner import read_agent_file
+from dockercc.agent.history import read_agent_file
 from dockercc.client import AsyncPool
 from dockercc.config import resolve_config
 from dockercc.errors import ContainerLost

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dockercc.agent.runner import Assignment
+from dockercc.agent.settings import Assignment
 from dockercc.client import AsyncPool
 from dockercc.protocol.cli import (
     build_cli_args,

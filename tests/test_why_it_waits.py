@@ -15,8 +15,9 @@ import pytest
 from pydantic import TypeAdapter
 from test_cli import adcc, base_env, write_config
 
+from dockercc._mapper import EventMapper
 from dockercc.client import AsyncPool
-from dockercc.events import ApiRetry, ApiUnreachable, Event, EventMapper, SystemEvent, SystemStatus
+from dockercc.events import ApiRetry, ApiUnreachable, Event, SystemEvent, SystemStatus
 from dockercc.protocol.envelope import Envelope, runner_event
 from dockercc.testing import error
 

@@ -5,7 +5,7 @@ When the pool gave the container its CLI arguments at create time (``DOCKERCC_PR
 warm container's agent defaults, or a cold container's session), the CLI's start-up (about a
 second of loading and settings) can begin at once, while Python imports asyncio, redis and
 the protocol models (a few hundred ms). The runner adopts the running process
-(:class:`dockercc.agent.runner.PopenProcess`). Standard library only, on purpose.
+(:class:`dockercc.agent.process.PopenProcess`). Standard library only, on purpose.
 
 The runner and the agent are different users (``DOCKERCC_AGENT_USER``, see
 :func:`agent_ids`): the runner runs as root with only SETUID, SETGID and KILL (no

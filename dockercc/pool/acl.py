@@ -56,7 +56,7 @@ RUNNER_COMMANDS = (
     "publish", "subscribe", "unsubscribe",         # output / control channels
     "eval",                                        # the write script (APPEND_ENVELOPES)
 )
-"""Every command ``dockercc.agent.runner`` sends (redis-py's AUTH needs no right)."""
+"""Every command the runner (``dockercc.agent``) sends (redis-py's AUTH needs no right)."""
 OPTIONAL_COMMANDS = ("client|setinfo",)
 """Granted where the server knows them (7.2+): redis-py identifies itself on connect and
 ignores a refusal, but a refusal would fill the ACL log."""

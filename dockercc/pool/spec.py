@@ -247,7 +247,7 @@ def runner_env(spec: ContainerSpec, *, container: str, prefix: str,
 
     ``prestart`` (warm containers) makes the runner start the CLI before the claim with
     ``prestart["args"]`` and answer its start-up MCP ``tools/list`` with
-    ``prestart["tools"]`` (see :class:`dockercc.agent.runner.Prestart`). It is not part of
+    ``prestart["tools"]`` (see :class:`dockercc.agent.settings.Prestart`). It is not part of
     the spec key: a session whose arguments differ still takes the container (the runner
     restarts the CLI).
     """

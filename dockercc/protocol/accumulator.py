@@ -14,8 +14,17 @@ Text blocks of one message are joined as they are (``""``); text of different me
 separated by a blank line (``"\\n\\n"``). :meth:`TurnAccumulator.add` returns exactly the text
 it appended, so ``"".join(add(m) for m in turn) == acc.text`` (handy for live rendering).
 
-Messages of sub-agents (``parent_tool_use_id`` set) are ignored unless
-``include_subagents=True``. Messages after the turn's ``result`` are ignored.
+Messages of sub-agents (``parent_tool_use_id`` set) add no text, thinking, tool calls or
+results unless ``include_subagents=True`` (their streaming and tool-call state is still kept:
+:class:`~dockercc._mapper.EventMapper` reads it for every message). Messages after the turn's
+``result`` are ignored.
+
+A tool call's input is complete as soon as it is known: an ``assistant`` line's ``input`` is
+final, also when it is ``{}`` (the CLI writes the input it parsed; the transcripts of
+tests/fixtures/claude-code-2.1.328 show every ``tool_use`` of an ``assistant`` line with its
+whole input, and a tool without parameters is called with ``{}``); a streamed block's
+``input`` at ``content_block_start`` is a placeholder, completed at ``content_block_stop`` by
+its ``input_json_delta`` fragments (none, or blank ones: the placeholder, normally ``{}``).
 """
 
 from __future__ import annotations
@@ -26,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .messages import (
-    AssistantMessage,
     ContentBlockDeltaEvent,
     ContentBlockStartEvent,
     ContentBlockStopEvent,
@@ -34,18 +42,19 @@ from .messages import (
     Message,
     MessageDeltaEvent,
     MessageStartEvent,
-    ResultMessage,
     StreamEvent,
     SystemMessage,
     TextBlock,
-    TextDelta,
     ThinkingBlock,
-    ThinkingDelta,
     ToolUseBlock,
-    UserMessage,
+    WireAssistantMessage,
+    WireResultMessage,
+    WireTextDelta,
+    WireThinkingDelta,
+    WireUserMessage,
 )
 
-__all__ = ["ToolCall", "ToolResult", "TurnAccumulator"]
+__all__ = ["ToolCall", "ToolResultRecord", "TurnAccumulator"]
 
 MESSAGE_SEPARATOR = "\n\n"
 
@@ -65,7 +74,7 @@ class ToolCall:
 
 
 @dataclass(slots=True)
-class ToolResult:
+class ToolResultRecord:
     """The result of one tool call, as the CLI gave it back to the model. ``structured`` is
     the user line's ``tool_use_result`` (e.g. Bash's stdout/stderr), when there is one."""
 
@@ -76,10 +85,11 @@ class ToolResult:
 
 
 class _MsgState:
-    __slots__ = ("streamed",)
+    __slots__ = ("streamed", "listed")
 
     def __init__(self) -> None:
         self.streamed = False
+        self.listed = False
 
 
 class _BlockState:
@@ -92,11 +102,9 @@ class _BlockState:
 
 
 def _parse_input(text: str) -> dict[str, Any] | None:
-    if not text.strip():
-        return {}
     try:
         value = json.loads(text)
-    except Exception:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -107,8 +115,8 @@ class TurnAccumulator:
 
     def __init__(self, *, include_subagents: bool = False) -> None:
         self.include_subagents = include_subagents
-        self.result: ResultMessage | None = None
-        self.tool_results: dict[str, ToolResult] = {}
+        self.result: WireResultMessage | None = None
+        self.tool_results: dict[str, ToolResultRecord] = {}
         self.session_id: str | None = None
         self.model: str | None = None
         self.stop_reason: str | None = None
@@ -118,6 +126,11 @@ class TurnAccumulator:
         self._blocks: dict[tuple[str, int], _BlockState] = {}
         self._current: dict[str | None, str] = {}  # parent_tool_use_id -> streaming message id
         self._tools: dict[str, ToolCall] = {}
+        self._anon_ids: set[str] = set()  # message keys made up for messages without an id
+        #: the key of the message the last stream event added belonged to, and the ids of
+        #: the last ``assistant`` line's tool calls in block order (read by the event mapper)
+        self.last_message = ""
+        self.last_tool_ids: list[str] = []
         self._text_parts: list[str] = []
         self._text_msg: str | None = None
         self._text_cache: str | None = ""
@@ -145,8 +158,27 @@ class TurnAccumulator:
 
     @property
     def tool_calls(self) -> list[ToolCall]:
-        """Tool calls in the order they started."""
-        return list(self._tools.values())
+        """Tool calls in the order they started (sub-agents' only with ``include_subagents``)."""
+        return [c for c in self._tools.values()
+                if c.parent_tool_use_id is None or self.include_subagents]
+
+    def tool(self, tool_id: str) -> ToolCall | None:
+        """The call ``tool_id`` of this turn (a sub-agent's too), as far as it is known."""
+        return self._tools.get(tool_id)
+
+    def block_tool(self, message_id: str, index: int) -> ToolCall | None:
+        """The tool call streamed as block ``index`` of message ``message_id``, if it is one."""
+        state = self._blocks.get((message_id, index))
+        return self._tools.get(state.tool_id) if state is not None and state.tool_id else None
+
+    def streamed(self, message_id: str) -> bool:
+        """Whether any content of the message was streamed (``content_block_*`` events)."""
+        state = self._msgs.get(message_id)
+        return state is not None and state.streamed
+
+    def real_id(self, message_id: str) -> str | None:
+        """``message_id`` itself, or None for a key made up for a message without an id."""
+        return None if message_id in self._anon_ids else message_id
 
     @property
     def is_error(self) -> bool | None:
@@ -168,18 +200,14 @@ class TurnAccumulator:
         if self.result is not None:
             return ""
         if isinstance(msg, StreamEvent):
-            if self._skip_parent(msg.parent_tool_use_id):
-                return ""
-            return self._on_stream(msg)
-        if isinstance(msg, AssistantMessage):
-            if self._skip_parent(msg.parent_tool_use_id):
-                return ""
-            return self._on_assistant(msg)
-        if isinstance(msg, UserMessage):
+            return self._on_stream(msg, self._skip_parent(msg.parent_tool_use_id))
+        if isinstance(msg, WireAssistantMessage):
+            return self._on_assistant(msg, self._skip_parent(msg.parent_tool_use_id))
+        if isinstance(msg, WireUserMessage):
             if not self._skip_parent(msg.parent_tool_use_id):
                 self._on_user(msg)
             return ""
-        if isinstance(msg, ResultMessage):
+        if isinstance(msg, WireResultMessage):
             self._on_result(msg)
             return ""
         if isinstance(msg, SystemMessage) and msg.subtype == "init":
@@ -193,10 +221,10 @@ class TurnAccumulator:
         :func:`~dockercc.protocol.messages.stream_delta`): the same effect and return value,
         without the models. ``kind`` is ``"text_delta"``, ``"thinking_delta"`` or
         ``"input_json_delta"``, ``value`` its text / thinking / partial JSON."""
-        if self.result is not None or self._skip_parent(parent):
+        if self.result is not None:
             return ""
         message_id = self._delta_message_id(parent, api_message_id)
-        return self._on_delta(message_id, index, kind, value)
+        return self._on_delta(message_id, index, kind, value, self._skip_parent(parent))
 
     # ------------------------------------------------------------------------- internals
 
@@ -207,10 +235,17 @@ class TurnAccumulator:
         self._anon += 1
         return f"{prefix}{self._anon}"
 
-    def _msg(self, message_id: str) -> _MsgState:
+    def _anon_message(self) -> str:
+        key = self._anon_id("stream_")
+        self._anon_ids.add(key)
+        return key
+
+    def _msg(self, message_id: str, skip: bool = False) -> _MsgState:
         state = self._msgs.get(message_id)
         if state is None:
             state = self._msgs[message_id] = _MsgState()
+        if not skip and not state.listed:
+            state.listed = True
             self.message_ids.append(message_id)
         return state
 
@@ -232,7 +267,10 @@ class TurnAccumulator:
         self._thinking_msg = message_id
         self._thinking_parts.append(text)
 
-    def _add_tool(self, block: ToolUseBlock, message_id: str, parent: str | None) -> str:
+    def _add_tool(self, block: ToolUseBlock, message_id: str, parent: str | None, *,
+                  final: bool) -> str:
+        """A ``tool_use`` block: ``final`` for an ``assistant`` line's (its input is the
+        whole input, ``{}`` included), not for a ``content_block_start``'s placeholder."""
         tool_id = block.id or self._anon_id("toolu_anon_")
         call = self._tools.get(tool_id)
         if call is None:
@@ -242,13 +280,13 @@ class TurnAccumulator:
                 input=dict(block.input),
                 message_id=message_id,
                 parent_tool_use_id=parent,
-                complete=bool(block.input),
+                complete=final,
             )
             self._tools[tool_id] = call
             return tool_id
         if not call.name and block.name:
             call.name = block.name
-        if not call.complete and block.input:
+        if final and not call.complete:
             call.input = dict(block.input)
             call.complete = True
         return tool_id
@@ -257,7 +295,7 @@ class TurnAccumulator:
         parent = ev.parent_tool_use_id
         event = ev.event
         if isinstance(event, MessageStartEvent):
-            message_id = event.message.id or ev.api_message_id or self._anon_id("stream_")
+            message_id = event.message.id or ev.api_message_id or self._anon_message()
             self._current[parent] = message_id
             return message_id
         return self._delta_message_id(parent, ev.api_message_id)
@@ -265,50 +303,56 @@ class TurnAccumulator:
     def _delta_message_id(self, parent: str | None, api_message_id: str | None) -> str:
         """The message a stream event other than ``message_start`` belongs to."""
         if api_message_id:
-            return api_message_id
-        current = self._current.get(parent)
-        if current is None:
-            current = self._current[parent] = self._anon_id("stream_")
+            current = api_message_id
+        else:
+            current = self._current.get(parent) or ""
+            if not current:
+                current = self._current[parent] = self._anon_message()
+        self.last_message = current
         return current
 
-    def _on_stream(self, ev: StreamEvent) -> str:
+    def _on_stream(self, ev: StreamEvent, skip: bool) -> str:
+        """A stream event; ``skip``: a sub-agent's (its state only, no text or thinking)."""
         event = ev.event
         if isinstance(event, dict):
             return ""
         message_id = self._stream_message_id(ev)
+        self.last_message = message_id
         if isinstance(event, MessageStartEvent):
-            self._msg(message_id)
-            if event.message.model:
+            self._msg(message_id, skip)
+            if event.message.model and not skip:
                 self.model = event.message.model
             return ""
         if isinstance(event, ContentBlockStartEvent):
-            self._msg(message_id).streamed = True
+            self._msg(message_id, skip).streamed = True
             block = event.content_block
             key = (message_id, event.index)
             if isinstance(block, TextBlock):
                 self._blocks[key] = _BlockState("text")
-                return self._add_text(message_id, block.text)
+                return "" if skip else self._add_text(message_id, block.text)
             if isinstance(block, ToolUseBlock):
-                tool_id = self._add_tool(block, message_id, ev.parent_tool_use_id)
+                tool_id = self._add_tool(block, message_id, ev.parent_tool_use_id, final=False)
                 self._blocks[key] = _BlockState("tool_use", tool_id)
                 return ""
             if isinstance(block, ThinkingBlock):
                 self._blocks[key] = _BlockState("thinking")
-                self._add_thinking(message_id, block.thinking)
+                if not skip:
+                    self._add_thinking(message_id, block.thinking)
                 return ""
             kind = block.get("type") if isinstance(block, dict) else None
             self._blocks[key] = _BlockState(kind if isinstance(kind, str) else "unknown")
             return ""
         if isinstance(event, ContentBlockDeltaEvent):
             delta = event.delta
-            if isinstance(delta, TextDelta):
-                return self._on_delta(message_id, event.index, "text_delta", delta.text)
-            if isinstance(delta, ThinkingDelta):
-                return self._on_delta(message_id, event.index, "thinking_delta", delta.thinking)
+            if isinstance(delta, WireTextDelta):
+                return self._on_delta(message_id, event.index, "text_delta", delta.text, skip)
+            if isinstance(delta, WireThinkingDelta):
+                return self._on_delta(message_id, event.index, "thinking_delta",
+                                      delta.thinking, skip)
             if isinstance(delta, InputJsonDelta):
                 return self._on_delta(message_id, event.index, "input_json_delta",
-                                      delta.partial_json)
-            self._msg(message_id).streamed = True  # an unknown or signature delta
+                                      delta.partial_json, skip)
+            self._msg(message_id, skip).streamed = True  # an unknown or signature delta
             return ""
         if isinstance(event, ContentBlockStopEvent):
             state = self._blocks.get((message_id, event.index))
@@ -316,18 +360,20 @@ class TurnAccumulator:
                 self._finish_tool(state.tool_id)
             return ""
         if isinstance(event, MessageDeltaEvent):
-            if event.delta.stop_reason:
+            if event.delta.stop_reason and not skip:
                 self.stop_reason = event.delta.stop_reason
             return ""
         return ""
 
-    def _on_delta(self, message_id: str, index: int, kind: str, value: str) -> str:
+    def _on_delta(self, message_id: str, index: int, kind: str, value: str,
+                  skip: bool) -> str:
         """One text / thinking / input-JSON delta (both :meth:`add` and :meth:`add_delta`)."""
-        self._msg(message_id).streamed = True
+        self._msg(message_id, skip).streamed = True
         if kind == "text_delta":
-            return self._add_text(message_id, value)
+            return "" if skip else self._add_text(message_id, value)
         if kind == "thinking_delta":
-            self._add_thinking(message_id, value)
+            if not skip:
+                self._add_thinking(message_id, value)
             return ""
         if kind == "input_json_delta":
             key = (message_id, index)
@@ -345,25 +391,30 @@ class TurnAccumulator:
         call = self._tools.get(tool_id)
         if call is None or call.complete:
             return
-        parsed = _parse_input(call.partial_json)
+        # no fragments (or blank ones): the block's own input, the placeholder ({})
+        parsed = _parse_input(call.partial_json) if call.partial_json.strip() else call.input
         if parsed is not None:
             call.input = parsed
             call.complete = True
 
-    def _on_assistant(self, msg: AssistantMessage) -> str:
+    def _on_assistant(self, msg: WireAssistantMessage, skip: bool) -> str:
+        """An ``assistant`` line; ``skip``: a sub-agent's (its tool calls' state only)."""
         message_id = msg.message.id or self._anon_id("assistant_")
-        state = self._msg(message_id)
-        if msg.aborted:
-            self.aborted = True
-        if msg.message.model:
-            self.model = msg.message.model
-        if msg.message.stop_reason:
-            self.stop_reason = msg.message.stop_reason
+        state = self._msg(message_id, skip)
+        if not skip:
+            if msg.aborted:
+                self.aborted = True
+            if msg.message.model:
+                self.model = msg.message.model
+            if msg.message.stop_reason:
+                self.stop_reason = msg.message.stop_reason
         added: list[str] = []
+        self.last_tool_ids = []
         for block in msg.message.blocks:
             if isinstance(block, ToolUseBlock):
-                self._add_tool(block, message_id, msg.parent_tool_use_id)
-            elif state.streamed:
+                self.last_tool_ids.append(
+                    self._add_tool(block, message_id, msg.parent_tool_use_id, final=True))
+            elif state.streamed or skip:
                 continue
             elif isinstance(block, TextBlock):
                 added.append(self._add_text(message_id, block.text))
@@ -371,18 +422,18 @@ class TurnAccumulator:
                 self._add_thinking(message_id, block.thinking)
         return "".join(added)
 
-    def _on_user(self, msg: UserMessage) -> None:
+    def _on_user(self, msg: WireUserMessage) -> None:
         results = msg.tool_results
         structured = msg.tool_use_result if len(results) == 1 else None
         for block in results:
-            self.tool_results[block.tool_use_id] = ToolResult(
+            self.tool_results[block.tool_use_id] = ToolResultRecord(
                 tool_use_id=block.tool_use_id,
                 content=block.content,
                 is_error=bool(block.is_error),
                 structured=structured,
             )
 
-    def _on_result(self, msg: ResultMessage) -> None:
+    def _on_result(self, msg: WireResultMessage) -> None:
         for tool_id in list(self._tools):
             self._finish_tool(tool_id)
         self.result = msg

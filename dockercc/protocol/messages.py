@@ -11,9 +11,12 @@ Unknown message types become :class:`UnknownMessage`; unknown content blocks, SS
 deltas and control request subtypes are kept as plain dicts, so a newer CLI never breaks an
 older SDK. A message whose known type fails validation also becomes :class:`UnknownMessage`.
 
-Names follow claude-agent-sdk-python where natural (``TextBlock``, ``ToolUseBlock``,
-``AssistantMessage``, ``ResultMessage``, ...), but the wire nesting is kept: an assistant
-message's blocks are in ``msg.message.content`` (``msg.content`` is a shortcut).
+Names follow claude-agent-sdk-python where natural (``TextBlock``, ``ToolUseBlock``, ...),
+but the wire nesting is kept: an assistant message's blocks are in ``msg.message.content``
+(``msg.content`` is a shortcut). The models of lines and deltas whose public counterpart is
+an event of :mod:`dockercc.events` (``AssistantMessage``, ``UserMessage``, ``ResultMessage``,
+``TextDelta``, ``ThinkingDelta``) carry a ``Wire`` prefix here: one name, one class. The
+content blocks are shared: the events hold these very classes.
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ __all__ = [
     "Block",
     "ApiMessage",
     # stream events
-    "TextDelta",
+    "WireTextDelta",
     "InputJsonDelta",
-    "ThinkingDelta",
+    "WireThinkingDelta",
     "SignatureDelta",
     "Delta",
     "MessageStartEvent",
@@ -65,9 +68,9 @@ __all__ = [
     # messages
     "SystemMessage",
     "StreamEvent",
-    "AssistantMessage",
-    "UserMessage",
-    "ResultMessage",
+    "WireAssistantMessage",
+    "WireUserMessage",
+    "WireResultMessage",
     "ControlRequest",
     "ControlResponse",
     "UnknownMessage",
@@ -194,7 +197,7 @@ class ApiMessage(WireModel):
 # ---------------------------------------------------------------------------- stream events
 
 
-class TextDelta(WireModel):
+class WireTextDelta(WireModel):
     type: Literal["text_delta"]
     text: str = ""
 
@@ -204,7 +207,7 @@ class InputJsonDelta(WireModel):
     partial_json: str = ""
 
 
-class ThinkingDelta(WireModel):
+class WireThinkingDelta(WireModel):
     type: Literal["thinking_delta"]
     thinking: str = ""
 
@@ -215,9 +218,9 @@ class SignatureDelta(WireModel):
 
 
 Delta: TypeAlias = Annotated[
-    Annotated[TextDelta, Tag("text_delta")]
+    Annotated[WireTextDelta, Tag("text_delta")]
     | Annotated[InputJsonDelta, Tag("input_json_delta")]
-    | Annotated[ThinkingDelta, Tag("thinking_delta")]
+    | Annotated[WireThinkingDelta, Tag("thinking_delta")]
     | Annotated[SignatureDelta, Tag("signature_delta")]
     | Annotated[JsonDict, Tag("unknown")],
     _tagger("text_delta", "input_json_delta", "thinking_delta", "signature_delta"),
@@ -388,7 +391,7 @@ class StreamEvent(WireModel):
         return kind if isinstance(kind, str) else None
 
 
-class AssistantMessage(WireModel):
+class WireAssistantMessage(WireModel):
     """A complete assistant message (or, often, one content block of it: several may share
     one ``message.id``). Arrives after the ``stream_event`` deltas of the same content."""
 
@@ -423,7 +426,7 @@ class AssistantMessage(WireModel):
         return [b for b in self.message.blocks if isinstance(b, ToolUseBlock)]
 
 
-class UserMessage(WireModel):
+class WireUserMessage(WireModel):
     """A ``user`` line: tool results, interruption notes, replayed prompts."""
 
     type: Literal["user"]
@@ -446,7 +449,7 @@ class UserMessage(WireModel):
         return [b for b in content if isinstance(b, ToolResultBlock)]
 
 
-class ResultMessage(WireModel):
+class WireResultMessage(WireModel):
     """The last line of every turn. Judge success by ``is_error`` / ``subtype`` /
     ``terminal_reason``, never by the CLI's exit code."""
 
@@ -518,9 +521,9 @@ class UnknownMessage(WireModel):
 Message: TypeAlias = (
     SystemMessage
     | StreamEvent
-    | AssistantMessage
-    | UserMessage
-    | ResultMessage
+    | WireAssistantMessage
+    | WireUserMessage
+    | WireResultMessage
     | ControlRequest
     | ControlResponse
     | UnknownMessage
@@ -529,9 +532,9 @@ Message: TypeAlias = (
 MESSAGE_TYPES: dict[str, type[WireModel]] = {
     "system": SystemMessage,
     "stream_event": StreamEvent,
-    "assistant": AssistantMessage,
-    "user": UserMessage,
-    "result": ResultMessage,
+    "assistant": WireAssistantMessage,
+    "user": WireUserMessage,
+    "result": WireResultMessage,
     "control_request": ControlRequest,
     "control_response": ControlResponse,
 }
@@ -590,8 +593,8 @@ def stream_delta(obj: JsonDict) -> tuple[str, str, int, str | None, str | None] 
     partial_json, index, parent_tool_use_id, api_message_id)``.
 
     Returns them only when :func:`parse_message` would give a :class:`StreamEvent` whose
-    ``event`` is a :class:`ContentBlockDeltaEvent` with a :class:`TextDelta` /
-    :class:`ThinkingDelta` / :class:`InputJsonDelta` with these same values; ``None`` for
+    ``event`` is a :class:`ContentBlockDeltaEvent` with a :class:`WireTextDelta` /
+    :class:`WireThinkingDelta` / :class:`InputJsonDelta` with these same values; ``None`` for
     anything else, including any field of a type the models would convert or reject (then
     go through :func:`parse_message`)."""
     if type(obj) is not dict or obj.get("type") != "stream_event":

@@ -2,7 +2,7 @@
 ``pip install 'dockercc[anthropic]'``).
 
 The SDK's raw streaming events are exactly the ``stream_event`` payloads the CLI relays, so
-each one is wrapped as a CLI line and fed to the same :class:`~dockercc.events.EventMapper`;
+each one is wrapped as a CLI line and fed to the same :class:`~dockercc._mapper.EventMapper`;
 the provider adds the ``assistant`` line of each message, the ``user`` line of each round of
 tool results and a final ``result`` line, the way the CLI does. So consumers see the same
 ``TextDelta`` / ``ToolUse`` / ``ToolResult`` / ``Result`` events as from a container.
@@ -38,8 +38,9 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from .._mapper import EventMapper
 from ..errors import AgentError
-from ..events import Event, EventMapper
+from ..events import Event
 from ..protocol import control
 from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope

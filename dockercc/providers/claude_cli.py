@@ -2,7 +2,7 @@
 
 The same wire handling as the containers: the CLI runs with ``--input-format stream-json
 --output-format stream-json --verbose`` (plus the session's :func:`build_cli_args`), its
-stdout goes through :class:`~dockercc.protocol.LineParser` and :class:`~dockercc.events.EventMapper`,
+stdout goes through :class:`~dockercc.protocol.LineParser` and :class:`~dockercc._mapper.EventMapper`,
 and host tools are served by a :class:`~dockercc.bridge.HostBridge` answering the CLI's
 ``mcp_message`` control requests on its stdin / stdout (no Redis involved).
 
@@ -25,9 +25,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .._mapper import EventMapper
 from ..config import secret_env
 from ..errors import AgentError
-from ..events import Event, EventMapper, Result
+from ..events import Event, Result
 from ..protocol import control
 from ..protocol.cli import MCP_SERVER_NAME
 from ..protocol.envelope import Envelope
