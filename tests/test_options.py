@@ -8,6 +8,7 @@ import json
 import os
 import re
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,38 @@ async def test_can_use_tool_denies_changes_and_allows(make_config: Any, api: Any
     assert results[1].text.strip() == "changed", results[1]
     assert results[2].text.strip() == "fine", results[2]
     assert isinstance(events[-1], Result) and events[-1].text == "done"
+
+
+@pytest.mark.docker
+async def test_a_slow_approver_is_denied_after_timeouts_permission_ms(make_config: Any,
+                                                                     api: Any) -> None:
+    """The CLI in a container asks; the approver does not answer within
+    ``timeouts.permissionMs``: the tool is denied with a message that says why, the command
+    never runs, and the turn goes on."""
+    slow: list[str] = []
+
+    async def approve(name: str, tool_input: dict[str, Any], ctx: Any) -> Any:
+        slow.append(str(tool_input.get("command", "")))
+        await asyncio.sleep(5)
+        return dockercc.PermissionResultAllow()
+
+    api.script(tool_use("Bash", {"command": "printf ran > /tmp/slow.txt; cat /tmp/slow.txt"}),
+               text("after the denial"))
+    opts = ClaudeAgentOptions(can_use_tool=approve)
+    cfg = make_config(timeouts={"permission_ms": 400})
+    async with AsyncPool(cfg) as pool, pool.session(
+            options=opts, session_id=f"opts-pt-{uuid.uuid4().hex[:8]}") as s:
+        t0 = time.monotonic()
+        events = [e async for e in s.stream("run it", timeout=120)]
+        elapsed = time.monotonic() - t0
+        ran = await s.run("test -e /tmp/slow.txt && echo yes || echo no", timeout=30)
+        await s.close(forget=True)
+    (denied,) = [e for e in events if isinstance(e, ToolResult)]
+    assert slow and denied.is_error
+    assert "timeouts.permissionMs" in denied.text and "denied" in denied.text, denied.text
+    assert ran.stdout.strip() == "no"
+    assert isinstance(events[-1], Result) and events[-1].text == "after the denial"
+    assert elapsed < 4, elapsed  # denied at the limit, not after the approver answered (5 s)
 
 
 @pytest.mark.docker
