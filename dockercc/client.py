@@ -175,37 +175,22 @@ class AsyncPool:
     # -- sessions --------------------------------------------------------------------------
 
     def session(self, agent: str = "main", options: ClaudeAgentOptions | None = None, *,
-                model: str | None = None,
-                system_prompt: str | None = None, append_system_prompt: str | None = None,
-                permission_mode: str | None = None, allowed_tools: list[str] | None = None,
-                disallowed_tools: list[str] | None = None, tools: Iterable[Any] = (),
-                workspace: str | os.PathLike[str] | None = None, resume: str | None = None,
-                env: dict[str, str] | None = None, max_turns: int | None = None,
                 session_id: str | None = None, on_event: EventCallback | None = None,
-                include_partial_messages: bool | None = None, parent: str | None = None,
-                add_dirs: Iterable[str | os.PathLike[str]] | None = None,
-                **more: Any) -> AsyncSession:
+                **shorthands: Any) -> AsyncSession:
         """A new session (its container is claimed on first use or ``async with``).
 
         ``options`` is a :class:`dockercc.ClaudeAgentOptions` (claude-agent-sdk's names);
-        keyword arguments are shorthands that win over its fields; the agent config supplies
-        what neither sets. ``more`` takes any other :class:`ClaudeAgentOptions` field name.
+        keyword shorthands (any ``ClaudeAgentOptions`` field name, plus ``tools`` = host
+        Python tools, ``workspace``, ``append_system_prompt``: see
+        :func:`dockercc.session.session_options`) win over its fields; the agent config
+        supplies what neither sets.
 
         ``workspace``: an absolute host folder mounted at ``/workspace`` (``:ro`` read-only),
         ``volume:NAME`` (a named Docker volume, created on demand and kept), or None (a
-        scratch tmpfs); ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
+        scratch workspace); ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
         here, :class:`~dockercc.errors.ConfigError` before any container starts. See
         docs/workspaces.md."""
-        if more:
-            options = _with_fields(options, more)
-        opts = session_options(
-            agent, options, model=model, system_prompt=system_prompt,
-            append_system_prompt=append_system_prompt, permission_mode=permission_mode,
-            allowed_tools=allowed_tools, disallowed_tools=disallowed_tools, tools=list(tools),
-            workspace=os.fspath(workspace) if workspace else None, resume=resume,
-            env=env, max_turns=max_turns, include_partial_messages=include_partial_messages,
-            parent=parent,
-            add_dirs=None if add_dirs is None else [os.fspath(d) for d in add_dirs])
+        opts = session_options(agent, options, **shorthands)
         return self._open(opts, session_id=session_id, on_event=on_event)
 
     def _open(self, options: SessionOptions, *, session_id: str | None = None,
@@ -312,19 +297,6 @@ class AsyncPool:
         timeout = options.pop("timeout", None)
         async with self.session(**options) as s:
             return await s.ask(prompt, timeout=timeout)
-
-
-def _with_fields(options: ClaudeAgentOptions | None, fields: dict[str, Any]) -> Any:
-    """``options`` with more :class:`ClaudeAgentOptions` fields set (by keyword)."""
-    import dataclasses
-
-    from .types import ClaudeAgentOptions, OptionsError
-
-    names = {f.name for f in dataclasses.fields(ClaudeAgentOptions)}
-    for key in fields:
-        if key not in names:
-            raise OptionsError(key, "not a session option (see dockercc.ClaudeAgentOptions)")
-    return dataclasses.replace(options or ClaudeAgentOptions(), **fields)
 
 
 async def aquery(prompt: str, options: ClaudeAgentOptions | None = None, *,

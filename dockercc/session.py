@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -149,17 +150,41 @@ class SessionOptions(BaseModel):
     hooks: dict[str, Any] | None = Field(default=None, repr=False, exclude=True)
 
 
-def session_options(agent: str, options: Any = None, **kwargs: Any) -> SessionOptions:
+#: keyword shorthands of ``session(...)`` that go straight into :class:`SessionOptions`
+#: (``tools``: host Python tools, not the SDK's base tool set; ``workspace``, ``parent``,
+#: ``append_system_prompt``: dockercc's own); any other :class:`ClaudeAgentOptions` field
+#: name given by keyword is set on the options object and checked with it
+SHORTHANDS = ("model", "system_prompt", "append_system_prompt", "permission_mode",
+              "allowed_tools", "disallowed_tools", "tools", "workspace", "resume", "env",
+              "max_turns", "include_partial_messages", "parent", "add_dirs")
+
+
+def session_options(agent: str, options: Any = None, **shorthands: Any) -> SessionOptions:
     """A session's options from a :class:`~dockercc.types.ClaudeAgentOptions` (checked
     once, :class:`~dockercc.types.OptionsError` naming a bad field) and keyword shorthands,
-    which win over the object's fields. ``None`` keywords mean "not given"."""
-    from .types import validate_options
+    which win over the object's fields: any ``ClaudeAgentOptions`` field name, and
+    :data:`SHORTHANDS`. ``None`` keywords mean "not given"; paths may be ``PathLike``.
+    The one place a session's options are merged (``AsyncPool.session``,
+    ``ProviderChain.session``, ``query``, ``pool.map``)."""
+    import dataclasses
 
+    from .types import ClaudeAgentOptions, validate_options
+
+    given = {k: v for k, v in shorthands.items() if v is not None}
+    extra = {k: given.pop(k) for k in list(given) if k not in SHORTHANDS}
+    if extra:  # SDK fields without a shorthand: set on the options object, checked with it
+        names = {f.name for f in dataclasses.fields(ClaudeAgentOptions)}
+        for key in extra:
+            if key not in names:
+                raise OptionsError(key, "not a session option (see dockercc.ClaudeAgentOptions)")
+        options = dataclasses.replace(options or ClaudeAgentOptions(), **extra)
+    if "workspace" in given:
+        given["workspace"] = os.fspath(given["workspace"])
+    if "add_dirs" in given:
+        given["add_dirs"] = [os.fspath(d) for d in given["add_dirs"]]
     merged: dict[str, Any] = validate_options(options) if options is not None else {}
-    tools = [*merged.pop("tools", []), *(kwargs.pop("tools", None) or ())]
-    for key, value in kwargs.items():
-        if value is not None:
-            merged[key] = value
+    tools = [*merged.pop("tools", []), *(given.pop("tools", None) or ())]
+    merged.update(given)
     if tools:
         merged["tools"] = tools
     try:

@@ -61,6 +61,25 @@ def test_unknown_keyword_is_a_typed_error() -> None:
         AsyncPool({"redis": {"url": "redis://127.0.0.1:1"}}).session(max_budget=1)
 
 
+def test_the_pool_and_the_chain_take_the_same_shorthands(tmp_path: Path) -> None:
+    """One merge (session_options) behind AsyncPool.session and ProviderChain.session: the
+    same keywords give the same options, and the same unknown keyword the same error."""
+    from dockercc.providers import ProviderChain
+
+    cfg = {"redis": {"url": "redis://127.0.0.1:1"}}
+    kw: dict[str, Any] = dict(system_prompt="be brief", permission_mode="acceptEdits",
+                              allowed_tools=["Read"], env={"A": "1"}, max_turns=3,
+                              workspace=tmp_path, effort="low", fallback_model="haiku")
+    pool_side = AsyncPool(cfg).session(**kw).options
+    chain = ProviderChain(cfg, refs=["anthropic/claude-sonnet-4-5"], env={})
+    chain_side = chain.session(**kw).options
+    assert pool_side == chain_side
+    assert pool_side.workspace == str(tmp_path) and pool_side.effort == "low"
+    for make in (AsyncPool(cfg).session, chain.session):
+        with pytest.raises(OptionsError, match="max_budget"):
+            make(max_budget=1)
+
+
 class _Agent:
     """An agent config with nothing set (the options decide)."""
 

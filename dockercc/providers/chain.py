@@ -104,25 +104,16 @@ class ProviderChain:
         return f"ProviderChain({[str(r) for r in self.refs]!r})"
 
     def session(self, agent: str = "main", options: Any = None, *,
-                session_id: str | None = None,
-                system_prompt: str | None = None, append_system_prompt: str | None = None,
-                permission_mode: str | None = None, allowed_tools: list[str] | None = None,
-                disallowed_tools: list[str] | None = None, tools: Iterable[Any] = (),
-                workspace: str | None = None, env: dict[str, str] | None = None,
-                max_turns: int | None = None, include_partial_messages: bool | None = None,
-                on_event: EventCallback | None = None) -> ChainSession:
+                session_id: str | None = None, on_event: EventCallback | None = None,
+                **shorthands: Any) -> ChainSession:
         """A new session; its provider is chosen when it starts. ``options`` is a
-        :class:`dockercc.ClaudeAgentOptions` (its ``model`` is ignored: each provider of the
-        chain names its own)."""
+        :class:`dockercc.ClaudeAgentOptions` and ``shorthands`` the same keywords as
+        :meth:`dockercc.AsyncPool.session` (one merge: :func:`dockercc.session.session_options`;
+        a ``model`` is ignored: each provider of the chain names its own)."""
         if self._closed:
             raise SessionClosed("the provider chain is closed")
         self.config.agent(agent)  # a clear ConfigError for an unknown agent, now
-        options = session_options(
-            agent, options, system_prompt=system_prompt,
-            append_system_prompt=append_system_prompt,
-            permission_mode=permission_mode, allowed_tools=allowed_tools,
-            disallowed_tools=disallowed_tools, tools=list(tools), workspace=workspace, env=env,
-            max_turns=max_turns, include_partial_messages=include_partial_messages)
+        options = session_options(agent, options, **shorthands)
         for provider in self.providers:
             # any entry may end up serving it: an option one of them would ignore is an
             # error now, not a surprise after a fallback
