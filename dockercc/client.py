@@ -30,7 +30,7 @@ from .session import (
     default_prestart,
     session_options,
 )
-from .transport import RedisTransport
+from .storage.connection import RedisTransport
 from .types import ClaudeAgentOptions
 
 ConfigLike = DockerCCConfig | str | Path | dict[str, Any] | None

@@ -24,10 +24,10 @@ from dockercc.client import AsyncPool
 from dockercc.errors import BadData
 from dockercc.events import EventMapper
 from dockercc.pool.manager import Lease
-from dockercc.pool.registry import ContainerRecord
 from dockercc.protocol import bounded, transcript
 from dockercc.protocol.envelope import SEQ_WINDOW, Envelope, encode_envelope
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
+from dockercc.storage.records import ContainerRecord
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -47,7 +47,7 @@ from ..protocol.cli import runtime_requests, split_cli_args, start_time_args
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
 from ..protocol.keys import OUTPUT_BUFFER_MAX, PoolKeys, SessionKeys, validate_id
 from ..protocol.transcript import check_meta as check_transcript_meta
-from ..sentinel import connect
+from ..storage.sentinel import connect
 from .early import (
     BASE_ARGS,
     AgentIds,
