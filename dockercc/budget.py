@@ -10,7 +10,8 @@ and key prefix sees the same spend and the same limits (``budget`` in the config
 and each agent's).
 
 Admission is atomic across processes: a turn starts only through :func:`admit`, one Lua
-script (:data:`dockercc.pool.registry.BUDGET_ADMIT`) that checks every limit against the
+script (:data:`dockercc.storage.scripts.BUDGET_ADMIT`, run by
+:class:`dockercc.storage.budget.BudgetLedger`) that checks every limit against the
 ledger *and the turns already admitted but not yet settled* (``{p}budget:holds``, each held at
 the mean cost of the window's turns), and holds the new turn's place. So when two processes
 race for the last room under a limit, one gets in and the other gets
@@ -35,15 +36,6 @@ KEEP_S = 31 * 86400
 HOLD_MS = 3_600_000
 """The longest a turn holds its place under a budget without being settled (its process
 alive but the turn never read to its end)."""
-
-
-def ledger_keys(prefix: str) -> tuple[str, str]:
-    return f"{prefix}budget:spend", f"{prefix}budget:cost"
-
-
-def holds_key(prefix: str) -> str:
-    """Hash: hold id -> ``{"agent", "owner", "usd", "expires"}`` of admitted, unsettled turns."""
-    return f"{prefix}budget:holds"
 
 
 def entry(agent: str, usd: float) -> str:
@@ -88,39 +80,26 @@ async def settle(containers: Any, hold: str, session: str | None = None, seq: in
     return bool(await containers.settle_turn(hold, f"{session}:{seq}", entry(agent, usd)))
 
 
-async def record(client: Any, prefix: str, session: str, seq: int, agent: str,
-                 usd: float | None, *, now_ms: int | None = None) -> bool:
-    """Record one turn's cost (idempotent); True when it was new."""
+async def record(store: Any, session: str, seq: int, agent: str, usd: float | None, *,
+                 now_ms: int | None = None) -> bool:
+    """Record one turn's cost (idempotent); True when it was new. ``store`` is the pool's
+    :class:`~dockercc.storage.connection.RedisTransport` (``pool.transport``)."""
     if not usd or usd <= 0:
         return False
-    zkey, hkey = ledger_keys(prefix)
-    member = f"{session}:{seq}"
     when = now_ms if now_ms is not None else int(time.time() * 1000)
-    pipe = client.pipeline(transaction=True)
-    pipe.hsetnx(hkey, member, entry(agent, usd))
-    pipe.zadd(zkey, {member: when}, nx=True)
-    pipe.zremrangebyscore(zkey, 0, when - KEEP_S * 1000)
-    added, _, _ = await pipe.execute()
-    return bool(added)
+    return await store.budget.record(f"{session}:{seq}", entry(agent, usd), when,
+                                     KEEP_S * 1000)
 
 
-async def spend(client: Any, prefix: str, window_s: float, agent: str | None = None) -> float:
+async def spend(store: Any, window_s: float, agent: str | None = None) -> float:
     """USD spent in the last ``window_s`` seconds (by ``agent``, or by everyone)."""
-    zkey, hkey = ledger_keys(prefix)
-    since = int((time.time() - window_s) * 1000)
-    members = await client.zrangebyscore(zkey, since, "+inf")
-    if not members:
-        return 0.0
     total = 0.0
-    for raw in await client.hmget(hkey, members):
-        if raw is None:
-            continue
-        try:
-            entry = json.loads(raw)
-            if agent is None or entry.get("agent") == agent:
-                total += float(entry.get("usd") or 0)
-        except (ValueError, TypeError, AttributeError):
-            continue
+    for item in await store.budget.entries(int((time.time() - window_s) * 1000)):
+        if agent is None or item.get("agent") == agent:
+            try:
+                total += float(item.get("usd") or 0)
+            except (ValueError, TypeError):
+                continue
     return total
 
 
@@ -132,25 +111,25 @@ def configured(config: Any) -> bool:
         agent.budget.usd is not None for agent in config.agents.values())
 
 
-async def report(client: Any, prefix: str, config: Any) -> list[dict[str, Any]]:
+async def report(store: Any, config: Any) -> list[dict[str, Any]]:
     """Spend against every configured budget (pool first), for ``dockercc status``."""
     out = []
     if config.budget.usd is not None:
         out.append({"scope": "pool", "limit_usd": config.budget.usd,
                     "window_s": config.budget.window_s,
-                    "spent_usd": await spend(client, prefix, config.budget.window_s)})
+                    "spent_usd": await spend(store, config.budget.window_s)})
     for name, agent in config.agents.items():
         if agent.budget.usd is not None:
             out.append({"scope": f"agent:{name}", "limit_usd": agent.budget.usd,
                         "window_s": agent.budget.window_s,
-                        "spent_usd": await spend(client, prefix, agent.budget.window_s, name)})
+                        "spent_usd": await spend(store, agent.budget.window_s, name)})
     return out
 
 
-async def check(client: Any, prefix: str, config: Any, agent: str) -> None:
+async def check(store: Any, config: Any, agent: str) -> None:
     """Raise :class:`BudgetExceeded` when the pool's or ``agent``'s budget is used up by
     the ledger alone (a look, not an admission: sessions use :func:`admit`)."""
     for scope, window_s, limit, who in limits(config, agent):
-        spent = await spend(client, prefix, window_s, who or None)
+        spent = await spend(store, window_s, who or None)
         if spent >= limit:
             raise BudgetExceeded(scope, spent, limit, window_s)

@@ -25,7 +25,7 @@ import click
 
 from . import __version__
 from .redaction import terminal_safe
-from .transport import as_int
+from .storage.values import as_int
 
 
 def _console() -> Any:
@@ -606,7 +606,8 @@ def batch(ctx: click.Context, input_path: str, out_path: str, agent: str,
 @click.pass_context
 def sessions(ctx: click.Context, as_json: bool) -> None:
     """Open sessions of every process sharing this pool (the Redis registry)."""
-    from .transport import RedisTransport, now_ms
+    from .storage.connection import RedisTransport
+    from .storage.values import now_ms
 
     config = _load_config(ctx)
 
@@ -665,7 +666,7 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
          tail: int) -> None:
     """A session's output: its buffered events (the seed's output_buffer), rendered."""
     from ._mapper import EventMapper
-    from .transport import RedisTransport
+    from .storage.connection import RedisTransport
 
     session = _session_id(session)
     config = _load_config(ctx)
@@ -673,7 +674,6 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
 
     async def from_docker() -> None:
         from .pool.backend import LABEL, DockerBackend
-        from .pool.registry import ContainerRecord
 
         t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix)
         backend = DockerBackend(config.docker.base_url)
@@ -682,9 +682,9 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
             with contextlib.suppress(Exception):
                 container = (await t.state(session)).get("container")
                 if container:
-                    rec = await t.client.hget(t.pool_keys.containers, container)
-                    if rec:
-                        names.insert(0, ContainerRecord.validate(rec, container).name)
+                    rec, _ = await t.registry.record(container, quarantine=False)
+                    if rec is not None:
+                        names.insert(0, rec.name)
             for name in names:
                 info = await backend.inspect(name)
                 # only a container of this pool (by its labels): a name read from Redis may
@@ -736,7 +736,7 @@ def logs(ctx: click.Context, session: str, raw: bool, follow: bool, container_lo
 def interrupt(ctx: click.Context, session: str) -> None:
     """Stop SESSION's running turn (the session stays usable)."""
     from .protocol import control
-    from .transport import RedisTransport
+    from .storage.connection import RedisTransport
 
     session = _session_id(session)
     config = _load_config(ctx)
@@ -852,7 +852,8 @@ def gc(ctx: click.Context) -> None:
     heartbeating (killed processes) is removed. Live pools are not touched."""
     from .files import sweep_scratch_volumes
     from .pool.manager import ContainerPool
-    from .transport import RedisTransport, as_int, as_str, now_ms
+    from .storage.connection import RedisTransport
+    from .storage.values import now_ms
 
     config = _load_config(ctx)
 
@@ -865,16 +866,15 @@ def gc(ctx: click.Context) -> None:
             before = len(await pool.records())
             removed = await pool.reconcile()
             entries = before - len(await pool.records())
-            r = t.client
             stale = pool.stale_ms
-            owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(t.pool_keys.owners)).items()}
+            owners = await t.registry.owners()
             alive = {o for o, hb in owners.items() if now_ms() - hb <= max(stale, 1000)}
             dropped = 0
             for sid, record in (await t.session_records()).items():
                 if record.get("owner", "") not in alive:
-                    await r.hdel(t.sessions_key, sid)
-                    if await r.exists(t.keys(sid).state):
-                        await r.hset(t.keys(sid).state, "status", "lost")
+                    await t.sessions.unregister(sid)
+                    if await t.sessions.exists(sid):
+                        await t.sessions.set_state(sid, status="lost")
                     dropped += 1
             volumes = await sweep_scratch_volumes(pool)
             return removed, entries, dropped, volumes

@@ -32,7 +32,7 @@ from .session import (
     default_prestart,
     session_options,
 )
-from .transport import RedisTransport
+from .storage.connection import RedisTransport
 from .types import ClaudeAgentOptions
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -44,7 +44,6 @@ from .errors import (
     PathEscape,
     WorkspaceError,
 )
-from .protocol.keys import SCRATCH_KEY
 from .workspace import WORKSPACE
 
 if TYPE_CHECKING:
@@ -637,13 +636,12 @@ async def sweep_scratch_volumes(pool: Any) -> int:
                                        filters={"volume": name})
         if used:
             continue
-        owner = await t.client.hget(f"{t.prefix}{SCRATCH_KEY}", name)
+        owner = await t.sessions.scratch_owner(name)
         if owner is not None:
-            sid = owner.decode() if isinstance(owner, bytes) else str(owner)
-            if await t.client.exists(t.keys(sid).state):
+            if await t.sessions.exists(owner):
                 continue  # open, or closed and still resumable
         with contextlib.suppress(Exception):
             await asyncio.to_thread(vol.remove, force=True)
-            await t.client.hdel(f"{t.prefix}{SCRATCH_KEY}", name)
+            await t.sessions.drop_scratch(name)
             removed += 1
     return removed

@@ -29,13 +29,11 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .budget import report as budget_report
 from .config import DockerCCConfig
-from .errors import BadData
 from .pool.backend import LABEL, ContainerInfo, DockerBackend
 from .pool.manager import PoolStats
-from .pool.registry import ContainerRecord
-from .protocol.keys import PoolKeys
 from .redaction import redact
-from .transport import as_int, as_str, now_ms
+from .storage.connection import RedisTransport
+from .storage.values import now_ms
 
 __all__ = ["Check", "ContainerHealth", "PoolCounts", "EgressStatus", "Isolation", "HealthReport",
            "collect_health"]
@@ -153,28 +151,23 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0] if text else type(exc).__name__)
 
 
-async def _check_redis(config: DockerCCConfig, timeout: float) -> tuple[RedisCheck, Any]:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from .sentinel import connect
-
-    url = config.redis.url_secret()
+async def _check_redis(config: DockerCCConfig, timeout: float
+                       ) -> tuple[RedisCheck, RedisTransport | None]:
     check = RedisCheck(ok=False, url=config.redis.redacted(), key_prefix=config.redis.key_prefix)
-    client = connect(url, socket_connect_timeout=timeout, socket_timeout=timeout,
-                     retry=Retry(NoBackoff(), 0))
+    # a short-lived connection that answers at once (no retries): this is a status page
+    t = RedisTransport(config.redis.url_secret(), config.redis.key_prefix,
+                       socket_timeout=timeout, connect_timeout=timeout, retries=0)
     t0 = time.perf_counter()
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        await asyncio.wait_for(t.pong(), timeout)
     except Exception as exc:
-        with contextlib.suppress(Exception):
-            await client.aclose()
+        await t.close()
         check.detail = f"not reachable: {_first_line(exc)}"
         return check, None
     check.ok = True
     check.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
     check.detail = "PONG"
-    return check, client
+    return check, t
 
 
 async def _check_docker(config: DockerCCConfig, backend: DockerBackend | None,
@@ -207,7 +200,7 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
 
     ``backend`` reuses a Docker client (the gateway's); ``stats`` / ``started_at`` (a
     ``time.monotonic()`` value) add the serving process's own figures."""
-    (redis_check, client), (docker_check, docker) = await asyncio.gather(
+    (redis_check, store), (docker_check, docker) = await asyncio.gather(
         _check_redis(config, timeout), _check_docker(config, backend, timeout))
     problems: list[str] = []
     if not redis_check.ok:
@@ -226,17 +219,16 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
                 infos = await docker.list({LABEL: "1", f"{LABEL}.prefix": config.redis.key_prefix})
             except Exception as exc:
                 problems.append(f"Docker: listing containers failed: {_first_line(exc)}")
-        if client is not None:
-            counts, containers, orphans = await _pool_view(config, client, infos, problems)
-            isolation = await _isolation(config, client, containers, problems)
+        if store is not None:
+            counts, containers, orphans = await _pool_view(config, store, infos, problems)
+            isolation = await _isolation(config, store, containers, problems)
             try:
-                budgets = await budget_report(client, config.redis.key_prefix, config)
+                budgets = await budget_report(store, config)
             except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
                 problems.append(f"budgets: {_first_line(exc)}")
     finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        if store is not None:
+            await store.close()
         if docker is not None and backend is None:
             with contextlib.suppress(Exception):
                 await docker.close()
@@ -254,48 +246,32 @@ async def collect_health(config: DockerCCConfig, *, backend: DockerBackend | Non
         uptime_s=None if started_at is None else round(time.monotonic() - started_at, 3))
 
 
-async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerInfo] | None,
+async def _pool_view(config: DockerCCConfig, store: RedisTransport, infos: list[ContainerInfo] | None,
                      problems: list[str]) -> tuple[PoolCounts, list[ContainerHealth], list[str]]:
-    keys = PoolKeys(config.redis.key_prefix)
+    keys = store.pool_keys
     t = config.timeouts
     stale_ms = t.health_interval_ms * t.stale_after_misses
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.containers)
-    pipe.hgetall(keys.owners)
-    pipe.hlen(keys.sessions)
-    pipe.zcard(keys.queue)
-    pipe.hlen(f"{keys.prefix}pool:quarantine")
-    raw_records, raw_owners, sessions, waiting, quarantined = await pipe.execute()
-    records = []
-    for field, value in raw_records.items():
-        try:
-            records.append(ContainerRecord.validate(value, as_str(field)))
-        except BadData:
-            quarantined += 1  # a running pool moves it aside; status only reads
+    view = await store.registry.view()
+    records, quarantined = view.records, view.quarantined
     if quarantined:
         problems.append(f"{quarantined} pool registry record(s) failed validation and are "
-                        f"ignored (see `redis-cli hgetall {keys.prefix}pool:quarantine`)")
-    records.sort(key=lambda r: (r.created, r.id))
+                        f"ignored (see `redis-cli hgetall {keys.quarantine}`)")
     now = now_ms()
-    owners = {as_str(k): as_int(v) for k, v in raw_owners.items()}
-    alive = {o for o, hb in owners.items() if now - hb <= max(stale_ms, 1000)}
-    pipe = client.pipeline(transaction=False)
-    for rec in records:
-        pipe.hget(keys.container_state(rec.id), "heartbeat")
-    beats = await pipe.execute() if records else []
+    alive = {o for o, hb in view.owners.items() if now - hb <= max(stale_ms, 1000)}
     by_id: dict[str, ContainerInfo] = {}
     for listed in infos or []:
         cid = listed.labels.get(f"{LABEL}.container", "")
         if cid:
             by_id[cid] = listed
     out: list[ContainerHealth] = []
-    for rec, beat in zip(records, beats, strict=True):
+    for rec in records:
+        beat = view.heartbeats.get(rec.id, 0)
         info = by_id.get(rec.id)
         docker_state: str | None = None
         if infos is not None:
             docker_state = (info.status or ("running" if info.running else "stopped")) \
                 if info is not None else "missing"
-        hb_age = now - as_int(beat) if beat else None
+        hb_age = now - beat if beat else None
         item = ContainerHealth(
             id=rec.id, name=info.name if info is not None else rec.name, status=rec.status,
             agent=rec.agent, session=rec.session, owner=rec.owner,
@@ -324,24 +300,22 @@ async def _pool_view(config: DockerCCConfig, client: Any, infos: list[ContainerI
     status = Counter(r.status for r in records)
     counts = PoolCounts(
         total=len(records), warm=status["warm"], busy=status["busy"],
-        creating=status["creating"], stopping=status["stopping"], sessions=int(sessions),
-        waiting=int(waiting), owners=len(alive), quarantined=int(quarantined),
+        creating=status["creating"], stopping=status["stopping"], sessions=view.sessions,
+        waiting=view.waiting, owners=len(alive), quarantined=int(quarantined),
         per_agent=dict(Counter(r.agent for r in records if r.agent)),
         limits={"maxTotal": config.pool.max_total, "maxPerAgent": config.pool.max_per_agent,
                 "minWarm": config.pool.min_warm})
     return counts, out, orphans
 
 
-async def _isolation(config: DockerCCConfig, client: Any, containers: list[ContainerHealth],
+async def _isolation(config: DockerCCConfig, store: RedisTransport, containers: list[ContainerHealth],
                      problems: list[str]) -> Isolation:
     """``redis.containerAcl`` and, when on, whether each live container has its Redis user."""
-    from .pool.acl import ContainerACL
-
     if not config.redis.container_acl:
         return Isolation(isolated=False, reason="redis.containerAcl is false: every runner has "
                          "the pool's own Redis rights and can reach every session's keys")
     try:
-        users = await ContainerACL(client, config.redis.key_prefix).users()
+        users = await store.container_acl().users()
     except Exception as exc:
         return Isolation(isolated=None, reason=f"cannot list the Redis ACL users: "
                                                 f"{_first_line(exc)}")

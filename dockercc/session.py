@@ -25,11 +25,10 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.exceptions import RedisError
 
 from . import budget, logs, metrics, tracing
 from ._mapper import EventMapper
@@ -71,9 +70,11 @@ from .protocol.cli import (
     split_session_env,
 )
 from .protocol.envelope import Envelope
-from .protocol.keys import SCRATCH_KEY, validate_id
+from .protocol.keys import validate_id
+from .storage.connection import redis_errors_as_transport_errors
+from .storage.sessions import McpRelay
+from .storage.values import now_ms
 from .transcript_key import load_key
-from .transport import as_str, now_ms
 from .types import OptionsError
 from .workspace import (
     VOLUME_RE,
@@ -101,15 +102,6 @@ SANDBOX_PERMISSION_MODE = "bypassPermissions"
 sandboxed (its own uid, no capabilities, a container), there is nobody to approve a prompt,
 so its tools run without asking. The CLI refuses this mode as root: an agent configured to
 run as root (``docker.user``) keeps the CLI's default."""
-
-
-@contextlib.contextmanager
-def _typed_redis_errors(url: str) -> Iterator[None]:
-    """Redis gone for longer than the client's retries: a TransportError, not redis-py's."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
 
 
 class SessionOptions(BaseModel):
@@ -479,9 +471,9 @@ class AsyncSession:
             self._restore_from = resume
             self._resume_id = state["claude_session_id"]
             return
-        owner = await t.client.hget(f"{t.prefix}claude_sessions", resume)
+        owner = await t.sessions.by_claude_id(resume)
         if owner is not None:
-            self._restore_from = as_str(owner)
+            self._restore_from = owner
             self._resume_id = resume
             return
         raise SessionClosed(f"nothing to resume: no session {resume!r} in Redis (closed "
@@ -492,7 +484,7 @@ class AsyncSession:
         # (its log lines, and those of the tasks it starts, e.g. the MCP relay, name it)
         with logs.bound(session=self.id):
             async with self._lock:
-                with _typed_redis_errors(self.pool.transport.url):
+                with redis_errors_as_transport_errors(self.pool.transport.url):
                     await self._ensure_container()
         return self
 
@@ -501,8 +493,8 @@ class AsyncSession:
             raise SessionClosed(f"session {self.id!r} is closed; open a new one or resume it "
                                 f"with pool.session(resume={self.id!r})")
         if self.lease is not None:
-            state = await self.pool.transport.client.hget(self.keys.state, "status")
-            if state is None or as_str(state) not in ("lost", "parked", "stopped", "failed"):
+            state = await self.pool.transport.sessions.state_field(self.id, "status")
+            if state is None or state not in ("lost", "parked", "stopped", "failed"):
                 return
             # the container went away: continue the conversation in a new one
             await self.pool.containers.release(self.lease.container)
@@ -510,10 +502,8 @@ class AsyncSession:
             await self._seal_transcript()  # its lease is over: what it saved is final
             if not self._turn_open:
                 # lost between turns: its error event is old news, not the next turn's
-                tail = await self.pool.transport.client.lindex(self.keys.output_buffer, -1)
-                env = Envelope.decode(tail) if tail else None
-                if env is not None:
-                    self.last_seq = max(self.last_seq, env.seq)
+                self.last_seq = max(self.last_seq,
+                                    await self.pool.transport.sessions.last_seq(self.id))
         await self.pool.start()
         if not self._keys_checked:
             await self._check_new_id()
@@ -530,8 +520,7 @@ class AsyncSession:
             self._relay = asyncio.create_task(self._relay_loop(), name=f"dockercc-mcp-{self.id}")
         digest = ""
         if self._restore_from:  # TranscriptRejected unless this host sealed it
-            raw = await self.pool.transport.client.hgetall(
-                self.pool.transport.keys(self._restore_from).transcript)
+            raw = await self.pool.transport.sessions.transcript(self._restore_from)
             digest = sealing.verify(load_key(), self._restore_from, raw)
         self._lease_token = secrets.token_hex(16)
         args = self.cli_args()
@@ -557,18 +546,16 @@ class AsyncSession:
         except BaseException as exc:
             metrics.on_error(type(exc).__name__)
             with contextlib.suppress(Exception):
-                await self.pool.transport.client.hdel(self.pool.sessions_key, self.id)
+                await self.pool.transport.sessions.unregister(self.id)
             raise
-        await self.pool.transport.client.hset(self.keys.state, "claimed_ms",
-                                              f"{self.lease.claim_ms:.1f}")
+        await self.pool.transport.sessions.set_state(self.id,
+                                                     claimed_ms=f"{self.lease.claim_ms:.1f}")
         if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
             # the container's fresh scratch volume is this session's from now on: later
             # containers (after a loss, parking, resume=) mount it instead of their own
             volume = scratch_volume_name(self.lease.container)
             self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
-            r = self.pool.transport.client
-            await r.hset(self.keys.state, "workspace_volume", volume)
-            await r.hset(f"{self.pool.transport.prefix}{SCRATCH_KEY}", volume, self.id)
+            await self.pool.transport.sessions.keep_scratch(self.id, volume)
 
     # -- the workspace from the host (docs/workspaces.md) -----------------------------------
 
@@ -639,10 +626,7 @@ class AsyncSession:
         """A new session (not ``resume=``) must not find keys of its id: they would be a
         closed session's or planted ones (a transcript, a Claude session id to resume)."""
         if not self.options.resume:
-            k = self.keys
-            found = await self.pool.transport.client.exists(
-                k.state, k.history, k.transcript, k.result, k.output_buffer)
-            if found:
+            if await self.pool.transport.sessions.has_keys(self.id):
                 raise SessionExists(
                     f"session id {self.id!r} already has keys in Redis (a closed session's?): "
                     f"continue it with pool.session(resume={self.id!r}) or use another id")
@@ -674,20 +658,17 @@ class AsyncSession:
             self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
 
     async def _refresh_claude_id(self) -> None:
-        raw = await self.pool.transport.client.hget(self.keys.state, "claude_session_id")
+        raw = await self.pool.transport.sessions.state_field(self.id, "claude_session_id")
         if raw:
-            self.claude_session_id = as_str(raw)
+            self.claude_session_id = raw
 
     async def _register(self) -> None:
         record = {"agent": self.agent, "owner": self.pool.containers.owner,
                   "tenant": self.pool.tenant,
                   "created": now_ms(), "parent": self.options.parent or ""}
-        pipe = self.pool.transport.client.pipeline(transaction=False)
-        pipe.hset(self.pool.sessions_key, self.id, json.dumps(record))
         # the state outlives the registry entry (closed sessions stay readable): the
         # built-in tools find the session's tenant there once it is closed
-        pipe.hset(self.keys.state, "tenant", self.pool.tenant)
-        await pipe.execute()
+        await self.pool.transport.sessions.register(self.id, record, self.pool.tenant)
 
     @property
     def keys(self) -> Any:
@@ -697,13 +678,12 @@ class AsyncSession:
 
     async def _relay_loop(self) -> None:
         """Answer the CLI's MCP messages (relayed by the runner) with the host bridge."""
-        r = self.pool.transport._new_client()
-        keys = self.keys
+        relay = self.pool.transport.sessions.mcp_relay(self.id)
         pending: set[asyncio.Task[None]] = set()
         try:
             while True:
                 try:
-                    item = await r.blpop([keys.mcp_requests], timeout=1)
+                    item = await relay.next_request(timeout=1)
                 except (OSError, ConnectionError, TransportError) as exc:
                     log.warning("MCP relay for %s: %s", self.id, exc)
                     await asyncio.sleep(0.5)
@@ -714,16 +694,15 @@ class AsyncSession:
                     continue
                 if item is None:
                     continue
-                task = asyncio.create_task(self._answer(r, item[1]))
+                task = asyncio.create_task(self._answer(relay, item))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
         finally:
             for task in pending:
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await r.aclose()
+            await relay.aclose()
 
-    async def _answer(self, r: Any, raw: Any) -> None:
+    async def _answer(self, relay: McpRelay, raw: Any) -> None:
         try:
             req = bounded.loads_object(raw, max_bytes=bounded.MAX_MESSAGE_BYTES,
                                        what="MCP request")
@@ -769,11 +748,7 @@ class AsyncSession:
                 # labels (any other string would grow the metric without bound)
                 metrics.on_tool_call(name if isinstance(name, str) and name in self._tools
                                      else "unknown", time.perf_counter() - t0, not failed)
-        key = self.keys.mcp_reply(request_id)
-        pipe = r.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(reply, ensure_ascii=False, default=str))
-        pipe.expire(key, 600)
-        await pipe.execute()
+        await relay.reply(request_id, reply)
 
     async def _run_hook(self, request: dict[str, Any]) -> dict[str, Any]:
         return await run_hook(self._hook_fns, request, self.id,
@@ -802,7 +777,7 @@ class AsyncSession:
             self._turn_t0 = time.perf_counter()
             self._end_trace(outcome="abandoned")  # a turn sent before was never read to its end
             self._trace = tracing.TurnTrace.start(self.id, self.agent)
-            with _typed_redis_errors(self.pool.transport.url):
+            with redis_errors_as_transport_errors(self.pool.transport.url):
                 gate = self.pool.first_turns
                 try:
                     await self._check_budget()
@@ -1074,7 +1049,7 @@ class AsyncSession:
             raise SessionClosed(f"session {self.id!r} is closed")
         if self.lease is None:
             return  # no CLI yet: the options are its arguments when it starts
-        with _typed_redis_errors(self.pool.transport.url):
+        with redis_errors_as_transport_errors(self.pool.transport.url):
             await self.pool.transport.send_input(
                 self.id, control.control_request(control.new_request_id(), subtype, **fields))
 
@@ -1092,7 +1067,7 @@ class AsyncSession:
     async def history(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
         """This session's turns (prompt, text, tool calls, outcome), oldest first."""
         end = -1 if count is None else start + count - 1
-        raw = await self.pool.transport.client.lrange(self.keys.history, start, end)
+        raw = await self.pool.transport.sessions.history(self.id, start, end)
         entries = (bounded.loads_record(x, max_bytes=bounded.MAX_MESSAGE_BYTES,
                                         what="history entry") for x in raw)
         return [e for e in entries if e]
@@ -1133,14 +1108,13 @@ class AsyncSession:
                 await self.pool.containers.release(self.lease.container)
                 self.lease = None
             await self._refresh_claude_id()
-            r = t.client
-            await r.hdel(self.pool.sessions_key, self.id)
+            await t.sessions.unregister(self.id)
             self._check_workspace()
             if forget:
                 await self._drop_scratch()
                 await t.delete_session(self.id)
                 if self.claude_session_id:
-                    await r.hdel(f"{t.prefix}claude_sessions", self.claude_session_id)
+                    await t.sessions.forget_claude_id(self.claude_session_id)
                 return
             await self.pool.containers.end_session(self.id, self.claude_session_id or "")
         finally:
@@ -1153,14 +1127,13 @@ class AsyncSession:
             return
         with contextlib.suppress(Exception):
             await self.pool.containers.backend.remove_volume(m.source)
-            await self.pool.transport.client.hdel(
-                f"{self.pool.transport.prefix}{SCRATCH_KEY}", m.source)
+            await self.pool.transport.sessions.drop_scratch(m.source)
 
     async def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = await self.pool.transport.client.hget(self.keys.state, "status")
-            if status is not None and as_str(status) in ("stopped", "failed", "lost"):
+            status = await self.pool.transport.sessions.state_field(self.id, "status")
+            if status in ("stopped", "failed", "lost"):
                 return
             await asyncio.sleep(0.02)
 

@@ -26,8 +26,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from dockercc.errors import ConfigError, DockerCCError, InvalidSessionId, IsolationError
-from dockercc.pool.acl import RUNNER_COMMANDS, ContainerACL, with_credentials
-from dockercc.pool.registry import ContainerRecord
 from dockercc.protocol import control
 from dockercc.protocol.keys import (
     PoolKeys,
@@ -37,7 +35,9 @@ from dockercc.protocol.keys import (
     container_acl_user,
     glob_escape,
 )
-from dockercc.transport import RedisTransport
+from dockercc.storage.acl import RUNNER_COMMANDS, ContainerACL, with_credentials
+from dockercc.storage.connection import RedisTransport
+from dockercc.storage.records import ContainerRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 

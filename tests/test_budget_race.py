@@ -20,8 +20,8 @@ import dockercc
 from dockercc import budget as ledger
 from dockercc.config import resolve_config
 from dockercc.pool.manager import ContainerPool
+from dockercc.storage.connection import RedisTransport
 from dockercc.testing import text
-from dockercc.transport import RedisTransport
 
 ROOT = Path(dockercc.__file__).parents[1]
 
@@ -30,7 +30,7 @@ import asyncio, json, sys, time
 from dockercc import BudgetExceeded, budget
 from dockercc.config import resolve_config
 from dockercc.pool.manager import ContainerPool
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
 
 cfg, go, tasks, rounds = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
@@ -68,13 +68,11 @@ def _env() -> dict[str, str]:
 
 
 async def _seed(redis_url: str, prefix: str, usd: float) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
+    t = RedisTransport(redis_url, prefix)
     try:
-        await ledger.record(client, prefix, "seed", 1, "main", usd)
+        await ledger.record(t, "seed", 1, "main", usd)
     finally:
-        await client.aclose()
+        await t.close()
 
 
 async def _after(url: str, prefix: str, *, forget_owners: bool = False) -> tuple[float, int]:
@@ -84,8 +82,8 @@ async def _after(url: str, prefix: str, *, forget_owners: bool = False) -> tuple
     try:
         if forget_owners:
             await t.client.delete(t.pool_keys.owners)
-        return (await ledger.spend(t.client, prefix, 3600),
-                await t.client.exists(ledger.holds_key(prefix)))
+        return (await ledger.spend(t, 3600),
+                await t.client.exists(t.pool_keys.budget_holds))
     finally:
         await t.close()
 
@@ -137,12 +135,12 @@ def test_a_dead_processs_hold_goes_with_its_heartbeat_and_settling_twice_counts_
             # no longer counts
             await asyncio.sleep(1.3)
             assert await ledger.admit(b, config, "main", "hold-b")
-            assert not await t.client.hexists(ledger.holds_key(prefix), "hold-a")
+            assert not await t.client.hexists(t.pool_keys.budget_holds, "hold-a")
             # b's turn settles; a replay of the same settlement (a reconnect) counts nothing
             assert await ledger.settle(b, "hold-b", "sess-b", 7, "main", 0.25)
             assert not await ledger.settle(b, "hold-b", "sess-b", 7, "main", 0.25)
-            assert await ledger.spend(t.client, prefix, 3600) == pytest.approx(1.25)
-            assert not await t.client.exists(ledger.holds_key(prefix))
+            assert await ledger.spend(t, 3600) == pytest.approx(1.25)
+            assert not await t.client.exists(t.pool_keys.budget_holds)
         finally:
             await t.client.delete(t.pool_keys.owners)
             await t.close()

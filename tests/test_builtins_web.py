@@ -33,7 +33,7 @@ from dockercc.builtins import (
 from dockercc.builtins.cron import next_run_ms, validate_schedule
 from dockercc.builtins.web import SearchError, system_resolver
 from dockercc.config import WebFetchConfig, WebSearchConfig
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
 
 # ----------------------------------------------------------------------------- local site
 

@@ -24,10 +24,10 @@ from dockercc.builtins import CronJob
 from dockercc.client import AsyncPool
 from dockercc.errors import BadData
 from dockercc.pool.manager import Lease
-from dockercc.pool.registry import ContainerRecord
 from dockercc.protocol import bounded, transcript
 from dockercc.protocol.envelope import SEQ_WINDOW, Envelope, encode_envelope
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
+from dockercc.storage.records import ContainerRecord
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -184,12 +184,13 @@ async def test_mcp_requests_are_answered_only_for_the_current_lease(redis_server
     s._lease_token = "t" * 32
     s.lease = Lease(container="c0ffeec0ffee", name="n", warm=False, spec="x", claim_ms=0)
     r = pool.transport.client
+    relay = pool.transport.sessions.mcp_relay(s.id)
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "secret", "arguments": {}}}
 
     async def ask(req: Any, rid: str) -> bool:
         raw = req if isinstance(req, (str, bytes)) else json.dumps(req)
-        await s._answer(r, raw)
+        await s._answer(relay, raw)
         return bool(await r.exists(s.keys.mcp_reply(rid)))
 
     try:
@@ -204,8 +205,9 @@ async def test_mcp_requests_are_answered_only_for_the_current_lease(redis_server
         assert not await ask({**no_token, "request_id": "r3"}, "r3")
         assert not await ask({**good, "request_id": "../../x"}, "../../x")
         assert not await ask({**good, "request_id": "r4", "message": "[" * 5000}, "r4")
-        await s._answer(r, deep(50_000, "dict"))  # dropped, not raised
-        await s._answer(r, b"\xff\xfe")
+        await s._answer(relay, deep(50_000, "dict"))  # dropped, not raised
+        await s._answer(relay, b"\xff\xfe")
     finally:
         await r.delete(*[k async for k in r.scan_iter(match=f"{prefix}*")] or ["x"])
+        await relay.aclose()
         await pool.transport.close()

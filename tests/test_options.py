@@ -514,16 +514,16 @@ def test_pool_budget_is_shared_by_processes_and_survives_a_redis_restart(
             redis.restart()
 
             async def replay() -> tuple[bool, float, list[dict[str, Any]]]:
-                import redis.asyncio as aioredis
+                from dockercc.storage.connection import RedisTransport
 
-                client = aioredis.Redis.from_url(redis.url)
+                store = RedisTransport(redis.url, prefix)
                 try:
-                    again = await ledger.record(client, prefix, sid, r.seq, "main", r.cost_usd)
-                    spent = await ledger.spend(client, prefix, 3600)
-                    status = await ledger.report(client, prefix, pool.config)
+                    again = await ledger.record(store, sid, r.seq, "main", r.cost_usd)
+                    spent = await ledger.spend(store, 3600)
+                    status = await ledger.report(store, pool.config)
                     return again, spent, status
                 finally:
-                    await client.aclose()
+                    await store.close()
 
             again, spent, status = asyncio.run(replay())
             assert not again and spent == pytest.approx(r.cost_usd)

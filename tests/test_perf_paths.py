@@ -164,7 +164,7 @@ async def test_subscription_reader_delivers_every_envelope_in_order(redis_server
     import redis.asyncio as aioredis
 
     from dockercc.protocol.envelope import encode_envelope
-    from dockercc.transport import RedisTransport
+    from dockercc.storage.connection import RedisTransport
 
     t = RedisTransport(f"{redis_server.url}?protocol={protocol}", prefix)
     keys = t.keys("fast-reader")

@@ -23,8 +23,8 @@ from dockercc.client import AsyncPool
 from dockercc.config import DockerCCConfig
 from dockercc.errors import BadData
 from dockercc.pool.manager import ContainerPool
-from dockercc.pool.registry import ContainerRecord
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
+from dockercc.storage.records import ContainerRecord
 
 BASE_IMAGE = "dockercc/debian-base:bookworm"
 CAT = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}
@@ -89,27 +89,27 @@ async def test_bad_records_are_quarantined_and_claims_go_on(redis_server: Any,
             "bad": "not json{", "deep": "[" * 5000 + "]" * 5000,
             "typed": json.dumps({"id": "typed", "name": 7, "spec": {}, "status": "warm"}),
             "900d900d900d": json.dumps(good)})
-        await r.hset(pool.rk.tickets, mapping={"t1": "garbage", "t2": '{"deadline": "x"}'})
-        await r.rpush(pool.rk.warm_prefix + "spec1", "bad", "typed")
+        await r.hset(pool.pk.tickets, mapping={"t1": "garbage", "t2": '{"deadline": "x"}'})
+        await r.rpush(pool.pk.warm("spec1"), "bad", "typed")
         # the claim script before validation ran: bad values are skipped, not fatal
-        res = await pool._claim(
-            keys=[pool.pk.containers, pool.pk.queue, pool.rk.tickets, pool.rk.counter],
-            args=[pool.rk.warm_prefix, "spec1", "main", "s1", 10, 3, "me",
-                  int(time.time() * 1000), "c1c1c1c1c1c1", "me:t", 0, "clawdbot-cc-s1"])
-        assert res[0] == b"cold" and res[1] == b"c1c1c1c1c1c1"
-        assert not await r.hexists(pool.rk.tickets, "t1")
+        res = await t.registry.claim_container(
+            warm_set="spec1", base="", agent="main", session="s1", max_total=10,
+            max_per_agent=3, owner="me", new_id="c1c1c1c1c1c1", ticket="me:t",
+            ticket_deadline=0, name="clawdbot-cc-s1")
+        assert res[:2] == ["cold", "c1c1c1c1c1c1"]
+        assert not await r.hexists(pool.pk.tickets, "t1")
         records = await pool.records()
         assert sorted(rec.id for rec in records) == ["900d900d900d", "c1c1c1c1c1c1"]
-        assert sorted(k.decode() for k in await r.hkeys(pool.rk.quarantine)) == \
+        assert sorted(k.decode() for k in await r.hkeys(pool.pk.quarantine)) == \
             ["bad", "deep", "typed"]
         assert (await pool.stats()).quarantined == 3
-        for script in (pool._mark_warm, pool._retire_warm):
+        for script in (t.registry.mark_warm, t.registry.retire_warm):
             await r.hset(pool.pk.containers, "bad2", "{{{")
-            assert await script(keys=[pool.pk.containers, pool.rk.warm_prefix + "x"],
-                                args=["bad2", 1]) == 0
-        assert await pool._reserve_warm(keys=[pool.pk.containers, pool.pk.queue],
-                                        args=["spec1", 10, 1, "me", 1, "w1w1w1w1w1w1",
-                                              "clawdbot-cc-warm-w1"]) == b"w1w1w1w1w1w1"
+            assert await script("bad2", "x") is False
+        assert await t.registry.reserve_warm(warm_set="spec1", max_total=10, target=1,
+                                             owner="me", new_id="w1w1w1w1w1w1",
+                                             name="clawdbot-cc-warm-w1")
+        assert await r.hexists(pool.pk.containers, "w1w1w1w1w1w1")
     finally:
         async for key in r.scan_iter(match=f"{prefix}*"):
             await r.delete(key)

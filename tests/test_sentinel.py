@@ -20,7 +20,7 @@ from dockercc.client import AsyncPool
 from dockercc.config import resolve_config
 from dockercc.pool.spec import relay_url
 from dockercc.protocol.keys import acl_user_container
-from dockercc.sentinel import connect, current_primary, parse_sentinel_url
+from dockercc.storage.sentinel import connect, current_primary, parse_sentinel_url
 from dockercc.testing import text
 from dockercc.testing.sentinel import SentinelGroup
 

@@ -22,7 +22,7 @@ from dockercc.client import AsyncPool
 from dockercc.events import Event, Result, SystemInit, TextDelta, text_of
 from dockercc.protocol.envelope import encode_envelope
 from dockercc.protocol.keys import OUTPUT_BUFFER_MAX
-from dockercc.transport import RedisTransport
+from dockercc.storage.connection import RedisTransport
 
 docker = pytest.mark.docker
 

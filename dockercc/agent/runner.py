@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from ..protocol import control
 from ..protocol.envelope import Envelope, runner_event
 from ..protocol.keys import PoolKeys, SessionKeys
-from ..sentinel import connect
+from ..storage.sentinel import connect
 from .control import HostRelay
 from .early import BASE_ARGS, bind_forwarder, install_credentials, take_listener
 from .forwarder import Forwarder

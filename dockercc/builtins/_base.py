@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import DockerCCConfig
     from ..events import Result
     from ..session import AsyncSession
-    from ..transport import RedisTransport
+    from ..storage.connection import RedisTransport
     from .cron import CronScheduler
     from .messaging import ChannelRegistry
 

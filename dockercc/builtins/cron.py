@@ -38,7 +38,6 @@ from ..bridge import Tool
 from ..errors import ConfigError, InvalidSessionId
 from ..protocol.control import check_prompt
 from ..protocol.keys import validate_id
-from ..transport import as_str
 from ._base import (
     BuiltinHost,
     BuiltinToolError,
@@ -64,34 +63,6 @@ NICKNAMES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", 
 RESULT_CHARS = 1000
 IDLE_POLL_S = 5.0
 """How often a scheduler without any job looks for jobs created by other processes."""
-
-# claim one due run: move the job's score from the due time to the next run, atomically
-_CLAIM = """
-local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if cur and tonumber(cur) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-# record a run on a job that still exists (a deleted job stays deleted); ARGV[3] is
-# 'start' (a run began), 'end' (it ended: counted) or 'skip' (a run that did not happen)
-_RECORD = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local ok, job = pcall(cjson.decode, raw)
-if not ok or type(job) ~= 'table' then return 0 end
-local run = cjson.decode(ARGV[2])
-if ARGV[3] == 'skip' then
-  job['last_skip'] = run
-  job['skipped_count'] = (tonumber(job['skipped_count']) or 0) + 1
-else
-  job['last_run'] = run
-  if ARGV[3] == 'end' then job['run_count'] = (tonumber(job['run_count']) or 0) + 1 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(job))
-return 1
-"""
 
 
 class CronRun(BaseModel):
@@ -178,13 +149,10 @@ class CronScheduler:
 
     def __init__(self, host: BuiltinHost) -> None:
         self.host = host
-        prefix = host.transport.prefix
-        self.jobs_key = f"{prefix}cron:jobs"
-        self.due_key = f"{prefix}cron:due"
+        self.jobs_key = host.transport.pool_keys.cron_jobs
+        self.due_key = host.transport.pool_keys.cron_due
         self._task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._claim: Any = None
-        self._record: Any = None
         self._wake = asyncio.Event()
 
     @property
@@ -196,12 +164,9 @@ class CronScheduler:
         """Whether this process's scheduler loop runs."""
         return self._task is not None and not self._task.done()
 
-    def _scripts(self) -> tuple[Any, Any]:
-        if self._claim is None:
-            r = self.host.transport.client
-            self._claim = r.register_script(_CLAIM)
-            self._record = r.register_script(_RECORD)
-        return self._claim, self._record
+    @property
+    def _store(self) -> Any:
+        return self.host.transport.cron
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -233,8 +198,7 @@ class CronScheduler:
             record = await self.host.transport.session_record(session)
             if record is None or record.get("tenant") != self.host.tenant:
                 raise ValueError(f"no open session {session!r} to schedule prompts to")
-        r = self.host.transport.client
-        if await r.hlen(self.jobs_key) >= self.config.max_jobs:
+        if await self._store.count() >= self.config.max_jobs:
             raise ValueError(f"there are already {self.config.max_jobs} cron jobs "
                              f"(tools.cron.maxJobs); delete one first")
         job = CronJob(id=f"job-{secrets.token_hex(4)}", schedule=expr, prompt=prompt,
@@ -242,25 +206,19 @@ class CronScheduler:
                       description=description, created_by=created_by,
                       tenant=self.host.tenant)
         nxt = next_run_ms(expr, timezone, now_ms())
-        pipe = r.pipeline(transaction=True)
-        pipe.hset(self.jobs_key, job.id, job.model_dump_json())
-        pipe.zadd(self.due_key, {job.id: nxt})
-        await pipe.execute()
+        await self._store.add(job.id, job.model_dump_json(), nxt)
         self._wake.set()
         return job
 
     async def get(self, job_id: str) -> CronJob | None:
-        raw = await self.host.transport.client.hget(self.jobs_key, job_id)
+        raw = await self._store.job(job_id)
         return CronJob.model_validate_json(raw) if raw is not None else None
 
     async def jobs(self, *, tenant: str | None = None) -> list[tuple[CronJob, int | None]]:
         """Every job (or ``tenant``'s) with its next run (ms), oldest job first."""
-        r = self.host.transport.client
-        raw = await r.hgetall(self.jobs_key)
-        scored: list[Any] = await r.zrange(self.due_key, 0, -1, withscores=True)
-        due = {as_str(k): int(v) for k, v in scored}
+        raw, due = await self._store.jobs()
         jobs = []
-        for value in raw.values():
+        for value in raw:
             try:
                 job = CronJob.model_validate_json(value)
             except ValueError:
@@ -273,18 +231,13 @@ class CronScheduler:
     async def delete(self, job_id: str, *, tenant: str | None = None) -> bool:
         """Remove a job (a run in progress finishes); False if there was none (or, with
         ``tenant``, none of that tenant)."""
-        r = self.host.transport.client
         if tenant is not None:
             job = None
             with contextlib.suppress(ValueError):
                 job = await self.get(job_id)
             if job is None or job.tenant != tenant:
                 return False
-        pipe = r.pipeline(transaction=True)
-        pipe.hdel(self.jobs_key, job_id)
-        pipe.zrem(self.due_key, job_id)
-        removed, _ = await pipe.execute()
-        return bool(removed)
+        return bool(await self._store.remove(job_id))
 
     # -- scheduler -------------------------------------------------------------------------
 
@@ -320,34 +273,30 @@ class CronScheduler:
 
     async def tick(self) -> float:
         """Start every due run; returns how long to sleep before the next check."""
-        r = self.host.transport.client
         now = now_ms()
-        due: list[Any] = await r.zrangebyscore(self.due_key, "-inf", now, start=0, num=100,
-                                               withscores=True)
-        for job_id, score in due:
-            await self._consider(as_str(job_id), int(score), now)
-        upcoming = await r.zrange(self.due_key, 0, 0, withscores=True)
-        if upcoming:
-            return min(1.0, max(0.02, (int(upcoming[0][1]) - now_ms()) / 1000))
+        for job_id, score in await self._store.due(now):
+            await self._consider(job_id, score, now)
+        upcoming = await self._store.next_due()
+        if upcoming is not None:
+            return min(1.0, max(0.02, (upcoming - now_ms()) / 1000))
         return IDLE_POLL_S  # no jobs: jobs created here wake the loop at once
 
     async def _owner_alive(self, owner: str) -> bool:
-        hb = await self.host.transport.client.hget(self.host.transport.pool_keys.owners, owner)
+        hb = await self._store.owner_heartbeat(owner)
         if hb is None:
             return False
-        return now_ms() - int(hb) <= max(self.host.stale_after_ms(), 1000)
+        return now_ms() - hb <= max(self.host.stale_after_ms(), 1000)
 
     async def _consider(self, job_id: str, score: int, now: int) -> None:
-        r = self.host.transport.client
-        raw = await r.hget(self.jobs_key, job_id)
+        raw = await self._store.job(job_id)
         if raw is None:
-            await r.zrem(self.due_key, job_id)
+            await self._store.unschedule(job_id)
             return
         try:
             job = CronJob.model_validate_json(raw)
         except ValueError as exc:  # not a job this process wrote: drop it, never run it
             log.warning("cron job %r dropped: %s", job_id[:64], str(exc)[:200])
-            await r.zrem(self.due_key, job_id)
+            await self._store.unschedule(job_id)
             return
         if job.tenant != self.host.tenant:
             return  # another tenant's job: its own processes run it (never claimed here)
@@ -359,9 +308,8 @@ class CronScheduler:
                     owner = record.get("owner") or ""
                     if owner != self.host.owner and await self._owner_alive(str(owner)):
                         return  # the process that has the session open runs it
-        claim, _ = self._scripts()
         nxt = next_run_ms(job.schedule, job.timezone, max(now, score))
-        if not await claim(keys=[self.due_key], args=[job_id, score, nxt]):
+        if not await self._store.claim_run(job_id, score, nxt):
             return  # another scheduler took this run
         late = now - score
         if late > self.config.missed_grace_ms:
@@ -385,8 +333,7 @@ class CronScheduler:
 
     async def _note(self, job: CronJob, run: CronRun,
                     kind: Literal["start", "end", "skip"] = "end") -> None:
-        _, record = self._scripts()
-        await record(keys=[self.jobs_key], args=[job.id, run.model_dump_json(), kind])
+        await self._store.record_run(job.id, run.model_dump_json(), kind)
 
     async def _run(self, job: CronJob, scheduled: int) -> None:
         host = self.host

@@ -29,7 +29,7 @@ from ..protocol.keys import validate_id
 from ._base import BuiltinToolError, ToolContext, builtin, now_ms, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..transport import RedisTransport
+    from ..storage.connection import RedisTransport
 
 log = logging.getLogger("dockercc.builtins")
 
@@ -71,7 +71,7 @@ class ChannelRegistry:
 
     def redis_key(self, name: str) -> str:
         """The Redis pub/sub channel a Redis channel publishes on."""
-        return f"{self.transport.prefix}channel:{name}"
+        return self.transport.channels.name(name)
 
     def add(self, name: str, handler: ChannelHandler | None = None, *, redis: bool = False,
             description: str | None = None, replace: bool = False) -> None:
@@ -109,8 +109,7 @@ class ChannelRegistry:
         channel = self._channels[message.channel]
         if channel.kind == "redis":
             payload = message.model_dump_json()
-            receivers = await self.transport.client.publish(self.redis_key(channel.name),
-                                                            payload)
+            receivers = await self.transport.channels.publish(channel.name, payload)
             return {"kind": "redis", "redis_channel": self.redis_key(channel.name),
                     "receivers": int(receivers)}
         assert channel.handler is not None

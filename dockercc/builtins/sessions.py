@@ -16,7 +16,6 @@ from ..bridge import Tool
 from ..errors import InvalidSessionId
 from ..protocol.bounded import MAX_MESSAGE_BYTES, loads_record
 from ..protocol.keys import validate_id
-from ..transport import as_str
 from ._base import (
     TURN_TIMEOUT_S,
     BuiltinHost,
@@ -60,12 +59,7 @@ async def registry(host: BuiltinHost) -> dict[str, dict[str, Any]]:
 
 
 async def _states(host: BuiltinHost, ids: list[str]) -> dict[str, dict[str, str]]:
-    pipe = host.transport.client.pipeline(transaction=False)
-    for sid in ids:
-        pipe.hgetall(host.transport.keys(sid).state)
-    raw = await pipe.execute()
-    return {sid: {as_str(k): as_str(v) for k, v in st.items()} for sid, st in zip(ids, raw,
-                                                                                   strict=True)}
+    return await host.transport.sessions.states(ids)
 
 
 def _float(value: Any) -> float | None:
@@ -95,8 +89,7 @@ async def tenant_of(host: BuiltinHost, session_id: str) -> str | None:
     record = await host.transport.session_record(session_id)
     tenant = record.get("tenant") if record is not None else None
     if not isinstance(tenant, str) or not tenant:
-        value = await host.transport.client.hget(host.transport.keys(session_id).state, "tenant")
-        tenant = as_str(value) if value is not None else None
+        tenant = await host.transport.sessions.state_field(session_id, "tenant")
     return tenant or None
 
 
@@ -183,14 +176,13 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
                                offset: Annotated[int, Field(ge=0)] = 0,
                                limit: Annotated[int, Field(ge=1, le=1000)] = 20) -> Any:
         sid = await check_reach(host, me, session_id) if session_id else me.id
-        keys = ctx.transport.keys(sid)
-        r = ctx.transport.client
-        total = int(await r.llen(keys.history))
-        if total == 0 and not await r.exists(keys.state):
+        store = ctx.transport.sessions
+        total = await store.history_len(sid)
+        if total == 0 and not await store.exists(sid):
             raise BuiltinToolError(f"no session {sid!r} in this pool (sessions_list shows "
                                    f"the open ones)")
         limit = min(limit, cfg.history_page_max)
-        raw = await r.lrange(keys.history, offset, offset + limit - 1) if offset < total else []
+        raw = await store.history(sid, offset, offset + limit - 1) if offset < total else []
         entries = []
         for item in raw:
             entry = loads_record(item, max_bytes=MAX_MESSAGE_BYTES, what="history entry")

@@ -143,7 +143,7 @@ class RedisUrl:
         if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest.strip("/"):
             raise ValueError(f"must be {_REDIS_URL_ALLOWED}")
         if scheme.lower() == "redis+sentinel":
-            from ..sentinel import parse_sentinel_url
+            from ..storage.sentinel import parse_sentinel_url
 
             try:
                 parse_sentinel_url(url)

@@ -32,27 +32,17 @@ from .. import metrics
 from ..config import DockerCCConfig
 from ..egress import EgressPolicy, EgressProxy, UnixRelay, Upstream
 from ..egress.proxy import relay_target
-from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
+from ..errors import ContainerLost, PoolError, PoolExhausted, StartupTimeout
 from ..protocol import transcript as sealing
-from ..protocol.envelope import Envelope, encode_envelope, runner_event
-from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
-from ..sentinel import current_primary, is_sentinel_url
+from ..protocol.envelope import encode_envelope, runner_event
+from ..storage.acl import ContainerACL
+from ..storage.connection import RedisTransport
+from ..storage.records import ContainerRecord
+from ..storage.registry import Rejected, Released
+from ..storage.sentinel import current_primary, is_sentinel_url
+from ..storage.values import now_ms
 from ..transcript_key import load_key
-from ..transport import RedisTransport, as_int, as_str, now_ms
-from .acl import ContainerACL
 from .backend import LABEL, Backend, ContainerInfo, DockerBackend
-from .registry import (
-    BUDGET_ADMIT,
-    BUDGET_SETTLE,
-    CLAIM,
-    DEMAND,
-    MARK_WARM,
-    QUARANTINE,
-    RESERVE_WARM,
-    RETIRE_WARM,
-    ContainerRecord,
-    RegistryKeys,
-)
 from .spec import (
     ContainerSpec,
     runner_env,
@@ -174,7 +164,7 @@ class ContainerPool:
         self.backend: Backend = backend or backend_for(config)
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.pk = transport.pool_keys
-        self.rk = RegistryKeys(self.pk)
+        self.registry = transport.registry
         self._env = env
         self._specs: dict[str, ContainerSpec] = {}
         self._warm_specs: dict[str, int] = {}
@@ -214,17 +204,8 @@ class ContainerPool:
         #: remove themselves when they exit (AutoRemove), so an inspect after the fact finds
         #: nothing; the exit code and the OOM verdict are kept from the events instead
         self._deaths: dict[str, Death] = {}
-        r = transport.client
-        self._claim = r.register_script(CLAIM)
-        self._demand_script = r.register_script(DEMAND)
-        self._reserve_warm = r.register_script(RESERVE_WARM)
-        self._mark_warm = r.register_script(MARK_WARM)
-        self._retire_warm = r.register_script(RETIRE_WARM)
-        self._quarantine = r.register_script(QUARANTINE)
-        self._budget_admit = r.register_script(BUDGET_ADMIT)
-        self._budget_settle = r.register_script(BUDGET_SETTLE)
         #: the containers' own Redis users (None with ``redis.containerAcl: false``)
-        self.acl: ContainerACL | None = (ContainerACL(r, transport.prefix)
+        self.acl: ContainerACL | None = (transport.container_acl()
                                          if config.redis.container_acl else None)
 
     @property
@@ -260,11 +241,7 @@ class ContainerPool:
 
     async def _load_instance(self, *, create: bool = True) -> None:
         """The pool's identity in this Redis (made by the first pool that starts on it)."""
-        r = self.transport.client
-        if create:
-            await r.set(self.pk.instance, secrets.token_hex(8), nx=True)
-        raw = await r.get(self.pk.instance)
-        self.instance = as_str(raw) if raw else ""
+        self.instance = await self.registry.instance(create=create)
 
     def on_lost(self, callback: LostCallback) -> None:
         """``callback(session, reason)`` runs when a busy container is lost."""
@@ -386,14 +363,8 @@ class ContainerPool:
                                if rec.owner == self.owner), return_exceptions=True)
         await self._sweep_own_containers(redis_ok=records is not None)
         with contextlib.suppress(Exception):
-            r = self.transport.client
-            await r.hdel(self.pk.owners, self.owner)
-            if not await r.hlen(self.pk.containers):
-                await r.delete(self.pk.containers, self.pk.owners, self.rk.counter,
-                               self.pk.instance, self.pk.acl, self.pk.demand,
-                               self.pk.queue, self.rk.tickets)
-                async for key in r.scan_iter(match=f"{self.rk.warm_prefix}*", count=500):
-                    await r.delete(key)
+            await self.registry.drop_owner(self.owner)
+            await self.registry.clear_if_empty()
         with contextlib.suppress(Exception):
             await self._close_egress()
         with contextlib.suppress(Exception):
@@ -492,69 +463,44 @@ class ContainerPool:
         """Admit one turn under ``limits`` (scope, window s, limit USD, agent filter or ``""``)
         and hold its place, atomically across processes (:data:`BUDGET_ADMIT`): ``(True, "",
         estimate, 0)`` or ``(False, scope, spent, held)``."""
-        from ..budget import HOLD_MS, ledger_keys
+        from ..budget import HOLD_MS
 
-        spend_key, cost_key = ledger_keys(self.transport.prefix)
-        args: list[Any] = [now_ms(), hold, agent, self.owner, max(self.stale_ms, 1000), HOLD_MS]
-        for scope, window_s, limit, who in limits:
-            args += [scope, int(window_s * 1000), repr(float(limit)), who]
         await self._heartbeat_owner()  # (our own holds count as alive in any case)
-        got = await self._budget_admit(keys=[spend_key, cost_key, self._holds_key(),
-                                             self.pk.owners], args=args)
-        ok, scope = bool(int(got[0])), as_str(got[1])
-        if ok:
-            return True, "", float(as_str(got[2])), 0.0
-        return False, scope, float(as_str(got[2])), float(as_str(got[3]))
+        return await self.transport.budget.admit(
+            hold=hold, agent=agent, owner=self.owner, stale_ms=max(self.stale_ms, 1000),
+            hold_ms=HOLD_MS, limits=limits)
 
     async def settle_turn(self, hold: str, member: str = "", entry: str = "") -> bool:
         """End a turn's hold and put its cost in the ledger (``member`` ``session:seq``,
         ``entry`` its JSON), atomically and idempotently (:data:`BUDGET_SETTLE`); no
         ``member``: release the hold only. True when the cost was new."""
-        from ..budget import KEEP_S, ledger_keys
+        from ..budget import KEEP_S
 
-        spend_key, cost_key = ledger_keys(self.transport.prefix)
-        added = await self._budget_settle(
-            keys=[spend_key, cost_key, self._holds_key()],
-            args=[now_ms(), hold, member, entry, KEEP_S * 1000])
-        return bool(int(added or 0))
-
-    def _holds_key(self) -> str:
-        from ..budget import holds_key
-
-        return holds_key(self.transport.prefix)
+        return await self.transport.budget.settle(hold, member, entry, KEEP_S * 1000)
 
     async def _heartbeat_owner(self) -> None:
-        await self.transport.client.hset(self.pk.owners, self.owner, now_ms())
+        await self.registry.heartbeat_owner(self.owner)
 
     # -- registry --------------------------------------------------------------------------
 
     async def records(self) -> list[ContainerRecord]:
-        raw = await self.transport.client.hgetall(self.pk.containers)
-        out = []
-        for key, value in raw.items():
-            rec = await self._checked(key, value)
-            if rec is not None:
-                out.append(rec)
-        return out
+        records, rejected = await self.registry.records()
+        self._note_rejected(rejected)
+        return records
 
     async def record(self, container: str) -> ContainerRecord | None:
-        raw = await self.transport.client.hget(self.pk.containers, container)
-        return await self._checked(container, raw) if raw else None
+        rec, rejected = await self.registry.record(container)
+        self._note_rejected([rejected] if rejected is not None else [])
+        return rec
 
-    async def _checked(self, key: bytes | str, value: bytes | str) -> ContainerRecord | None:
-        """A registry record the pool may act on, or ``None``: a record that fails validation
-        (forged or corrupted: anything that can write the registry can write one) is moved to
-        ``pool:quarantine`` and logged, never used to remove or claim anything."""
-        field = as_str(key)
-        try:
-            return ContainerRecord.validate(value, field)
-        except BadData as exc:
-            moved = await self._quarantine(keys=[self.pk.containers, self.rk.quarantine],
-                                           args=[key, value])
-            if moved:
+    def _note_rejected(self, rejected: list[Rejected]) -> None:
+        """A record that fails validation (forged or corrupted: anything that can write the
+        registry can write one) is moved to ``pool:quarantine`` by the reader and logged,
+        never used to remove or claim anything."""
+        for bad in rejected:
+            if bad.moved:
                 self._counters["quarantined"] += 1
-                log.warning("registry record %r quarantined: %s", field[:64], exc)
-            return None
+                log.warning("registry record %r quarantined: %s", bad.field[:64], bad.why)
 
     def _is_ours(self, info: ContainerInfo | None, container: str | None = None) -> bool:
         """A container the pool may remove or rename: labelled with this pool's prefix and
@@ -568,11 +514,11 @@ class ContainerPool:
         return all(info.labels.get(k) == v for k, v in want.items())
 
     async def _update(self, rec: ContainerRecord) -> None:
-        await self.transport.client.hset(self.pk.containers, rec.id, rec.encode())
+        await self.registry.put_record(rec)
 
     async def _notify(self) -> None:
         with contextlib.suppress(Exception):
-            await self.transport.client.publish(self.rk.events, "released")
+            await self.registry.notify_released()
         self._wake.set()
 
     # -- claim / release -------------------------------------------------------------------
@@ -604,23 +550,23 @@ class ContainerPool:
         while True:
             new_id = _new_id()
             name = f"{self.config.docker.container_prefix}{session}"
-            res = await self._claim(
-                keys=[self.pk.containers, self.pk.queue, self.rk.tickets, self.rk.counter],
-                args=[self.rk.warm_prefix, key, agent, session, self.config.pool.max_total,
-                      self.config.pool.max_per_agent, self.owner, now_ms(), new_id, ticket,
-                      now_ms() + int(max(3 * self.interval_s, 5) * 1000), name, base])
-            kind = res[0].decode()
+            res = await self.registry.claim_container(
+                warm_set=key, base=base, agent=agent, session=session,
+                max_total=self.config.pool.max_total,
+                max_per_agent=self.config.pool.max_per_agent, owner=self.owner, new_id=new_id,
+                ticket=ticket, ticket_deadline=now_ms() + int(max(3 * self.interval_s, 5) * 1000),
+                name=name)
+            kind = res[0]
             if kind == "wait":
                 if not waited:
                     waited = True
                     self._counters["waits"] += 1
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    await self.transport.client.zrem(self.pk.queue, ticket)
-                    await self.transport.client.hdel(self.rk.tickets, ticket)
+                    await self.registry.leave_queue(ticket)
                     self._counters["exhausted"] += 1
                     metrics.on_error("PoolExhausted")
-                    limit = res[1].decode()
+                    limit = res[1]
                     limit = "maxTotal" if limit == "queue" else limit
                     total, mine = int(res[2]), int(res[3])
                     raise PoolExhausted(
@@ -633,7 +579,7 @@ class ContainerPool:
                                              "maxPerAgent": self.config.pool.max_per_agent})
                 await self._wait_for_release(min(remaining, 0.25))
                 continue
-            container = res[1].decode()
+            container = res[1]
             restore = assignment.get("restore_from") or None
             try:
                 if kind == "warm":
@@ -641,12 +587,12 @@ class ContainerPool:
                         await self.acl.grant(container, session, restore_from=restore)
                     await self.transport.assign(container, assignment)
                     await self._confirm_started(session, container, warm=True)
-                    lease = Lease(container, res[2].decode(), True, key,
+                    lease = Lease(container, res[2], True, key,
                                   (time.monotonic() - t0) * 1000)
-                    self._spawn(self._rename(res[2].decode(), name, container))
+                    self._spawn(self._rename(res[2], name, container))
                 else:
                     if kind == "evict":
-                        old = await self.record(res[2].decode())
+                        old = await self.record(res[2])
                         if old is not None:
                             await self._destroy(old)
                     if self.acl is not None:
@@ -698,15 +644,12 @@ class ContainerPool:
 
     async def _confirm_started(self, session: str, container: str, *, warm: bool) -> None:
         """Wait until the runner has taken the session (its state names this container)."""
-        keys = SessionKeys(session, self.transport.prefix)
         limit = self.config.timeouts.startup_ms / 1000
         deadline = time.monotonic() + limit
-        r = self.transport.client
         delay = 0.001
         fast_until = time.monotonic() + 0.1  # a warm runner answers within ms: poll finely
         while time.monotonic() < deadline:
-            owner = await r.hget(keys.state, "container")
-            if owner is not None and as_str(owner) == container:
+            if await self.transport.sessions.state_field(session, "container") == container:
                 return
             await asyncio.sleep(delay)
             delay = 0.001 if time.monotonic() < fast_until else min(delay * 2, 0.05)
@@ -832,12 +775,10 @@ class ContainerPool:
                 self._ending.discard(rec.id)
 
     async def _destroy_now(self, rec: ContainerRecord) -> None:
-        r = self.transport.client
         # its Redis rights go first: nothing it does while Docker removes it reaches Redis
         await self._drop_user(rec.id)
         if rec.status == "warm":
-            await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
-                                    args=[rec.id])
+            await self.registry.retire_warm(rec.id, rec.spec)
         try:
             # by label and Docker id, never by the record's name: a warm container may be
             # renamed for its session meanwhile, and a forged record may name any container
@@ -853,11 +794,7 @@ class ContainerPool:
                 await self.backend.remove_volume(scratch_volume_name(rec.id))
         if self.egress is not None:
             await self.egress.remove(rec.id)
-        pipe = r.pipeline(transaction=False)
-        pipe.hdel(self.pk.containers, rec.id)
-        pipe.lrem(self.rk.warm_prefix + rec.spec, 0, rec.id)
-        pipe.delete(self.pk.container_state(rec.id), self.pk.assign(rec.id))
-        await pipe.execute()
+        await self.registry.remove_container(rec.id, rec.spec)
         await self._notify()
 
     # -- warm sets -------------------------------------------------------------------------
@@ -891,9 +828,7 @@ class ContainerPool:
             if len(recipe) > 256 * 1024:
                 recipe = ""
         try:
-            await self._demand_script(keys=[self.pk.demand],
-                                      args=[key, now_ms(), self.config.pool.demand_window_ms,
-                                            recipe])
+            await self.registry.record_demand(key, self.config.pool.demand_window_ms, recipe)
         except Exception as exc:
             log.warning("recording warm-set demand failed: %s", exc)
 
@@ -928,11 +863,10 @@ class ContainerPool:
         if not p.demand_min_hits or not p.demand_warm or not p.demand_max_sets:
             self._demand = {}
             return
-        raw = await self.transport.client.hgetall(self.pk.demand)
+        raw = await self.registry.demand()
         now = now_ms()
         hot: list[tuple[int, str]] = []
-        for field, value in raw.items():
-            key = as_str(field)
+        for key, value in raw.items():
             try:
                 entry = json.loads(value)
                 hits = [t for t in entry.get("hits") or [] if isinstance(t, int | float)
@@ -954,7 +888,7 @@ class ContainerPool:
         """The pool is full and demand set ``key`` has no warm container: retire one warm
         container of this owner that matters less (a set with no target, else a demand set
         demanded longer ago). Never a busy one, nor one of a configured set."""
-        if await self.transport.client.zcard(self.pk.queue):
+        if await self.registry.waiting():
             return False  # (claims wait: they go first)
         records = await self.records()
         if len(records) < self.config.pool.max_total:
@@ -977,8 +911,7 @@ class ContainerPool:
         victims = sorted((r for r in records if r.status == "warm" and r.owner == self.owner
                           and rank(r) is not None), key=lambda r: (rank(r), r.created))
         for rec in victims:
-            if await self._retire_warm(keys=[self.pk.containers, self.rk.warm_prefix + rec.spec],
-                                       args=[rec.id]):
+            if await self.registry.retire_warm(rec.id, rec.spec):
                 rec.status = "stopping"
                 self._counters["evicted"] += 1
                 await self._destroy(rec)
@@ -1014,10 +947,9 @@ class ContainerPool:
             while True:
                 new_id = _new_id()
                 name = f"{self.config.docker.container_prefix}warm-{new_id}"
-                got = await self._reserve_warm(
-                    keys=[self.pk.containers, self.pk.queue],
-                    args=[key, self.config.pool.max_total, target, self.owner, now_ms(), new_id,
-                          name])
+                got = await self.registry.reserve_warm(
+                    warm_set=key, max_total=self.config.pool.max_total, target=target,
+                    owner=self.owner, new_id=new_id, name=name)
                 if not got:
                     if room and not created:
                         room = False
@@ -1045,14 +977,11 @@ class ContainerPool:
             docker_id = await self._create(container, spec, name=name, prestart=prestart,
                                            cpu_shares=WARM_CPU_SHARES)
             deadline = time.monotonic() + self.config.timeouts.startup_ms / 1000
-            ckey = self.pk.container_state(container)
-            r = self.transport.client
             while time.monotonic() < deadline:
-                if await r.hget(ckey, "status") is not None:
+                if await self.registry.runner_status(container) is not None:
                     # the runner registers once its CLI is up: the heavy part is over
                     await self._restore_cpu(docker_id, name)
-                    if await self._mark_warm(keys=[self.pk.containers, self.rk.warm_prefix + key],
-                                             args=[container, now_ms()]):
+                    if await self.registry.mark_warm(container, key):
                         await self._notify()
                     elif await self.record(container) is None:
                         # taken out of the registry while it started (evicted for another
@@ -1095,18 +1024,17 @@ class ContainerPool:
         return task
 
     async def _monitor_loop(self) -> None:
-        events = self.transport._new_client().pubsub(ignore_subscribe_messages=True)
+        events: Released | None
         try:
-            await events.subscribe(self.rk.events)
+            events = await self.registry.released()
         except Exception:
-            events = None  # type: ignore[assignment]
+            events = None
         next_check = 0.0
         while True:
             try:
                 timeout = max(0.01, next_check - time.monotonic())
                 if events is not None:
-                    msg = await events.get_message(timeout=min(timeout, 1.0))
-                    if msg is not None:
+                    if await events.wait(min(timeout, 1.0)):
                         self._wake.set()
                 else:
                     await asyncio.sleep(min(timeout, 1.0))
@@ -1115,8 +1043,7 @@ class ContainerPool:
                     await self.check()
             except asyncio.CancelledError:
                 if events is not None:
-                    with contextlib.suppress(Exception):
-                        await events.aclose()
+                    await events.aclose()
                 raise
             except Exception as exc:
                 log.warning("pool monitor: %s", exc)
@@ -1125,7 +1052,6 @@ class ContainerPool:
     async def check(self) -> None:
         """One health pass: heartbeats, lost containers, idle reaping, max age, top-up."""
         await self._heartbeat_owner()
-        r = self.transport.client
         everyone = await self.records()
         metrics.on_pool_sizes(Counter(rec.status for rec in everyone))
         records = [rec for rec in everyone if rec.owner == self.owner]
@@ -1170,8 +1096,7 @@ class ContainerPool:
                 # name points at counts only if it carries this record's labels
                 found = await self.backend.inspect(rec.name)
                 info = found if self._is_ours(found, rec.id) else info
-            hb_raw = await r.hget(self.pk.container_state(rec.id), "heartbeat")
-            heartbeat = as_int(hb_raw)
+            heartbeat = await self.registry.runner_heartbeat(rec.id)
             dead = info is None or not info.running
             stale = heartbeat and now - heartbeat > self.stale_ms and now >= self._grace_until
             if dead or stale:
@@ -1183,11 +1108,9 @@ class ContainerPool:
                 warm_by_spec.setdefault(rec.spec, []).append(rec)
                 # what an unclaimed runner checks its owner by (it may read only its own
                 # record): no owner heartbeat for timeouts.orphanMs and it exits by itself
-                await r.hset(self.pk.container_state(rec.id), "owner_heartbeat", now)
+                await self.registry.beat_for_owner(rec.id, now)
             elif rec.status == "busy" and now - rec.created > t.max_age_ms and rec.session:
-                state = await r.hget(SessionKeys(rec.session, self.transport.prefix).state,
-                                     "status")
-                if state is not None and as_str(state) == "idle":
+                if await self.transport.sessions.state_field(rec.session, "status") == "idle":
                     self._counters["recycled"] += 1
                     await self._park(rec, "maxAgeMs")
         targets = self._warm_targets()
@@ -1199,9 +1122,7 @@ class ContainerPool:
                 age = now - rec.created
                 idle = now - (rec.ready or rec.created)
                 if age > t.max_age_ms or (extra > 0 and idle > t.idle_ms):
-                    if await self._retire_warm(keys=[self.pk.containers,
-                                                     self.rk.warm_prefix + rec.spec],
-                                               args=[rec.id]):
+                    if await self.registry.retire_warm(rec.id, rec.spec):
                         self._counters["reaped" if age <= t.max_age_ms else "recycled"] += 1
                         extra -= 1
                         rec.status = "stopping"
@@ -1259,13 +1180,7 @@ class ContainerPool:
         if rec.session and rec.status == "busy":
             # the caller hears "turn lost, send again" (ContainerLost): prompts the lost
             # container never started must not run later on top of the one sent again
-            keys = SessionKeys(rec.session, self.transport.prefix)
-            async with self.transport.client.pipeline(transaction=True) as pipe:
-                pipe.llen(keys.input)
-                pipe.llen(keys.processing)
-                pipe.delete(keys.input, keys.processing)
-                waiting, taken, _ = await pipe.execute()
-            dropped = int(waiting) + int(taken)
+            dropped = await self.transport.sessions.take_pending_input(rec.session)
             note = f"; {dropped} prompt(s) not yet answered were dropped" if dropped else ""
             await self.report_error(rec.session, "container_lost",
                                     f"container {rec.name} lost: {reason}{note}",
@@ -1281,38 +1196,27 @@ class ContainerPool:
 
     async def _park(self, rec: ContainerRecord, reason: str) -> None:
         """Take an idle session's container away; the session resumes in a new one."""
-        keys = SessionKeys(rec.session, self.transport.prefix)
         self._ending.add(rec.id)  # its runner exits on the stop: no loss
         try:
             await self.transport.send_control(rec.session, "stop")
             await self._destroy(rec)
         finally:
             self._ending.discard(rec.id)
-        await self.transport.client.hset(keys.state, mapping={"status": "parked",
-                                                              "parked_reason": reason})
+        await self.transport.sessions.set_state(rec.session, status="parked",
+                                                parked_reason=reason)
 
     async def report_error(self, session: str, error: str, message: str, **fields: Any) -> None:
         """Write an error event into a session's output (when its runner cannot)."""
-        keys = SessionKeys(session, self.transport.prefix)
-        r = self.transport.client
-        last = await r.lindex(keys.output_buffer, -1)
-        prev = Envelope.decode(last) if last else None
-        seq = prev.seq if prev is not None else 0
+        seq = await self.transport.sessions.last_seq(session)
         env = encode_envelope(seq + 1, now_ms(), runner_event(
             "error", error=error, message=message, restart=False, **fields))
-        pipe = r.pipeline(transaction=False)
-        pipe.rpush(keys.output_buffer, env)
-        pipe.ltrim(keys.output_buffer, -OUTPUT_BUFFER_MAX, -1)
-        pipe.publish(keys.output, env)
-        pipe.hset(keys.state, mapping={"status": "lost", "error": message})
-        await pipe.execute()
+        await self.transport.sessions.append_event(session, env, status="lost", error=message)
 
     async def reconcile(self) -> int:
         """Remove containers (and registry entries) whose owner stopped heartbeating."""
-        r = self.transport.client
         if not self.instance:
             await self._load_instance(create=False)  # gc: read it, don't make one
-        owners = {as_str(k): as_int(v) for k, v in (await r.hgetall(self.pk.owners)).items()}
+        owners = await self.registry.owners()
         now = now_ms()
         alive = {o for o, hb in owners.items() if now - hb <= max(self.stale_ms, 1000)}
         alive.add(self.owner)
@@ -1340,7 +1244,7 @@ class ContainerPool:
                         await self.end_session(rec.session)
         for owner in owners:
             if owner not in alive:
-                await r.hdel(self.pk.owners, owner)
+                await self.registry.drop_owner(owner)
         if self.acl is not None:
             try:
                 await self.acl.gc()  # users whose container is gone (a crashed owner's)
@@ -1352,30 +1256,23 @@ class ContainerPool:
         """Close a session's keys once no container of it runs: its record and live keys go,
         what a resume needs (state, history, result, the sealed transcript) stays for
         ``RESUME_TTL_S``. Used by ``close()`` and for sessions of owners that died."""
-        keys = SessionKeys(session, self.transport.prefix)
-        r = self.transport.client
-        await r.hdel(f"{self.transport.prefix}sessions", session)
+        sessions = self.transport.sessions
+        await sessions.unregister(session)
         await self.transport.delete_session(session, keep=RETAINED_KEYS)
         with contextlib.suppress(Exception):
             await self.seal_transcript(session)
         if not claude_session_id:
-            claude_session_id = as_str(await r.hget(keys.state, "claude_session_id") or b"")
-        pipe = r.pipeline(transaction=False)
-        pipe.hset(keys.state, mapping={"status": "closed", "closed": now_ms()})
-        for key in (keys.state, keys.history, keys.result, keys.transcript):
-            pipe.expire(key, RESUME_TTL_S)
-        if claude_session_id:
-            pipe.hset(f"{self.transport.prefix}claude_sessions", claude_session_id, session)
-        await pipe.execute()
+            claude_session_id = await sessions.state_field(session, "claude_session_id") or ""
+        await sessions.retain(session, keep=RETAINED_KEYS, ttl_s=RESUME_TTL_S,
+                              claude_session_id=claude_session_id, closed_ms=now_ms())
 
     async def seal_transcript(self, session: str) -> None:
         """Seal a session's saved transcript once no container of it runs any more (see
         :mod:`dockercc.protocol.transcript`): only sealed transcripts are ever restored."""
-        r = self.transport.client
-        key = SessionKeys(session, self.transport.prefix).transcript
-        tag = sealing.seal(load_key(), session, await r.hgetall(key))
+        sessions = self.transport.sessions
+        tag = sealing.seal(load_key(), session, await sessions.transcript(session))
         if tag is not None:
-            await r.hset(key, "mac", tag)
+            await sessions.seal_transcript(session, tag)
 
     async def stats(self) -> PoolStats:
         records = await self.records()
@@ -1390,14 +1287,14 @@ class ContainerPool:
             owner=self.owner, total=len(records), warm=status["warm"], busy=status["busy"],
             creating=status["creating"], stopping=status["stopping"],
             owned=sum(1 for r in records if r.owner == self.owner),
-            waiting=int(await self.transport.client.zcard(self.pk.queue)),
+            waiting=await self.registry.waiting(),
             claims=self._counters["claims"], warm_claims=self._counters["warm_claims"],
             cold_claims=self._counters["cold_claims"], waits=self._counters["waits"],
             exhausted=self._counters["exhausted"], replacements=self._counters["replacements"],
             lost=self._counters["lost"], reaped=self._counters["reaped"],
             recycled=self._counters["recycled"],
             startup_failures=self._counters["startup_failures"],
-            quarantined=int(await self.transport.client.hlen(self.rk.quarantine)),
+            quarantined=await self.registry.quarantined(),
             claim_latency_ms=hist,
             claim_p50_ms=lat[len(lat) // 2] if lat else None,
             claim_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,

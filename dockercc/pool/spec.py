@@ -19,7 +19,7 @@ from ..config import AgentConfig, DockerCCConfig, container_env
 from ..egress.proxy import DEFAULT_API, SOCKET_NAME, Upstream
 from ..errors import PoolError
 from ..protocol.cli import start_time_args
-from ..sentinel import parse_sentinel_url
+from ..storage.sentinel import parse_sentinel_url
 
 CONTAINER_HOME = "/home/agent"
 RUNNER_DIR = "/run/dockercc"

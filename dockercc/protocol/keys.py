@@ -171,6 +171,70 @@ class PoolKeys:
         restart lost. Never the password itself."""
         return f"{self.prefix}pool:acl"
 
+    @property
+    def tickets(self) -> str:
+        """Hash: ticket -> ``{"agent", "deadline"}`` of a waiting claim."""
+        return f"{self.prefix}pool:tickets"
+
+    @property
+    def ticket_seq(self) -> str:
+        """String: the fair queue's arrival counter."""
+        return f"{self.prefix}pool:ticket_seq"
+
+    @property
+    def events(self) -> str:
+        """Pub/Sub: ``released`` notices that wake waiting claims."""
+        return f"{self.prefix}pool:events"
+
+    @property
+    def quarantine(self) -> str:
+        """Hash: registry entries that failed validation, kept (truncated) for inspection."""
+        return f"{self.prefix}pool:quarantine"
+
+    @property
+    def warm_prefix(self) -> str:
+        """The start of every :meth:`warm` list's name."""
+        return f"{self.prefix}pool:warm:"
+
+    @property
+    def scratch(self) -> str:
+        """Hash: scratch workspace volume -> the session that keeps it (for gc)."""
+        return f"{self.prefix}{SCRATCH_KEY}"
+
+    @property
+    def claude_sessions(self) -> str:
+        """Hash: Claude's session id -> dockercc session id (``resume=`` by either id)."""
+        return f"{self.prefix}claude_sessions"
+
+    @property
+    def budget_spend(self) -> str:
+        """Sorted set: ledger members ``{session}:{seq}`` scored by when (ms)."""
+        return f"{self.prefix}budget:spend"
+
+    @property
+    def budget_cost(self) -> str:
+        """Hash: ledger member -> ``{"usd", "agent"}``."""
+        return f"{self.prefix}budget:cost"
+
+    @property
+    def budget_holds(self) -> str:
+        """Hash: hold id -> ``{"agent", "owner", "usd", "expires"}`` of admitted turns."""
+        return f"{self.prefix}budget:holds"
+
+    @property
+    def cron_jobs(self) -> str:
+        """Hash: cron job id -> job JSON."""
+        return f"{self.prefix}cron:jobs"
+
+    @property
+    def cron_due(self) -> str:
+        """Sorted set: cron job id -> its next run (ms)."""
+        return f"{self.prefix}cron:due"
+
+    def channel(self, name: str) -> str:
+        """Pub/Sub: a channel of the ``message`` tool."""
+        return f"{self.prefix}channel:{name}"
+
 
 @dataclass(frozen=True, slots=True)
 class RunKeys:

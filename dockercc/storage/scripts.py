@@ -1,33 +1,11 @@
-"""The pool's shared registry in Redis; every decision that must be atomic is one Lua script.
-
-Keys (under the prefix, see :class:`dockercc.protocol.keys.PoolKeys`):
-
-- ``pool:containers`` Hash: pool container id -> JSON record (name, spec, agent, session,
-  status ``creating|warm|busy|stopping``, owner, created, warm flag).
-- ``pool:warm:{set}`` List: ids of warm containers of one warm set (``<spec key>-<fingerprint
-  of the pre-started CLI's arguments>``, see :func:`.spec.warm_set_key`); claimed with LPOP
-  inside the claim script, so two processes never get the same container.
-- ``pool:demand`` Hash: warm-set key -> JSON of recent demand (arrival times within the
-  window and, when shareable, the recipe to pre-start such a container); see DEMAND.
-- ``pool:queue`` Sorted set + ``pool:tickets`` Hash: waiting claims in arrival order
-  (a fair queue); tickets expire unless their waiter refreshes them.
-- ``pool:owners`` Hash: owner (process) id -> last heartbeat ms.
-- ``pool:events`` Pub/Sub: "released" notices that wake waiters.
-- ``budget:spend`` Sorted set + ``budget:cost`` Hash: the spend ledger (see
-  :mod:`dockercc.budget`); ``budget:holds`` Hash: turns admitted under a budget whose cost
-  is not known yet (:data:`BUDGET_ADMIT`, :data:`BUDGET_SETTLE`).
+"""Every Lua script the host runs on Redis: each decision that must be atomic across processes
+(claim a container, reserve or retire a warm slot, admit a turn under a budget, claim a cron
+run) is one script, so two processes never hand out one container twice or both take the
+last room under a limit. Run only by the stores of :mod:`dockercc.storage` (the runner's own
+write script lives with the runner, :mod:`dockercc.agent.runner`).
 """
 
 from __future__ import annotations
-
-import json
-import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from ..errors import BadData
-from ..protocol.bounded import MAX_RECORD_BYTES, loads_object
-from ..protocol.keys import PoolKeys
 
 # Every script decodes registry values through dec(): a value that is not a JSON object with
 # the fields a script reads (a forged or corrupted record) is skipped, never fatal: one bad
@@ -323,98 +301,33 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, tonumber(ARGV[1]) - tonumber(ARGV[5])
 return added
 """
 
-STATUSES = frozenset({"creating", "warm", "busy", "stopping"})
-RECORD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-CONTAINER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-"""Docker's own rule for container names."""
-_STR_FIELDS = {"owner": 256, "agent": 128, "session": 128, "spec": 64}
-_INT_FIELDS = ("created", "claimed", "ready")
 
+# -- the cron scheduler (dockercc.builtins.cron) --------------------------------------------
 
-@dataclass
-class ContainerRecord:
-    """One container in the shared registry."""
-
-    id: str
-    name: str
-    spec: str
-    status: str
-    owner: str
-    created: int
-    agent: str = ""
-    session: str = ""
-    warm: bool = False
-    claimed: int = 0
-    ready: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def decode(cls, raw: bytes | str) -> ContainerRecord | None:
-        try:
-            obj = json.loads(raw)
-            known = {k: obj.pop(k) for k in list(obj) if k in cls.__dataclass_fields__}
-            return cls(**known, extra=obj)
-        except (ValueError, TypeError, AttributeError, RecursionError):
-            return None
-
-    @classmethod
-    def validate(cls, raw: bytes | str | None, field_id: str | None = None) -> ContainerRecord:
-        """Decode a registry value strictly; :class:`BadData` for anything the pool must not
-        act on (any process that can write the registry can forge a record)."""
-        obj = loads_object(raw, max_bytes=MAX_RECORD_BYTES, what="registry record")
-        rid, name, status = obj.get("id"), obj.get("name"), obj.get("status")
-        if not isinstance(rid, str) or not RECORD_ID_RE.fullmatch(rid):
-            raise BadData("registry record: bad id")
-        if field_id is not None and rid != field_id:
-            raise BadData("registry record: id differs from its key")
-        if not isinstance(name, str) or not CONTAINER_NAME_RE.fullmatch(name):
-            raise BadData("registry record: bad container name")
-        if status not in STATUSES:
-            raise BadData("registry record: bad status")
-        for key, limit in _STR_FIELDS.items():
-            value = obj.get(key, "")
-            if not isinstance(value, str) or len(value) > limit:
-                raise BadData(f"registry record: bad {key}")
-        for key in _INT_FIELDS:
-            value = obj.get(key, 0)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise BadData(f"registry record: bad {key}")
-        if not isinstance(obj.get("warm", False), bool):
-            raise BadData("registry record: bad warm")
-        if "owner" not in obj or "created" not in obj or "spec" not in obj:
-            raise BadData("registry record: fields missing")
-        rec = cls.decode(json.dumps(obj))
-        if rec is None:  # pragma: no cover - the checks above cover decode's needs
-            raise BadData("registry record: undecodable")
-        return rec
-
-    def encode(self) -> str:
-        data = asdict(self)
-        extra = data.pop("extra")
-        return json.dumps({**extra, **data})
-
-
-@dataclass(frozen=True)
-class RegistryKeys:
-    keys: PoolKeys
-
-    @property
-    def tickets(self) -> str:
-        return f"{self.keys.prefix}pool:tickets"
-
-    @property
-    def counter(self) -> str:
-        return f"{self.keys.prefix}pool:ticket_seq"
-
-    @property
-    def events(self) -> str:
-        return f"{self.keys.prefix}pool:events"
-
-    @property
-    def quarantine(self) -> str:
-        """Hash: registry entries that failed validation, kept (truncated) for inspection."""
-        return f"{self.keys.prefix}pool:quarantine"
-
-    @property
-    def warm_prefix(self) -> str:
-        return f"{self.keys.prefix}pool:warm:"
+# claim one due run: move the job's score from the due time to the next run, atomically
+CRON_CLAIM = """
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if cur and tonumber(cur) == tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+# record a run on a job that still exists (a deleted job stays deleted); ARGV[3] is
+# 'start' (a run began), 'end' (it ended: counted) or 'skip' (a run that did not happen)
+CRON_RECORD = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local ok, job = pcall(cjson.decode, raw)
+if not ok or type(job) ~= 'table' then return 0 end
+local run = cjson.decode(ARGV[2])
+if ARGV[3] == 'skip' then
+  job['last_skip'] = run
+  job['skipped_count'] = (tonumber(job['skipped_count']) or 0) + 1
+else
+  job['last_run'] = run
+  if ARGV[3] == 'end' then job['run_count'] = (tonumber(job['run_count']) or 0) + 1 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(job))
+return 1
+"""

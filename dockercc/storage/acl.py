@@ -43,7 +43,7 @@ from ..protocol.keys import (
     container_acl_rules,
     container_acl_user,
 )
-from ..transport import as_str
+from .values import as_str
 
 log = logging.getLogger("dockercc.pool")
 

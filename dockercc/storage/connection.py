@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -32,22 +32,27 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import BadData, TransportError
-from .protocol import bounded
-from .protocol.bounded import MAX_ENVELOPE_BYTES
-from .protocol.envelope import SEQ_WINDOW, Envelope
-from .protocol.keys import (
+from ..errors import BadData, TransportError
+from ..protocol import bounded
+from ..protocol.bounded import MAX_ENVELOPE_BYTES
+from ..protocol.envelope import SEQ_WINDOW, Envelope
+from ..protocol.keys import (
     DEFAULT_PREFIX,
     OUTPUT_BUFFER_MAX,
     PoolKeys,
     RunKeys,
     SessionKeys,
-    validate_id,
 )
-from .redaction import redact
+from ..redaction import redact
+from .acl import ContainerACL
+from .budget import BudgetLedger
+from .cron import ChannelStore, CronStore
+from .registry import PoolRegistry
 from .sentinel import connect
+from .sessions import SessionStore
+from .values import as_int, as_str, now_ms
 
-log = logging.getLogger("dockercc.transport")
+log = logging.getLogger("dockercc.transport")  # (the name users filter on)
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 _PUSH_BUFFER_MAX = MAX_ENVELOPE_BYTES + (1 << 20)
@@ -178,10 +183,6 @@ RETRIES = 20
 """Retries of one Redis command on a dropped connection (backoff 50 ms doubling to 1 s)."""
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _client_kwargs(identify: bool = True) -> dict[str, Any]:
     """redis-py >= 8 looks its own version up in the package metadata for every client, pool
     and connection it makes (about a ms of CPU each, for ``CLIENT SETINFO``): once is enough.
@@ -201,11 +202,24 @@ def _client_kwargs(identify: bool = True) -> dict[str, Any]:
 _DRIVER_INFO: Any = None
 
 
+@contextlib.contextmanager
+def redis_errors_as_transport_errors(url: str) -> Iterator[None]:
+    """Redis gone for longer than the client's retries: a :class:`TransportError` (naming the
+    masked ``url``), not redis-py's own error."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise TransportError(f"Redis at {url} is not answering ({exc}); is it running?") from exc
+
+
 class RedisTransport:
     """Async access to one Redis for a pool and its sessions."""
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *,
-                 socket_timeout: float | None = None) -> None:
+                 socket_timeout: float | None = None, connect_timeout: float = 5,
+                 retries: int = RETRIES) -> None:
+        """``retries``: of one command on a dropped connection; 0 for a short-lived look
+        (a status page) that must answer at once."""
         if not url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
             raise TransportError(
                 f"unsupported Redis URL {redact(url)!r}: use redis://, rediss://, unix:// "
@@ -214,12 +228,28 @@ class RedisTransport:
         self.prefix = prefix
         self.pool_keys = PoolKeys(prefix)
         self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._retries = retries
         self._client: aioredis.Redis | None = None
         self._sub_client: aioredis.Redis | None = None  # the subscriptions' connections
         # one pub/sub connection opened ahead, so the next subscribe (before every prompt)
         # does not wait for a connect; refilled in the background when taken
         self._spare: Any = None
         self._spare_task: asyncio.Task[None] | None = None
+        #: the pool registry (containers, warm sets, the fair queue, owners, demand)
+        self.registry = PoolRegistry(self)
+        #: session-scoped keys beyond the stream: the session registry, state fields,
+        #: history, transcripts, the MCP relay, scratch volumes
+        self.sessions = SessionStore(self)
+        #: the spend ledger and budget admission
+        self.budget = BudgetLedger(self)
+        #: the built-in tools' state: cron jobs and ``message`` channels
+        self.cron = CronStore(self)
+        self.channels = ChannelStore(self)
+
+    def container_acl(self, *, db: int | None = None) -> ContainerACL:
+        """The manager of the containers' own Redis users, on this connection."""
+        return ContainerACL(self.client, self.prefix, db=db)
 
     def __repr__(self) -> str:
         return f"RedisTransport({redact(self._url)!r}, prefix={self.prefix!r})"
@@ -229,18 +259,18 @@ class RedisTransport:
         """The URL with any password masked."""
         return redact(self._url)
 
-    def _new_client(self, *, identify: bool = True) -> aioredis.Redis:
+    def new_client(self, *, identify: bool = True) -> aioredis.Redis:
         # ride out a Redis restart (~8-16 s of retries) instead of failing the caller; a
         # longer outage surfaces as TransportError
         return connect(self._url, socket_timeout=self._socket_timeout,
-                                 socket_connect_timeout=5, health_check_interval=15,
-                                 retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), RETRIES),
-                                 **_client_kwargs(identify))
+                       socket_connect_timeout=self._connect_timeout, health_check_interval=15,
+                       retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), self._retries),
+                       **_client_kwargs(identify))
 
     @property
     def client(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = self._new_client()
+            self._client = self.new_client()
         return self._client
 
     def keys(self, session: str) -> SessionKeys:
@@ -260,6 +290,11 @@ class RedisTransport:
         finally:
             with contextlib.suppress(Exception):
                 await probe.aclose()
+
+    async def pong(self) -> None:
+        """PING on the pool's own connection (with its timeouts and retries); redis-py's
+        error when Redis does not answer."""
+        await self.client.ping()
 
     async def close(self) -> None:
         task, self._spare_task = self._spare_task, None
@@ -289,7 +324,7 @@ class RedisTransport:
         if traceparent:
             fields["traceparent"] = traceparent
         item = json.dumps(fields, ensure_ascii=False)
-        await self._call(self.client.rpush, self.keys(session).input, item)
+        await self.call(self.client.rpush, self.keys(session).input, item)
         return input_id
 
     async def withdraw_input(self, session: str, input_id: str) -> bool:
@@ -298,21 +333,21 @@ class RedisTransport:
         keys = self.keys(session)
         removed = False
         for key in (keys.input, keys.processing):
-            for item in await self._call(self.client.lrange, key, 0, -1):
+            for item in await self.call(self.client.lrange, key, 0, -1):
                 with contextlib.suppress(ValueError, AttributeError):
                     if json.loads(item).get("id") == input_id:
-                        removed = bool(await self._call(self.client.lrem, key, 1, item)) or removed
+                        removed = bool(await self.call(self.client.lrem, key, 1, item)) or removed
         return removed
 
     async def send_control(self, session: str, command: str, **fields: Any) -> int:
         """Publish a control command (``interrupt``, ``stop``); returns how many runners heard it."""
         payload = json.dumps({"type": command, **fields})
-        return int(await self._call(self.client.publish, self.keys(session).control, payload))
+        return int(await self.call(self.client.publish, self.keys(session).control, payload))
 
     # -- output ----------------------------------------------------------------------------
 
     async def buffered(self, session: str, after_seq: int = 0) -> list[Envelope]:
-        raw = await self._call(self.client.lrange, self.keys(session).output_buffer, 0, -1)
+        raw = await self.call(self.client.lrange, self.keys(session).output_buffer, 0, -1)
         out = []
         for item in raw:
             env = Envelope.decode(item)
@@ -327,7 +362,7 @@ class RedisTransport:
         key = self.keys(session).output_buffer
         count = 16
         while True:
-            raw = await self._call(self.client.lrange, key, -count, -1)
+            raw = await self.call(self.client.lrange, key, -count, -1)
             out: list[Envelope] = []
             reached = False  # the window holds an envelope the reader already had
             base = after_seq  # with no seq seen yet, the oldest buffered one sets the base
@@ -387,7 +422,7 @@ class RedisTransport:
             # one client for all subscriptions: each takes a connection of its pool (a new
             # client per subscription costs about twice as much CPU as the connection). A
             # session subscribes before every prompt: no CLIENT SETINFO on that path.
-            self._sub_client = self._new_client(identify=False)
+            self._sub_client = self.new_client(identify=False)
         client = self._sub_client
         while True:
             pubsub = self._take_pubsub(client)
@@ -476,11 +511,11 @@ class RedisTransport:
     # -- state -----------------------------------------------------------------------------
 
     async def state(self, session: str) -> dict[str, str]:
-        raw = await self._call(self.client.hgetall, self.keys(session).state)
+        raw = await self.call(self.client.hgetall, self.keys(session).state)
         return {as_str(k): as_str(v) for k, v in raw.items()}
 
     async def result(self, session: str) -> dict[str, Any] | None:
-        raw = await self._call(self.client.get, self.keys(session).result)
+        raw = await self.call(self.client.get, self.keys(session).result)
         if raw is None:
             return None
         try:
@@ -492,7 +527,7 @@ class RedisTransport:
         """Remove a session's keys (``keep`` names key attributes to leave, e.g. ``"state"``)."""
         keys = self.keys(session)
         names = [k for k in keys.all() if not any(k == getattr(keys, a) for a in keep)]
-        await self._call(self.client.delete, *names)
+        await self.call(self.client.delete, *names)
         # reply lists of the MCP relay, if any were left
         async for key in self.client.scan_iter(match=f"{keys.base}:mcp:reply:*", count=500):
             await self.client.delete(key)
@@ -502,7 +537,7 @@ class RedisTransport:
     async def run_items(self, run: str) -> dict[int, dict[str, Any]]:
         """The finished items of a named ``pool.map`` run: index -> record (records that do
         not parse are dropped: that item runs again)."""
-        raw = await self._call(self.client.hgetall, RunKeys(run, self.prefix).items)
+        raw = await self.call(self.client.hgetall, RunKeys(run, self.prefix).items)
         out: dict[int, dict[str, Any]] = {}
         for field, value in raw.items():
             index = as_int(field, -1)
@@ -523,11 +558,11 @@ class RedisTransport:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, str(index), json.dumps(record, ensure_ascii=False, default=str))
             pipe.expire(key, max(1, int(retention_s)))
-            await self._call(pipe.execute)
+            await self.call(pipe.execute)
 
     async def delete_run(self, run: str) -> bool:
         """Forget a named run's finished items (the next call with that name starts over)."""
-        return bool(await self._call(self.client.delete, RunKeys(run, self.prefix).items))
+        return bool(await self.call(self.client.delete, RunKeys(run, self.prefix).items))
 
     # -- the session registry ({p}sessions) -----------------------------------------------
 
@@ -541,41 +576,25 @@ class RedisTransport:
         created), by id. A record that does not decode is ``{}``: its id is still a
         registered session. The one reader of the registry (the pool, ``dockercc
         sessions`` and ``gc``, the built-in tools)."""
-        raw = await self._call(self.client.hgetall, self.sessions_key)
+        raw = await self.call(self.client.hgetall, self.sessions_key)
         return {as_str(k): bounded.loads_record(v)
                 for k, v in sorted(raw.items(), key=lambda kv: as_str(kv[0]))}
 
     async def session_record(self, session: str) -> dict[str, Any] | None:
         """One session's registry record (``{}`` if it does not decode); None if absent."""
-        raw = await self._call(self.client.hget, self.sessions_key, session)
+        raw = await self.call(self.client.hget, self.sessions_key, session)
         return None if raw is None else bounded.loads_record(raw)
 
     # -- pool assignment -------------------------------------------------------------------
 
     async def assign(self, container: str, assignment: Mapping[str, Any]) -> None:
-        validate_id(container, "container id")
-        key = self.pool_keys.assign(container)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, json.dumps(assignment, ensure_ascii=False))
-            pipe.expire(key, 3600)
-            await self._call(pipe.execute)
+        """Hand a warm runner its session (see :meth:`PoolRegistry.assign`)."""
+        await self.registry.assign(container, assignment)
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``await fn(*args)``, a Redis error as :class:`TransportError`."""
         try:
             return await fn(*args, **kwargs)
         except (RedisError, OSError) as exc:
             raise TransportError(f"Redis at {self.url}: {exc}") from exc
 
-
-def as_str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def as_int(value: Any, default: int = 0) -> int:
-    """A Redis value that should be an integer (a heartbeat, a counter); ``default`` for
-    anything else, so one forged value cannot break a pass over many."""
-    try:
-        text = as_str(value)
-        return int(text) if len(text) <= 20 else default
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return default
