@@ -438,12 +438,14 @@ class ChaosRun:
 
     async def _kill(self, stop: asyncio.Event) -> None:
         # a victim that has only just begun to stream, so the kill lands mid-stream
+        # (the containers are listed before the wait, not after it: on a loaded machine the
+        # listing took long enough for the chosen turn to finish before the kill landed)
         for _ in range(5):
+            listed = await asyncio.to_thread(self.our_containers)
+            by_id = {c.labels.get(f"{LABEL}.container"): c for c in listed}
             busy = await self._wait_streaming(1, stop, within_s=0.4)
             if not busy:
                 return
-            listed = await asyncio.to_thread(self.our_containers)
-            by_id = {c.labels.get(f"{LABEL}.container"): c for c in listed}
             busy = [a for a in busy if a.outcome == "pending"
                     and (lease := self.sessions[a.session].lease) is not None
                     and lease.container in by_id]

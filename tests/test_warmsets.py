@@ -266,7 +266,7 @@ async def test_admission_frees_a_slot_as_the_api_request_leaves(make_config: Any
     model: the slot frees when the first CLI's request leaves through the egress proxy (the
     CPU-heavy start is over), not at its first token (here 3 s later) nor at the hold bound."""
     def respond(body: dict[str, Any]) -> Any:
-        if "slow model" in json.dumps(body.get("messages", [])[-1:]):
+        if "slow model" in json.dumps(body.get("messages", [])):
             time.sleep(3)  # the model thinking: no CPU of ours is busy
         return text("done")
 
