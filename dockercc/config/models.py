@@ -236,9 +236,12 @@ class DockerConfig(_Model):
     env: dict[EnvName, EnvSecret] | None = Field(None, **_doc("Additional environment variables"))
     read_only: bool = Field(True, **_doc("Mount the container's root filesystem read-only"))
     scratch_volumes: bool = Field(
-        False, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
-                      "tmpfs; a session keeps its container's volume, so a scratch workspace "
-                      "survives container loss and `resume=` (docs/workspaces.md)"))
+        True, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
+                     "tmpfs; a session keeps its container's volume, so a scratch workspace "
+                     "survives container loss, `maxAgeMs` parking and `resume=`; it is "
+                     "removed with the session (`close(forget=True)`) or by `dockercc gc` "
+                     "once the session is no longer resumable. false: a tmpfs, lost with "
+                     "its container and leaving nothing to clean (docs/workspaces.md)"))
     user: str = Field(
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
