@@ -426,8 +426,8 @@ class AgentConfig(_Model):
     image: str | None = Field(None, min_length=1, **_doc("Image override for this agent"))
     workspace: str | None = Field(
         None, **_doc("Default `workspace=` of this agent's sessions: an absolute host folder "
-                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch tmpfs "
-                     "(docs/workspaces.md)"))
+                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch "
+                     "workspace (`docker.scratchVolumes`, docs/workspaces.md)"))
     add_dirs: list[str] | None = Field(
         None, **_doc("Default `add_dirs=`: more host folders, read-only (`:rw` to write), at "
                      "/mnt/dirs/NAME and given to the CLI with `--add-dir`"))
