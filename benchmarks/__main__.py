@@ -217,10 +217,14 @@ class Bench:
             os.chown(folder, 1000, 1000)
         plain = self.pool(docker={"scratchVolumes": False})  # a tmpfs: no workspace at all
         shared, scratch = self.pool(), self.pool()  # scratch: the default
+        # the cold path: no demand warm set either (a spec claimed again and again would get
+        # one, see docs/pool.md, and the "cold" row would be warm from its third run on)
+        cold = self.pool(pool={"demandMinHits": 0})
         try:
             await plain.warm("main", count=1, timeout=300)
             await shared.warm("main", count=1, timeout=300, workspace=str(folder))
             await scratch.warm("main", count=1, timeout=300)
+            await cold.start()
             for pool, ws in ((plain, None), (shared, str(folder)), (scratch, None)):
                 await self.new_session(pool, workspace=ws)  # warm-up of each pool
             for i in range(self.args.runs):
@@ -229,7 +233,7 @@ class Bench:
                 # load change or the other's refill hits both alike (the paired ratio)
                 pair = [(plain, "ws_plain", None), (scratch, "ws_scratch", None)]
                 for pool, key, ws in (pair if i % 2 == 0 else pair[::-1]) + [
-                        (plain, "ws_cold", str(folder)), (shared, "ws_warm", str(folder))]:
+                        (cold, "ws_cold", str(folder)), (shared, "ws_warm", str(folder))]:
                     await pool.containers.wait_warm(timeout=300)
                     await self.settle()
                     r = await self.new_session(pool, workspace=ws)
@@ -240,7 +244,7 @@ class Bench:
                 self.s.add("ws_scratch_ratio",
                            self.s.get("ws_scratch")[-1] / self.s.get("ws_plain")[-1])
         finally:
-            await asyncio.gather(plain.close(), shared.close(), scratch.close(),
+            await asyncio.gather(plain.close(), shared.close(), scratch.close(), cold.close(),
                                  return_exceptions=True)
 
     async def files(self) -> None:

@@ -35,7 +35,7 @@ from ..egress.proxy import relay_target
 from ..errors import BadData, ContainerLost, PoolError, PoolExhausted, StartupTimeout
 from ..protocol import transcript as sealing
 from ..protocol.envelope import Envelope, encode_envelope, runner_event
-from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from ..protocol.keys import OUTPUT_BUFFER_MAX, SCRATCH_KEY, SessionKeys
 from ..sentinel import current_primary, is_sentinel_url
 from ..transcript_key import load_key
 from ..transport import RedisTransport, as_int, as_str, now_ms
@@ -410,6 +410,8 @@ class ContainerPool:
                 await self.backend.remove(info.id)
             except Exception as exc:
                 log.warning("removing %s failed: %s", info.name, exc)
+            if cid and redis_ok:
+                await self._drop_scratch_volume(cid)
             if self.egress is not None and cid:
                 with contextlib.suppress(Exception):
                     await self.egress.remove(cid)
@@ -820,6 +822,20 @@ class ContainerPool:
             if not lost:
                 self._ending.discard(rec.id)
 
+    async def _drop_scratch_volume(self, container: str) -> None:
+        """Remove a removed container's scratch workspace volume (``docker.scratchVolumes``)
+        unless a session took it (``{p}pool:scratch``): never claimed, or claimed by a
+        session that failed before it adopted the volume (a start-up timeout, ...). A
+        session's own volume stays for it (docs/workspaces.md#persistence)."""
+        if not self.config.docker.scratch_volumes:
+            return
+        volume = scratch_volume_name(container)
+        with contextlib.suppress(Exception):
+            if await self.transport.client.hexists(
+                    f"{self.transport.prefix}{SCRATCH_KEY}", volume):
+                return
+            await self.backend.remove_volume(volume)
+
     async def _destroy_now(self, rec: ContainerRecord) -> None:
         r = self.transport.client
         # its Redis rights go first: nothing it does while Docker removes it reaches Redis
@@ -836,10 +852,7 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
-        if self.config.docker.scratch_volumes and not rec.session:
-            # never claimed: its scratch workspace is nobody's (a session keeps its own)
-            with contextlib.suppress(Exception):
-                await self.backend.remove_volume(scratch_volume_name(rec.id))
+        await self._drop_scratch_volume(rec.id)
         if self.egress is not None:
             await self.egress.remove(rec.id)
         pipe = r.pipeline(transaction=False)
@@ -1317,6 +1330,8 @@ class ContainerPool:
             owner = rec.owner if rec else info.labels.get(f"{LABEL}.owner", "")
             if owner not in alive and info.id:
                 await self.backend.remove(info.id)
+                if cid:
+                    await self._drop_scratch_volume(cid)
                 removed += 1
         for rec in records.values():
             labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)
