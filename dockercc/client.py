@@ -187,7 +187,8 @@ class AsyncPool:
 
         ``workspace``: an absolute host folder mounted at ``/workspace`` (``:ro`` read-only),
         ``volume:NAME`` (a named Docker volume, created on demand and kept), or None (a
-        scratch workspace); ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
+        scratch workspace: a volume the session keeps, see ``docker.scratchVolumes``);
+        ``add_dirs``: more host folders (read-only unless ``:rw``). Checked
         here, :class:`~dockercc.errors.ConfigError` before any container starts. See
         docs/workspaces.md."""
         opts = session_options(agent, options, **shorthands)

@@ -91,7 +91,7 @@ def _host_dir(raw: str, what: str) -> str:
 def parse_workspace(value: str | os.PathLike[str] | None) -> WorkspaceMount | None:
     """``workspace=`` as a mount at ``/workspace``: an absolute host folder (read-write, or
     read-only with ``:ro``), ``volume:NAME`` (a named Docker volume, created on demand), or
-    None (a scratch tmpfs). Raises :class:`ConfigError` before any container starts."""
+    None (a scratch workspace: ``docker.scratchVolumes``). Raises :class:`ConfigError` before any container starts."""
     if value is None:
         return None
     raw = os.fspath(value)

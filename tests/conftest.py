@@ -16,12 +16,13 @@ import pytest
 
 from dockercc.errors import RedisServerError
 from dockercc.pool.backend import LABEL
-from dockercc.protocol.keys import acl_user_container
+from dockercc.protocol.keys import SCRATCH_KEY, SessionKeys, acl_user_container
 from dockercc.testing import RedisServer
 
 # (and the spend ledger: budgets need the costs of closed sessions; see dockercc.budget)
 RETAINED = (":state", ":history", ":result", ":transcript", "claude_sessions", "budget:spend",
-            "budget:cost")
+            "budget:cost", SCRATCH_KEY)
+"""(``pool:scratch``: which closed session keeps which scratch workspace volume)"""
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "claude-code-2.1.328"
 """Transcripts of the real CLI, made by ``scripts/capture_transcripts.py`` and committed."""
@@ -165,7 +166,18 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
             return set(labelled_containers(client, owner_pid=os.getpid()))
         return set(labelled_containers(client, mine))
 
-    before = current()
+    def volumes() -> dict[str, dict[str, str]]:
+        # scratch workspace volumes (the default /workspace) of the same scope as current()
+        mine = {own} if own is not None else set(TEST_PREFIXES)
+        found = {v["Name"]: v.get("Labels") or {} for v in client.api.volumes(
+            filters={"label": [f"{LABEL}=1", f"{LABEL}.workspace=scratch"]}
+        ).get("Volumes") or []}
+        if mine:
+            return {n: lb for n, lb in found.items() if lb.get(f"{LABEL}.prefix") in mine}
+        return {n: lb for n, lb in found.items() if (lb.get(f"{LABEL}.owner") or "")
+                .rsplit("-", 2)[-2:-1] == [str(os.getpid())]}
+
+    before, before_volumes = current(), set(volumes())
     yield
     deadline = time.monotonic() + 10
     left: set[str] = set()
@@ -176,7 +188,28 @@ def no_leaked_containers(request: pytest.FixtureRequest) -> Iterator[None]:
         time.sleep(0.2)
     for name in left:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    vols = {n: lb for n, lb in volumes().items() if n not in before_volumes}
+    # a closed session stays resumable with its scratch volume (as with its Redis keys,
+    # RETAINED); any other volume left behind is a leak. Both are removed here.
+    redis = (request.getfixturevalue("redis_server")
+             if "redis_server" in request.fixturenames else None)
+
+    def kept(name: str, labels: dict[str, str]) -> bool:
+        p = labels.get(f"{LABEL}.prefix", "")
+        if redis is None or not p:
+            return False
+        sid = redis.cli("hget", f"{p}{SCRATCH_KEY}", name).strip()
+        return bool(sid) and redis.cli("exists", SessionKeys(sid, p).state).strip() == "1"
+
+    leaked_volumes = sorted(n for n, lb in vols.items() if not kept(n, lb))
+    for name in vols:
+        for _ in range(50):  # a container that lets go of it only as it is removed
+            if subprocess.run(["docker", "volume", "rm", "-f", name],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
     assert not left, f"test leaked containers: {sorted(left)}"
+    assert not leaked_volumes, f"test leaked scratch volumes: {leaked_volumes}"
 
 
 @pytest.fixture

@@ -121,6 +121,17 @@ def test_status_and_gc(redis_server: Any, prefix: str, docker_client: Any, agent
     redis_server.cli("hset", f"{prefix}pool:containers", "gone00000001", json.dumps(record))
     redis_server.cli("hset", f"{prefix}sessions", "s-left-behind",
                      json.dumps({"agent": "main", "owner": "dead-owner"}))
+    # what default scratch workspaces leave (docs/workspaces.md#persistence): the volume of a
+    # warm container the dead pool never handed out, one of a session that expired, and one
+    # a closed session still keeps (resumable: gc must leave it)
+    tag = uuid.uuid4().hex[:8]
+    never, expired, kept = (f"dockercc-ws-{k}{tag}" for k in ("never", "expired", "kept"))
+    for name in (never, expired, kept):
+        docker_client.volumes.create(name, labels={
+            "clawdbot.docker-cc": "1", "clawdbot.docker-cc.workspace": "scratch",
+            "clawdbot.docker-cc.prefix": prefix})
+    redis_server.cli("hset", f"{prefix}pool:scratch", expired, "s-expired", kept, "s-kept")
+    redis_server.cli("hset", f"{prefix}s-kept:state", "status", "stopped")
     try:
         out = dcc("status", "--json", env=env, config=cfg)
         assert out.returncode == 1
@@ -139,12 +150,20 @@ def test_status_and_gc(redis_server: Any, prefix: str, docker_client: Any, agent
         out = dcc("gc", env=env, config=cfg)
         assert out.returncode == 0, out.stderr
         assert "removed 1 container, 1 registry entry, 1 session" in out.stderr
+        assert "removed 2 scratch workspace volumes" in out.stderr
         assert orphan not in [c.name for c in docker_client.containers.list(all=True)]
+        left = {v.name for v in docker_client.volumes.list(
+            filters={"label": f"clawdbot.docker-cc.prefix={prefix}"})}
+        assert left == {kept}
+        assert redis_server.cli("hkeys", f"{prefix}pool:scratch").split() == [kept]
         out = dcc("status", "--json", env=env, config=cfg)
         assert out.returncode == 0 and json.loads(out.stdout)["status"] == "ok"
     finally:
         subprocess.run(["docker", "rm", "-f", orphan], capture_output=True)
-        redis_server.cli("del", f"{prefix}s-left-behind:state")
+        subprocess.run(["docker", "volume", "rm", "-f", never, expired, kept],
+                       capture_output=True)
+        redis_server.cli("del", f"{prefix}s-left-behind:state", f"{prefix}s-kept:state",
+                         f"{prefix}pool:scratch")
 
 
 # --------------------------------------------------------------------------- run

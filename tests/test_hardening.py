@@ -141,10 +141,15 @@ async def test_no_docker_socket_and_only_configured_binds(make_config: Any, api:
         binds = [m for m in mounts if m["Type"] == "bind"]
         assert [(m["Source"], m["Destination"], m["RW"]) for m in binds] == [
             (str(shared), "/data", False)], mounts
-        assert all(m["Type"] in ("bind", "tmpfs") for m in mounts), mounts
+        # and the session's own scratch workspace (the default: a volume, not a host path)
+        volumes = [m for m in mounts if m["Type"] == "volume"]
+        assert s.workspace_mount is not None
+        assert [(m["Name"], m["Destination"], m["RW"]) for m in volumes] == [
+            (s.workspace_mount.source, "/workspace", True)], mounts
+        assert all(m["Type"] in ("bind", "tmpfs", "volume") for m in mounts), mounts
         assert not any("docker.sock" in (m.get("Source") or "") for m in mounts)
         # what the kernel says: every mount backed by a host file system is one of Docker's
-        # own three files or the configured bind
+        # own three files, the session's scratch workspace volume or the configured bind
         code, info = sh(c, "cat /proc/self/mountinfo")
         assert code == 0
         host_backed = set()
@@ -154,7 +159,7 @@ async def test_no_docker_socket_and_only_configured_binds(make_config: Any, api:
             target = left.split()[4]
             if source.startswith("/dev/") and fstype not in ("devpts", "mqueue", "tmpfs"):
                 host_backed.add(target)
-        assert host_backed == DOCKER_MANAGED | {"/data"}, host_backed
+        assert host_backed == DOCKER_MANAGED | {"/data", "/workspace"}, host_backed
         await s.close(forget=True)
 
 

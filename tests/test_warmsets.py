@@ -127,10 +127,12 @@ async def test_adhoc_prompt_is_warm_by_its_third_occurrence_across_processes(
             await a.containers.wait_warm(timeout=180)  # (the default set refilled)
             api.script(text(f"reply {i}"))
             s = a.session(system_prompt=prompt)
+            # (the set a new session asks for: once it runs, its spec names its own scratch
+            # workspace volume, for a later container of the same session)
+            key = warm_set_key(s.spec().key(), s.prestart())
             assert (await s.ask("hello", timeout=120)).text == f"reply {i}"
             assert s.lease is not None and s.lease.warm  # a default one (nothing better)
             states.append((await s.state()).get("prestarted"))
-            key = s.lease and warm_set_key(s.spec().key(), s.prestart())
             await s.close(forget=True)
         assert states == ["0", "0"]  # the default CLI was restarted for the prompt
         assert key
@@ -164,9 +166,9 @@ async def test_demand_sets_stay_within_max_total_and_never_evict_busy(
         cp = pool.containers
         api.script(text("one"))
         busy = pool.session(system_prompt="first prompt")
+        first = warm_set_key(busy.spec().key(), busy.prestart())  # (before it runs: see above)
         assert (await busy.ask("hi", timeout=120)).text == "one"  # cold: nothing warm
         assert busy.lease is not None and not busy.lease.warm
-        first = warm_set_key(busy.spec().key(), busy.prestart())
 
         async def warm_of(key: str) -> bool:
             return any(r.spec == key and r.status == "warm" for r in await cp.records())

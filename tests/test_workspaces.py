@@ -46,24 +46,6 @@ def agent_owned(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_volumes(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every workspace volume a Docker test here makes is gone after it (the conftest checks
-    containers only)."""
-    if "docker_client" not in request.fixturenames:
-        yield
-        return
-    client = request.getfixturevalue("docker_client")
-
-    def ours() -> set[str]:
-        return {v.name for v in client.volumes.list(filters={"label": "clawdbot.docker-cc=1"})
-                if v.name.startswith(("dockercc-ws-", "dockercc-test-ws-"))}
-
-    before = ours()
-    yield
-    assert ours() <= before, f"leaked volumes: {sorted(ours() - before)}"
-
-
 @pytest.fixture
 def volume_name(docker_client: Any) -> Iterator[str]:
     """A unique workspace volume, removed after the test (and checked to be)."""
@@ -288,9 +270,23 @@ def test_notebook_magics_list_upload_and_download(make_config: Any, api: Any,
         ip.run_cell("%unload_ext dockercc")
 
 
+RESUME_ELSEWHERE = """
+import sys, yaml
+from dockercc.sync import Pool
+with Pool(yaml.safe_load(open(sys.argv[1]))) as pool:
+    s = pool.session(resume=sys.argv[2], permission_mode="bypassPermissions")
+    print(s.ask("back?", timeout=180).text)
+    print(s.run("cat s.txt").stdout, end="")
+    s.close()
+"""
+
+
 @pytest.mark.docker
-async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
-        make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
+async def test_scratch_workspace_survives_kill_and_resume_in_a_new_process_by_default(
+        make_config: Any, api: Any, docker_client: Any, prefix: str, tmp_path: Path) -> None:
+    """The must-show of issue 16 with the DEFAULT config: no ``workspace=``, no
+    ``scratchVolumes`` setting. The agent's file survives ``docker kill`` of its container
+    and is there after ``resume=`` in another process; the volume goes with the session."""
     from dockercc.files import sweep_scratch_volumes
 
     def scratch_volumes() -> set[str]:
@@ -298,9 +294,12 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
             f"{LABEL}.workspace=scratch", f"{LABEL}.prefix={prefix}"]})}
 
     api.script(tool_use("Bash", {"command": "echo scratch > s.txt; echo ok"}), text("wrote"),
-               text("after the kill"), text("resumed"))
+               text("after the kill"), text("resumed"), text("once more"))
     sid = f"scr-{uuid.uuid4().hex[:8]}"
-    cfg = make_config(docker={"scratchVolumes": True})
+    cfg = make_config()
+    assert "scratchVolumes" not in cfg.get("docker", {})
+    config_file = tmp_path / "dockercc.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
     try:
         async with AsyncPool(cfg) as pool:
             await pool.warm("main", count=1, timeout=120)
@@ -309,6 +308,8 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
             assert s.lease is not None and s.lease.warm  # a scratch session stays warm
             volume = f"dockercc-ws-{s.lease.container}"
             assert s.workspace_mount is not None and s.workspace_mount.source == volume
+            labels = docker_client.volumes.get(volume).attrs["Labels"]
+            assert labels[f"{LABEL}.prefix"] == prefix and labels[f"{LABEL}.owner"]
             docker_client.containers.list(filters={"label": [
                 f"{LABEL}.prefix={prefix}", f"{LABEL}.container={s.lease.container}"]})[0].kill()
             for _ in range(200):
@@ -316,13 +317,22 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
                     break
                 await asyncio.sleep(0.1)
             assert (await s.ask("again", timeout=180)).text == "after the kill"
+            assert s.lease is not None and volume != f"dockercc-ws-{s.lease.container}"
             assert await s.files.read("s.txt") == b"scratch\n"
             await s.close()  # resumable: its volume stays, gc keeps it
             assert await sweep_scratch_volumes(pool.containers) == 0
             assert volume in scratch_volumes()
+        # resume= in another process: a new pool, a new container, the same volume
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", RESUME_ELSEWHERE, str(config_file), sid],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.splitlines() == ["resumed", "scratch"], out.stdout
+        assert volume in scratch_volumes()  # closed again, still resumable
         async with AsyncPool(cfg) as pool:
             s = pool.session(resume=sid, permission_mode="bypassPermissions")
-            assert (await s.ask("back?", timeout=180)).text == "resumed"
+            assert (await s.ask("and here?", timeout=180)).text == "once more"
             assert (await s.run("cat s.txt")).stdout == "scratch\n"
             await s.close(forget=True)  # deleted: its volume goes
             assert volume not in scratch_volumes()
@@ -337,6 +347,30 @@ async def test_scratch_volumes_stay_warm_survive_kill_and_go_with_the_session(
     finally:
         for name in scratch_volumes():
             docker_client.volumes.get(name).remove(force=True)
+
+
+@pytest.mark.docker
+async def test_scratch_volumes_off_is_a_tmpfs_lost_with_the_container(
+        make_config: Any, api: Any, docker_client: Any, prefix: str) -> None:
+    """The opt-out (``docker.scratchVolumes: false``): a tmpfs, no volume, nothing kept."""
+    api.script(tool_use("Bash", {"command": "echo gone > t.txt; echo ok"}), text("wrote"),
+               text("after the kill"))
+    async with AsyncPool(make_config(docker={"scratchVolumes": False})) as pool:
+        s = pool.session(permission_mode="bypassPermissions")
+        assert (await s.ask("write", timeout=180)).text == "wrote"
+        assert s.lease is not None and s.workspace_mount is None
+        assert "tmpfs" in (await s.run("stat -f -c %T /workspace")).stdout
+        assert not docker_client.volumes.list(filters={"label": [
+            f"{LABEL}.workspace=scratch", f"{LABEL}.prefix={prefix}"]})
+        docker_client.containers.list(filters={"label": [
+            f"{LABEL}.prefix={prefix}", f"{LABEL}.container={s.lease.container}"]})[0].kill()
+        for _ in range(200):
+            if (await s.state()).get("status") == "lost":
+                break
+            await asyncio.sleep(0.1)
+        assert (await s.ask("again", timeout=180)).text == "after the kill"
+        assert not await s.files.exists("t.txt")  # the trade-off: lost with its container
+        await s.close(forget=True)
 
 
 def test_the_turn_view_lists_the_files_the_agent_wrote() -> None:

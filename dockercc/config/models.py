@@ -237,9 +237,12 @@ class DockerConfig(_Model):
     env: dict[EnvName, EnvSecret] | None = Field(None, **_doc("Additional environment variables"))
     read_only: bool = Field(True, **_doc("Mount the container's root filesystem read-only"))
     scratch_volumes: bool = Field(
-        False, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
-                      "tmpfs; a session keeps its container's volume, so a scratch workspace "
-                      "survives container loss and `resume=` (docs/workspaces.md)"))
+        True, **_doc("Give each container a fresh Docker volume at /workspace instead of a "
+                     "tmpfs; a session keeps its container's volume, so a scratch workspace "
+                     "survives container loss, `maxAgeMs` parking and `resume=`; it is "
+                     "removed with the session (`close(forget=True)`) or by `dockercc gc` "
+                     "once the session is no longer resumable. false: a tmpfs, lost with "
+                     "its container and leaving nothing to clean (docs/workspaces.md)"))
     user: str = Field(
         "1000:1000",
         pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$",
@@ -424,8 +427,8 @@ class AgentConfig(_Model):
     image: str | None = Field(None, min_length=1, **_doc("Image override for this agent"))
     workspace: str | None = Field(
         None, **_doc("Default `workspace=` of this agent's sessions: an absolute host folder "
-                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch tmpfs "
-                     "(docs/workspaces.md)"))
+                     "(`:ro` for read-only) or `volume:NAME`; null = a scratch "
+                     "workspace (`docker.scratchVolumes`, docs/workspaces.md)"))
     add_dirs: list[str] | None = Field(
         None, **_doc("Default `add_dirs=`: more host folders, read-only (`:rw` to write), at "
                      "/mnt/dirs/NAME and given to the CLI with `--add-dir`"))

@@ -174,11 +174,15 @@ class DockerBackend:
             mounts.append(Mount(target=target, source=source, type=kind, read_only=read_only))
         has_workspace = any(m[2] == "/workspace" for m in spec.mounts)
         if spec.scratch_volume and not has_workspace:
+            # a fresh name: Docker creates the volume (with these labels) as it creates the
+            # container, so a scratch workspace costs no API call of its own (a warm refill
+            # overlaps the first turn of the session that claimed the container before it)
             volume = scratch_volume_name(labels.get(f"{LABEL}.container", name))
-            self._ensure_volume(volume, {k: v for k, v in labels.items() if k in (
-                f"{LABEL}.prefix", f"{LABEL}.instance", f"{LABEL}.container")},
-                kind="scratch")
-            mounts.append(Mount(target="/workspace", source=volume, type="volume"))
+            mounts.append(Mount(target="/workspace", source=volume, type="volume", labels={
+                LABEL: "1", f"{LABEL}.workspace": "scratch",
+                **{k: v for k, v in labels.items() if k in (
+                    f"{LABEL}.prefix", f"{LABEL}.instance", f"{LABEL}.container",
+                    f"{LABEL}.owner")}}))
             has_workspace = True
         uid = spec.user.split(":")[0]
         gid = spec.user.split(":")[1] if ":" in spec.user else uid
@@ -295,15 +299,23 @@ class DockerBackend:
     async def remove(self, name: str) -> None:
         await asyncio.to_thread(self._remove, name)
 
-    def _remove_volume(self, name: str) -> None:
+    def _remove_volume(self, name: str, wait: float = 10.0) -> None:
         import docker.errors
 
-        try:
-            self.client.volumes.get(name).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:  # still in use: its container is going
-            log.warning("removing volume %s failed: %s", name, exc.explanation or exc)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.client.api.remove_volume(name, force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                # in use: its container is still being removed (auto-remove after a stop,
+                # or a removal "already in progress"); it lets go in a moment
+                if exc.status_code != 409 or time.monotonic() >= deadline:
+                    log.warning("removing volume %s failed: %s", name, exc.explanation or exc)
+                    return
+            time.sleep(0.1)
 
     async def remove_volume(self, name: str) -> None:
         """Remove a workspace volume (nothing if it is gone)."""

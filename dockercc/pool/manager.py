@@ -392,6 +392,8 @@ class ContainerPool:
                 await self.backend.remove(info.id)
             except Exception as exc:
                 log.warning("removing %s failed: %s", info.name, exc)
+            if cid and redis_ok:
+                await self._drop_scratch_volume(cid)
             if self.egress is not None and cid:
                 with contextlib.suppress(Exception):
                     await self.egress.remove(cid)
@@ -774,6 +776,19 @@ class ContainerPool:
             if not lost:
                 self._ending.discard(rec.id)
 
+    async def _drop_scratch_volume(self, container: str) -> None:
+        """Remove a removed container's scratch workspace volume (``docker.scratchVolumes``)
+        unless a session took it (``{p}pool:scratch``): never claimed, or claimed by a
+        session that failed before it adopted the volume (a start-up timeout, ...). A
+        session's own volume stays for it (docs/workspaces.md#persistence)."""
+        if not self.config.docker.scratch_volumes:
+            return
+        volume = scratch_volume_name(container)
+        with contextlib.suppress(Exception):
+            if await self.transport.sessions.scratch_owner(volume) is not None:
+                return
+            await self.backend.remove_volume(volume)
+
     async def _destroy_now(self, rec: ContainerRecord) -> None:
         # its Redis rights go first: nothing it does while Docker removes it reaches Redis
         await self._drop_user(rec.id)
@@ -788,10 +803,7 @@ class ContainerPool:
                 await self.backend.remove(ref)
         except Exception as exc:
             log.warning("removing %s failed: %s", rec.name, exc)
-        if self.config.docker.scratch_volumes and not rec.session:
-            # never claimed: its scratch workspace is nobody's (a session keeps its own)
-            with contextlib.suppress(Exception):
-                await self.backend.remove_volume(scratch_volume_name(rec.id))
+        await self._drop_scratch_volume(rec.id)
         if self.egress is not None:
             await self.egress.remove(rec.id)
         await self.registry.remove_container(rec.id, rec.spec)
@@ -1232,6 +1244,8 @@ class ContainerPool:
             owner = rec.owner if rec else info.labels.get(f"{LABEL}.owner", "")
             if owner not in alive and info.id:
                 await self.backend.remove(info.id)
+                if cid:
+                    await self._drop_scratch_volume(cid)
                 removed += 1
         for rec in records.values():
             labelled = any(i.labels.get(f"{LABEL}.container") == rec.id for i in infos)

@@ -67,7 +67,7 @@ class ContainerSpec(BaseModel):
     credentials_file: str | None = None
     command: tuple[str, ...] | None = None
     tmpfs_size: str = "1g"
-    scratch_volume: bool = False
+    scratch_volume: bool = True
     """Without a ``/workspace`` mount: a fresh volume (:func:`scratch_volume_name`) there
     instead of the tmpfs, which the session that claims the container keeps."""
     mounts: tuple[tuple[str, str, str, bool], ...] = ()
