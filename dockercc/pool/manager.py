@@ -88,6 +88,18 @@ def backend_for(config: DockerCCConfig) -> Backend:
         return LocalBackend()
     return DockerBackend(config.docker.base_url)
 
+
+REPORT_ERROR = """
+-- KEYS: the session registry, the session's output buffer, output channel, state
+-- ARGV: session id, envelope, buffer length, message
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PUBLISH', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[4], 'status', 'lost', 'error', ARGV[4])
+return 1
+"""
+
 class PoolStats(BaseModel):
     """Counts and figures for ``status`` and the health endpoint."""
 
@@ -222,6 +234,7 @@ class ContainerPool:
         self._quarantine = r.register_script(QUARANTINE)
         self._budget_admit = r.register_script(BUDGET_ADMIT)
         self._budget_settle = r.register_script(BUDGET_SETTLE)
+        self._report_error = r.register_script(REPORT_ERROR)
         #: the containers' own Redis users (None with ``redis.containerAcl: false``)
         self.acl: ContainerACL | None = (ContainerACL(r, transport.prefix)
                                          if config.redis.container_acl else None)
@@ -1289,12 +1302,12 @@ class ContainerPool:
         seq = prev.seq if prev is not None else 0
         env = encode_envelope(seq + 1, now_ms(), runner_event(
             "error", error=error, message=message, restart=False, **fields))
-        pipe = r.pipeline(transaction=False)
-        pipe.rpush(keys.output_buffer, env)
-        pipe.ltrim(keys.output_buffer, -OUTPUT_BUFFER_MAX, -1)
-        pipe.publish(keys.output, env)
-        pipe.hset(keys.state, mapping={"status": "lost", "error": message})
-        await pipe.execute()
+        # only into a session that is still open, in one step: a session that closed on
+        # purpose meanwhile (its registry entry goes before its keys) must not get its
+        # output buffer and state back, without a TTL, from a loss reported late
+        await self._report_error(
+            keys=[self.transport.sessions_key, keys.output_buffer, keys.output, keys.state],
+            args=[session, env, OUTPUT_BUFFER_MAX, message])
 
     async def reconcile(self) -> int:
         """Remove containers (and registry entries) whose owner stopped heartbeating."""
