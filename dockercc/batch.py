@@ -613,7 +613,13 @@ class MapRun:
             workers = [asyncio.create_task(self._worker(pending, out))
                        for _ in range(min(self.concurrency, len(pending)))]
             try:
-                await asyncio.gather(*workers)
+                # (asyncio.wait: stopping the run cancels each worker once, below; a second
+                # cancel would cut short the clean-up of a claim in flight, and its container
+                # could write into a session already deleted)
+                if workers:
+                    done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+                    for w in done:
+                        w.result()
             finally:
                 for w in workers:
                     w.cancel()
