@@ -41,7 +41,8 @@ def rss_mib() -> float:
 
 
 async def dockercc_map(redis_url: str, api_url: str, image: str, *, items: int,
-                       concurrency: int, prefix: str = "bench:map:") -> dict[str, Any]:
+                       concurrency: int, prefix: str = "bench:map:",
+                       reuse: bool = True) -> dict[str, Any]:
     config = {
         "image": image,
         "redis": {"url": redis_url, "keyPrefix": prefix},
@@ -54,7 +55,7 @@ async def dockercc_map(redis_url: str, api_url: str, image: str, *, items: int,
     samples: list[tuple[int, float]] = []
     async with AsyncPool(config) as pool:
         await pool.warm(AGENT, concurrency, timeout=300)
-        run = pool.map(prompts, AGENT, concurrency=concurrency, progress=False)
+        run = pool.map(prompts, AGENT, concurrency=concurrency, progress=False, reuse=reuse)
 
         async def sample() -> None:
             while True:
@@ -80,7 +81,8 @@ async def dockercc_map(redis_url: str, api_url: str, image: str, *, items: int,
             "per_min": ok / elapsed * 60, "rss_start_mib": start, "rss_peak_mib": peak,
             "rss_end_mib": samples[-1][1] if samples else 0.0,
             "rss_growth_mib": (samples[-1][1] if samples else 0.0) - start,
-            "errors": errors, "retries": run.progress.retries}
+            "errors": errors, "retries": run.progress.retries, "reuse": reuse,
+            "sessions": len({r.session_id for r in results.ok})}
 
 
 async def sdk_loop(api_url: str, *, items: int, concurrency: int) -> dict[str, Any]:
@@ -125,7 +127,8 @@ async def _sdk_child(items: int, concurrency: int, cli: str, cwd: str) -> dict[s
 def rows(m: dict[str, Any], sdk: dict[str, Any] | None, concurrency: int) -> list[list[str]]:
     ratio = m["per_min"] / sdk["per_min"] if sdk and sdk["per_min"] else float("nan")
     return [
-        [f"pool.map: {m['items']} items, agent's own system prompt, concurrency {concurrency}",
+        [f"pool.map{'' if m['reuse'] else ' (reuse=False)'}: {m['items']} items, agent's own "
+         f"system prompt, concurrency {concurrency}",
          f"{m['per_min']:.0f} items/min", str(m["ok"]),
          f"{fmt_ratio(ratio)} query() loop" if sdk else "query() not measured",
          ">= 5x query()", "-" if ratio != ratio else "met" if ratio >= 5 else "MISSED"],
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--sdk-items", type=int, default=None)
+    p.add_argument("--no-reuse", action="store_true",
+                   help="pool.map(reuse=False): a new session (container) per item")
     p.add_argument("--image", default=os.environ.get("DOCKERCC_BENCH_IMAGE",
                                                      "clawdbot/docker-cc:latest"))
     p.add_argument("--sdk-child", action="store_true", help=argparse.SUPPRESS)
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     api, api_url = start_api()
     try:
         m = asyncio.run(dockercc_map(redis.url, api_url, args.image, items=args.items,
-                                     concurrency=args.concurrency))
+                                     concurrency=args.concurrency, reuse=not args.no_reuse))
         sdk = None
         if peers.sdk_available():
             sdk = asyncio.run(sdk_loop(api_url, items=args.sdk_items or min(args.items, 200),

@@ -1,4 +1,4 @@
-"""Scripted experiments at scale: ``pool.map`` runs many prompts, one fresh session each.
+"""Scripted experiments at scale: ``pool.map`` runs many prompts, a fresh conversation each.
 
 ::
 
@@ -16,6 +16,11 @@ An item is a string, a dict of template fields (``template="Classify: {review}"`
 its fields) are laid over the run's. Everything is checked before anything starts
 (:class:`~dockercc.errors.InvalidPrompt`, :class:`~dockercc.types.OptionsError`,
 :class:`~dockercc.errors.ConfigError`).
+
+Isolation (``reuse``): by default each worker keeps one session (container) open and runs
+each item in a new conversation in it (the CLI's ``/clear``): the model sees no other item,
+but a worker's items share its workspace and CLI process; ``reuse=False`` opens a new session
+(container) per item. See docs/experiments.md.
 
 Reliability: a transient failure (:class:`~dockercc.errors.ContainerLost`, a startup
 timeout, a turn timeout, the API's 429 / 5xx) is tried again with exponential backoff, up to
@@ -339,6 +344,8 @@ class MapItem:
     options: SessionOptions
     fields: dict[str, Any] | None
     hash: str
+    #: items with the same key can share a session (reuse=True)
+    okey: str = ""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -369,6 +376,16 @@ def item_hash(prompt: str, options: SessionOptions) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def options_key(options: SessionOptions) -> str:
+    """Equal for options a session can serve both of (what its container and CLI started
+    with); the tools, hooks and callbacks count by identity."""
+    blob = json.dumps(_options_digest(options), sort_keys=True, default=repr)
+    ids = [id(options.can_use_tool), id(options.hooks), *map(id, options.tools),
+           json.dumps(options.env, sort_keys=True, default=repr),
+           json.dumps(options.mcp_servers, sort_keys=True, default=repr)]
+    return hashlib.sha256((blob + repr(ids)).encode()).hexdigest()[:16]
+
+
 def _describe(value: Any) -> str:
     shown = repr(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
@@ -393,6 +410,7 @@ def prepare_items(pool: AsyncPool, prompts: Any, *, options: Any, agent: str,
     if template is not None and (not isinstance(template, str) or not template.strip()):
         raise InvalidPrompt("template must be a non-empty string with {field} placeholders")
     base = session_options(agent, options)
+    okeys: dict[int, str] = {}
     items: list[MapItem] = []
     for i, raw in enumerate(prompts):
         item_opts: Any = None
@@ -443,7 +461,10 @@ def prepare_items(pool: AsyncPool, prompts: Any, *, options: Any, agent: str,
             except OptionsError as exc:
                 raise OptionsError(f"items[{i}].{exc.field}",
                                    str(exc).split(": ", 1)[-1]) from None
-        items.append(MapItem(i, prompt, opts, fields, item_hash(prompt, opts)))
+        okey = okeys.get(id(opts))
+        if okey is None:
+            okey = okeys[id(opts)] = options_key(opts)
+        items.append(MapItem(i, prompt, opts, fields, item_hash(prompt, opts), okey))
     return items
 
 
@@ -460,7 +481,7 @@ class MapRun:
     def __init__(self, pool: AsyncPool, items: list[MapItem], *, name: str | None,
                  concurrency: int, retries: int, budget_usd: float | None, timeout: float,
                  progress: ProgressLike, retention_s: int, keep_sessions: bool,
-                 backoff_s: float) -> None:
+                 backoff_s: float, reuse: bool = True) -> None:
         self.pool = pool
         self.items = items
         self.name = name
@@ -471,6 +492,7 @@ class MapRun:
         self.retention_s = retention_s
         self.keep_sessions = keep_sessions
         self.backoff_s = backoff_s
+        self.reuse = reuse
         self._progress_arg = progress
         self.progress = MapProgress(total=len(items), queued=len(items), name=name)
         self.results: list[ItemResult] = []
@@ -591,7 +613,13 @@ class MapRun:
             workers = [asyncio.create_task(self._worker(pending, out))
                        for _ in range(min(self.concurrency, len(pending)))]
             try:
-                await asyncio.gather(*workers)
+                # (asyncio.wait: stopping the run cancels each worker once, below; a second
+                # cancel would cut short the clean-up of a claim in flight, and its container
+                # could write into a session already deleted)
+                if workers:
+                    done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+                    for w in done:
+                        w.result()
             finally:
                 for w in workers:
                     w.cancel()
@@ -614,40 +642,56 @@ class MapRun:
             self.progress.stopped = why
             log.warning("run %s stopped: %s", self.name or "(unnamed)", why)
 
+    @staticmethod
+    def _take(pending: deque[MapItem], okey: str | None) -> MapItem:
+        """The next item, preferring one the worker's open session can serve (its options)."""
+        if okey is not None and pending[0].okey != okey:
+            for i, item in enumerate(pending):
+                if item.okey == okey:
+                    del pending[i]
+                    return item
+        return pending.popleft()
+
     async def _worker(self, pending: deque[MapItem], out: asyncio.Queue[Any]) -> None:
         p = self.progress
-        while pending:
-            if self._over_budget():
-                while pending:
-                    item = pending.popleft()
-                    p.queued -= 1
-                    self._emit(out, ItemResult(index=item.index, prompt=item.prompt,
-                                               status="skipped", fields=item.fields,
-                                               error=p.stopped, error_type="BudgetExceeded",
-                                               item_hash=item.hash))
-                return
-            item = pending.popleft()
-            p.queued -= 1
-            p.running += 1
-            self._report()
-            try:
-                r = await self._run_item(item)
-            finally:
-                p.running -= 1
-            if r.status == "ok":
-                p._rate_done += 1
-                if self.name:
-                    await self.pool.transport.save_run_item(
-                        self.name, item.index, r.to_record(), retention_s=self.retention_s)
-            self._emit(out, r)
+        slot = _Slot()
+        try:
+            while pending:
+                if self._over_budget():
+                    while pending:
+                        item = pending.popleft()
+                        p.queued -= 1
+                        self._emit(out, ItemResult(index=item.index, prompt=item.prompt,
+                                                   status="skipped", fields=item.fields,
+                                                   error=p.stopped,
+                                                   error_type="BudgetExceeded",
+                                                   item_hash=item.hash))
+                    return
+                item = self._take(pending, slot.okey if slot.session is not None else None)
+                p.queued -= 1
+                p.running += 1
+                self._report()
+                try:
+                    r = await self._run_item(item, slot)
+                finally:
+                    p.running -= 1
+                if r.status == "ok":
+                    p._rate_done += 1
+                    if self.name:
+                        await self.pool.transport.save_run_item(
+                            self.name, item.index, r.to_record(), retention_s=self.retention_s)
+                self._emit(out, r)
+        finally:
+            await self._drop(slot)
 
-    async def _run_item(self, item: MapItem) -> ItemResult:
+    async def _run_item(self, item: MapItem, slot: _Slot | None = None) -> ItemResult:
+        slot = slot if slot is not None else _Slot()
         attempt = 0
         while True:
             attempt += 1
             session_id: str | None = None
             try:
-                result, session_id = await self._attempt(item)
+                result, session_id = await self._attempt(item, slot)
                 return self._from_result(item, result, session_id, attempt)
             except BudgetExceeded as exc:  # the config's budget (pool or agent)
                 if exc.scope != "session":
@@ -671,20 +715,52 @@ class MapRun:
                  type(exc).__name__, exc, delay, attempt + 1, self.retries + 1)
         await asyncio.sleep(delay)
 
-    async def _attempt(self, item: MapItem) -> tuple[Result, str]:
-        s = self.pool._open(item.options.model_copy())
+    async def _attempt(self, item: MapItem, slot: _Slot) -> tuple[Result, str]:
+        """One try of an item. ``reuse``: in the worker's open session (its options), in a
+        fresh conversation (the CLI's ``/clear``); else, or when that session cannot serve
+        it, in a new session. A session whose turn did not end cleanly (lost, timed out,
+        cancelled) is closed: the next try gets a new one."""
+        if slot.session is not None and (not self.reuse or slot.okey != item.okey):
+            await self._drop(slot)
+        clean = False
         try:
+            if slot.session is not None:
+                s = slot.session
+                before = s.claude_session_id
+                # (unchecked: /clear answers no schema; it is no item's turn)
+                cleared = await s.ask("/clear", timeout=self.timeout, check=False)
+                if not cleared.ok or not cleared.session_id or cleared.session_id == before:
+                    # the CLI did not start a new conversation: never run an item on top of
+                    # another's; a new session instead
+                    log.warning("session %s: /clear did not start a new conversation; "
+                                "opening a new session", s.id)
+                    await self._drop(slot)
+            if slot.session is None:
+                slot.session = self.pool._open(item.options.model_copy())
+                slot.okey = item.okey
+            s = slot.session
             try:
-                return await s.ask(item.prompt, timeout=self.timeout), s.id
+                result = await s.ask(item.prompt, timeout=self.timeout)
             except AgentError as exc:
                 exc.session_id = s.id  # type: ignore[attr-defined]
+                clean = exc.result is not None  # the turn ended: the CLI takes the next one
                 raise
+            clean = True
+            return result, s.id
         finally:
-            # shielded: a cancelled run still removes the item's container (aclose waits)
-            closing = asyncio.ensure_future(self._close(s))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
-            await asyncio.shield(closing)
+            if not clean or not self.reuse:
+                await self._drop(slot)
+
+    async def _drop(self, slot: _Slot) -> None:
+        """Close the slot's session (shielded: a cancelled run still removes its container;
+        aclose waits)."""
+        s, slot.session, slot.okey = slot.session, None, ""
+        if s is None:
+            return
+        closing = asyncio.ensure_future(self._close(s))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
 
     async def _close(self, s: Any) -> None:
         with contextlib.suppress(Exception):
@@ -711,6 +787,14 @@ class MapRun:
                           cost_usd=cost if isinstance(cost, int | float) else None,
                           session_id=session_id, attempts=attempts, fields=item.fields,
                           item_hash=item.hash)
+
+
+@dataclass
+class _Slot:
+    """A worker's open session (reuse): the options it serves."""
+
+    session: Any = None
+    okey: str = ""
 
 
 def _int(value: Any) -> int | None:
@@ -764,7 +848,8 @@ def start_map(pool: AsyncPool, prompts: Any, *, options: Any = None, agent: str 
               budget_usd: float | None = None, name: str | None = None,
               timeout: float | None = DEFAULT_TIMEOUT_S, progress: ProgressLike = True,
               retention_s: int = DEFAULT_RETENTION_S, keep_sessions: bool = False,
-              backoff_s: float = 1.0, done: Mapping[int, str] | None = None) -> MapRun:
+              backoff_s: float = 1.0, done: Mapping[int, str] | None = None,
+              reuse: bool = True) -> MapRun:
     """Check everything, then return the (not yet started) :class:`MapRun`. ``done`` (index
     -> item hash, e.g. from an output file) names items finished elsewhere: those whose hash
     still matches are left out (``dockercc batch`` resumes this way)."""
@@ -776,6 +861,9 @@ def start_map(pool: AsyncPool, prompts: Any, *, options: Any = None, agent: str 
     items = prepare_items(pool, prompts, options=options, agent=agent, template=template)
     if done:
         items = [item for item in items if done.get(item.index) != item.hash]
+    if not isinstance(reuse, bool):
+        raise ConfigError(f"reuse={reuse!r}: use True (a session per worker, a new "
+                          "conversation per item) or False (a new session per item)")
     if progress is not None and not isinstance(progress, bool | str) and not callable(progress):
         raise ConfigError(f"progress={progress!r}: use True/'auto', 'notebook', 'rich', False "
                           "or a callable taking a MapProgress")
@@ -784,4 +872,4 @@ def start_map(pool: AsyncPool, prompts: Any, *, options: Any = None, agent: str 
     return MapRun(pool, items, name=name, concurrency=concurrency, retries=retries,
                   budget_usd=budget_usd, timeout=timeout or DEFAULT_TIMEOUT_S,
                   progress=progress, retention_s=retention_s, keep_sessions=keep_sessions,
-                  backoff_s=backoff_s)
+                  backoff_s=backoff_s, reuse=reuse)

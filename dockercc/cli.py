@@ -532,12 +532,15 @@ def _done_in_output(path: str) -> dict[int, str]:
 @click.option("--json-schema", "schema_path", type=click.Path(exists=True, dir_okay=False),
               default=None, help="JSON schema file: structured output for every item")
 @click.option("--progress/--no-progress", default=True, help="A progress bar on stderr")
+@click.option("--reuse/--no-reuse", default=True, show_default=True,
+              help="A session per worker, a new conversation per item (--no-reuse: a new "
+              "session, i.e. container, per item)")
 @click.pass_context
 def batch(ctx: click.Context, input_path: str, out_path: str, agent: str,
           template: str | None, concurrency: int | None, retries: int,
           budget_usd: float | None, name: str | None, timeout: float,
-          schema_path: str | None, progress: bool) -> None:
-    """Run every item of INPUT.jsonl ('-' for stdin), each in a fresh session.
+          schema_path: str | None, progress: bool, reuse: bool) -> None:
+    """Run every item of INPUT.jsonl ('-' for stdin), each in a fresh conversation.
 
     A line is a JSON string (the prompt) or an object: {"prompt": ..., "id": ...,
     "options": {ClaudeAgentOptions fields}}, or with --template its fields. Each result is
@@ -569,7 +572,7 @@ def batch(ctx: click.Context, input_path: str, out_path: str, agent: str,
                             concurrency=concurrency, retries=retries, budget_usd=budget_usd,
                             name=name, timeout=timeout,
                             progress="rich" if progress and sys.stderr.isatty() else False,
-                            done=done)
+                            done=done, reuse=reuse)
         except (ConfigError, InvalidPrompt, InvalidSessionId) as exc:
             await pool.close()
             _fail(str(exc), 2)

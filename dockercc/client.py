@@ -268,8 +268,8 @@ class AsyncPool:
             retries: int = 2, budget_usd: float | None = None, name: str | None = None,
             timeout: float | None = 600.0, progress: Any = True,
             retention_s: int = 7 * 86400, keep_sessions: bool = False,
-            backoff_s: float = 1.0) -> MapRun:
-        """Run every prompt, each in a fresh session, ``concurrency`` at a time.
+            backoff_s: float = 1.0, reuse: bool = True) -> MapRun:
+        """Run every prompt, each in a fresh conversation, ``concurrency`` at a time.
 
         ``async for r in pool.map(...)`` yields :class:`~dockercc.batch.ItemResult` in
         completion order; ``await pool.map(...).gather()`` (or ``await pool.map(...)``) gives
@@ -278,15 +278,18 @@ class AsyncPool:
         :class:`ClaudeAgentOptions` or the name of a configured agent. Transient failures are
         tried again up to ``retries`` times; with ``name`` finished items are kept in Redis
         for ``retention_s`` and a second call with the same name runs only what is missing;
-        ``budget_usd`` stops new items once the run's cost reaches it. Everything is checked
-        here, before anything starts. See docs/experiments.md and :mod:`dockercc.batch`."""
+        ``budget_usd`` stops new items once the run's cost reaches it. ``reuse`` (default):
+        each worker keeps a session (container) open and runs each item in a new
+        conversation in it (the CLI's ``/clear``): the model sees no other item, but the
+        worker's items share its workspace and CLI process; ``reuse=False``: a new session
+        (container) per item. Everything is checked here, before anything starts. See docs/experiments.md and :mod:`dockercc.batch`."""
         from .batch import start_map
 
         return start_map(self, prompts, options=options, agent=agent, template=template,
                          concurrency=concurrency, retries=retries, budget_usd=budget_usd,
                          name=name, timeout=timeout, progress=progress,
                          retention_s=retention_s, keep_sessions=keep_sessions,
-                         backoff_s=backoff_s)
+                         backoff_s=backoff_s, reuse=reuse)
 
     async def forget_run(self, name: str) -> bool:
         """Drop the kept items of the named map run (the next call with that name starts

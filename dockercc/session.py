@@ -207,6 +207,26 @@ def check_structured_output(schema: dict[str, Any], result: Result) -> None:
                                     + "; ".join(problems[:5]), result, problems)
 
 
+async def _finished(task: asyncio.Future[Any]) -> Any:
+    """``await task``, but a cancel of the waiter does not reach the task: a claim taken back
+    finishes its clean-up (its container removed, its Redis user gone) before the session
+    goes on to close, however often the caller is cancelled meanwhile."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+        except BaseException:
+            break
+    if cancelled:
+        task.cancelled() or task.exception()  # retrieved: no "never retrieved" warning
+        raise asyncio.CancelledError
+    return task.result()
+
+
 async def ask_turn(events: AsyncIterator[Event], session_id: str, options: SessionOptions,
                    *, check: bool = True) -> Result:
     """The :class:`Result` of a turn's ``events`` (what every session's ``ask`` returns).
@@ -859,7 +879,7 @@ class AsyncSession:
             for task in (subscribing, claiming):
                 if task is not None:
                     with contextlib.suppress(BaseException):
-                        result = await task
+                        result = await _finished(task)
                         if task is subscribing and self._subscription is None:
                             await result.aclose()  # type: ignore[union-attr]
             if input_id is not None:

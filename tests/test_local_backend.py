@@ -34,6 +34,7 @@ from dockercc.config import load_config
 from dockercc.pool.backend import DockerBackend
 from dockercc.pool.local import NOT_ISOLATED, LocalBackend, own_processes
 from dockercc.pool.manager import backend_for
+from dockercc.protocol.envelope import Envelope
 from dockercc.testing import text, tool_use
 
 CAT = {"DOCKERCC_CLAUDE_BIN": "sh -c 'exec cat'"}
@@ -231,10 +232,11 @@ async def test_host_tools_through_the_bridge_and_a_built_in_tool(local_config: A
         made, where = out.strip().splitlines()
         assert made == "made"
         workspace = Path(where)
-        assert workspace.is_relative_to(backend_of(pool).root) and workspace.name == "workspace"
+        # (a scratch workspace: the session's own folder, docker.scratchVolumes' stand-in)
+        assert workspace.is_relative_to(backend_of(pool).root)
         assert (workspace / "made.txt").read_text() == "made\n"
         await s.close(forget=True)
-        assert not await asyncio.to_thread(workspace.exists), "its workspace goes with it"
+        assert not await asyncio.to_thread(workspace.exists), "a forgotten session's goes"
 
 
 async def test_can_use_tool_denies_changes_and_allows(local_config: Any, api: Any) -> None:
@@ -378,3 +380,27 @@ async def test_dockercc_status_says_the_local_backend_is_not_isolated(
     assert "local backend: not isolated" in out
     docker = await collect_health(load_config({**local_config(), "docker": {}}), timeout=2)
     assert docker.backend == "docker"
+
+
+async def test_a_loss_reported_after_the_session_closed_writes_nothing(
+        local_config: Any, api: Any, prefix: str) -> None:
+    """A container's loss reported late (the health pass or Docker's die event read the
+    record before the session closed it on purpose) must not bring back the forgotten
+    session's output buffer and state, with no TTL; a live session still gets the error."""
+    api.script(text("one"), text("two"))
+    async with AsyncPool(local_config()) as pool:
+        r = pool.transport.client
+        live = pool.session(session_id="live-one")
+        await live.ask("go", timeout=60)
+        await pool.containers.report_error(live.id, "container_lost", "lost: test")
+        env = Envelope.decode(await r.lindex(live.keys.output_buffer, -1))
+        assert env is not None and env.event.get("error") == "container_lost", env
+        assert (await live.state())["status"] == "lost"
+        await live.close(forget=True)
+        gone = pool.session(session_id="gone-one")
+        await gone.ask("go", timeout=60)
+        await gone.close(forget=True)
+        base = gone.keys.base
+        assert [k async for k in r.scan_iter(match=f"{base}*")] == []
+        await pool.containers.report_error(gone.id, "container_lost", "lost: late")
+        assert [k async for k in r.scan_iter(match=f"{base}*")] == []

@@ -1,4 +1,4 @@
-"""pool.map: many prompts, one fresh session each, with retries, resumption and budgets.
+"""pool.map: many prompts, each in a fresh conversation, with retries, resumption and budgets.
 
 Real Docker, the real CLI in the image, a real redis-server and the scripted Messages API."""
 
@@ -199,6 +199,50 @@ async def test_map_results_in_input_order_with_structured_output(make_config: An
         assert not pool.open_sessions
     left = [k for k in await _keys(make_config, prefix) if ":run:" in k or ":state" in k]
     assert left == []
+
+
+@pytest.mark.docker
+async def test_reuse_runs_items_in_fresh_conversations_of_the_workers_sessions(
+        make_config: Any, api: Any, prefix: str) -> None:
+    """reuse=True (the default): each worker keeps one session (container) per options and
+    runs each item in a new conversation (/clear): the model's request for an item holds
+    that item's prompt only, each result has its own Claude session id and its own cost;
+    items with other options get a session with those options; reuse=False: a session per
+    item."""
+    import json
+
+    model = Model(structured=False)
+    api.set_default(model)
+    async with dockercc.AsyncPool(make_config(pool={"maxTotal": 2, "maxPerAgent": 2})) as pool:
+        items: list[Any] = [f"Answer item-{i}" for i in range(6)]
+        items += [(f"Answer item-{i}", {"max_turns": 3}) for i in range(6, 9)]
+        results = await pool.map(items, concurrency=2, progress=False)
+        assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+        assert [r.text for r in results] == [f"answer {i}" for i in range(9)]
+        # the model never saw another item: one item's prompt (and no answer) per request
+        asked = [req for req in api.message_requests if ITEM.search(json.dumps(req.messages))]
+        assert len(asked) == 9
+        for req in asked:
+            sent = json.dumps(req.messages)
+            assert len(set(ITEM.findall(sent))) == 1, sent[-400:]
+            assert not re.search(r"answer \d", sent), sent[-400:]  # no earlier answer
+        # each item its own conversation, its own cost (not the session's running total)
+        assert len({r.claude_session_id for r in results}) == 9
+        assert len({r.cost_usd for r in results}) == 1 and results[0].cost_usd
+        # two workers: at most 2 sessions for the default options, and the items with their
+        # own options ran in sessions of their own (max_turns is a CLI argument)
+        plain = {r.session_id for r in results[:6]}
+        own = {r.session_id for r in results[6:]}
+        assert len(plain) <= 2 and len(own) <= 2 and not plain & own
+        assert sum(1 for r in results[:6] if r.session_id in plain) == 6
+        assert len(plain) < 6  # sessions were reused
+        assert not pool.open_sessions
+        # reuse=False: a new session per item
+        fresh = await pool.map([f"Answer item-{i}" for i in range(3)], concurrency=2,
+                               reuse=False, progress=False)
+        assert len({r.session_id for r in fresh}) == 3 and all(r.ok for r in fresh)
+        with pytest.raises(ConfigError, match="reuse"):
+            pool.map(["a"], reuse="yes")  # type: ignore[arg-type]
 
 
 async def _keys(make_config: Any, prefix: str) -> list[str]:

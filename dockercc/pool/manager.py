@@ -78,6 +78,7 @@ def backend_for(config: DockerCCConfig) -> Backend:
         return LocalBackend()
     return DockerBackend(config.docker.base_url)
 
+
 class PoolStats(BaseModel):
     """Counts and figures for ``status`` and the health endpoint."""
 
@@ -1222,7 +1223,8 @@ class ContainerPool:
         seq = await self.transport.sessions.last_seq(session)
         env = encode_envelope(seq + 1, now_ms(), runner_event(
             "error", error=error, message=message, restart=False, **fields))
-        await self.transport.sessions.append_event(session, env, status="lost", error=message)
+        # only into a session that is still open (see storage.scripts.REPORT_EVENT)
+        await self.transport.sessions.report_event(session, env, status="lost", error=message)
 
     async def reconcile(self) -> int:
         """Remove containers (and registry entries) whose owner stopped heartbeating."""

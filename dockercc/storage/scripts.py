@@ -331,3 +331,18 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(job))
 return 1
 """
+
+
+#: a loss reported by the host into a session's output, only while the session is registered
+#: (a session closed on purpose meanwhile must not get its buffer and state back, without a
+#: TTL, from a loss reported late)
+#: KEYS: the session registry, the session's output buffer, output channel, state
+#: ARGV: session id, envelope, buffer length, status, error
+REPORT_EVENT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PUBLISH', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[4], 'status', ARGV[4], 'error', ARGV[5])
+return 1
+"""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.envelope import Envelope
 from ..protocol.keys import OUTPUT_BUFFER_MAX, SessionKeys
+from . import scripts
 from .values import as_str
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class SessionStore:
     def __init__(self, transport: RedisTransport) -> None:
         self._t = transport
         self.pool_keys = transport.pool_keys
+        self._report: Any = None
 
     @property
     def _r(self) -> Any:
@@ -96,17 +98,18 @@ class SessionStore:
         env = Envelope.decode(tail) if tail else None
         return env.seq if env is not None else 0
 
-    async def append_event(self, session: str, envelope: str | bytes, **state: Any) -> None:
-        """Write one envelope into the session's output (buffer and channel) and set
-        ``state`` fields, for the host speaking when the runner cannot (a lost container)."""
+    async def report_event(self, session: str, envelope: str | bytes, *, status: str,
+                           error: str) -> bool:
+        """Write one envelope into the session's output (buffer and channel) and set its
+        ``status`` / ``error``, for the host speaking when the runner cannot (a lost
+        container); only while the session is registered (one Lua step). False if not."""
+        if self._report is None:
+            self._report = self._r.register_script(scripts.REPORT_EVENT)
         k = self.keys(session)
-        pipe = self._r.pipeline(transaction=False)
-        pipe.rpush(k.output_buffer, envelope)
-        pipe.ltrim(k.output_buffer, -OUTPUT_BUFFER_MAX, -1)
-        pipe.publish(k.output, envelope)
-        if state:
-            pipe.hset(k.state, mapping=state)
-        await pipe.execute()
+        done = await self._report(
+            keys=[self.pool_keys.sessions, k.output_buffer, k.output, k.state],
+            args=[session, envelope, OUTPUT_BUFFER_MAX, status, error])
+        return bool(done)
 
     async def take_pending_input(self, session: str) -> int:
         """Drop the prompts no runner answered yet (queued or taken); how many there were."""
