@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import budget, logs, metrics, tracing
@@ -386,6 +387,28 @@ class AsyncSession(SessionContainer):
         with redis_errors_as_transport_errors(self.pool.transport.url):
             await self.pool.transport.send_input(
                 self.id, control.control_request(control.new_request_id(), subtype, **fields))
+
+    async def stop(self, timeout: float = 15, *,
+                   on_event: Callable[[Event], object] | None = None) -> Result | None:
+        """Interrupt the turn in flight and read it to its end, passing each of its remaining
+        events (its :class:`Result` too) to ``on_event`` (which may be async); the session
+        stays usable. Returns the turn's Result, or None if no turn was open or it did not
+        end (``timeout`` s, a lost container, a failing ``on_event``): what Ctrl-C does in
+        the sync facade and in notebooks."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.interrupt(), 10)
+        if not self._turn_open:
+            return None
+        result = None
+        with contextlib.suppress(Exception):
+            async for event in self.receive(timeout=timeout):
+                if on_event is not None:
+                    done = on_event(event)
+                    if inspect.isawaitable(done):
+                        await done
+                if isinstance(event, Result):
+                    result = event
+        return result
 
     async def drain(self, timeout: float = 10) -> Result | None:
         """Read the current turn to its end (after an interrupt); None if it did not end."""
