@@ -1,5 +1,8 @@
 """Scripted experiments at scale: ``pool.map`` runs many prompts, a fresh conversation each.
 
+One module on purpose (~790 lines): ``pool.map``'s items, scheduler, retries, progress and
+resumable results are one run's job (``MapRun``).
+
 ::
 
     async with AsyncPool() as pool:

@@ -1,5 +1,8 @@
 """The ``dockercc`` command (click + rich).
 
+One click application on purpose (~950 lines): the commands share their options, the config
+loading and the output helpers (``_run_async``, ``_print_event``, ``_fail``).
+
 ``status`` (health; non-zero when unhealthy), ``run PROMPT`` (through the fallback chain),
 ``batch INPUT.jsonl --out OUTPUT.jsonl`` (``pool.map`` from a shell, resumable),
 ``sessions``, ``logs SESSION``, ``interrupt SESSION``, ``gc``, ``serve`` (the gateway with the

@@ -1,5 +1,8 @@
 """A session's workspace from the host: files in and out, commands in its own container.
 
+One module on purpose (~650 lines): every workspace operation runs through the same
+exec-as-the-agent path (``_Exec``), whose safety arguments are made once, here.
+
 Everything runs through ``docker exec`` in the session's container **as the agent's user**
 (uid 1000 by default), never as the root runner and never through Docker's archive API (which
 resolves paths as root over the whole container: a symlink the agent planted in

@@ -149,10 +149,8 @@ class Session:
             raise
 
     def _on_ctrl_c(self) -> None:
-        p = portal()
         with contextlib.suppress(BaseException):
-            p.run(self._inner.interrupt(), timeout=10)
-            p.run(self._inner.drain(timeout=15), timeout=20)
+            portal().run(self._inner.stop(timeout=15), timeout=30)
 
     def set_model(self, model: str | None) -> None:
         portal().run(self._inner.set_model(model))

@@ -8,6 +8,7 @@ docs/pool.md#the-local-backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -168,6 +169,98 @@ async def test_ask_returns_a_turn_interrupted_from_elsewhere(local_config: Any,
             result.raise_for_error()  # still an error for whoever asks for one
         assert (await s.ask("after that", timeout=60)).text == "ready again"
         await s.close(forget=True)
+
+
+async def test_stop_interrupts_the_turn_and_hands_on_the_rest_of_it(local_config: Any,
+                                                                    api: Any) -> None:
+    """``stop`` (what Ctrl-C does in the sync facade and in notebooks) interrupts the turn in
+    flight and reads it to its end, passing each event on, the Result last; the session
+    goes on, and with no turn open there is nothing to stop."""
+    api.on("count", text(" ".join(str(i) for i in range(40)), delay=0.1))
+    api.on("after", text("ready again"))
+    async with AsyncPool(local_config()) as pool:
+        s = pool.session()
+        await s.send("count to forty")
+        async with contextlib.aclosing(s.receive(timeout=60)) as events:
+            async for ev in events:
+                if isinstance(ev, TextDelta):
+                    break  # the turn is under way; its reader gives up
+        assert s.turn_open
+        seen: list[Any] = []
+
+        async def on_event(ev: Any) -> None:
+            seen.append(ev)
+
+        result = await s.stop(timeout=30, on_event=on_event)
+        assert isinstance(result, Result) and result.interrupted
+        assert seen[-1] is result and not any(isinstance(e, Result) for e in seen[:-1])
+        assert len([e for e in seen if isinstance(e, TextDelta)]) < 40
+        assert not s.turn_open
+        assert await s.stop(on_event=seen.append) is None
+        assert seen[-1] is result  # nothing more was handed on
+        assert (await s.ask("after that", timeout=60)).text == "ready again"
+        await s.close(forget=True)
+
+
+def test_ctrl_c_in_the_sync_facade_stops_the_turn(local_config: Any, api: Any) -> None:
+    """Ctrl-C during a sync stream stops the agent's turn (``stop``) before it propagates."""
+    import _thread
+    import threading
+
+    api.on("count", text(" ".join(str(i) for i in range(40)), delay=0.1))
+    api.on("after", text("still usable"))
+    with dockercc.Pool(local_config()) as pool:
+        s = pool.session()
+        n = 0
+        with pytest.raises(KeyboardInterrupt):
+            for ev in s.stream("count to forty", timeout=60):
+                if isinstance(ev, TextDelta):
+                    n += 1
+                    if n == 3:
+                        threading.Timer(0.05, _thread.interrupt_main).start()
+        assert n < 40
+        state = s.state()
+        assert state["status"] == "idle" and state["last_subtype"] == "error_during_execution"
+        assert s.ask("after the ctrl-c", timeout=60).text == "still usable"
+        s.close(forget=True)
+
+
+@pytest.mark.parametrize("on_portal", [True, False], ids=["sync-driver", "async-driver"])
+async def test_a_notebook_turn_that_times_out_is_stopped_into_its_view(
+        local_config: Any, api: Any, on_portal: bool) -> None:
+    """The notebook's turn driver, on a turn timeout, stops the turn and reads the rest of
+    it into the view (on the caller's thread), then raises; the session goes on."""
+    from dockercc.jupyter.state import TurnState
+    from dockercc.jupyter.turn import TurnDriver
+    from dockercc.jupyter.view import HtmlView
+
+    api.on("count", text(" ".join(f"w{i}" for i in range(40)), delay=0.2))
+    api.on("after", text("still here"))
+    if on_portal:
+        pool = dockercc.Pool(local_config())
+        s = pool.session()
+        aio = s.aio
+        await asyncio.to_thread(s.start)  # the turn's clock starts with a running CLI
+    else:
+        apool = AsyncPool(local_config())
+        aio = await apool.session().start()
+    view = HtmlView(TurnState(session=aio.id, agent=aio.agent, prompt="count"))
+    driver = TurnDriver(aio, view, on_portal=on_portal, timeout=2.5)
+    with pytest.raises(TimeoutError):
+        if on_portal:
+            await asyncio.to_thread(driver.run, "count")
+        else:
+            await driver.arun("count")
+    assert "w0" in view.state.text and "w39" not in view.state.text
+    assert not aio.turn_open
+    if on_portal:
+        assert s.ask("after", timeout=60).text == "still here"
+        s.close(forget=True)
+        pool.close()
+    else:
+        assert (await aio.ask("after", timeout=60)).text == "still here"
+        await aio.close(forget=True)
+        await apool.close()
 
 
 async def test_resume_after_close_restores_the_transcript_in_a_new_container(

@@ -1,5 +1,8 @@
 """Host tools: plain Python functions offered to the agent over MCP.
 
+One module on purpose (~780 lines): a host tool's whole life, from ``@tool`` (schema from type
+hints, docstring parsing) to a validated call and its converted output, and the registry.
+
 ``@tool`` turns a function (sync or async) into a :class:`Tool`: a JSON Schema for its
 arguments generated from the type hints with pydantic, a description from the docstring, and
 an async :meth:`Tool.call` that validates arguments, runs the function (sync functions in a

@@ -1,5 +1,8 @@
 """The host side of a container's only way out: one unix socket per container.
 
+One module on purpose (~760 lines): one proxy (its sockets, tunnels and the API forwarding
+that adds the credentials) and the per-container relay it is reached through.
+
 A container on Docker's ``none`` network has a loopback interface and nothing else. Its runner
 forwards ``127.0.0.1:<port>`` to a unix socket bind-mounted from the host
 (:mod:`dockercc.agent.forwarder`); :class:`EgressProxy`, owned by the pool's process, listens on

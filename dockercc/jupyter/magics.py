@@ -1,5 +1,8 @@
 """``%dockercc`` / ``%%dockercc``: talk to an agent from a notebook cell.
 
+One module on purpose (~780 lines): the magics share one argument parser and one per-kernel
+state (``STATE``); display lives in :mod:`.view` / :mod:`.render`, turns in :mod:`.turn`.
+
 ::
 
     %load_ext dockercc

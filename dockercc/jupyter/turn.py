@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import queue
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -236,26 +237,20 @@ class TurnDriver:
                 return result
 
     def _abort(self) -> Result | None:
-        """Interrupt the agent and read the rest of the turn into the view."""
+        """Interrupt the agent and read the rest of the turn into the view (from this thread:
+        the session's :meth:`~dockercc.AsyncSession.stop` runs on the portal and hands the
+        events over)."""
         self.view.interrupting()
-        p = portal()
-        with contextlib.suppress(BaseException):
-            p.run(self.session.interrupt(), timeout=10)
-        if not self.session.turn_open:
-            return None
-        drain = _PortalSource(self.session.receive(timeout=DRAIN_TIMEOUT_S))
+        events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        fut = portal().submit(self.session.stop(DRAIN_TIMEOUT_S, on_event=events.put))
+        fut.add_done_callback(lambda _: events.put(_END))
         try:
-            while True:
-                item = drain.get(None)
-                if item is _END:
-                    return None
-                result = self._feed(item)
-                if result is not None:
-                    return result
-        except BaseException:  # a second Ctrl-C, the drain timing out, a lost container
+            while (item := events.get()) is not _END:
+                self._feed(item)
+            return fut.result()
+        except BaseException:  # a second Ctrl-C
+            fut.cancel()
             return None
-        finally:
-            drain.close()
 
     # -- async -----------------------------------------------------------------------------
 
@@ -299,32 +294,22 @@ class TurnDriver:
             if result is not None:
                 return result
 
-    async def _call(self, coro: Any, timeout: float) -> Any:
-        if self.on_portal:
-            return await asyncio.wait_for(asyncio.wrap_future(portal().submit(coro)), timeout)
-        return await asyncio.wait_for(coro, timeout)
-
     async def _aabort(self) -> Result | None:
         self.view.interrupting()
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await self._call(self.session.interrupt(), 10)
-        if not self.session.turn_open:
-            return None
-        receive = self.session.receive(timeout=DRAIN_TIMEOUT_S)
-        drain: _PortalSource | _LoopSource = (
-            _PortalSource(receive) if self.on_portal else _LoopSource(receive))
-        try:
-            while True:
-                item = await drain.aget(None)
-                if item is _END:
-                    return None
-                result = self._feed(item)
-                if result is not None:
-                    return result
-        except (Exception, asyncio.CancelledError):
-            return None
-        finally:
-            await drain.aclose()
+            if not self.on_portal:
+                return await self.session.stop(DRAIN_TIMEOUT_S, on_event=self._feed)
+            loop = asyncio.get_running_loop()
+
+            def feed(event: Event) -> None:  # on the portal's thread: the view is fed on ours
+                loop.call_soon_threadsafe(self._feed, event)
+
+            fut = portal().submit(self.session.stop(DRAIN_TIMEOUT_S, on_event=feed))
+            try:
+                return await asyncio.wrap_future(fut)
+            finally:
+                fut.cancel()
+        return None
 
 
 def _log_failure(fut: concurrent.futures.Future[Any]) -> None:

@@ -1,5 +1,7 @@
 """Typed models of the Claude Code CLI's ``--output-format stream-json`` messages.
 
+One module on purpose (~630 lines): the wire models of one format and their one parser.
+
 Pure: no I/O. One stdout line of the CLI is one JSON object; :func:`parse_message` turns it
 into one of the models below and never raises. Every model
 

@@ -1,5 +1,7 @@
 """A scripted stand-in for the Anthropic Messages API, served over real HTTP on 127.0.0.1.
 
+One module on purpose (~650 lines): one scripted server, its routes, replies and request log.
+
 Point the real Claude Code CLI at it (``api.env()``) and it runs fully offline: every
 streaming ``POST /v1/messages`` takes the next scripted :class:`~dockercc.testing.Reply`.
 
