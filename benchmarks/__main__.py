@@ -159,7 +159,9 @@ class Bench:
             await peers.sdk_query(env, str(work))  # warm-up: the SDK's HOME is a used one
         else:
             self.info["sdk_missing"] = True
-        warm_pool, cold_pool = self.pool(), self.pool()
+        # the cold pool keeps no warm container: minWarm 0 and no demand warm set (the same
+        # session again and again would otherwise become one by its third run)
+        warm_pool, cold_pool = self.pool(), self.pool(pool={"demandMinHits": 0})
         try:
             self.begin_check()
             await warm_pool.warm("main", count=1, timeout=300)

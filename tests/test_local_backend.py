@@ -497,3 +497,20 @@ async def test_a_loss_reported_after_the_session_closed_writes_nothing(
         assert [k async for k in r.scan_iter(match=f"{base}*")] == []
         await pool.containers.report_error(gone.id, "container_lost", "lost: late")
         assert [k async for k in r.scan_iter(match=f"{base}*")] == []
+
+
+async def test_a_closed_session_stays_resumable_for_timeouts_resume_ms(
+        local_config: Any, api: Any) -> None:
+    """``timeouts.resumeMs`` is how long a closed session's state (and with it its scratch
+    workspace) is kept: the retained keys expire then; a session never seen says the limit."""
+    api.script(text("kept"))
+    async with AsyncPool(local_config(timeouts={"resumeMs": 90_000})) as pool:
+        s = pool.session()
+        assert (await s.ask("keep this", timeout=60)).text == "kept"
+        await s.close()
+        state_key = pool.transport.keys(s.id).state
+        ttl = await pool.transport.client.ttl(state_key)
+        assert 0 < ttl <= 90, ttl
+        with pytest.raises(dockercc.SessionClosed, match="timeouts.resumeMs"):
+            await pool.session(resume="s-never-was").ask("hi", timeout=30)
+        await pool.transport.delete_session(s.id)

@@ -154,6 +154,12 @@ class TimeoutsConfig(_Model):
                "goes on; short enough that an orphan of a dead owner and a stopped Redis "
                "does not linger"),
     )
+    resume_ms: Int = Field(
+        604800000, gt=0,
+        **_doc("How long a closed session stays resumable (7 days): its state, history, "
+               "sealed transcript and scratch workspace volume are kept this long; then the "
+               "keys expire and `dockercc gc` removes the volume"),
+    )
     permission_ms: Int = Field(
         300000, gt=0,
         **_doc("How long a permission request (`can_use_tool`, a notebook's Approve / Deny) "

@@ -15,7 +15,6 @@ from ..transcript_key import load_key
 from .backend import LABEL
 from .core import (
     NORMAL_CPU_SHARES,
-    RESUME_TTL_S,
     RETAINED_KEYS,
     PoolCore,
     log,
@@ -198,7 +197,7 @@ class PoolContainers(PoolCore):
     async def end_session(self, session: str, claude_session_id: str = "") -> None:
         """Close a session's keys once no container of it runs: its record and live keys go,
         what a resume needs (state, history, result, the sealed transcript) stays for
-        ``RESUME_TTL_S``. Used by ``close()`` and for sessions of owners that died."""
+        ``timeouts.resumeMs``. Used by ``close()`` and for sessions of owners that died."""
         sessions = self.transport.sessions
         await sessions.unregister(session)
         await self.transport.delete_session(session, keep=RETAINED_KEYS)
@@ -206,7 +205,7 @@ class PoolContainers(PoolCore):
             await self.seal_transcript(session)
         if not claude_session_id:
             claude_session_id = await sessions.state_field(session, "claude_session_id") or ""
-        await sessions.retain(session, keep=RETAINED_KEYS, ttl_s=RESUME_TTL_S,
+        await sessions.retain(session, keep=RETAINED_KEYS, ttl_s=max(1, self.config.timeouts.resume_ms // 1000),
                               claude_session_id=claude_session_id, closed_ms=now_ms())
 
     async def seal_transcript(self, session: str) -> None:

@@ -18,7 +18,6 @@ from ..errors import (
 )
 from ..files import AsyncFiles, CommandResult, exec_target, run_command, stream_command
 from ..pool.backend import LABEL
-from ..pool.manager import RESUME_TTL_S
 from ..pool.spec import scratch_volume_name
 from ..protocol import transcript as sealing
 from ..protocol.cli import (
@@ -60,8 +59,9 @@ class SessionContainer(SessionRelays):
             self._restore_from = owner
             self._resume_id = resume
             return
+        days = self.pool.config.timeouts.resume_ms / 86400000
         raise SessionClosed(f"nothing to resume: no session {resume!r} in Redis (closed "
-                            f"sessions stay resumable for {RESUME_TTL_S // 86400} days)")
+                            f"sessions stay resumable for {days:g} days: timeouts.resumeMs)")
 
     async def start(self) -> Self:
         """Claim a container and hand it this session (done on first use anyway)."""
