@@ -242,8 +242,12 @@ async def test_credentials_reach_the_api_and_never_the_container(
         assert placeholder in env
         assert "ANTHROPIC_BASE_URL=http://127.0.0.1:3128" in env
         assert c.attrs["HostConfig"]["NetworkMode"] == "none"
-        mounts = {m["Destination"] for m in c.attrs["Mounts"]}
-        assert mounts == {"/run/dockercc/egress", "/run/dockercc/redis/relay.sock"}, mounts
+        mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+        # no credentials file: the proxy's socket, the Redis relay and the session's own
+        # scratch workspace volume (docker.scratchVolumes), nothing else
+        assert set(mounts) == {"/run/dockercc/egress", "/run/dockercc/redis/relay.sock",
+                               "/workspace"}, mounts
+        assert mounts["/workspace"]["Type"] == "volume"
         # Redis: every key and value (the transcript is stored compressed)
         for value in redis_values(redis_server.url):
             assert b"CANARY" not in value

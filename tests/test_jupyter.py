@@ -414,12 +414,15 @@ def test_line_magic_commands_and_display_hooks(shell: InteractiveShell, api: Any
     for s in STATE.sessions.values():
         assert s.aio.lease is not None and s.aio.lease.name in bundle["text/html"]
     assert "heartbeat" in bundle["text/html"] and "busy" in bundle["text/html"]
-    assert bundle["text/html"].count("<tr>") == 3  # header + 2 containers
-    assert [row["state"] for row in table.data] == ["busy", "busy"]
+    # header + a row per container: the 2 busy ones, and (two sessions with the same
+    # options) perhaps a demand warm set's container on its way (docs/pool.md)
+    states = [row["state"] for row in table.data]
+    assert sorted(states)[:2] == ["busy", "busy"] and set(states) <= {"busy", "warm", "creating"}
+    assert bundle["text/html"].count("<tr>") == 1 + len(states)
     # displays: the pool shows the containers this process holds, a session its row
     fmt = shell.display_formatter.format
     pool_html = fmt(dj.pool())[0]["text/html"]
-    assert pool_html.count("<tr>") == 3 and "busy" in pool_html
+    assert pool_html.count("<tr>") >= 3 and pool_html.count("busy") >= 2
     session = STATE.sessions["main"]
     assert main_id in fmt(session)[0]["text/html"] and "idle" in fmt(session)[0]["text/markdown"]
     assert main_id in fmt(session.aio)[0]["text/html"]

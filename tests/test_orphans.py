@@ -139,6 +139,25 @@ def die_exit_code(docker_client: Any, container_id: str, since: float) -> int | 
     return None
 
 
+async def gc_takes_the_orphans_volume(redis: RedisServer, api: Any, image: str, prefix: str,
+                                      docker_client: Any) -> None:
+    """The one thing an orphan leaves: its never-claimed scratch volume (no process is left
+    that could know it holds nothing; AutoRemove takes only anonymous volumes), which
+    ``dockercc gc`` (``sweep_scratch_volumes``) removes."""
+    from dockercc.files import sweep_scratch_volumes
+
+    def ours() -> list[Any]:
+        return docker_client.volumes.list(filters={"label": f"{LABEL}.prefix={prefix}"})
+
+    assert len(ours()) == 1, ours()
+    pool = AsyncPool(pool_config(redis, api, image, prefix))
+    try:
+        assert await sweep_scratch_volumes(pool.containers) == 1
+    finally:
+        await pool.close()
+    assert ours() == []
+
+
 async def wait_gone(docker_client: Any, prefix: str, container: Any, gone_at: float,
                     deadline: float) -> float:
     """Seconds from ``gone_at`` until no container of ``prefix`` is left (``docker ps -a``)."""
@@ -155,7 +174,8 @@ async def wait_gone(docker_client: Any, prefix: str, container: Any, gone_at: fl
 @pytest.mark.timeout(180)
 async def test_sigkilled_owner_and_stopped_redis_the_orphan_exits_by_itself(
         tmp_path: Path, api: Any, agent_image: str, docker_client: Any) -> None:
-    """... and its container goes away by itself (AutoRemove): nothing is left for `gc`."""
+    """... and its container goes away by itself (AutoRemove); what `gc` is left is its
+    never-claimed scratch volume."""
     orphan_ms = 4000
     prefix = f"o{uuid.uuid4().hex[:8]}:"
     TEST_PREFIXES.add(prefix)
@@ -187,6 +207,8 @@ async def test_sigkilled_owner_and_stopped_redis_the_orphan_exits_by_itself(
             assert any("exiting as an orphan" in x for x in log), log
             print(f"\norphan exited and was removed {waited:.1f}s after its Redis stopped "
                   f"(orphanMs {orphan_ms}), {len(log)} log lines")
+            redis.start()
+            await gc_takes_the_orphans_volume(redis, api, agent_image, prefix, docker_client)
         finally:
             if owner.poll() is None:
                 owner.kill()
@@ -268,6 +290,7 @@ async def test_an_unclaimed_runner_whose_owner_died_exits_while_redis_is_up(
             assert len(log) <= 10 and any("owner has not been seen" in x for x in log), log
             print(f"\nunclaimed orphan exited and was removed {waited:.1f}s after its owner "
                   f"died (orphanMs {orphan_ms})")
+            await gc_takes_the_orphans_volume(redis, api, agent_image, prefix, docker_client)
         finally:
             if owner.poll() is None:
                 owner.kill()

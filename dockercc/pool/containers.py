@@ -54,6 +54,10 @@ class PoolContainers(PoolCore):
                 log.warning("removing %s failed: %s", info.name, exc)
             if cid and redis_ok:
                 await self._drop_scratch_volume(cid)
+            elif cid and cid not in self._claimed:
+                # no Redis to ask: a container no session of this process took holds no
+                # session's files (a claimed one's volume stays for `dockercc gc` to judge)
+                await self._drop_scratch_volume(cid, ask_redis=False)
             if self.egress is not None and cid:
                 with contextlib.suppress(Exception):
                     await self.egress.remove(cid)
@@ -159,7 +163,7 @@ class PoolContainers(PoolCore):
             if not lost:
                 self._ending.discard(rec.id)
 
-    async def _drop_scratch_volume(self, container: str) -> None:
+    async def _drop_scratch_volume(self, container: str, *, ask_redis: bool = True) -> None:
         """Remove a removed container's scratch workspace volume (``docker.scratchVolumes``)
         unless a session took it (``{p}pool:scratch``): never claimed, or claimed by a
         session that failed before it adopted the volume (a start-up timeout, ...). A
@@ -168,7 +172,7 @@ class PoolContainers(PoolCore):
             return
         volume = scratch_volume_name(container)
         with contextlib.suppress(Exception):
-            if await self.transport.sessions.scratch_owner(volume) is not None:
+            if ask_redis and await self.transport.sessions.scratch_owner(volume) is not None:
                 return
             await self.backend.remove_volume(volume)
 

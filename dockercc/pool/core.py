@@ -190,6 +190,9 @@ class PoolCore:
         #: remove themselves when they exit (AutoRemove), so an inspect after the fact finds
         #: nothing; the exit code and the OOM verdict are kept from the events instead
         self._deaths: dict[str, Death] = {}
+        #: containers this process handed to a session (their scratch volume may hold the
+        #: session's files): without Redis, only the others' volumes are removed
+        self._claimed: set[str] = set()
         #: the containers' own Redis users (None with ``redis.containerAcl: false``)
         self.acl: ContainerACL | None = (transport.container_acl()
                                          if config.redis.container_acl else None)

@@ -180,6 +180,7 @@ class ContainerPool(PoolHealth):
                 if kind == "warm":
                     if self.acl is not None:  # the session's keys, before it is told of them
                         await self.acl.grant(container, session, restore_from=restore)
+                    self._claimed.add(container)
                     await self.transport.assign(container, assignment)
                     await self._confirm_started(session, container, warm=True)
                     lease = Lease(container, res[2], True, key,
@@ -192,6 +193,7 @@ class ContainerPool(PoolHealth):
                             await self._destroy(old)
                     if self.acl is not None:
                         await self.acl.create(container, session=session, restore_from=restore)
+                    self._claimed.add(container)
                     await self.transport.assign(container, assignment)
                     await self._create(container, spec, name=name, agent=agent, session=session,
                                        prestart=None if prestart is None else
