@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from . import peers
-from ._common import PROMPT, clean_env, fmt_ms, fmt_ratio
+from ._common import PROMPT, fmt_ms, fmt_ratio
 
 #: (sample key, row label, session options)
 KINDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -27,17 +27,7 @@ KINDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 async def run(bench: Any) -> None:
     """Round robin over the running-CLI floor, each option kind and (if installed)
     ``query()``, ``bench.args.runs`` times; medians land in ``bench.s``."""
-    home, work = bench.scratch / "opt-home", bench.scratch / "opt-work"
-    home.mkdir(exist_ok=True)
-    work.mkdir(exist_ok=True)
-    env = clean_env({"ANTHROPIC_BASE_URL": bench.api_url,
-                     "ANTHROPIC_API_KEY": "sk-ant-scripted-bench",
-                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}, str(home))
-    floor = peers.RunningCLI(env, str(work))
-    await floor.start()
-    sdk = peers.sdk_available()
-    if sdk:
-        await peers.sdk_query(env, str(work))  # warm-up
+    floor, sdk, env, work = await peers.host_peers(bench.api_url, bench.scratch, "opt")
     pool = bench.pool()
     try:
         await pool.warm("main", count=1, timeout=300)
@@ -56,7 +46,7 @@ async def run(bench: Any) -> None:
                         bench.s.add(f"{key}_{part}", float(r[part]))
             if sdk:
                 await bench.settle()
-                bench.s.add("opt_sdk", await peers.sdk_query(env, str(work)))
+                bench.s.add("opt_sdk", await peers.sdk_query(env, work))
     finally:
         await floor.close()
         await asyncio.gather(pool.close(), return_exceptions=True)

@@ -153,3 +153,23 @@ def sdk_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+async def host_peers(api_url: str, scratch: Path, name: str) -> tuple[RunningCLI, bool,
+                                                                      dict[str, str], str]:
+    """The host's peers of a section, in ``scratch / name-*``: a started running CLI (the
+    floor) and, when claude-agent-sdk is installed, one warm-up ``query()``. Returns
+    ``(floor, sdk installed, env, work dir)``; the caller closes the floor."""
+    from ._common import clean_env
+
+    home, work = scratch / f"{name}-home", scratch / f"{name}-work"
+    home.mkdir(exist_ok=True)
+    work.mkdir(exist_ok=True)
+    env = clean_env({"ANTHROPIC_BASE_URL": api_url, "ANTHROPIC_API_KEY": "sk-ant-scripted-bench",
+                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}, str(home))
+    floor = RunningCLI(env, str(work))
+    await floor.start()
+    sdk = sdk_available()
+    if sdk:
+        await sdk_query(env, str(work))  # warm-up
+    return floor, sdk, env, str(work)

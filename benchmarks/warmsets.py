@@ -22,7 +22,7 @@ from dockercc.pool.backend import LABEL
 from dockercc.pool.spec import warm_set_key
 
 from . import peers
-from ._common import PROMPT, Samples, clean_env, fmt_ms, fmt_ratio, median, percentile
+from ._common import PROMPT, Samples, fmt_ms, fmt_ratio, median, percentile
 
 if TYPE_CHECKING:
     from .__main__ import Bench
@@ -98,17 +98,7 @@ async def wait_set(pool: AsyncPool, key: str, timeout: float = 300) -> float:
 async def run(bench: Bench) -> None:
     s = bench.s
     runs = bench.args.runs
-    home, work = bench.scratch / "ws-home", bench.scratch / "ws-work"
-    home.mkdir(exist_ok=True)
-    work.mkdir(exist_ok=True)
-    env = clean_env({"ANTHROPIC_BASE_URL": bench.api_url,
-                     "ANTHROPIC_API_KEY": "sk-ant-scripted-bench",
-                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}, str(home))
-    floor = peers.RunningCLI(env, str(work))
-    await floor.start()
-    sdk = peers.sdk_available()
-    if sdk:
-        await peers.sdk_query(env, str(work))
+    floor, sdk, env, work = await peers.host_peers(bench.api_url, bench.scratch, "ws")
     agents = {"main": {}, "notes": {"systemPrompt": AGENT_PROMPT, "minWarm": 1}}
     # the configured agent's warm set, and the default set an ad-hoc prompt falls back to
     pool = bench.pool(agents=agents, pool={"minWarm": 1})
@@ -130,7 +120,7 @@ async def run(bench: Bench) -> None:
             s.add("ws_agent_prestarted", float(r["warm"] and r["prestarted"]))
             if sdk:
                 await bench.settle()
-                s.add("ws_sdk", await peers.sdk_query(env, str(work)))
+                s.add("ws_sdk", await peers.sdk_query(env, work))
             # an ad-hoc system prompt, new in each run: 1st, 2nd and 3rd occurrence
             adhoc = f"You are ad-hoc helper {secrets.token_hex(4)}. Answer briefly."
             for n in (1, 2, 3):

@@ -234,6 +234,16 @@ def prefix(redis_server: RedisServer) -> Iterator[str]:
     assert not users, f"test leaked Redis ACL users: {sorted(users)}"
 
 
+def with_overrides(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with ``overrides``: a section given as a dict is merged one level deep."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
 @pytest.fixture
 def make_config(redis_server: RedisServer, api: Any, agent_image: str,
                 prefix: str) -> Callable[..., dict[str, Any]]:
@@ -250,12 +260,7 @@ def make_config(redis_server: RedisServer, api: Any, agent_image: str,
             "timeouts": {"healthIntervalMs": 1000, "startupMs": 30000},
             "pool": {"acquireTimeoutMs": 60000},
         }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        return cfg
+        return with_overrides(cfg, overrides)
 
     return make
 
@@ -277,11 +282,6 @@ def local_config(redis_server: RedisServer, api: Any,
             "timeouts": {"healthIntervalMs": 1000, "startupMs": 30000},
             "pool": {"acquireTimeoutMs": 30000},
         }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        return cfg
+        return with_overrides(cfg, overrides)
 
     return make
