@@ -146,6 +146,8 @@ def demo(prompt: str | None, image_tag: str | None) -> None:
             overrides["image"] = image_tag
         if api is not None:
             overrides["credentials"] = {"baseUrl": api.url, "apiKey": "sk-ant-offline-demo"}
+        # a throwaway session: its scratch workspace is a tmpfs, nothing outlives the demo
+        overrides["docker"] = {"scratchVolumes": False}
         async with AsyncPool(overrides, tools=[host_time]) as pool:
             t0 = time.monotonic()
             async with pool.session(permission_mode="bypassPermissions") as s:

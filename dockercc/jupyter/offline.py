@@ -50,7 +50,9 @@ class OfflineStack:
         """Config overrides that point a pool at this stack."""
         return {
             "redis": {"url": self.redis_url},
-            "docker": {"network": "host"},
+            # the stack's Redis goes with it, so its closed sessions can never be resumed:
+            # their workspaces stay tmpfs instead of volumes that would outlive their use
+            "docker": {"network": "host", "scratchVolumes": False},
             "credentials": {"baseUrl": self.api.url, "apiKey": OFFLINE_API_KEY},
         }
 
