@@ -22,6 +22,8 @@ the current time, so a long outage never causes a burst of catch-up runs. A run 
 while the job's previous run (in this process) is still going is recorded as ``skipped``.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import functools

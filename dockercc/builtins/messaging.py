@@ -13,6 +13,8 @@ A channel is a name the agent writes to. Two kinds:
 An unknown channel is an error result that lists the known ones.
 """
 
+from __future__ import annotations
+
 import asyncio
 import inspect
 import json
@@ -63,7 +65,7 @@ class _Channel:
 class ChannelRegistry:
     """The named channels of one pool: Python callbacks and Redis pub/sub channels."""
 
-    def __init__(self, transport: "RedisTransport", redis_channels: Iterable[str] = ()) -> None:
+    def __init__(self, transport: RedisTransport, redis_channels: Iterable[str] = ()) -> None:
         self.transport = transport
         self._channels: dict[str, _Channel] = {}
         for name in redis_channels:

@@ -13,6 +13,8 @@ and removed when the command ends, whatever happens. At most two run at once per
 tool is offered only to agents with ``nodesExec: true``.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import secrets

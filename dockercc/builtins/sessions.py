@@ -7,6 +7,8 @@ key prefix) plus each session's ``state`` / ``result`` / ``history`` keys. Promp
 be read by that process as the answer to its own next prompt.
 """
 
+from __future__ import annotations
+
 import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -93,7 +95,7 @@ async def tenant_of(host: BuiltinHost, session_id: str) -> str | None:
     return tenant or None
 
 
-async def check_reach(host: BuiltinHost, me: "AsyncSession", session_id: str,
+async def check_reach(host: BuiltinHost, me: AsyncSession, session_id: str,
                       missing: str = "no session {sid!r} in this pool") -> str:
     """``session_id`` if the calling session may reach it (it is the caller, or it belongs
     to the caller's tenant); otherwise the same error as for a session that does not exist,
@@ -104,7 +106,7 @@ async def check_reach(host: BuiltinHost, me: "AsyncSession", session_id: str,
     return sid
 
 
-def spawn_agent(me: "AsyncSession", agent: str | None) -> str:
+def spawn_agent(me: AsyncSession, agent: str | None) -> str:
     """The agent a session may start (``sessions_spawn``) or schedule (``cron_create``): its
     own, or one its agent's ``subagents`` lists; never one with other tools or prompts that
     the caller's agent was not given."""
@@ -197,7 +199,7 @@ def session_tools(ctx: ToolContext) -> list[Tool[..., Any]]:
         return to_json({"session_id": sid, "total": total, "offset": offset,
                         "next_offset": nxt if nxt < total else None, "entries": entries})
 
-    async def _deliver(target: "AsyncSession", prompt: str, wait: bool,
+    async def _deliver(target: AsyncSession, prompt: str, wait: bool,
                        timeout_s: float | None) -> dict[str, Any]:
         task = ctx.state.spawn(run_turn(host, target, prompt, TURN_TIMEOUT_S),
                                name=f"dockercc-send-{target.id}", session=target.id)

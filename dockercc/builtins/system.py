@@ -1,5 +1,7 @@
 """System tools: ``agents_list`` and ``config_get`` (secrets always redacted)."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Annotated, Any
 

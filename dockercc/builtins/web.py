@@ -19,6 +19,8 @@ web_search
     ``tools.webSearch.provider`` is set (or ``pool.search_provider`` is given in code).
 """
 
+from __future__ import annotations
+
 import codecs
 import ipaddress
 import os
@@ -98,7 +100,7 @@ class AddressPolicy:
         self.allow_networks = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
 
     @classmethod
-    def from_config(cls, config: "WebFetchConfig") -> "AddressPolicy":
+    def from_config(cls, config: WebFetchConfig) -> AddressPolicy:
         return cls(allow_private=config.allow_private, allow_networks=config.allow_networks)
 
     def _listed(self, ip: IPAddress) -> bool:
@@ -183,7 +185,7 @@ class WebFetcher:
     """Guarded HTTP(S) GETs. ``resolver`` and ``transport`` can be replaced (tests, custom
     DNS); requests always go to an address the :class:`AddressPolicy` allowed."""
 
-    def __init__(self, config: "WebFetchConfig", *, resolver: Resolver | None = None,
+    def __init__(self, config: WebFetchConfig, *, resolver: Resolver | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.policy = AddressPolicy.from_config(config)
@@ -449,7 +451,7 @@ PROVIDERS: dict[str, type[BraveSearch] | type[TavilySearch]] = {
     "brave": BraveSearch, "tavily": TavilySearch}
 
 
-def search_provider_from_config(config: "WebSearchConfig",
+def search_provider_from_config(config: WebSearchConfig,
                                 env: Mapping[str, str] | None = None) -> SearchProvider | None:
     """The configured provider, or None (no provider, or no key for it)."""
     if config.provider is None:
