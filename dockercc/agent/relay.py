@@ -125,6 +125,22 @@ class Input:
         self.conversation = conversation
         self.tools_ready = tools_ready  # cleared while a pre-started CLI refreshes its tools
         self._delivered: dict[Any, None] = {}  # ids of the last inputs written (insertion order)
+        # what the claim's round trip already took (``:processing`` and the first input moved
+        # there): the first prompt reaches the CLI without two more round trips
+        self.prefetched: list[Any] | None = None
+
+    async def deliver_prefetched(self) -> None:
+        """Write what the claim's round trip took (see :attr:`prefetched`) at once, before
+        the runner's other work; :meth:`loop` delivers it otherwise (after a tools refresh,
+        or what a failed write left in ``:processing``)."""
+        items = self.prefetched
+        if not items or not self.tools_ready.is_set():
+            return
+        self.prefetched = None
+        for i, item in enumerate(items):
+            if not await self.deliver(item):
+                self.prefetched = items[i:]
+                return
 
     async def loop(self) -> None:
         keys = self.keys
@@ -136,7 +152,10 @@ class Input:
             try:
                 # inputs a previous runner took but never handed to the CLI come first (and
                 # after a Redis outage: one whose BLMOVE happened but whose reply was lost)
-                for item in await self.r.lrange(keys.processing, 0, -1):
+                items, self.prefetched = self.prefetched, None
+                if items is None:
+                    items = await self.r.lrange(keys.processing, 0, -1)
+                for item in items:
                     if not await self.deliver(item):
                         return
                 while True:

@@ -217,7 +217,13 @@ class Runner:
                   mapping={"status": "busy", "session": a.session})
         # the claim is confirmed once the session's state names this container
         pipe.hset(keys.state, "container", self.s.container)
-        last, prev, *_ = await pipe.execute()
+        # the input the session queued (usually its first prompt, sent while it claimed), in
+        # the same round trip: the CLI gets it as soon as it is ready for it
+        pipe.lrange(keys.processing, 0, -1)
+        pipe.lmove(keys.input, keys.processing, "LEFT", "RIGHT")
+        last, prev, _, _, pending, moved = await pipe.execute()
+        assert self.input is not None
+        self.input.prefetched = [*pending, *([] if moved is None else [moved])]
         if last:
             env = Envelope.decode(last)
             if env is not None:  # (a forged seq beyond the window is no base either)
@@ -330,6 +336,7 @@ class Runner:
             await self.cli.write(control.initialize_request(control.new_request_id(), a.hooks))
         readers = list(self.cli.io_tasks)
         assert self.input is not None
+        await self.input.deliver_prefetched()
         input_task = self.tasks.spawn(self.input.loop())
         stop_wait = self.tasks.spawn(self.stopping.wait())
         exit_wait = self.tasks.spawn(proc.wait())

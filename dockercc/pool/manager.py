@@ -178,10 +178,11 @@ class ContainerPool(PoolHealth):
             restore = assignment.get("restore_from") or None
             try:
                 if kind == "warm":
-                    if self.acl is not None:  # the session's keys, before it is told of them
-                        await self.acl.grant(container, session, restore_from=restore)
                     self._claimed.add(container)
-                    await self.transport.assign(container, assignment)
+                    # the session's keys, before it is told of them (one round trip)
+                    await self.transport.assign(container, assignment, before=() if self.acl is None
+                                                else self.acl.grant_command(
+                                                    container, session, restore_from=restore))
                     await self._confirm_started(session, container, warm=True)
                     lease = Lease(container, res[2], True, key,
                                   (time.monotonic() - t0) * 1000)

@@ -82,6 +82,7 @@ class SessionBase:
         # request that does not carry it did not come from this session's current lease
         self._lease_token = ""
         self._keys_checked = False  # a new session's id was checked to have no keys yet
+        self._registered = False  # this claim entered the session in the registry
         #: git hooks / config in the workspace that appeared during the session (they would
         #: run on the host at the next ``git status`` there; see :mod:`dockercc.workspace`)
         self.workspace_warnings: list[str] = []
@@ -175,10 +176,13 @@ class SessionBase:
         closed session's or planted ones (a transcript, a Claude session id to resume)."""
         if not self.options.resume:
             if await self.pool.transport.sessions.has_keys(self.id):
-                raise SessionExists(
-                    f"session id {self.id!r} already has keys in Redis (a closed session's?): "
-                    f"continue it with pool.session(resume={self.id!r}) or use another id")
+                raise self._exists()
         self._keys_checked = True
+
+    def _exists(self) -> SessionExists:
+        return SessionExists(
+            f"session id {self.id!r} already has keys in Redis (a closed session's?): "
+            f"continue it with pool.session(resume={self.id!r}) or use another id")
 
     def _check_workspace(self) -> None:
         if self._git_before is None or not self._host_workspace:
@@ -210,13 +214,21 @@ class SessionBase:
         if raw:
             self.claude_session_id = raw
 
-    async def _register(self) -> None:
+    async def _register(self, *, new: bool = False) -> None:
+        """Enter the session in the registry; ``new``: also check, in the same step, that its
+        id has no keys yet (what :meth:`_check_new_id` does in a round trip of its own)."""
         record = {"agent": self.agent, "owner": self.pool.containers.owner,
                   "tenant": self.pool.tenant,
                   "created": now_ms(), "parent": self.options.parent or ""}
         # the state outlives the registry entry (closed sessions stay readable): the
         # built-in tools find the session's tenant there once it is closed
-        await self.pool.transport.sessions.register(self.id, record, self.pool.tenant)
+        sessions = self.pool.transport.sessions
+        if not new:
+            await sessions.register(self.id, record, self.pool.tenant)
+        elif await sessions.register_new(self.id, record, self.pool.tenant):
+            self._keys_checked = True
+        else:
+            raise self._exists()
 
     @property
     def keys(self) -> Any:

@@ -89,11 +89,38 @@ class SessionContainer(SessionRelays):
                 self.last_seq = max(self.last_seq,
                                     await self.pool.transport.sessions.last_seq(self.id))
         await self.pool.start()
+        # a new session: its id is checked unused and the session registered in one step
+        # (the claim waits on it); it has no Claude session or transcript to look up yet
+        fresh = not self._keys_checked and not self.options.resume
+        if fresh:
+            await self._register(new=True)
+        self._registered = fresh
+        try:
+            await self._claim()
+        except BaseException as exc:
+            metrics.on_error(type(exc).__name__)
+            if self._registered:  # (never another process's entry of a resumed id)
+                with contextlib.suppress(Exception):
+                    await self.pool.transport.sessions.unregister(self.id)
+            raise
+        assert self.lease is not None
+        await self.pool.transport.sessions.set_state(self.id,
+                                                     claimed_ms=f"{self.lease.claim_ms:.1f}")
+        if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
+            # the container's fresh scratch volume is this session's from now on: later
+            # containers (after a loss, parking, resume=) mount it instead of their own
+            volume = scratch_volume_name(self.lease.container)
+            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
+            await self.pool.transport.sessions.keep_scratch(self.id, volume)
+
+    async def _claim(self) -> None:
+        """Hand the session's assignment to a container (registering the session first
+        unless :meth:`_ensure_container` did)."""
         if not self._keys_checked:
             await self._check_new_id()
         if self.options.resume and self._resume_id is None:
             await self._resolve_resume(self.options.resume)
-        elif self.claude_session_id is None:
+        elif self.claude_session_id is None and not self._registered:
             await self._refresh_claude_id()
         if self.claude_session_id and self._resume_id != self.claude_session_id:
             self._resume_id = self.claude_session_id
@@ -115,31 +142,19 @@ class SessionContainer(SessionRelays):
                       "restore_from": self._restore_from,
                       "tools_digest": tools_digest(self.tool_manifest()),
                       "hooks": self._hooks_config or None}
-        await self._register()
-        try:
-            with tracing.claim_span(self._trace, self.id, self.agent) as span:
-                self.lease = await self.pool.containers.claim(
-                    session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
-                    # a new container may start the CLI first thing (not to resume: the runner
-                    # restores the transcript before that CLI may start)
-                    prestart=None if self._restore_from or self._resume_id else self.prestart())
-                if span is not None:
-                    span.set_attributes({"dockercc.warm": self.lease.warm,
-                                         "dockercc.claim_ms": self.lease.claim_ms,
-                                         "dockercc.container": self.lease.container})
-        except BaseException as exc:
-            metrics.on_error(type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await self.pool.transport.sessions.unregister(self.id)
-            raise
-        await self.pool.transport.sessions.set_state(self.id,
-                                                     claimed_ms=f"{self.lease.claim_ms:.1f}")
-        if self.workspace_mount is None and self.pool.config.docker.scratch_volumes:
-            # the container's fresh scratch volume is this session's from now on: later
-            # containers (after a loss, parking, resume=) mount it instead of their own
-            volume = scratch_volume_name(self.lease.container)
-            self.workspace_mount = WorkspaceMount("volume", volume, WORKSPACE)
-            await self.pool.transport.sessions.keep_scratch(self.id, volume)
+        if not self._registered:
+            await self._register()
+            self._registered = True
+        with tracing.claim_span(self._trace, self.id, self.agent) as span:
+            self.lease = await self.pool.containers.claim(
+                session=self.id, agent=self.agent, spec=self.spec(), assignment=assignment,
+                # a new container may start the CLI first thing (not to resume: the runner
+                # restores the transcript before that CLI may start)
+                prestart=None if self._restore_from or self._resume_id else self.prestart())
+            if span is not None:
+                span.set_attributes({"dockercc.warm": self.lease.warm,
+                                     "dockercc.claim_ms": self.lease.claim_ms,
+                                     "dockercc.container": self.lease.container})
 
     # -- the workspace from the host (docs/workspaces.md) -----------------------------------
 

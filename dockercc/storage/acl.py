@@ -52,7 +52,7 @@ RUNNER_COMMANDS = (
     "hset", "hgetall", "expire",                   # state hashes, own record, transcript
     "set",                                         # :result
     "lindex", "lrange", "rpush", "ltrim", "lrem",  # buffer, history, input, MCP requests
-    "blpop", "blmove",                             # assignment, MCP replies, input
+    "lmove", "blpop", "blmove",                    # assignment, MCP replies, input
     "publish", "subscribe", "unsubscribe",         # output / control channels
     "eval",                                        # the write script (APPEND_ENVELOPES)
 )
@@ -220,7 +220,14 @@ class ContainerACL:
                     restore_from: str | None = None) -> None:
         """The container's runner may now serve ``session`` (and nothing else of the pool's
         but its own record). Call it before the assignment is pushed."""
-        await self._acl("SETUSER", self.user(container), *container_acl_rules(
+        await self.client.execute_command(*self.grant_command(container, session,
+                                                             restore_from=restore_from))
+
+    def grant_command(self, container: str, session: str, *,
+                      restore_from: str | None = None) -> tuple[Any, ...]:
+        """The ``ACL SETUSER`` of :meth:`grant`, for a caller that sends it in the same round
+        trip as the assignment (:meth:`PoolRegistry.assign`)."""
+        return ("ACL", "SETUSER", self.user(container), *container_acl_rules(
             self.prefix, container, session, restore_from=restore_from))
 
     async def revoke(self, container: str) -> None:

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -587,9 +587,10 @@ class RedisTransport:
 
     # -- pool assignment -------------------------------------------------------------------
 
-    async def assign(self, container: str, assignment: Mapping[str, Any]) -> None:
+    async def assign(self, container: str, assignment: Mapping[str, Any], *,
+                     before: Sequence[Any] = ()) -> None:
         """Hand a warm runner its session (see :meth:`PoolRegistry.assign`)."""
-        await self.registry.assign(container, assignment)
+        await self.registry.assign(container, assignment, before=before)
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``await fn(*args)``, a Redis error as :class:`TransportError`."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -194,11 +194,17 @@ class PoolRegistry:
         await pubsub.subscribe(self.keys.events)
         return Released(pubsub)
 
-    async def assign(self, container: str, assignment: Mapping[str, Any]) -> None:
-        """Hand a runner its session (``pool:assign:{container}``, read with BLPOP)."""
+    async def assign(self, container: str, assignment: Mapping[str, Any], *,
+                     before: Sequence[Any] = ()) -> None:
+        """Hand a runner its session (``pool:assign:{container}``, read with BLPOP).
+        ``before``: a command sent first in the same round trip (the container's ``ACL
+        SETUSER`` for the session: Redis runs it before the runner can see the assignment; if
+        it fails this raises, and the caller removes the container)."""
         validate_id(container, "container id")
         key = self.keys.assign(container)
         async with self._r.pipeline(transaction=False) as pipe:
+            if before:
+                pipe.execute_command(*before)
             pipe.rpush(key, json.dumps(assignment, ensure_ascii=False))
             pipe.expire(key, 3600)
             await self._t.call(pipe.execute)

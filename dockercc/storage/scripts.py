@@ -346,3 +346,14 @@ redis.call('PUBLISH', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[4], 'status', ARGV[4], 'error', ARGV[5])
 return 1
 """
+
+#: a new session's id checked to be unused and the session registered, in one step (the
+#: claim of a new session waits on it: one round trip instead of two)
+#: KEYS: the session registry, the session's state, history, transcript, result, output buffer
+#: ARGV: session id, registry record (JSON), tenant
+REGISTER_NEW = """
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]) > 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'tenant', ARGV[3])
+return 1
+"""

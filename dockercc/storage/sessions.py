@@ -54,6 +54,7 @@ class SessionStore:
         self._t = transport
         self.pool_keys = transport.pool_keys
         self._report: Any = None
+        self._register_new: Any = None
 
     @property
     def _r(self) -> Any:
@@ -130,6 +131,18 @@ class SessionStore:
         pipe.hset(self.pool_keys.sessions, session, json.dumps(dict(record)))
         pipe.hset(self.keys(session).state, "tenant", tenant)
         await pipe.execute()
+
+    async def register_new(self, session: str, record: Mapping[str, Any], tenant: str) -> bool:
+        """:meth:`register` for a new session whose id must have no keys yet (see
+        :meth:`has_keys`), in one step; False (nothing written) when it has some."""
+        if self._register_new is None:
+            self._register_new = self._r.register_script(scripts.REGISTER_NEW)
+        k = self.keys(session)
+        done = await self._register_new(
+            keys=[self.pool_keys.sessions, k.state, k.history, k.transcript, k.result,
+                  k.output_buffer],
+            args=[session, json.dumps(dict(record)), tenant])
+        return bool(done)
 
     async def unregister(self, session: str) -> None:
         await self._r.hdel(self.pool_keys.sessions, session)
