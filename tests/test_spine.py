@@ -180,6 +180,59 @@ async def test_input_taken_by_a_dead_runner_is_delivered_after_restart(
         await s.close(forget=True)
 
 
+async def test_inputs_queued_before_the_claim_reach_the_cli_once_in_order(
+        make_config: Any, api: Any) -> None:
+    """The runner takes what the session queued in its claim round trip (an input a dead
+    runner left in :processing first, then the next one of :input) and writes it at once:
+    each prompt reaches the CLI once, in order, and nothing stays queued. (Two prompts the
+    CLI reads before its turn starts become one user message: the CLI's own behaviour.)"""
+    api.on("first queued", text("one"))
+    api.on("second queued", text("two"))
+    first, second = "the first queued prompt", "the second queued prompt"
+    async with AsyncPool(make_config()) as pool:
+        t = pool.transport
+        sid = "spine-prefetch"
+        keys = t.keys(sid)
+        await t.send_input(sid, control.user_message(first))
+        await t.client.lmove(keys.input, keys.processing, "LEFT", "RIGHT")
+        await t.send_input(sid, control.user_message(second))
+        s = pool.session(session_id=sid)
+        await s.start()
+        results = []
+        while not results or second not in "\n".join(r.last_user_text
+                                                      for r in api.message_requests):
+            async for ev in s.receive(timeout=60):
+                if type(ev).__name__ == "Result":
+                    results.append(ev)
+        asked = "\n".join(r.last_user_text for r in api.message_requests)
+        assert asked.count(first) == 1 and asked.count(second) == 1
+        assert asked.index(first) < asked.index(second)
+        assert await t.client.llen(keys.processing) == 0
+        assert await t.client.llen(keys.input) == 0
+        await s.close(forget=True)
+
+
+async def test_a_used_id_is_refused_in_one_step_and_not_registered(
+        make_config: Any) -> None:
+    """A new session whose id has any key of a session (here only an output buffer) is
+    refused (SessionExists) by the same Lua step that would register it: nothing of it is
+    registered or claimed."""
+    from dockercc.errors import SessionExists
+
+    async with AsyncPool(make_config()) as pool:
+        t = pool.transport
+        sid = "spine-used-id"
+        await t.client.rpush(t.keys(sid).output_buffer, b"x")
+        try:
+            with pytest.raises(SessionExists, match="already has keys"):
+                await pool.session(session_id=sid).start()
+            assert not await t.client.hexists(t.pool_keys.sessions, sid)
+            assert not await t.client.exists(t.keys(sid).state)
+            assert (await pool.containers.stats()).claims == 0
+        finally:
+            await t.client.delete(t.keys(sid).output_buffer)
+
+
 async def test_cli_death_is_reported_and_the_cli_restarts_with_resume(
         make_config: Any, api: Any, docker_client: Any) -> None:
     from dockercc.errors import ContainerLost
