@@ -135,6 +135,27 @@ class Death:
             0 <= self.died_at - self.oom_at <= OOM_BEFORE_DIE_S
 
 
+async def finished(task: asyncio.Future[Any]) -> Any:
+    """``await task``, but a cancel of the waiter does not reach the task: a clean-up run
+    in a task of its own (a claim taken back: its container removed, its Redis user gone)
+    finishes however often the caller is cancelled meanwhile; the caller's cancel is raised
+    once it has."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+        except BaseException:
+            break
+    if cancelled:
+        task.cancelled() or task.exception()  # retrieved: no "never retrieved" warning
+        raise asyncio.CancelledError
+    return task.result()
+
+
 def _new_id() -> str:
     return secrets.token_hex(6)
 
