@@ -589,3 +589,33 @@ async def test_a_first_turn_cancelled_twice_during_its_claim_leaves_nothing_behi
     assert not leaks, f"(round, first cancel after ms, containers held, keys): {leaks}"
     assert pool_containers(docker_client, prefix) == []
 
+
+async def test_a_warm_claim_leases_the_name_its_container_has(
+        make_config: Any, docker_client: Any, agent_image: str, prefix: str) -> None:
+    """A claimed warm container is renamed for its session (``docker logs
+    clawdbot-cc-<session>``); the lease, and so ``repr(session)``, name it as it is once the
+    claim returns: the session's name, or the warm name it kept when the rename failed (here
+    a stale container, not the pool's, holds the session's name)."""
+    cfg = make_config(pool={"minWarm": 1, "maxTotal": 3},
+                      docker={"network": "host", "env": CAT})
+    name_prefix = AsyncPool(cfg).config.docker.container_prefix
+    stale = docker_client.containers.create(agent_image, name=f"{name_prefix}named-1",
+                                            command=["true"])
+    try:
+        async with AsyncPool(cfg) as pool:
+            for sid, renamed in (("named-0", True), ("named-1", False)):
+                await pool.containers.wait_warm(timeout=90)
+                warm = {r.id: r.name for r in await pool.containers.records()
+                        if r.status == "warm"}
+                s = pool.session(session_id=sid)
+                await s.start()
+                lease = s.lease
+                assert lease is not None and lease.warm
+                info = await asyncio.to_thread(docker_client.api.inspect_container, lease.name)
+                assert info["Config"]["Labels"][f"{LABEL}.container"] == lease.container
+                assert info["Name"].lstrip("/") == lease.name
+                assert lease.name == (f"{name_prefix}{sid}" if renamed else warm[lease.container])
+                assert f"container={lease.name!r}" in repr(s)
+                await s.close(forget=True)
+    finally:
+        stale.remove(force=True)

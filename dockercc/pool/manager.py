@@ -184,16 +184,19 @@ class ContainerPool(PoolHealth):
                 continue
             container = res[1]
             restore = assignment.get("restore_from") or None
+            renaming: asyncio.Future[str] | None = None
             try:
                 if kind == "warm":
+                    # renamed for its session while it is handed over; the lease carries the
+                    # name it has then (the warm one if the rename was skipped or failed)
+                    renaming = self._spawn(self._rename(res[2], name, container))
                     if self.acl is not None:  # the session's keys, before it is told of them
                         await self.acl.grant(container, session, restore_from=restore)
                     self._claimed.add(container)
                     await self.transport.assign(container, assignment)
                     await self._confirm_started(session, container, warm=True)
-                    lease = Lease(container, res[2], True, key,
+                    lease = Lease(container, await asyncio.shield(renaming), True, key,
                                   (time.monotonic() - t0) * 1000)
-                    self._spawn(self._rename(res[2], name, container))
                 else:
                     if kind == "evict":
                         old = await self.record(res[2])
@@ -214,7 +217,7 @@ class ContainerPool(PoolHealth):
                         await self._update(rec)
             except (StartupTimeout, ContainerLost) as exc:
                 attempts += 1
-                await finished(asyncio.ensure_future(self._give_back(res)))
+                await finished(asyncio.ensure_future(self._give_back(res, renaming)))
                 self._counters["startup_failures"] += 1
                 metrics.on_error("startup_failure")
                 if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
@@ -223,7 +226,7 @@ class ContainerPool(PoolHealth):
             except BaseException:
                 # in a task of its own: a second cancel of the caller cannot cut it short
                 await finished(asyncio.ensure_future(
-                    self._give_back(res, creates=True)))
+                    self._give_back(res, renaming, creates=True)))
                 raise
             self._counters["claims"] += 1
             self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
@@ -246,11 +249,14 @@ class ContainerPool(PoolHealth):
             else:
                 await self._give_back(res)
 
-    async def _give_back(self, res: list[str], *, creates: bool = False) -> None:
+    async def _give_back(self, res: list[str], renaming: asyncio.Future[str] | None = None,
+                         *, creates: bool = False) -> None:
         """Remove the container a failed or cancelled claim was handed (``res``, the claim
         script's answer; an ``evict`` also the warm container it marked to make room), or
         only its Redis user when its record is gone. ``creates``: the claim may have been
         cancelled during its create."""
+        if renaming is not None:  # it rewrites the record: done before the record goes
+            await asyncio.wait([renaming])
         if creates and res[0] != "warm" and self._creating:
             # a create cancelled midway goes on in its thread: let it land, then remove it
             await asyncio.wait(list(self._creating), timeout=60)
