@@ -539,3 +539,83 @@ async def test_closing_while_a_warm_container_is_being_created_leaves_none(
     await pool.close()  # the Docker call has not even begun
     await asyncio.sleep(2.0)
     assert pool_containers(docker_client, prefix) == []
+
+
+async def test_a_first_turn_cancelled_twice_during_its_claim_leaves_nothing_behind(
+        make_config: Any, docker_client: Any, redis_server: Any, prefix: str) -> None:
+    """A new session's ask() cancelled, and cancelled again while it takes its claim back,
+    at timings swept across the claim (before and after the claim script, the hand-over,
+    the confirmation): no container stays busy for a session that has no lease (the claim
+    script's answer lost to the cancel, or a give-back cut short by the second cancel), and
+    a closed session's keys stay deleted (a runner left holding the session would write its
+    output after the close). Real Docker, Redis and runner; ``cat`` answers for the CLI."""
+    cfg = make_config(pool={"minWarm": 1, "maxTotal": 8},
+                      docker={"network": "host", "env": CAT})
+    rounds = 24
+    leaks: list[tuple[int, float, list[str], list[str]]] = []
+    async with AsyncPool(cfg) as pool:
+        # how long a first send takes here (the claim included): the sweep spans it
+        await pool.containers.wait_warm(timeout=90)
+        probe = pool.session(session_id="cancel-probe")
+        t0 = time.perf_counter()
+        await probe.send("hi")
+        span = time.perf_counter() - t0
+        await probe.close(forget=True)
+        for i in range(rounds):
+            await pool.containers.wait_warm(timeout=90)
+            s = pool.session(session_id=f"cancel-{i}")
+            turn = asyncio.ensure_future(s.ask("hi", timeout=30))
+            delay = span * 1.5 * i / rounds
+            await asyncio.sleep(delay)
+            turn.cancel()
+            # the second cancel: at once, a loop turn later, or a few ms into the clean-up
+            gap = i % 4
+            if gap == 1:
+                await asyncio.sleep(0)
+            elif gap > 1:
+                await asyncio.sleep(0.002 * (gap - 1))
+            turn.cancel()
+            with contextlib.suppress(BaseException):
+                await turn
+            assert turn.cancelled()
+            own = s.lease.container if s.lease is not None else None
+            held = [r.id for r in await pool.containers.records()
+                    if r.session == s.id and r.id != own]
+            await s.close(forget=True)
+            await asyncio.sleep(0.3)  # a runner that kept the session would write by now
+            keys = sorted(k for k in redis_server.keys(f"{prefix}{s.id}:*"))
+            if held or keys:
+                leaks.append((i, round(delay * 1000, 1), held, keys))
+    assert not leaks, f"(round, first cancel after ms, containers held, keys): {leaks}"
+    assert pool_containers(docker_client, prefix) == []
+
+
+async def test_a_warm_claim_leases_the_name_its_container_has(
+        make_config: Any, docker_client: Any, agent_image: str, prefix: str) -> None:
+    """A claimed warm container is renamed for its session (``docker logs
+    clawdbot-cc-<session>``); the lease, and so ``repr(session)``, name it as it is once the
+    claim returns: the session's name, or the warm name it kept when the rename failed (here
+    a stale container, not the pool's, holds the session's name)."""
+    cfg = make_config(pool={"minWarm": 1, "maxTotal": 3},
+                      docker={"network": "host", "env": CAT})
+    name_prefix = AsyncPool(cfg).config.docker.container_prefix
+    stale = docker_client.containers.create(agent_image, name=f"{name_prefix}named-1",
+                                            command=["true"])
+    try:
+        async with AsyncPool(cfg) as pool:
+            for sid, renamed in (("named-0", True), ("named-1", False)):
+                await pool.containers.wait_warm(timeout=90)
+                warm = {r.id: r.name for r in await pool.containers.records()
+                        if r.status == "warm"}
+                s = pool.session(session_id=sid)
+                await s.start()
+                lease = s.lease
+                assert lease is not None and lease.warm
+                info = await asyncio.to_thread(docker_client.api.inspect_container, lease.name)
+                assert info["Config"]["Labels"][f"{LABEL}.container"] == lease.container
+                assert info["Name"].lstrip("/") == lease.name
+                assert lease.name == (f"{name_prefix}{sid}" if renamed else warm[lease.container])
+                assert f"container={lease.name!r}" in repr(s)
+                await s.close(forget=True)
+    finally:
+        stale.remove(force=True)

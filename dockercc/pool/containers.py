@@ -12,7 +12,7 @@ from ..protocol import transcript as sealing
 from ..storage.records import ContainerRecord
 from ..storage.values import now_ms
 from ..transcript_key import load_key
-from .backend import LABEL
+from .backend import LABEL, ContainerInfo
 from .core import (
     NORMAL_CPU_SHARES,
     RETAINED_KEYS,
@@ -62,26 +62,32 @@ class PoolContainers(PoolCore):
                 with contextlib.suppress(Exception):
                     await self.egress.remove(cid)
 
-    async def _rename(self, old: str, new: str, container: str) -> None:
+    async def _rename(self, old: str, new: str, container: str) -> str:
         """Warm containers get the session's name, so ``docker logs clawdbot-cc-<session>``
-        works as the seed says."""
+        works as the seed says. Best effort; returns the name the container has afterwards:
+        ``new``, else the one it kept (``old`` when it is not found)."""
         if old == new:
-            return
+            return old
+        found: list[ContainerInfo] = []
         try:
             # the Docker id of the container labelled for this record, not the record's name
             found = [i for i in await self.backend.list(
                 {**self.labels_base, f"{LABEL}.container": container})
                 if self._is_ours(i, container)]
             if len(found) != 1:
-                return
+                return old
             await self.backend.rename(found[0].id, new)
         except Exception as exc:  # a stale container of that name: keep the warm name
             log.debug("rename %s -> %s skipped: %s", old, new, exc)
-            return
-        rec = await self.record(container)
-        if rec is not None:
-            rec.name = new
-            await self._update(rec)
+            return found[0].name if len(found) == 1 and found[0].name else old
+        try:
+            rec = await self.record(container)
+            if rec is not None:
+                rec.name = new
+                await self._update(rec)
+        except Exception as exc:  # renamed all the same; its record's name is for display
+            log.warning("recording the new name of %s failed: %s", new, exc)
+        return new
 
     async def _create(self, container: str, spec: ContainerSpec, *, name: str, agent: str = "",
                       session: str = "", prestart: dict[str, Any] | None = None,

@@ -18,7 +18,7 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -99,13 +99,27 @@ class PoolStats(BaseModel):
 
 @dataclass
 class Lease:
-    """A container handed to one session."""
+    """A container handed to one session.
+
+    ``name``: the container's name. A claimed warm container is renamed for its session
+    (``clawdbot-cc-<session>``) in the background; the lease names it so from the claim on and
+    goes back to the warm name if the rename is skipped or fails. ``renamed`` resolves (to the
+    final name) when that is settled; :meth:`AsyncSession.start` waits for it."""
 
     container: str
     name: str
     warm: bool
     spec: str
     claim_ms: float
+    renamed: asyncio.Future[str] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.renamed is not None:
+            self.renamed.add_done_callback(self._settle_name)
+
+    def _settle_name(self, done: asyncio.Future[str]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.name = done.result()
 
 
 RESUME_TTL_S = 7 * 24 * 3600
@@ -133,6 +147,27 @@ class Death:
         child process the container survived, long before, does not count)."""
         return self.died and self.oom_at is not None and \
             0 <= self.died_at - self.oom_at <= OOM_BEFORE_DIE_S
+
+
+async def finished(task: asyncio.Future[Any]) -> Any:
+    """``await task``, but a cancel of the waiter does not reach the task: a clean-up run
+    in a task of its own (a claim taken back: its container removed, its Redis user gone)
+    finishes however often the caller is cancelled meanwhile; the caller's cancel is raised
+    once it has."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+        except BaseException:
+            break
+    if cancelled:
+        task.cancelled() or task.exception()  # retrieved: no "never retrieved" warning
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _new_id() -> str:

@@ -37,6 +37,7 @@ from .core import (
     PoolStats,
     _new_id,
     backend_for,
+    finished,
     log,
 )
 from .health import PoolHealth
@@ -145,12 +146,19 @@ class ContainerPool(PoolHealth):
         while True:
             new_id = _new_id()
             name = f"{self.config.docker.container_prefix}{session}"
-            res = await self.registry.claim_container(
+            step = asyncio.ensure_future(self.registry.claim_container(
                 warm_set=key, base=base, agent=agent, session=session,
                 max_total=self.config.pool.max_total,
                 max_per_agent=self.config.pool.max_per_agent, owner=self.owner, new_id=new_id,
                 ticket=ticket, ticket_deadline=now_ms() + int(max(3 * self.interval_s, 5) * 1000),
-                name=name)
+                name=name))
+            try:
+                res = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                # the script may have run (its reply was on its way): what it handed this
+                # session goes back, else that container stays busy for no one
+                await finished(asyncio.ensure_future(self._take_back(step, ticket)))
+                raise
             kind = res[0]
             if kind == "wait":
                 if not waited:
@@ -176,6 +184,7 @@ class ContainerPool(PoolHealth):
                 continue
             container = res[1]
             restore = assignment.get("restore_from") or None
+            renaming: asyncio.Future[str] | None = None
             try:
                 if kind == "warm":
                     self._claimed.add(container)
@@ -183,10 +192,13 @@ class ContainerPool(PoolHealth):
                     await self.transport.assign(container, assignment, before=() if self.acl is None
                                                 else self.acl.grant_command(
                                                     container, session, restore_from=restore))
+                    # renamed for its session meanwhile (after the assignment: Docker's work
+                    # is not on the first prompt's way); the lease names the container by the
+                    # name it gets, and by the warm one if the rename is skipped or fails
+                    renaming = self._spawn(self._rename(res[2], name, container))
                     await self._confirm_started(session, container, warm=True)
-                    lease = Lease(container, res[2], True, key,
-                                  (time.monotonic() - t0) * 1000)
-                    self._spawn(self._rename(res[2], name, container))
+                    lease = Lease(container, name, True, key, (time.monotonic() - t0) * 1000,
+                                  renamed=renaming)
                 else:
                     if kind == "evict":
                         old = await self.record(res[2])
@@ -207,22 +219,16 @@ class ContainerPool(PoolHealth):
                         await self._update(rec)
             except (StartupTimeout, ContainerLost) as exc:
                 attempts += 1
-                rec = await self.record(container)
-                if rec is not None:
-                    await self._destroy(rec)
-                else:
-                    await self._drop_user(container)
+                await finished(asyncio.ensure_future(self._give_back(res, renaming)))
                 self._counters["startup_failures"] += 1
                 metrics.on_error("startup_failure")
                 if attempts >= 2 or isinstance(exc, StartupTimeout) and kind != "warm":
                     raise
                 continue
             except BaseException:
-                rec = await self.record(container)
-                if rec is not None:
-                    await self._destroy(rec)
-                else:
-                    await self._drop_user(container)
+                # in a task of its own: a second cancel of the caller cannot cut it short
+                await finished(asyncio.ensure_future(
+                    self._give_back(res, renaming, creates=True)))
                 raise
             self._counters["claims"] += 1
             self._counters["warm_claims" if lease.warm else "cold_claims"] += 1
@@ -234,6 +240,38 @@ class ContainerPool(PoolHealth):
                 self._spawn(self._record_demand(key, spec, agent, prestart))
             self._spawn(self._refill_later())
             return lease
+
+    async def _take_back(self, step: asyncio.Future[list[str]], ticket: str) -> None:
+        """A claim cancelled during its Redis step: once the step has answered, give back
+        what it handed over, or leave the fair queue it joined."""
+        with contextlib.suppress(BaseException):
+            res = await step
+            if res[0] == "wait":
+                await self.registry.leave_queue(ticket)
+            else:
+                await self._give_back(res)
+
+    async def _give_back(self, res: list[str], renaming: asyncio.Future[str] | None = None,
+                         *, creates: bool = False) -> None:
+        """Remove the container a failed or cancelled claim was handed (``res``, the claim
+        script's answer; an ``evict`` also the warm container it marked to make room), or
+        only its Redis user when its record is gone. ``creates``: the claim may have been
+        cancelled during its create."""
+        if renaming is not None:  # it rewrites the record: done before the record goes
+            await asyncio.wait([renaming])
+        if creates and res[0] != "warm" and self._creating:
+            # a create cancelled midway goes on in its thread: let it land, then remove it
+            await asyncio.wait(list(self._creating), timeout=60)
+        for container in [res[1]] + ([res[2]] if res[0] == "evict" else []):
+            try:
+                rec = await self.record(container)
+                if rec is not None:
+                    await self._destroy(rec)
+                elif container == res[1]:
+                    await self._drop_user(container)
+            except Exception as exc:  # reconcile and `dockercc gc` find it later
+                log.warning("giving back container %s after a failed claim failed: %s",
+                            container, exc)
 
     async def _wait_for_release(self, timeout: float) -> None:
         self._wake.clear()

@@ -70,6 +70,10 @@ class SessionContainer(SessionRelays):
             async with self._lock:
                 with redis_errors_as_transport_errors(self.pool.transport.url):
                     await self._ensure_container()
+        lease = self.lease
+        if lease is not None and lease.renamed is not None:
+            # (a prompt does not wait for it: its turn runs meanwhile)
+            await asyncio.wait([lease.renamed])
         return self
 
     async def _ensure_container(self) -> None:

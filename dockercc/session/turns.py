@@ -32,6 +32,7 @@ from ..events import (
     SystemStatus,
     TextDelta,
 )
+from ..pool.core import finished
 from ..protocol import control
 from ..protocol.envelope import Envelope
 from ..storage.connection import redis_errors_as_transport_errors
@@ -61,26 +62,6 @@ def check_structured_output(schema: dict[str, Any], result: Result) -> None:
     if problems:
         raise StructuredOutputError("the structured output does not match output_format: "
                                     + "; ".join(problems[:5]), result, problems)
-
-
-async def _finished(task: asyncio.Future[Any]) -> Any:
-    """``await task``, but a cancel of the waiter does not reach the task: a claim taken back
-    finishes its clean-up (its container removed, its Redis user gone) before the session
-    goes on to close, however often the caller is cancelled meanwhile."""
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled = True
-        except BaseException:
-            break
-    if cancelled:
-        task.cancelled() or task.exception()  # retrieved: no "never retrieved" warning
-        raise asyncio.CancelledError
-    return task.result()
 
 
 async def ask_turn(events: AsyncIterator[Event], session_id: str, options: SessionOptions,
@@ -200,29 +181,45 @@ class AsyncSession(SessionContainer):
         subscribing = (None if self._subscription is not None
                        else asyncio.ensure_future(t.subscribe(self.id, self.last_seq)))
         claiming = asyncio.ensure_future(self._ensure_container())
-        input_id: str | None = None
+        sending: asyncio.Future[str] | None = None
         try:
+            # each awaited through a shield: a cancel of this task stops here and reaches the
+            # subtasks once, from the clean-up below (awaited bare, a second cancel would go
+            # on into the claim and cut short its own clean-up)
             if subscribing is not None:
-                self._subscription = await subscribing
-            input_id = await t.send_input(
-                self.id, line, traceparent=self._trace.traceparent if self._trace else "")
-            await claiming
+                self._subscription = await asyncio.shield(subscribing)
+            sending = asyncio.ensure_future(t.send_input(
+                self.id, line, traceparent=self._trace.traceparent if self._trace else ""))
+            input_id = await asyncio.shield(sending)
+            await asyncio.shield(claiming)
         except BaseException:
-            for task in (subscribing, claiming):
-                if task is not None and not task.done():
-                    task.cancel()
-            for task in (subscribing, claiming):
-                if task is not None:
-                    with contextlib.suppress(BaseException):
-                        result = await _finished(task)
-                        if task is subscribing and self._subscription is None:
-                            await result.aclose()  # type: ignore[union-attr]
-            if input_id is not None:
-                with contextlib.suppress(Exception):
-                    await t.withdraw_input(self.id, input_id)
-            await self._drop_subscription()
+            # in a task of its own, awaited to its end however often this one is cancelled
+            await finished(asyncio.ensure_future(
+                self._undo_send(subscribing, sending, claiming)))
             raise
         return input_id
+
+    async def _undo_send(self, subscribing: asyncio.Future[Any] | None,
+                         sending: asyncio.Future[str] | None,
+                         claiming: asyncio.Future[None]) -> None:
+        """A send that failed or was cancelled: its claim is stopped (the pool gives back a
+        container it took), its prompt withdrawn (a prompt queued but never answered would
+        be the next container's first input) and its subscription closed."""
+        for task in (subscribing, claiming):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (subscribing, sending, claiming):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+        if subscribing is not None and self._subscription is None and subscribing.done() \
+                and not subscribing.cancelled() and subscribing.exception() is None:
+            with contextlib.suppress(Exception):
+                await subscribing.result().aclose()
+        if sending is not None and not sending.cancelled() and sending.exception() is None:
+            with contextlib.suppress(Exception):
+                await self.pool.transport.withdraw_input(self.id, sending.result())
+        await self._drop_subscription()
 
     async def _drop_subscription(self) -> None:
         sub, self._subscription = self._subscription, None
