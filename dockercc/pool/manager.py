@@ -192,13 +192,13 @@ class ContainerPool(PoolHealth):
                     await self.transport.assign(container, assignment, before=() if self.acl is None
                                                 else self.acl.grant_command(
                                                     container, session, restore_from=restore))
-                    # renamed for its session meanwhile (after the assignment: Docker's work
-                    # is not on the first prompt's way); the lease names the container by the
-                    # name it gets, and by the warm one if the rename is skipped or fails
-                    renaming = self._spawn(self._rename(res[2], name, container))
                     await self._confirm_started(session, container, warm=True)
-                    lease = Lease(container, name, True, key, (time.monotonic() - t0) * 1000,
-                                  renamed=renaming)
+                    claim_ms = (time.monotonic() - t0) * 1000
+                    # renamed for its session in the background (Docker's work is on neither
+                    # the first prompt's nor the claim's way); the lease names the container by
+                    # the name it gets, and by the warm one if the rename is skipped or fails
+                    renaming = self._spawn(self._rename(res[2], name, container))
+                    lease = Lease(container, name, True, key, claim_ms, renamed=renaming)
                 else:
                     if kind == "evict":
                         old = await self.record(res[2])
