@@ -104,7 +104,7 @@ async def run(bench: Bench) -> None:
     pool = bench.pool(agents=agents, pool={"minWarm": 1})
     # today's path for an ad-hoc prompt: the default warm container, its CLI restarted
     today = bench.pool(pool={"minWarm": 1, "demandMinHits": 0})
-    cold = bench.pool()
+    cold = bench.pool(pool={"demandMinHits": 0})  # (cold every time: no demand warm set)
     try:
         await asyncio.gather(pool.start(), today.start(), cold.start())
         await pool.containers.wait_warm(timeout=600)

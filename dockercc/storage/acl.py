@@ -211,9 +211,11 @@ class ContainerACL:
         password = secrets.token_urlsafe(32)
         digest = _digest(password)
         rules = container_acl_rules(self.prefix, container, session, restore_from=restore_from)
-        await self.client.hset(self.pk.acl, container, digest)
+        # the user before its stored hash, and restore() reads the hashes before the users:
+        # a restore running meanwhile never takes a user being made for a lost one
         await self._acl("SETUSER", self.user(container), "reset", "on", f"#{digest}",
                         *self.command_rules(), *rules)
+        await self.client.hset(self.pk.acl, container, digest)
         self._passwords[container] = password
 
     async def grant(self, container: str, session: str, *,
@@ -262,8 +264,8 @@ class ContainerACL:
         wanted = [r for r in records if r.status in ("creating", "warm", "busy")]
         if not wanted:
             return 0
-        listing = await self.users()
         hashes = {as_str(k): as_str(v) for k, v in (await self.client.hgetall(self.pk.acl)).items()}
+        listing = await self.users()
         restored = 0
         for rec in wanted:
             rules = listing.get(rec.id)
